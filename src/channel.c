@@ -1,0 +1,570 @@
+/*-------------------------------------------------------------------------
+ *
+ * channel.c
+ *	  Shared-memory hand-off of credit payments between backends and the
+ *	  background worker.
+ *
+ * A calling backend fills a free slot, wakes the worker through its latch
+ * and sleeps on its own latch.  The worker takes submitted slots oldest
+ * first, and when the HTTP exchange is over writes the outcome back and sets
+ * the caller's latch.  Reply bodies that fit are copied into the slot; larger
+ * ones travel in a pinned dynamic shared memory segment that the caller
+ * unpins once it has read it, so replies of any size get through.
+ *
+ * A slot's life: FREE -> SUBMITTED -> SENDING -> DONE -> FREE.  A caller that
+ * stops waiting (cancel, statement_timeout, termination) abandons its slot:
+ * a SUBMITTED slot is simply freed and nothing is sent; a SENDING one becomes
+ * ABANDONED and the worker, when done, logs the outcome and frees it.
+ *
+ * All state changes happen under one LWLock held for a few instructions;
+ * reply data is copied outside it, by the one process that owns the slot in
+ * its current state.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/dsm.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "channel.h"
+#include "report.h"
+
+/* Reply bodies up to this size are copied through the slot itself. */
+#define BG_INLINE_BODY		8192
+
+/* How long a caller waits beyond its own timeout before giving up. */
+#define BG_WORKER_GRACE_MS	5000
+
+typedef enum BgSlotState
+{
+	SLOT_FREE,
+	SLOT_SUBMITTED,				/* waiting for the worker */
+	SLOT_SENDING,				/* taken by the worker */
+	SLOT_ABANDONED,				/* taken, but the caller stopped waiting */
+	SLOT_DONE					/* reply written, caller not yet woken up */
+} BgSlotState;
+
+typedef struct BgSlot
+{
+	BgSlotState state;
+	uint64		seq;			/* submission order */
+	Latch	   *owner_latch;
+	int			timeout_ms;
+	BgCreditPayment payment;
+	BgReply		reply;
+	dsm_handle	body_handle;	/* DSM_HANDLE_INVALID: body is inline */
+	Size		body_len;
+	char		body_inline[BG_INLINE_BODY];
+} BgSlot;
+
+typedef struct BgChannel
+{
+	LWLock	   *lock;
+	pid_t		worker_pid;		/* 0 while no worker runs */
+	Latch	   *worker_latch;
+	uint64		next_seq;
+	int			nslots;
+	BgSlot		slots[FLEXIBLE_ARRAY_MEMBER];
+} BgChannel;
+
+static BgChannel *channel = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* The slot this backend waits on, for cleanup on exit; -1 if none. */
+static int	my_slot = -1;
+static bool exit_callback_registered = false;
+
+/*
+ * One slot per backend would do, but a caller that gave up on a request
+ * still being sent may call again before the worker is done with it.
+ */
+static int
+channel_nslots(void)
+{
+	return 2 * MaxBackends;
+}
+
+static Size
+channel_size(void)
+{
+	return add_size(offsetof(BgChannel, slots),
+					mul_size(channel_nslots(), sizeof(BgSlot)));
+}
+
+static void
+channel_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(channel_size());
+	RequestNamedLWLockTranche("billogram", 1);
+}
+
+static void
+channel_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	channel = ShmemInitStruct("billogram channel", channel_size(), &found);
+	if (!found)
+	{
+		memset(channel, 0, channel_size());
+		channel->lock = &(GetNamedLWLockTranche("billogram"))->lock;
+		channel->nslots = channel_nslots();
+		channel->next_seq = 1;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+bg_channel_install_hooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = channel_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = channel_shmem_startup;
+}
+
+/* ---------------------------------------------------------------------
+ * Backend side
+ * ---------------------------------------------------------------------
+ */
+
+static void
+release_body_segment(dsm_handle handle)
+{
+	if (handle != DSM_HANDLE_INVALID)
+		dsm_unpin_segment(handle);
+}
+
+/*
+ * Give up on a slot.  Returns the state it was in, which tells whether the
+ * request had been sent.
+ */
+static BgSlotState
+abandon_slot(int slotno)
+{
+	BgSlot	   *slot = &channel->slots[slotno];
+	BgSlotState was;
+	dsm_handle	leftover = DSM_HANDLE_INVALID;
+
+	if (LWLockHeldByMe(channel->lock))
+		LWLockRelease(channel->lock);
+
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	was = slot->state;
+	switch (was)
+	{
+		case SLOT_SUBMITTED:
+			slot->state = SLOT_FREE;
+			break;
+		case SLOT_SENDING:
+			slot->state = SLOT_ABANDONED;
+			break;
+		case SLOT_DONE:
+			leftover = slot->body_handle;
+			slot->state = SLOT_FREE;
+			break;
+		default:
+			break;
+	}
+	LWLockRelease(channel->lock);
+
+	release_body_segment(leftover);
+	my_slot = -1;
+	return was;
+}
+
+static void
+abandon_on_exit(int code, Datum arg)
+{
+	if (my_slot >= 0 && channel != NULL)
+		abandon_slot(my_slot);
+}
+
+static void
+check_worker_available(void)
+{
+	if (channel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("billogram is not loaded through shared_preload_libraries"),
+				 errhint("Add billogram to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+static int
+submit(const BgCreditPayment *payment, int timeout_ms)
+{
+	int			i;
+	int			slotno = -1;
+	Latch	   *worker_latch;
+
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	if (channel->worker_pid == 0)
+	{
+		LWLockRelease(channel->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the billogram background worker is not running"),
+				 errdetail("Nothing was sent to Billogram."),
+				 errhint(RecoveryInProgress() ?
+						 "The worker does not run while the server is in recovery; call the function on the primary." :
+						 "The postmaster restarts the worker within seconds; if it keeps failing, check the server log (is billogram.database an existing database?).")));
+	}
+	for (i = 0; i < channel->nslots; i++)
+	{
+		if (channel->slots[i].state == SLOT_FREE)
+		{
+			slotno = i;
+			break;
+		}
+	}
+	if (slotno < 0)
+	{
+		LWLockRelease(channel->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many billogram requests in progress"),
+				 errdetail("Nothing was sent to Billogram."),
+				 errhint("Retry when earlier requests have finished.")));
+	}
+
+	{
+		BgSlot	   *slot = &channel->slots[slotno];
+
+		slot->payment = *payment;
+		slot->timeout_ms = timeout_ms;
+		slot->owner_latch = MyLatch;
+		slot->body_handle = DSM_HANDLE_INVALID;
+		slot->body_len = 0;
+		slot->seq = channel->next_seq++;
+		slot->state = SLOT_SUBMITTED;
+	}
+	my_slot = slotno;
+	worker_latch = channel->worker_latch;
+	LWLockRelease(channel->lock);
+
+	SetLatch(worker_latch);
+	return slotno;
+}
+
+/* Copy the reply out of a DONE slot and free the slot. */
+static void
+collect_reply(BgSlot *slot, BgCallerReply *result)
+{
+	result->reply = slot->reply;
+	result->body_len = slot->body_len;
+	result->body = palloc(slot->body_len + 1);
+
+	if (slot->body_handle == DSM_HANDLE_INVALID)
+		memcpy(result->body, slot->body_inline, slot->body_len);
+	else
+	{
+		dsm_segment *seg = dsm_attach(slot->body_handle);
+
+		if (seg == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_BILLOGRAM_WORKER_LOST),
+					 errmsg("could not read the reply of the billogram worker")));
+		memcpy(result->body, dsm_segment_address(seg), slot->body_len);
+		dsm_detach(seg);
+		dsm_unpin_segment(slot->body_handle);
+	}
+	result->body[slot->body_len] = '\0';
+
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	slot->state = SLOT_FREE;
+	LWLockRelease(channel->lock);
+	my_slot = -1;
+}
+
+static void
+wait_for_reply(int slotno, int timeout_ms, BgCallerReply *result)
+{
+	BgSlot	   *slot = &channel->slots[slotno];
+	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  timeout_ms + BG_WORKER_GRACE_MS);
+
+	for (;;)
+	{
+		BgSlotState state;
+		long		wait_ms;
+
+		LWLockAcquire(channel->lock, LW_SHARED);
+		state = slot->state;
+		LWLockRelease(channel->lock);
+
+		if (state == SLOT_DONE)
+		{
+			collect_reply(slot, result);
+			return;
+		}
+
+		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), give_up);
+		if (wait_ms <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_BILLOGRAM_WORKER_LOST),
+					 errmsg("the billogram worker did not answer within %d ms",
+							timeout_ms + BG_WORKER_GRACE_MS),
+					 errhint("Check the server log for the worker's messages.")));
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Tell the caller, after a cancel or timeout, whether the payment left.  A
+ * WARNING rather than more text on the error, because only now, after the
+ * slot has been given up, is the answer certain.
+ */
+static void
+report_abandoned(const BgCreditPayment *payment, BgSlotState was)
+{
+	if (was == SLOT_SUBMITTED)
+		ereport(NOTICE,
+				(errmsg("the credit payment on %s was not sent to Billogram",
+						payment->billogram_id)));
+	else if (was == SLOT_SENDING)
+		ereport(WARNING,
+				(errmsg("the credit payment on %s had already been sent to Billogram",
+						payment->billogram_id),
+				 errdetail("The worker finishes the request and writes its outcome to the server log.")));
+	else if (was == SLOT_DONE)
+		ereport(WARNING,
+				(errmsg("the credit payment on %s was answered by Billogram as the wait ended",
+						payment->billogram_id),
+				 errdetail("The worker has written its outcome to the server log.")));
+}
+
+void
+bg_channel_call(const BgCreditPayment *payment, int timeout_ms,
+				BgCallerReply *result)
+{
+	int			slotno;
+
+	check_worker_available();
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(abandon_on_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+
+	slotno = submit(payment, timeout_ms);
+
+	/* The slot is a shared resource: give it back if the wait is cut short */
+	PG_TRY();
+	{
+		wait_for_reply(slotno, timeout_ms, result);
+	}
+	PG_CATCH();
+	{
+		report_abandoned(payment, abandon_slot(slotno));
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/* ---------------------------------------------------------------------
+ * Worker side
+ * ---------------------------------------------------------------------
+ */
+
+static void
+fail_slot(BgSlot *slot, const char *why, bool may_have_reached)
+{
+	memset(&slot->reply, 0, sizeof(slot->reply));
+	slot->reply.outcome = BG_OUTCOME_WORKER;
+	slot->reply.may_have_reached = may_have_reached;
+	snprintf(slot->reply.message, sizeof(slot->reply.message), "%s", why);
+	slot->body_handle = DSM_HANDLE_INVALID;
+	slot->body_len = 0;
+	slot->state = SLOT_DONE;
+	SetLatch(slot->owner_latch);
+}
+
+/*
+ * Answer every slot the worker holds or would have taken: requests in flight
+ * may have reached Billogram, submitted ones certainly did not.  Runs with
+ * the lock held.
+ */
+static void
+fail_outstanding_slots(const char *why)
+{
+	int			i;
+
+	for (i = 0; i < channel->nslots; i++)
+	{
+		BgSlot	   *slot = &channel->slots[i];
+
+		if (slot->state == SLOT_SENDING)
+			fail_slot(slot, why, true);
+		else if (slot->state == SLOT_SUBMITTED)
+			fail_slot(slot, why, false);
+		else if (slot->state == SLOT_ABANDONED)
+		{
+			ereport(LOG,
+					(errmsg("billogram: the outcome of the credit payment on %s is unknown: %s",
+							slot->payment.billogram_id, why),
+					 errdetail("The request may have reached Billogram; check the invoice.")));
+			slot->state = SLOT_FREE;
+		}
+	}
+}
+
+static void
+detach_worker(int code, Datum arg)
+{
+	LWLockReleaseAll();
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	channel->worker_pid = 0;
+	channel->worker_latch = NULL;
+	fail_outstanding_slots("the billogram worker stopped");
+	LWLockRelease(channel->lock);
+}
+
+void
+bg_channel_attach_worker(void)
+{
+	if (channel == NULL)
+		ereport(ERROR,
+				(errmsg("billogram worker started without its shared memory")));
+
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	if (channel->worker_pid != 0)
+	{
+		LWLockRelease(channel->lock);
+		ereport(ERROR,
+				(errmsg("another billogram worker is already running with PID %d",
+						(int) channel->worker_pid)));
+	}
+	/* a predecessor that exited without its callback leaves slots behind */
+	fail_outstanding_slots("the billogram worker restarted");
+	channel->worker_pid = MyProcPid;
+	channel->worker_latch = MyLatch;
+	LWLockRelease(channel->lock);
+
+	before_shmem_exit(detach_worker, (Datum) 0);
+}
+
+bool
+bg_channel_take(BgTakenRequest *taken)
+{
+	int			i;
+	int			oldest = -1;
+
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	for (i = 0; i < channel->nslots; i++)
+	{
+		BgSlot	   *slot = &channel->slots[i];
+
+		if (slot->state == SLOT_SUBMITTED &&
+			(oldest < 0 || slot->seq < channel->slots[oldest].seq))
+			oldest = i;
+	}
+	if (oldest >= 0)
+	{
+		BgSlot	   *slot = &channel->slots[oldest];
+
+		slot->state = SLOT_SENDING;
+		taken->slotno = oldest;
+		taken->timeout_ms = slot->timeout_ms;
+		taken->payment = slot->payment;
+	}
+	LWLockRelease(channel->lock);
+	return oldest >= 0;
+}
+
+/*
+ * Copy the body into the slot, or into a pinned segment when it is big.
+ * Returns the segment's handle, DSM_HANDLE_INVALID when none was made.
+ */
+static dsm_handle
+store_body(BgSlot *slot, const char *body, size_t body_len)
+{
+	dsm_segment *seg;
+
+	slot->body_len = body_len;
+	slot->body_handle = DSM_HANDLE_INVALID;
+	if (body_len <= BG_INLINE_BODY)
+	{
+		if (body_len > 0)
+			memcpy(slot->body_inline, body, body_len);
+		return DSM_HANDLE_INVALID;
+	}
+
+	seg = dsm_create(body_len, 0);
+	memcpy(dsm_segment_address(seg), body, body_len);
+	dsm_pin_segment(seg);
+	slot->body_handle = dsm_segment_handle(seg);
+	dsm_detach(seg);
+	return slot->body_handle;
+}
+
+void
+bg_channel_post_reply(int slotno, const BgReply *reply,
+					  const char *body, size_t body_len)
+{
+	BgSlot	   *slot = &channel->slots[slotno];
+	char		billogram_id[BG_ID_MAXLEN + 1];
+	dsm_handle	stored = DSM_HANDLE_INVALID;
+	Latch	   *owner = NULL;
+	bool		abandoned;
+
+	/* the slot may be reused as soon as it is freed below */
+	memcpy(billogram_id, slot->payment.billogram_id, sizeof(billogram_id));
+
+	/* Only the invoice of a success is needed by the caller. */
+	if (reply->outcome != BG_OUTCOME_OK)
+		body_len = 0;
+
+	LWLockAcquire(channel->lock, LW_SHARED);
+	abandoned = (slot->state == SLOT_ABANDONED);
+	LWLockRelease(channel->lock);
+
+	if (!abandoned)
+	{
+		slot->reply = *reply;
+		stored = store_body(slot, body, body_len);
+	}
+
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	abandoned = (slot->state == SLOT_ABANDONED);
+	if (abandoned)
+		slot->state = SLOT_FREE;
+	else
+	{
+		slot->state = SLOT_DONE;
+		owner = slot->owner_latch;
+	}
+	LWLockRelease(channel->lock);
+
+	if (owner)
+	{
+		SetLatch(owner);
+		return;
+	}
+
+	/* the caller has gone: the segment made for it is ours to free */
+	release_body_segment(stored);
+	ereport(LOG,
+			(errmsg("billogram: the caller of the credit payment on %s stopped waiting; its outcome follows",
+					billogram_id)));
+	bg_report_failure(LOG, billogram_id, reply);
+}

@@ -1,0 +1,43 @@
+/*-------------------------------------------------------------------------
+ *
+ * channel.h
+ *	  Shared-memory hand-off of requests between backends and the worker.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BILLOGRAM_CHANNEL_H
+#define BILLOGRAM_CHANNEL_H
+
+#include "reply.h"
+#include "request.h"
+
+/* A request as the worker takes it from the channel. */
+typedef struct BgTakenRequest
+{
+	int			slotno;
+	int			timeout_ms;
+	BgCreditPayment payment;
+} BgTakenRequest;
+
+/* A reply as the calling backend gets it; body is palloc'd. */
+typedef struct BgCallerReply
+{
+	BgReply		reply;
+	char	   *body;
+	size_t		body_len;
+} BgCallerReply;
+
+/* Set up from _PG_init when loaded through shared_preload_libraries. */
+extern void bg_channel_install_hooks(void);
+
+/* Backend side */
+extern void bg_channel_call(const BgCreditPayment *payment, int timeout_ms,
+							BgCallerReply *result);
+
+/* Worker side */
+extern void bg_channel_attach_worker(void);
+extern bool bg_channel_take(BgTakenRequest *taken);
+extern void bg_channel_post_reply(int slotno, const BgReply *reply,
+								  const char *body, size_t body_len);
+
+#endif							/* BILLOGRAM_CHANNEL_H */

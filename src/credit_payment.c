@@ -1,0 +1,57 @@
+/*-------------------------------------------------------------------------
+ *
+ * credit_payment.c
+ *	  billogram_credit_payment(): the synchronous SQL entry point.
+ *
+ * The calling backend validates its arguments, hands the request to the
+ * worker and waits; it never talks HTTP itself.  A success returns the
+ * updated invoice, the reply's "data", parsed by PostgreSQL's own jsonb
+ * input so that every amount stays exact.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+
+#include "channel.h"
+#include "guc.h"
+#include "report.h"
+#include "request.h"
+
+PG_FUNCTION_INFO_V1(billogram_credit_payment);
+
+/* The reply's "data" as jsonb; the body is UTF-8, as JSON must be. */
+static Datum
+invoice_from_body(const char *body, size_t len)
+{
+	char	   *server_text = pg_any_to_server(body, (int) len, PG_UTF8);
+	Datum		envelope;
+
+	envelope = DirectFunctionCall1(jsonb_in, CStringGetDatum(server_text));
+	return DirectFunctionCall2(jsonb_object_field, envelope,
+							   CStringGetTextDatum("data"));
+}
+
+Datum
+billogram_credit_payment(PG_FUNCTION_ARGS)
+{
+	BgCreditPayment payment;
+	BgCallerReply result;
+
+	bg_build_credit_payment(&payment,
+							PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+							PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
+							PG_ARGISNULL(2) ? NULL : PG_GETARG_NUMERIC(2));
+
+	bg_channel_call(&payment, bg_timeout_ms, &result);
+
+	if (result.reply.outcome != BG_OUTCOME_OK)
+		bg_report_failure(ERROR, payment.billogram_id, &result.reply);
+
+	PG_RETURN_DATUM(invoice_from_body(result.body, result.body_len));
+}

@@ -1,0 +1,111 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  Definitions of the billogram.* settings.
+ *
+ * The API's URL, credentials and CA file are PGC_SIGHUP: the worker, the
+ * only process that uses them, picks them up on pg_reload_conf().  The
+ * password is GUC_SUPERUSER_ONLY so that other roles cannot read it through
+ * SHOW or pg_settings.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "guc.h"
+
+char	   *bg_api_url = NULL;
+char	   *bg_api_user = NULL;
+char	   *bg_api_password = NULL;
+char	   *bg_ca_file = NULL;
+char	   *bg_database = NULL;
+int			bg_timeout_ms = 30000;
+int			bg_max_connections = 8;
+int			bg_max_response_kb = 16 * 1024;
+
+/* Only https: credentials and money must not cross the network in clear. */
+static bool
+check_api_url(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || pg_strncasecmp(*newval, "https://", 8) != 0)
+	{
+		GUC_check_errdetail("The Billogram API URL must start with https://.");
+		return false;
+	}
+	return true;
+}
+
+void
+bg_define_settings(void)
+{
+	DefineCustomStringVariable("billogram.api_url",
+							   "Base URL of the Billogram API.",
+							   "For example https://billogram.com/api/v2 for production.",
+							   &bg_api_url,
+							   "https://sandbox.billogram.com/api/v2",
+							   PGC_SIGHUP, 0,
+							   check_api_url, NULL, NULL);
+
+	DefineCustomStringVariable("billogram.api_user",
+							   "Billogram API user id, used for HTTP Basic authentication.",
+							   NULL,
+							   &bg_api_user,
+							   "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("billogram.api_password",
+							   "Billogram API password (API key).",
+							   "Readable by superusers only.",
+							   &bg_api_password,
+							   "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("billogram.ca_file",
+							   "File of extra CA certificates trusted for the API's TLS certificate.",
+							   "Empty means the system's CA certificates.",
+							   &bg_ca_file,
+							   "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("billogram.database",
+							   "Database the billogram background worker connects to.",
+							   NULL,
+							   &bg_database,
+							   "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("billogram.timeout",
+							"Time limit for one request to the Billogram API.",
+							"Covers connecting, sending and receiving the whole reply.",
+							&bg_timeout_ms,
+							30000, 1, 3600 * 1000,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("billogram.max_connections",
+							"Largest number of connections, and so of requests in flight, "
+							"that the worker keeps to the API.",
+							NULL,
+							&bg_max_connections,
+							8, 1, 1024,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("billogram.max_response_size",
+							"Largest reply body accepted from the API.",
+							"A larger reply is refused as unusable (SQLSTATE BG001).",
+							&bg_max_response_kb,
+							16 * 1024, 64, INT_MAX / 1024,
+							PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("billogram");
+}

@@ -1,0 +1,22 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.h
+ *	  The billogram.* settings.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BILLOGRAM_GUC_H
+#define BILLOGRAM_GUC_H
+
+extern char *bg_api_url;
+extern char *bg_api_user;
+extern char *bg_api_password;
+extern char *bg_ca_file;
+extern char *bg_database;
+extern int	bg_timeout_ms;
+extern int	bg_max_connections;
+extern int	bg_max_response_kb;
+
+extern void bg_define_settings(void);
+
+#endif							/* BILLOGRAM_GUC_H */

@@ -1,0 +1,609 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  The worker's HTTP engine: libcurl's multi interface driven from a
+ *	  PostgreSQL WaitEventSet.
+ *
+ * One multi handle serves every request, so connections, TLS sessions and
+ * the parsed CA bundle are kept and reused across calls from all backends.
+ * curl tells us which sockets to watch and when its next timer expires; the
+ * worker sleeps in WaitEventSetWait on those sockets, its latch and postmaster
+ * death, and never polls.
+ *
+ * A credit payment is not idempotent, so a request body, once handed to
+ * curl, is never handed over again: the body is given through a read
+ * callback whose seek callback refuses to rewind.  That turns curl's silent
+ * retry of a request on a reused connection that died into an error that
+ * says the request may have reached Billogram.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "http.h"
+
+/* Connections idle longer than this are not reused: servers close them. */
+#define BG_MAX_IDLE_CONNECTION_SECS 50
+
+typedef struct BgTransfer
+{
+	MemoryContext cxt;			/* everything of this transfer lives here */
+	CURL	   *easy;
+	int			tag;
+	char		body[BG_BODY_MAXLEN];
+	size_t		body_len;
+	size_t		body_handed;	/* bytes of body given to curl so far */
+	char	   *resp;
+	size_t		resp_len;
+	size_t		resp_cap;
+	size_t		resp_limit;
+	bool		resp_too_large;
+	bool		resp_no_memory;
+	char		errbuf[CURL_ERROR_SIZE];
+} BgTransfer;
+
+typedef struct BgSocket
+{
+	curl_socket_t fd;
+	int			what;			/* CURL_POLL_IN, _OUT or _INOUT */
+	int			pos;			/* position in the wait event set */
+	bool		changed;
+} BgSocket;
+
+static CURLM *multi = NULL;
+static struct curl_slist *json_headers = NULL;
+static BgTransferDone transfer_done = NULL;
+static MemoryContext http_cxt = NULL;
+static int	in_flight = 0;
+
+/* settings the multi handle was built with */
+static char *built_ca_file = NULL;
+static char *built_api_url = NULL;
+static bool rebuild_when_idle = false;
+
+/* curl's sockets and timer, mirrored into a WaitEventSet */
+static BgSocket *sockets = NULL;
+static int	nsockets = 0;
+static int	sockets_cap = 0;
+static bool sockets_added_or_removed = true;
+static bool sockets_changed = false;
+static WaitEventSet *wait_set = NULL;
+static int	wait_set_size = 0;
+static TimestampTz timer_deadline = 0;
+static bool timer_armed = false;
+
+/* ---------------------------------------------------------------------
+ * curl callbacks.  They run inside curl and so must never ereport(ERROR).
+ * ---------------------------------------------------------------------
+ */
+
+static int
+on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < nsockets; i++)
+		if (sockets[i].fd == fd)
+			break;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nsockets)
+		{
+			sockets[i] = sockets[--nsockets];
+			sockets_added_or_removed = true;
+		}
+		return 0;
+	}
+	if (i == nsockets)
+	{
+		if (nsockets == sockets_cap)
+		{
+			int			newcap = Max(16, sockets_cap * 2);
+			BgSocket   *grown;
+
+			grown = MemoryContextAllocExtended(http_cxt, newcap * sizeof(BgSocket),
+											   MCXT_ALLOC_NO_OOM);
+			if (grown == NULL)
+				return -1;
+			if (sockets)
+			{
+				memcpy(grown, sockets, nsockets * sizeof(BgSocket));
+				pfree(sockets);
+			}
+			sockets = grown;
+			sockets_cap = newcap;
+		}
+		sockets[i].fd = fd;
+		sockets[i].pos = -1;
+		nsockets++;
+		sockets_added_or_removed = true;
+	}
+	else if (sockets[i].what != what)
+	{
+		sockets[i].changed = true;
+		sockets_changed = true;
+	}
+	sockets[i].what = what;
+	return 0;
+}
+
+static int
+on_timer(CURLM *m, long timeout_ms, void *userp)
+{
+	timer_armed = (timeout_ms >= 0);
+	if (timer_armed)
+		timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 timeout_ms);
+	return 0;
+}
+
+static size_t
+read_body(char *buffer, size_t size, size_t nitems, void *arg)
+{
+	BgTransfer *t = (BgTransfer *) arg;
+	size_t		n = Min(size * nitems, t->body_len - t->body_handed);
+
+	memcpy(buffer, t->body + t->body_handed, n);
+	t->body_handed += n;
+	return n;
+}
+
+/* Never let curl send the body a second time: see the file header. */
+static int
+seek_body(void *arg, curl_off_t offset, int origin)
+{
+	BgTransfer *t = (BgTransfer *) arg;
+
+	if (t->body_handed == 0 && origin == SEEK_SET && offset == 0)
+		return CURL_SEEKFUNC_OK;
+	return CURL_SEEKFUNC_FAIL;
+}
+
+static size_t
+write_response(char *data, size_t size, size_t nmemb, void *arg)
+{
+	BgTransfer *t = (BgTransfer *) arg;
+	size_t		n = size * nmemb;
+
+	if (n > t->resp_limit - t->resp_len)
+	{
+		t->resp_too_large = true;
+		return 0;				/* makes curl stop with CURLE_WRITE_ERROR */
+	}
+	if (t->resp_len + n > t->resp_cap)
+	{
+		size_t		newcap = Max(Max(t->resp_cap * 2, 16384), t->resp_len + n);
+		char	   *grown;
+
+		newcap = Min(newcap, t->resp_limit);
+		grown = MemoryContextAllocExtended(t->cxt, newcap,
+										   MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+		if (grown == NULL)
+		{
+			t->resp_no_memory = true;
+			return 0;
+		}
+		if (t->resp_len > 0)
+			memcpy(grown, t->resp, t->resp_len);
+		if (t->resp)
+			pfree(t->resp);
+		t->resp = grown;
+		t->resp_cap = newcap;
+	}
+	memcpy(t->resp + t->resp_len, data, n);
+	t->resp_len += n;
+	return n;
+}
+
+/* ---------------------------------------------------------------------
+ * The multi handle
+ * ---------------------------------------------------------------------
+ */
+
+static void
+apply_connection_limits(void)
+{
+	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) bg_max_connections);
+	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) bg_max_connections);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) bg_max_connections);
+}
+
+static void
+build_multi(void)
+{
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_NOTHING);
+	apply_connection_limits();
+
+	if (built_ca_file)
+		pfree(built_ca_file);
+	if (built_api_url)
+		pfree(built_api_url);
+	built_ca_file = MemoryContextStrdup(http_cxt, bg_ca_file ? bg_ca_file : "");
+	built_api_url = MemoryContextStrdup(http_cxt, bg_api_url ? bg_api_url : "");
+	rebuild_when_idle = false;
+}
+
+/*
+ * A new CA file or API host must not be served by connections or a CA cache
+ * made with the old ones, so the multi handle is rebuilt, once the transfers
+ * still running on it are done.
+ */
+static void
+rebuild_multi_if_due(void)
+{
+	if (!rebuild_when_idle || in_flight > 0)
+		return;
+	curl_multi_cleanup(multi);
+	multi = NULL;
+	nsockets = 0;
+	sockets_added_or_removed = true;
+	timer_armed = false;
+	build_multi();
+	ereport(LOG,
+			(errmsg("billogram worker: new API URL or CA file in use")));
+}
+
+void
+bg_http_init(BgTransferDone on_done)
+{
+	CURLcode	rc;
+
+	http_cxt = AllocSetContextCreate(TopMemoryContext, "billogram http",
+									 ALLOCSET_DEFAULT_SIZES);
+	rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (rc != CURLE_OK)
+		ereport(ERROR,
+				(errmsg("could not initialize libcurl: %s", curl_easy_strerror(rc))));
+
+	json_headers = curl_slist_append(json_headers, "Content-Type: application/json");
+	json_headers = curl_slist_append(json_headers, "Accept: application/json");
+	/* no "Expect: 100-continue" round trip */
+	json_headers = curl_slist_append(json_headers, "Expect:");
+	if (json_headers == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+
+	transfer_done = on_done;
+	build_multi();
+}
+
+void
+bg_http_settings_changed(void)
+{
+	apply_connection_limits();
+	if (strcmp(built_ca_file, bg_ca_file ? bg_ca_file : "") != 0 ||
+		strcmp(built_api_url, bg_api_url ? bg_api_url : "") != 0)
+	{
+		rebuild_when_idle = true;
+		rebuild_multi_if_due();
+	}
+}
+
+bool
+bg_http_can_start(void)
+{
+	return !rebuild_when_idle && in_flight < bg_max_connections;
+}
+
+int
+bg_http_in_flight(void)
+{
+	return in_flight;
+}
+
+/* ---------------------------------------------------------------------
+ * Transfers
+ * ---------------------------------------------------------------------
+ */
+
+static char *
+credit_payment_url(BgTransfer *t, const char *billogram_id)
+{
+	char	   *escaped = curl_easy_escape(t->easy, billogram_id, 0);
+	const char *base = bg_api_url;
+	int			baselen = strlen(base);
+	char	   *url;
+
+	if (escaped == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	while (baselen > 0 && base[baselen - 1] == '/')
+		baselen--;
+	url = psprintf("%.*s/billogram/%s/command/credit-payment",
+				   baselen, base, escaped);
+	curl_free(escaped);
+	return url;
+}
+
+static void
+set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
+{
+	CURL	   *e = t->easy;
+
+	curl_easy_setopt(e, CURLOPT_URL, url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
+#else
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long) CURLPROTO_HTTPS);
+#endif
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+
+	/* TLS verification is always on; only the trusted CAs can be chosen */
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (bg_ca_file && bg_ca_file[0] != '\0')
+		curl_easy_setopt(e, CURLOPT_CAINFO, bg_ca_file);
+
+	curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
+	curl_easy_setopt(e, CURLOPT_USERNAME, bg_api_user ? bg_api_user : "");
+	curl_easy_setopt(e, CURLOPT_PASSWORD, bg_api_password ? bg_api_password : "");
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, json_headers);
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+
+	curl_easy_setopt(e, CURLOPT_POST, 1L);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) t->body_len);
+	curl_easy_setopt(e, CURLOPT_READFUNCTION, read_body);
+	curl_easy_setopt(e, CURLOPT_READDATA, t);
+	curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_body);
+	curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_response);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long) BG_MAX_IDLE_CONNECTION_SECS);
+}
+
+void
+bg_http_start_credit_payment(int tag, const BgCreditPayment *payment,
+							 int timeout_ms)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	BgTransfer *t;
+	CURLMcode	mrc;
+
+	cxt = AllocSetContextCreate(http_cxt, "billogram transfer",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	t = palloc0(sizeof(BgTransfer));
+	t->cxt = cxt;
+	t->tag = tag;
+	t->body_len = strlen(payment->body);
+	memcpy(t->body, payment->body, t->body_len);
+	t->resp_limit = (size_t) bg_max_response_kb * 1024;
+	t->easy = curl_easy_init();
+	if (t->easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl handle")));
+	set_transfer_options(t, credit_payment_url(t, payment->billogram_id),
+						 timeout_ms);
+	MemoryContextSwitchTo(old);
+
+	mrc = curl_multi_add_handle(multi, t->easy);
+	if (mrc != CURLM_OK)
+		ereport(ERROR,
+				(errmsg("could not start a libcurl transfer: %s",
+						curl_multi_strerror(mrc))));
+	in_flight++;
+}
+
+/* What became of a transfer that curl ended with an error. */
+static void
+classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
+						 BgReply *reply)
+{
+	curl_off_t	uploaded = 0;
+	char		reason[BG_REPLY_TEXT_LEN];
+	bool		sent;
+
+	if (t->resp_too_large && http_status == 200)
+	{
+		bg_classify_reply(reply, http_status, "", 0);
+		reply->outcome = BG_OUTCOME_BAD_REPLY;
+		reply->may_have_reached = true;
+		snprintf(reply->message, sizeof(reply->message),
+				 "the reply is larger than billogram.max_response_size (%zu bytes)",
+				 t->resp_limit);
+		return;
+	}
+	if (t->resp_too_large && http_status > 0)
+	{
+		/* an oversized error page still carries its status */
+		bg_classify_reply(reply, http_status, "", 0);
+		return;
+	}
+
+	curl_easy_getinfo(t->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+	sent = uploaded > 0 || t->body_handed > 0 || result == CURLE_SEND_FAIL_REWIND;
+
+	if (result == CURLE_SEND_FAIL_REWIND)
+		snprintf(reason, sizeof(reason),
+				 "the connection closed after the request was sent");
+	else if (t->resp_no_memory)
+		snprintf(reason, sizeof(reason), "out of memory while reading the reply");
+	else
+		snprintf(reason, sizeof(reason), "%s",
+				 t->errbuf[0] ? t->errbuf : curl_easy_strerror(result));
+	bg_transport_failure(reply, reason, sent);
+	reply->http_status = http_status;
+}
+
+static void
+finish_transfer(CURL *easy, CURLcode result)
+{
+	BgTransfer *t = NULL;
+	long		http_status = 0;
+	BgReply		reply;
+
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &t);
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
+
+	if (result == CURLE_OK)
+		bg_classify_reply(&reply, http_status, t->resp, t->resp_len);
+	else
+		classify_failed_transfer(t, result, http_status, &reply);
+
+	curl_multi_remove_handle(multi, easy);
+	curl_easy_cleanup(easy);
+	in_flight--;
+
+	transfer_done(t->tag, &reply, t->resp, t->resp_len);
+	MemoryContextDelete(t->cxt);
+}
+
+static void
+finish_completed_transfers(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		if (msg->msg == CURLMSG_DONE)
+			finish_transfer(msg->easy_handle, msg->data.result);
+	}
+	rebuild_multi_if_due();
+}
+
+/* ---------------------------------------------------------------------
+ * Waiting
+ * ---------------------------------------------------------------------
+ */
+
+static uint32
+wait_events_for(int what)
+{
+	uint32		events = 0;
+
+	if (what & CURL_POLL_IN)
+		events |= WL_SOCKET_READABLE;
+	if (what & CURL_POLL_OUT)
+		events |= WL_SOCKET_WRITEABLE;
+	return events;
+}
+
+/*
+ * Bring the wait event set in line with curl's sockets: rebuilt when a
+ * socket came or went, adjusted in place when only the interest changed.
+ */
+static void
+sync_wait_set(void)
+{
+	int			i;
+
+	if (sockets_added_or_removed || wait_set == NULL)
+	{
+		if (wait_set)
+			FreeWaitEventSet(wait_set);
+		wait_set_size = nsockets + 2;
+#if PG_VERSION_NUM >= 170000
+		wait_set = CreateWaitEventSet(NULL, wait_set_size);
+#else
+		wait_set = CreateWaitEventSet(http_cxt, wait_set_size);
+#endif
+		AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		for (i = 0; i < nsockets; i++)
+		{
+			sockets[i].pos = AddWaitEventToSet(wait_set,
+											   wait_events_for(sockets[i].what),
+											   sockets[i].fd, NULL, NULL);
+			sockets[i].changed = false;
+		}
+		sockets_added_or_removed = false;
+		sockets_changed = false;
+		return;
+	}
+	if (!sockets_changed)
+		return;
+	for (i = 0; i < nsockets; i++)
+	{
+		if (sockets[i].changed)
+		{
+			ModifyWaitEvent(wait_set, sockets[i].pos,
+							wait_events_for(sockets[i].what), NULL);
+			sockets[i].changed = false;
+		}
+	}
+	sockets_changed = false;
+}
+
+static long
+ms_until_timer(void)
+{
+	if (!timer_armed)
+		return -1;
+	return Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+												  timer_deadline));
+}
+
+/*
+ * Sleep until the latch is set, a socket is ready or curl's timer expires,
+ * then let curl act on it and hand over finished transfers.  Returns true if
+ * the latch was set (it has been reset).
+ */
+bool
+bg_http_wait(void)
+{
+	WaitEvent	events[64];
+	int			nevents;
+	int			running;
+	bool		latch_set = false;
+	int			i;
+
+	sync_wait_set();
+	nevents = WaitEventSetWait(wait_set, ms_until_timer(), events,
+							   lengthof(events), PG_WAIT_EXTENSION);
+
+	for (i = 0; i < nevents; i++)
+	{
+		int			flags = 0;
+
+		if (events[i].events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			latch_set = true;
+			continue;
+		}
+		if (events[i].events & WL_SOCKET_READABLE)
+			flags |= CURL_CSELECT_IN;
+		if (events[i].events & WL_SOCKET_WRITEABLE)
+			flags |= CURL_CSELECT_OUT;
+		if (flags)
+			curl_multi_socket_action(multi, events[i].fd, flags, &running);
+	}
+
+	if (timer_armed && GetCurrentTimestamp() >= timer_deadline)
+	{
+		timer_armed = false;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+
+	finish_completed_transfers();
+	return latch_set;
+}

@@ -1,0 +1,220 @@
+/*-------------------------------------------------------------------------
+ *
+ * reply.c
+ *	  Turning an HTTP status and body from Billogram into an outcome.
+ *
+ * Every reply is treated as hostile: any status, any bytes, any size.  The
+ * rules follow the API notes: a 200 counts only with a well-formed envelope
+ * whose status is "OK" and whose data is an object; any other status is an
+ * API error whether or not its body is the documented error envelope.
+ *
+ * This file deliberately uses only libc and jansson.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "reply.h"
+
+/* Nesting deeper than this is not an invoice; refuse before recursing. */
+#define BG_MAX_JSON_DEPTH	64
+
+static void
+copy_text(char *dst, size_t dstlen, const char *src)
+{
+	snprintf(dst, dstlen, "%s", src ? src : "");
+}
+
+/*
+ * jansson's parser recurses once per nesting level, so a body made of
+ * thousands of brackets is refused by a linear scan first.
+ */
+static bool
+nesting_too_deep(const char *body, size_t len)
+{
+	int			depth = 0;
+	bool		in_string = false;
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = body[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '{' || c == '[')
+		{
+			if (++depth > BG_MAX_JSON_DEPTH)
+				return true;
+		}
+		else if (c == '}' || c == ']')
+			depth--;
+	}
+	return false;
+}
+
+/* Parse body as JSON, or return NULL with a reason in why. */
+static json_t *
+parse_body(const char *body, size_t len, char *why, size_t whylen)
+{
+	json_error_t err;
+	json_t	   *root;
+
+	if (len == 0)
+	{
+		copy_text(why, whylen, "the body is empty");
+		return NULL;
+	}
+	if (nesting_too_deep(body, len))
+	{
+		snprintf(why, whylen, "the JSON is nested deeper than %d levels",
+				 BG_MAX_JSON_DEPTH);
+		return NULL;
+	}
+
+	/*
+	 * Integers are read as reals only so that a large one cannot fail the
+	 * parse; the values themselves are taken from PostgreSQL's parser.
+	 */
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL,
+					  &err);
+	if (root == NULL)
+		snprintf(why, whylen, "the body is not valid JSON: %s", err.text);
+	return root;
+}
+
+static void
+fill_error_details(BgReply *reply, json_t *root)
+{
+	json_t	   *status = json_object_get(root, "status");
+	json_t	   *data = json_object_get(root, "data");
+	json_t	   *message = json_object_get(data, "message");
+	json_t	   *field = json_object_get(data, "field");
+	json_t	   *field_path = json_object_get(data, "field_path");
+
+	if (json_is_string(status))
+		copy_text(reply->status, sizeof(reply->status), json_string_value(status));
+	if (json_is_string(message))
+		copy_text(reply->message, sizeof(reply->message), json_string_value(message));
+	if (json_is_string(field))
+		copy_text(reply->field, sizeof(reply->field), json_string_value(field));
+	if (json_is_array(field_path) && json_array_size(field_path) > 0)
+	{
+		char	   *path = json_dumps(field_path, JSON_COMPACT);
+
+		if (path)
+		{
+			size_t		used = strlen(reply->field);
+
+			snprintf(reply->field + used, sizeof(reply->field) - used,
+					 "%sfield_path %s", used ? ", " : "", path);
+			free(path);
+		}
+	}
+}
+
+static void
+classify_error_reply(BgReply *reply, long http_status,
+					 const char *body, size_t len)
+{
+	char		why[BG_REPLY_TEXT_LEN];
+	json_t	   *root;
+
+	reply->outcome = BG_OUTCOME_API_ERROR;
+
+	/*
+	 * Billogram refuses a request before acting on it for the documented 4xx
+	 * statuses; for 5xx (and anything unexpected) it may have acted.
+	 */
+	reply->may_have_reached = !(http_status >= 400 && http_status < 500);
+
+	root = parse_body(body, len, why, sizeof(why));
+	if (root && json_is_object(root))
+		fill_error_details(reply, root);
+	if (root)
+		json_decref(root);
+	if (reply->message[0] == '\0')
+		snprintf(reply->message, sizeof(reply->message),
+				 "HTTP status %ld without a Billogram error message", http_status);
+}
+
+static void
+bad_reply(BgReply *reply, const char *why)
+{
+	reply->outcome = BG_OUTCOME_BAD_REPLY;
+	reply->may_have_reached = true;
+	copy_text(reply->message, sizeof(reply->message), why);
+}
+
+void
+bg_classify_reply(BgReply *reply, long http_status, const char *body, size_t len)
+{
+	char		why[BG_REPLY_TEXT_LEN];
+	json_t	   *root;
+	json_t	   *status;
+
+	memset(reply, 0, sizeof(*reply));
+	reply->http_status = http_status;
+
+	if (http_status != 200 && (http_status < 200 || http_status > 299))
+	{
+		classify_error_reply(reply, http_status, body, len);
+		return;
+	}
+	if (http_status != 200)
+	{
+		snprintf(why, sizeof(why), "unexpected HTTP status %ld, Billogram answers commands with 200",
+				 http_status);
+		bad_reply(reply, why);
+		return;
+	}
+
+	root = parse_body(body, len, why, sizeof(why));
+	if (root == NULL)
+	{
+		bad_reply(reply, why);
+		return;
+	}
+
+	status = json_object_get(root, "status");
+	if (!json_is_object(root))
+		bad_reply(reply, "the body is not a JSON object");
+	else if (!json_is_string(status))
+		bad_reply(reply, "the body has no \"status\" string");
+	else if (strcmp(json_string_value(status), "OK") != 0)
+	{
+		/* an error envelope inside a 200: report it, but as unusable */
+		fill_error_details(reply, root);
+		snprintf(why, sizeof(why), "HTTP 200 with status \"%s\": %s",
+				 reply->status, reply->message);
+		bad_reply(reply, why);
+	}
+	else if (!json_is_object(json_object_get(root, "data")))
+		bad_reply(reply, "the body's \"data\" is missing or not an object");
+	else
+	{
+		reply->outcome = BG_OUTCOME_OK;
+		reply->may_have_reached = true;
+		copy_text(reply->status, sizeof(reply->status), "OK");
+	}
+	json_decref(root);
+}
+
+void
+bg_transport_failure(BgReply *reply, const char *reason, bool may_have_reached)
+{
+	memset(reply, 0, sizeof(*reply));
+	reply->outcome = BG_OUTCOME_TRANSPORT;
+	reply->may_have_reached = may_have_reached;
+	copy_text(reply->message, sizeof(reply->message), reason);
+}

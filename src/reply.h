@@ -1,0 +1,56 @@
+/*-------------------------------------------------------------------------
+ *
+ * reply.h
+ *	  What one HTTP exchange with Billogram came to.
+ *
+ * Plain C with no PostgreSQL dependency, so that the classification can be
+ * fuzzed on its own.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BILLOGRAM_REPLY_H
+#define BILLOGRAM_REPLY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum BgOutcome
+{
+	BG_OUTCOME_OK,				/* 200 with a valid {"status":"OK","data":{}} */
+	BG_OUTCOME_API_ERROR,		/* Billogram answered with an error status */
+	BG_OUTCOME_BAD_REPLY,		/* an answer we cannot use */
+	BG_OUTCOME_TRANSPORT,		/* no complete answer at all */
+	BG_OUTCOME_WORKER			/* the worker lost the request */
+} BgOutcome;
+
+#define BG_REPLY_STATUS_LEN		64
+#define BG_REPLY_TEXT_LEN		512
+
+/*
+ * A fixed-size summary, so it can be copied through shared memory as is.
+ * For BG_OUTCOME_OK the reply body follows it in shared memory; the invoice
+ * itself is built from that body by PostgreSQL's own JSON parser, which keeps
+ * every amount exact.
+ */
+typedef struct BgReply
+{
+	BgOutcome	outcome;
+	long		http_status;	/* 0 when there was no HTTP reply */
+	bool		may_have_reached;	/* could Billogram have acted on it? */
+	char		status[BG_REPLY_STATUS_LEN];	/* Billogram's "status" */
+	char		message[BG_REPLY_TEXT_LEN]; /* data.message or our reason */
+	char		field[BG_REPLY_TEXT_LEN];	/* data.field and field_path */
+} BgReply;
+
+/*
+ * Classify a complete HTTP reply.  body need not be NUL-terminated and may
+ * contain anything.
+ */
+extern void bg_classify_reply(BgReply *reply, long http_status,
+							  const char *body, size_t len);
+
+/* Fill *reply for an exchange that never produced a complete reply. */
+extern void bg_transport_failure(BgReply *reply, const char *reason,
+								 bool may_have_reached);
+
+#endif							/* BILLOGRAM_REPLY_H */

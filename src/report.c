@@ -1,0 +1,87 @@
+/*-------------------------------------------------------------------------
+ *
+ * report.c
+ *	  The error messages and SQLSTATEs of failed credit payments.
+ *
+ * Each message says what happened and, as a payments engineer needs to know
+ * first, whether the payment may have been registered at Billogram.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "report.h"
+
+/* BG followed by the three digits of the HTTP status, e.g. BG404. */
+static int
+sqlstate_for_http_status(long http_status)
+{
+	if (http_status < 100 || http_status > 999)
+		return ERRCODE_BILLOGRAM_BAD_REPLY;
+	return MAKE_SQLSTATE('B', 'G',
+						 '0' + (int) (http_status / 100),
+						 '0' + (int) (http_status / 10 % 10),
+						 '0' + (int) (http_status % 10));
+}
+
+static const char *
+reached_detail(const BgReply *reply)
+{
+	return reply->may_have_reached ?
+		"The request may have reached Billogram and the payment may be registered: check the invoice before sending it again." :
+		"The request did not reach Billogram; no payment was registered.";
+}
+
+static void
+report_api_error(int elevel, const char *id, const BgReply *reply)
+{
+	const char *status = reply->status[0] ? reply->status : "no status";
+
+	ereport(elevel,
+			(errcode(sqlstate_for_http_status(reply->http_status)),
+			 errmsg("Billogram refused the credit payment on %s: HTTP %ld %s: %s",
+					id, reply->http_status, status, reply->message),
+			 reply->field[0] ? errdetail("Field: %s.", reply->field) :
+			 errdetail("%s", reached_detail(reply)),
+			 (reply->http_status == 429 || reply->http_status == 503) ?
+			 errhint("Billogram asks to try again later.") : 0));
+}
+
+void
+bg_report_failure(int elevel, const char *id, const BgReply *reply)
+{
+	switch (reply->outcome)
+	{
+		case BG_OUTCOME_OK:
+			elog(elevel, "credit payment on %s was registered", id);
+			break;
+		case BG_OUTCOME_API_ERROR:
+			report_api_error(elevel, id, reply);
+			break;
+		case BG_OUTCOME_TRANSPORT:
+			ereport(elevel,
+					(errcode(ERRCODE_BILLOGRAM_NO_REPLY),
+					 errmsg("no reply from Billogram to the credit payment on %s: %s",
+							id, reply->message),
+					 errdetail("%s", reached_detail(reply))));
+			break;
+		case BG_OUTCOME_BAD_REPLY:
+			ereport(elevel,
+					(errcode(ERRCODE_BILLOGRAM_BAD_REPLY),
+					 errmsg("unusable reply from Billogram to the credit payment on %s: %s",
+							id, reply->message),
+					 reply->http_status ?
+					 errdetail("HTTP status %ld. %s", reply->http_status,
+							   reached_detail(reply)) :
+					 errdetail("%s", reached_detail(reply))));
+			break;
+		case BG_OUTCOME_WORKER:
+			ereport(elevel,
+					(errcode(ERRCODE_BILLOGRAM_WORKER_LOST),
+					 errmsg("the billogram worker could not finish the credit payment on %s: %s",
+							id, reply->message),
+					 errdetail("%s", reached_detail(reply)),
+					 errhint("Check the server log for the worker's messages.")));
+			break;
+	}
+}

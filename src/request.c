@@ -1,0 +1,140 @@
+/*-------------------------------------------------------------------------
+ *
+ * request.c
+ *	  Validation of credit-payment arguments and the exact JSON body sent.
+ *
+ * Everything a caller passes is checked here, before any request exists, so
+ * that a bad argument can never reach Billogram.  The amount is written out
+ * from the numeric's own decimal text: money never passes through a double.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+
+#include "request.h"
+
+static void
+check_billogram_id(const char *id, int len)
+{
+	int			i;
+
+	if (len < 1 || len > BG_ID_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid Billogram id: must be 1 to %d characters long",
+						BG_ID_MAXLEN)));
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = id[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			  (c >= '0' && c <= '9')))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid Billogram id: only letters A-Z, a-z and digits are allowed"),
+					 errdetail("Billogram ids look like \"2kAEEjE\".")));
+	}
+}
+
+/*
+ * Return the amount's canonical decimal text after checking that it is a
+ * finite, positive amount of money with at most two decimals.
+ */
+static char *
+checked_amount_text(Numeric amount)
+{
+	char	   *text;
+	char	   *point;
+	int			integer_digits;
+
+	if (numeric_is_nan(amount) || numeric_is_inf(amount))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid amount: must be a finite number")));
+
+	text = DatumGetCString(DirectFunctionCall1(numeric_out,
+											   NumericGetDatum(amount)));
+
+	if (text[0] == '-')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid amount: must be greater than zero"),
+				 errdetail("The amount given was %s.", text)));
+
+	point = strchr(text, '.');
+	integer_digits = point ? (int) (point - text) : (int) strlen(text);
+
+	/* numeric_out keeps trailing zeros, so 12.500 counts as three decimals */
+	if (point && strlen(point + 1) > 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid amount: at most two decimals are allowed"),
+				 errdetail("The amount given was %s.", text),
+				 errhint("Round the amount to whole cents (öre) first, for example with round(amount, 2).")));
+
+	if (integer_digits > BG_AMOUNT_MAX_INTEGER_DIGITS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid amount: at most %d digits before the decimal point are allowed",
+						BG_AMOUNT_MAX_INTEGER_DIGITS)));
+
+	if (strspn(text, "0.") == strlen(text))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid amount: must be greater than zero"),
+				 errdetail("The amount given was %s.", text)));
+
+	return text;
+}
+
+void
+bg_build_credit_payment(BgCreditPayment *req,
+						text *id, text *mode, Numeric amount)
+{
+	char	   *mode_str;
+
+	if (id == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid Billogram id: must not be NULL")));
+	check_billogram_id(VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id));
+	memset(req, 0, sizeof(*req));
+	memcpy(req->billogram_id, VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id));
+
+	if (mode == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid mode: must not be NULL"),
+				 errhint("Use mode 'remaining' or 'amount'.")));
+	mode_str = text_to_cstring(mode);
+
+	if (strcmp(mode_str, "remaining") == 0)
+	{
+		if (amount != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("mode \"remaining\" does not take an amount"),
+					 errhint("Pass NULL as the amount, or use mode 'amount'.")));
+		snprintf(req->body, sizeof(req->body), "{\"mode\":\"remaining\"}");
+	}
+	else if (strcmp(mode_str, "amount") == 0)
+	{
+		if (amount == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("mode \"amount\" requires an amount"),
+					 errhint("Pass the amount to register, for example 250.00.")));
+		snprintf(req->body, sizeof(req->body),
+				 "{\"mode\":\"amount\",\"amount\":%s}",
+				 checked_amount_text(amount));
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid mode \"%s\"", mode_str),
+				 errhint("Use mode 'remaining' or 'amount'.")));
+}

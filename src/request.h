@@ -1,0 +1,38 @@
+/*-------------------------------------------------------------------------
+ *
+ * request.h
+ *	  A validated credit-payment request, ready to be handed to the worker.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BILLOGRAM_REQUEST_H
+#define BILLOGRAM_REQUEST_H
+
+#include "fmgr.h"
+#include "utils/numeric.h"
+
+/* Billogram ids are short alphanumeric strings such as 2kAEEjE. */
+#define BG_ID_MAXLEN		64
+
+/*
+ * Longest amount we accept: 15 integer digits and two decimals.  The body is
+ * built from that, so its size is bounded too.
+ */
+#define BG_AMOUNT_MAX_INTEGER_DIGITS 15
+#define BG_BODY_MAXLEN		64
+
+typedef struct BgCreditPayment
+{
+	char		billogram_id[BG_ID_MAXLEN + 1];
+	char		body[BG_BODY_MAXLEN];	/* exact JSON request body */
+} BgCreditPayment;
+
+/*
+ * Check id, mode and amount (any may be NULL) and fill *req.  Raises
+ * ERRCODE_INVALID_PARAMETER_VALUE for anything Billogram would refuse or
+ * that could be misread, so nothing invalid ever leaves the database.
+ */
+extern void bg_build_credit_payment(BgCreditPayment *req,
+									text *id, text *mode, Numeric amount);
+
+#endif							/* BILLOGRAM_REQUEST_H */
