@@ -39,6 +39,7 @@ typedef struct BgTransfer
 	MemoryContext cxt;			/* everything of this transfer lives here */
 	CURL	   *easy;
 	int			tag;
+	int			timeout_ms;
 	char		body[BG_BODY_MAXLEN];
 	size_t		body_len;
 	size_t		body_handed;	/* bytes of body given to curl so far */
@@ -392,6 +393,7 @@ bg_http_start_credit_payment(int tag, const BgCreditPayment *payment,
 	t = palloc0(sizeof(BgTransfer));
 	t->cxt = cxt;
 	t->tag = tag;
+	t->timeout_ms = timeout_ms;
 	t->body_len = strlen(payment->body);
 	memcpy(t->body, payment->body, t->body_len);
 	t->resp_limit = (size_t) bg_max_response_kb * 1024;
@@ -441,9 +443,14 @@ classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
 	curl_easy_getinfo(t->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded);
 	sent = uploaded > 0 || t->body_handed > 0 || result == CURLE_SEND_FAIL_REWIND;
 
+	/* our own wording where curl's includes timings, to keep it stable */
 	if (result == CURLE_SEND_FAIL_REWIND)
 		snprintf(reason, sizeof(reason),
 				 "the connection closed after the request was sent");
+	else if (result == CURLE_OPERATION_TIMEDOUT)
+		snprintf(reason, sizeof(reason),
+				 "no complete reply within %d ms (billogram.timeout)%s",
+				 t->timeout_ms, sent ? "" : " while connecting");
 	else if (t->resp_no_memory)
 		snprintf(reason, sizeof(reason), "out of memory while reading the reply");
 	else

@@ -133,19 +133,18 @@ classify_error_reply(BgReply *reply, long http_status,
 	reply->outcome = BG_OUTCOME_API_ERROR;
 
 	/*
-	 * Billogram refuses a request before acting on it for the documented 4xx
-	 * statuses; for 5xx (and anything unexpected) it may have acted.
+	 * A 4xx is a refusal and 503 means "not now": neither acted on the
+	 * request.  Any other status (500, 502, 504, anything unexpected) may
+	 * come after Billogram registered the payment.
 	 */
-	reply->may_have_reached = !(http_status >= 400 && http_status < 500);
+	reply->may_have_reached = !((http_status >= 400 && http_status < 500) ||
+								http_status == 503);
 
 	root = parse_body(body, len, why, sizeof(why));
 	if (root && json_is_object(root))
 		fill_error_details(reply, root);
 	if (root)
 		json_decref(root);
-	if (reply->message[0] == '\0')
-		snprintf(reply->message, sizeof(reply->message),
-				 "HTTP status %ld without a Billogram error message", http_status);
 }
 
 static void

@@ -27,24 +27,41 @@ sqlstate_for_http_status(long http_status)
 static const char *
 reached_detail(const BgReply *reply)
 {
-	return reply->may_have_reached ?
-		"The request may have reached Billogram and the payment may be registered: check the invoice before sending it again." :
-		"The request did not reach Billogram; no payment was registered.";
+	if (reply->may_have_reached)
+		return "The request may have reached Billogram and the payment may be registered: check the invoice before sending it again.";
+	if (reply->outcome == BG_OUTCOME_API_ERROR)
+		return "Billogram did not act on the request; no payment was registered.";
+	return "The request did not reach Billogram; no payment was registered.";
 }
 
 static void
 report_api_error(int elevel, const char *id, const BgReply *reply)
 {
-	const char *status = reply->status[0] ? reply->status : "no status";
+	bool		retry_later = (reply->http_status == 429 ||
+							   reply->http_status == 503);
+
+	if (reply->status[0] == '\0')
+	{
+		/* typically an HTML or empty page from a proxy or load balancer */
+		ereport(elevel,
+				(errcode(sqlstate_for_http_status(reply->http_status)),
+				 errmsg("Billogram answered the credit payment on %s with HTTP %ld",
+						id, reply->http_status),
+				 errdetail("The reply carried no Billogram error. %s",
+						   reached_detail(reply)),
+				 retry_later ? errhint("Billogram asks to try again later.") : 0));
+		return;
+	}
 
 	ereport(elevel,
 			(errcode(sqlstate_for_http_status(reply->http_status)),
 			 errmsg("Billogram refused the credit payment on %s: HTTP %ld %s: %s",
-					id, reply->http_status, status, reply->message),
-			 reply->field[0] ? errdetail("Field: %s.", reply->field) :
+					id, reply->http_status, reply->status,
+					reply->message[0] ? reply->message : "(no message)"),
+			 reply->field[0] ?
+			 errdetail("Field: %s. %s", reply->field, reached_detail(reply)) :
 			 errdetail("%s", reached_detail(reply)),
-			 (reply->http_status == 429 || reply->http_status == 503) ?
-			 errhint("Billogram asks to try again later.") : 0));
+			 retry_later ? errhint("Billogram asks to try again later.") : 0));
 }
 
 void

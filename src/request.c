@@ -68,7 +68,11 @@ checked_amount_text(Numeric amount)
 	point = strchr(text, '.');
 	integer_digits = point ? (int) (point - text) : (int) strlen(text);
 
-	/* numeric_out keeps trailing zeros, so 12.500 counts as three decimals */
+	/* zeros past the cents change nothing: 12.500 is sent as 12.50 */
+	if (point && strlen(point + 1) > 2 &&
+		strspn(point + 3, "0") == strlen(point + 3))
+		point[3] = '\0';
+
 	if (point && strlen(point + 1) > 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

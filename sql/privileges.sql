@@ -1,0 +1,41 @@
+--
+-- Privileges: EXECUTE is granted explicitly; the password stays with
+-- superusers.
+--
+\set VERBOSITY default
+CREATE ROLE regress_bg_clerk LOGIN;
+CREATE ROLE regress_bg_finance LOGIN;
+GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric) TO regress_bg_finance;
+
+SELECT has_function_privilege('public', 'billogram_credit_payment(text, text, numeric)', 'EXECUTE') AS public_can_execute;
+
+SET ROLE regress_bg_clerk;
+SELECT billogram_credit_payment('privs1', 'amount', 10);
+\echo :LAST_ERROR_SQLSTATE
+-- the password is not readable, in any way
+SHOW billogram.api_password;
+\echo :LAST_ERROR_SQLSTATE
+SELECT current_setting('billogram.api_password');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS password_rows FROM pg_settings WHERE name = 'billogram.api_password';
+SELECT count(*) AS rows_with_password FROM pg_settings WHERE setting LIKE '%demo-secret%';
+-- and settings are not changed by ordinary roles
+SET billogram.api_url = 'https://evil.example/api';
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+SET ROLE regress_bg_finance;
+SELECT inv->>'id' AS id FROM billogram_credit_payment('privs1', 'amount', 10) AS inv;
+SET billogram.timeout = 5000;
+SHOW billogram.timeout;
+RESET ROLE;
+
+-- only the granted call reached Billogram
+SELECT count(*) AS sent FROM mock_requests('privs1');
+
+-- the superuser sees the setting
+SELECT current_setting('billogram.api_password') <> '' AS superuser_sees_password;
+
+DROP ROLE regress_bg_clerk;
+REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric) FROM regress_bg_finance;
+DROP ROLE regress_bg_finance;

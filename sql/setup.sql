@@ -1,0 +1,26 @@
+--
+-- Set-up shared by the regression tests: the extension, and helpers that
+-- read what the mock Billogram API received.
+--
+CREATE EXTENSION billogram;
+
+-- Every request the mock received for one invoice id, oldest first.
+-- mock.ctl is set by tests/suite.sh to the mock's control command.
+CREATE FUNCTION mock_requests(invoice text) RETURNS SETOF jsonb
+LANGUAGE plpgsql AS $$
+BEGIN
+	IF to_regclass('pg_temp.mock_output') IS NULL THEN
+		CREATE TEMP TABLE mock_output (line text);
+	END IF;
+	TRUNCATE mock_output;
+	EXECUTE format('COPY mock_output FROM PROGRAM %L WITH (FORMAT csv, QUOTE E''\x01'', DELIMITER E''\x02'')',
+				   current_setting('mock.ctl') || ' requests ' || invoice);
+	RETURN QUERY SELECT jsonb_array_elements(string_agg(line, E'\n')::jsonb) FROM mock_output;
+END
+$$;
+
+CREATE FUNCTION mock_request_count(invoice text) RETURNS bigint
+LANGUAGE sql AS $$ SELECT count(*) FROM mock_requests(invoice) $$;
+
+-- nothing has been sent yet
+SELECT mock_request_count('2kAEEjE');

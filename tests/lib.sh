@@ -1,0 +1,130 @@
+# Shared by tests/run.sh, tests/demo.sh and bench/run.sh: installing what is
+# missing, building the extension, and dropping root for PostgreSQL.
+#
+# PostgreSQL refuses to run as root, so when these scripts are started as root
+# they build and install as root, then run the servers and tests as the
+# unprivileged user $BG_TEST_USER in a copy of the tree that user owns.
+
+BG_TEST_USER=${BG_TEST_USER:-billogram}
+BG_PG_MAJOR=${BG_PG_MAJOR:-15}
+
+bg_log() { printf '==> %s\n' "$*" >&2; }
+
+bg_as_root() {
+	if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian packages needed, each with a file that shows it is installed.
+bg_missing_packages() {
+	local pkg file
+	while read -r pkg file; do
+		[ -e "$file" ] || printf '%s ' "$pkg"
+	done <<LIST
+postgresql-$BG_PG_MAJOR /usr/lib/postgresql/$BG_PG_MAJOR/bin/postgres
+postgresql-server-dev-$BG_PG_MAJOR /usr/lib/postgresql/$BG_PG_MAJOR/lib/pgxs/src/makefiles/pgxs.mk
+libcurl4-openssl-dev /usr/include/x86_64-linux-gnu/curl/curl.h
+libjansson-dev /usr/include/jansson.h
+pkg-config /usr/bin/pkg-config
+make /usr/bin/make
+gcc /usr/bin/gcc
+libipc-run-perl /usr/share/perl5/IPC/Run.pm
+python3 /usr/bin/python3
+openssl /usr/bin/openssl
+LIST
+}
+
+bg_install_dependencies() {
+	local missing
+	missing=$(bg_missing_packages)
+	[ -z "$missing" ] && return 0
+	bg_log "installing Debian packages: $missing"
+	bg_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	# shellcheck disable=SC2086
+	bg_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+bg_pg_config() {
+	echo "/usr/lib/postgresql/$BG_PG_MAJOR/bin/pg_config"
+}
+
+bg_build_and_install() {
+	local top=$1
+	shift
+	bg_log "building and installing the extension"
+	make -C "$top" -s PG_CONFIG="$(bg_pg_config)" "$@" >/dev/null
+	bg_as_root make -C "$top" -s PG_CONFIG="$(bg_pg_config)" "$@" install >/dev/null
+}
+
+# Run "$@" as the unprivileged user in a private copy of the tree $1, so that
+# files PostgreSQL and pg_regress write belong to that user.  Without root,
+# runs in place as the current user.
+bg_run_unprivileged() {
+	local top=$1 script=$2
+	shift 2
+	if [ "$(id -u)" != 0 ]; then
+		bash "$top/$script" "$@"
+		return
+	fi
+	id "$BG_TEST_USER" >/dev/null 2>&1 ||
+		useradd --system --create-home --shell /bin/bash "$BG_TEST_USER"
+	local copy
+	copy=$(mktemp -d /tmp/billogram-run.XXXXXX)
+	cp -a "$top/." "$copy/"
+	chown -R "$BG_TEST_USER" "$copy"
+	local rc=0
+	runuser -u "$BG_TEST_USER" -- env -i PATH=/usr/local/bin:/usr/bin:/bin \
+		HOME="$(getent passwd "$BG_TEST_USER" | cut -d: -f6)" LANG=C.UTF-8 \
+		CI="${CI:-}" BG_KEEP="${BG_KEEP:-}" \
+		bash "$copy/$script" "$@" || rc=$?
+	# keep what the run wrote for reading after a failure
+	for d in results regression.diffs tmp_check bench/results; do
+		if [ -e "$copy/$d" ]; then
+			rm -rf "${top:?}/$d"
+			cp -a "$copy/$d" "$top/$d" 2>/dev/null || true
+		fi
+	done
+	rm -rf "$copy"
+	return $rc
+}
+
+# ---- used as the unprivileged user ----
+
+# Start the mock API with fresh certificates in $1; sets MOCK_PORT,
+# MOCK_CTL_PORT, MOCK_PID and MOCK_CERTS.
+bg_start_mock() {
+	local dir=$1
+	mkdir -p "$dir"
+	bash "$BG_TOP/tests/mock/gen-cert.sh" "$dir/certs"
+	MOCK_CERTS=$dir/certs
+	rm -f "$dir/port" "$dir/ctl-port"
+	/usr/bin/python3 "$BG_TOP/tests/mock/billogram_mock.py" \
+		--cert "$dir/certs/server.crt" --key "$dir/certs/server.key" \
+		--user "${MOCK_USER:-demo-user}" --password "${MOCK_PASSWORD:-demo-secret-8f3a}" \
+		--port-file "$dir/port" --ctl-port-file "$dir/ctl-port" \
+		--log "$dir/mock.log" &
+	MOCK_PID=$!
+	local i
+	for i in $(seq 1 100); do
+		[ -s "$dir/port" ] && [ -s "$dir/ctl-port" ] && break
+		sleep 0.1
+	done
+	MOCK_PORT=$(cat "$dir/port")
+	MOCK_CTL_PORT=$(cat "$dir/ctl-port")
+	export MOCK_PORT MOCK_CTL_PORT MOCK_CERTS
+}
+
+bg_stop_mock() {
+	[ -n "${MOCK_PID:-}" ] && kill "$MOCK_PID" 2>/dev/null && wait "$MOCK_PID" 2>/dev/null
+	MOCK_PID=
+}
+
+# postgresql.conf lines that load the extension and point it at the mock.
+bg_mock_config() {
+	cat <<CONF
+shared_preload_libraries = 'billogram'
+billogram.api_url = 'https://localhost:$MOCK_PORT/api/v2'
+billogram.api_user = '${MOCK_USER:-demo-user}'
+billogram.api_password = '${MOCK_PASSWORD:-demo-secret-8f3a}'
+billogram.ca_file = '$MOCK_CERTS/ca.crt'
+CONF
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The test suite proper, run by tests/run.sh as an unprivileged user: starts
+# the mock API, runs pg_regress on a temporary instance configured for it,
+# then the TAP tests (each starts its own clusters and mock), and prints one
+# closing line of counts.
+set -uo pipefail
+
+BG_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export BG_TOP
+# shellcheck source=tests/lib.sh
+. "$BG_TOP/tests/lib.sh"
+cd "$BG_TOP"
+
+bindir=$("$(bg_pg_config)" --bindir)
+pgxs=$(dirname "$(dirname "$(dirname "$("$(bg_pg_config)" --pgxs)")")")
+export PATH="$bindir:$PATH"
+
+work=$(mktemp -d /tmp/billogram-suite.XXXXXX)
+trap 'bg_stop_mock; rm -rf "$work"' EXIT
+
+# ---- pg_regress ----
+bg_start_mock "$work/mock"
+{
+	bg_mock_config
+	echo "mock.ctl = '/usr/bin/python3 $BG_TOP/tests/mock/mockctl http://127.0.0.1:$MOCK_CTL_PORT'"
+} > "$work/regress.conf"
+
+tests=$(sed -n 's/^REGRESS = //p' Makefile)
+
+rm -rf results regression.diffs regression.out tmp_check
+mkdir -p tmp_check
+"$pgxs/src/test/regress/pg_regress" \
+	--temp-instance=tmp_check/regress --temp-config="$work/regress.conf" \
+	--bindir="$bindir" --inputdir=. --dbname=contrib_regression \
+	$tests 2>&1 | tee "$work/regress.out"
+regress_rc=${PIPESTATUS[0]}
+bg_stop_mock
+[ $regress_rc = 0 ] || { echo "--- regression.diffs ---"; cat regression.diffs 2>/dev/null | head -200; }
+r_fail=$(grep -cE '^(not ok|test .* \.\.\. FAILED| .* \.\.\. FAILED)' "$work/regress.out" || true)
+r_pass=$(grep -cE '\.\.\. ok|^ok ' "$work/regress.out" || true)
+
+# ---- TAP ----
+export PERL5LIB="$pgxs/src/test/perl:$BG_TOP/tests/t"
+export PG_REGRESS="$pgxs/src/test/regress/pg_regress"
+export TESTDIR="$BG_TOP/tmp_check/tap"
+mkdir -p "$TESTDIR"
+prove_rc=0
+prove -v tests/t/*.pl > "$work/prove.out" 2>&1 || prove_rc=$?
+# the per-test lines and prove's own summary
+grep -E '^(tests/t/|All tests|Files=|Result:|not ok|#   Failed)' "$work/prove.out"
+[ $prove_rc = 0 ] || tail -n 60 "$work/prove.out"
+t_pass=$(grep -cE '^ok ' "$work/prove.out" || true)
+t_fail=$(grep -cE '^not ok ' "$work/prove.out" || true)
+
+passed=$((r_pass + t_pass))
+failed=$((r_fail + t_fail))
+[ $regress_rc = 0 ] || [ $r_fail -gt 0 ] || failed=$((failed + 1))
+[ $prove_rc = 0 ] || [ $t_fail -gt 0 ] || failed=$((failed + 1))
+echo "pg_regress: $r_pass passed, $r_fail failed; TAP: $t_pass passed, $t_fail failed"
+echo "$passed passed, $failed failed"
+[ $failed = 0 ]
