@@ -26,7 +26,7 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
-	bg_define_settings();
+	bg_define_settings(process_shared_preload_libraries_in_progress);
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

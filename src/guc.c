@@ -40,8 +40,21 @@ check_api_url(char **newval, void **extra, GucSource source)
 }
 
 void
-bg_define_settings(void)
+bg_define_settings(bool preloading)
 {
+	/*
+	 * A PGC_POSTMASTER setting can only be defined while the postmaster
+	 * loads the library; a backend loading it later must not try.
+	 */
+	if (preloading)
+		DefineCustomStringVariable("billogram.database",
+								   "Database the billogram background worker connects to.",
+								   NULL,
+								   &bg_database,
+								   "postgres",
+								   PGC_POSTMASTER, 0,
+								   NULL, NULL, NULL);
+
 	DefineCustomStringVariable("billogram.api_url",
 							   "Base URL of the Billogram API.",
 							   "For example https://billogram.com/api/v2 for production.",
@@ -67,19 +80,11 @@ bg_define_settings(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("billogram.ca_file",
-							   "File of extra CA certificates trusted for the API's TLS certificate.",
+							   "CA certificates that verify the API's TLS certificate, instead of the system's.",
 							   "Empty means the system's CA certificates.",
 							   &bg_ca_file,
 							   "",
 							   PGC_SIGHUP, 0,
-							   NULL, NULL, NULL);
-
-	DefineCustomStringVariable("billogram.database",
-							   "Database the billogram background worker connects to.",
-							   NULL,
-							   &bg_database,
-							   "postgres",
-							   PGC_POSTMASTER, 0,
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("billogram.timeout",

@@ -17,6 +17,6 @@ extern int	bg_timeout_ms;
 extern int	bg_max_connections;
 extern int	bg_max_response_kb;
 
-extern void bg_define_settings(void);
+extern void bg_define_settings(bool preloading);
 
 #endif							/* BILLOGRAM_GUC_H */

@@ -100,5 +100,6 @@ billogram_worker_main(Datum main_arg)
 	}
 
 	ereport(LOG, (errmsg("billogram worker shutting down")));
-	proc_exit(0);
+	/* exit code 1: the postmaster restarts us unless it is shutting down */
+	proc_exit(1);
 }

@@ -1,0 +1,149 @@
+# BgTest: helpers for billogram's TAP tests.
+#
+# start_mock() runs the bundled mock Billogram API (tests/mock) over HTTPS
+# with freshly generated certificates; new_node() makes a real PostgreSQL
+# cluster with the extension preloaded and pointed at that mock.
+package BgTest;
+
+use strict;
+use warnings;
+
+use File::Basename qw(dirname);
+use File::Spec;
+use HTTP::Tiny;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+our $TOP = File::Spec->rel2abs(dirname(__FILE__) . '/../..');
+our $USER = 'demo-user';
+our $PASSWORD = 'demo-secret-8f3a';
+
+sub start_mock
+{
+	my ($class, %opts) = @_;
+	my $dir = $opts{dir} // PostgreSQL::Test::Utils::tempdir('mock');
+	my $certs = $opts{certs};
+	if (!$certs)
+	{
+		$certs = "$dir/certs";
+		system('bash', "$TOP/tests/mock/gen-cert.sh", $certs) == 0
+		  or die "gen-cert.sh failed";
+	}
+	unlink "$dir/port", "$dir/ctl-port";
+	my @cmd = (
+		'/usr/bin/python3', "$TOP/tests/mock/billogram_mock.py",
+		'--cert', "$certs/server.crt", '--key', "$certs/server.key",
+		'--user', $USER, '--password', $PASSWORD,
+		'--port-file', "$dir/port", '--ctl-port-file', "$dir/ctl-port",
+		'--log', "$dir/mock.log",
+		($opts{port} ? ('--port', $opts{port}) : ()));
+	my $h = IPC::Run::start(\@cmd, '<', \undef, '>>', "$dir/mock.out",
+		'2>>', "$dir/mock.out");
+	for (1 .. 200)
+	{
+		last if -s "$dir/port" && -s "$dir/ctl-port";
+		usleep(50_000);
+	}
+	my $self = bless {
+		dir => $dir,
+		certs => $certs,
+		handle => $h,
+		port => slurp_file("$dir/port") + 0,
+		ctl => 'http://127.0.0.1:' . (slurp_file("$dir/ctl-port") + 0),
+		http => HTTP::Tiny->new(timeout => 30),
+	}, $class;
+	return $self;
+}
+
+sub stop
+{
+	my ($self) = @_;
+	return unless $self->{handle};
+	$self->{handle}->signal('TERM');
+	$self->{handle}->finish;
+	delete $self->{handle};
+}
+
+sub DESTROY { my ($self) = @_; $self->stop if $self->{handle}; }
+
+sub url { my ($self) = @_; return "https://localhost:$self->{port}/api/v2"; }
+
+sub _ctl
+{
+	my ($self, $method, $path, $body) = @_;
+	my $r = $self->{http}->request($method, $self->{ctl} . $path,
+		defined $body ? { content => $body } : {});
+	die "mock control $method $path: $r->{status} $r->{content}"
+	  unless $r->{success};
+	return $r->{content};
+}
+
+# Every request the mock received (for one invoice id, or all).
+sub requests
+{
+	my ($self, $id) = @_;
+	my $path = '/requests' . (defined $id ? "?id=$id" : '');
+	return decode_json($self->_ctl('GET', $path));
+}
+
+sub fault { my ($self, $json) = @_; $self->_ctl('POST', '/fault', $json); }
+sub reset { my ($self) = @_; $self->_ctl('POST', '/reset', ''); }
+
+# postgresql.conf lines pointing the extension at this mock.
+sub config
+{
+	my ($self, %o) = @_;
+	my $password = $o{password} // $PASSWORD;
+	my $ca = $o{ca_file} // "$self->{certs}/ca.crt";
+	return <<"CONF";
+shared_preload_libraries = 'billogram'
+billogram.api_url = '@{[ $o{url} // $self->url ]}'
+billogram.api_user = '$USER'
+billogram.api_password = '$password'
+billogram.ca_file = '$ca'
+log_min_messages = @{[ $o{log_min_messages} // 'info' ]}
+restart_after_crash = on
+CONF
+}
+
+# A started cluster with the extension created in database postgres.
+sub new_node
+{
+	my ($self, $name, %o) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf', $self->config(%o));
+	$node->append_conf('postgresql.conf', $o{extra}) if $o{extra};
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION billogram');
+	return $node;
+}
+
+# The worker's pid, waiting until it is up.
+sub worker_pid
+{
+	my ($node) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'billogram worker'")
+	  or die "billogram worker did not start";
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'billogram worker'");
+}
+
+# Run one call; returns (sqlstate or '', stdout, stderr).
+sub call
+{
+	my ($node, $sql) = @_;
+	my ($stdout, $stderr) = ('', '');
+	$node->psql('postgres',
+		"\\set VERBOSITY verbose\n$sql",
+		stdout => \$stdout, stderr => \$stderr, on_error_stop => 1);
+	my ($state) = $stderr =~ /ERROR:\s+([0-9A-Z]{5}):/;
+	return ($state // '', $stdout, $stderr);
+}
+
+1;
