@@ -13,6 +13,7 @@ OBJS = \
 	src/credit_payment.o \
 	src/guc.o \
 	src/http.o \
+	src/redact.o \
 	src/reply.o \
 	src/report.o \
 	src/request.o \

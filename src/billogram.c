@@ -17,6 +17,7 @@
 
 #include "channel.h"
 #include "guc.h"
+#include "redact.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -27,6 +28,7 @@ void
 _PG_init(void)
 {
 	bg_define_settings(process_shared_preload_libraries_in_progress);
+	bg_install_log_redaction();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

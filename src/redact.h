@@ -1,0 +1,13 @@
+/*-------------------------------------------------------------------------
+ *
+ * redact.h
+ *	  Keeping billogram.api_password out of the server log.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BILLOGRAM_REDACT_H
+#define BILLOGRAM_REDACT_H
+
+extern void bg_install_log_redaction(void);
+
+#endif							/* BILLOGRAM_REDACT_H */

@@ -1,0 +1,98 @@
+# URL, credentials and CA file take effect on pg_reload_conf(), without a
+# restart; the password never reaches the server log.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::Bin;
+use BgTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $mock = BgTest->start_mock;
+my $wrong = 'Wr0ng-pa55word-x';
+# verbose logging, so that a leak at any level would show
+my $node = $mock->new_node('reload', password => $wrong,
+	log_min_messages => 'debug2');
+my $pid = BgTest::worker_pid($node);
+
+my ($state, $out, $err) = BgTest::call($node,
+	"SELECT billogram_credit_payment('r1', 'amount', 5)");
+is($state, 'BG403', 'a wrong password: BG403');
+like($err, qr/INVALID_AUTH/, "with Billogram's status");
+
+# Set a new value and reload; wait until the worker has read it.
+sub reconfigure
+{
+	my ($line, $probe_sql, $want) = @_;
+	$node->append_conf('postgresql.conf', "$line\n");
+	$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+	my $got = '';
+	for (1 .. 100)
+	{
+		($got) = BgTest::call($node, $probe_sql);
+		return $got if $got eq $want;
+		usleep(100_000);
+	}
+	return $got;
+}
+
+my $n = 0;
+is( reconfigure(
+		"billogram.api_password = '$BgTest::PASSWORD'",
+		"SELECT billogram_credit_payment('r2x' || " . $n++ . ", 'amount', 5)", ''),
+	'', 'the right password works after pg_reload_conf()');
+is(BgTest::worker_pid($node), $pid, 'without restarting the worker');
+
+# A CA that did not sign the server's certificate: verification fails and
+# nothing is sent.
+my $other = PostgreSQL::Test::Utils::tempdir('otherca');
+system('bash', "$BgTest::TOP/tests/mock/gen-cert.sh", $other) == 0 or die;
+is( reconfigure(
+		"billogram.ca_file = '$other/ca.crt'",
+		"SELECT billogram_credit_payment('r3', 'amount', 5)", 'BG000'),
+	'BG000', 'an untrusted server certificate: BG000');
+($state, $out, $err) = BgTest::call($node,
+	"SELECT billogram_credit_payment('r4', 'amount', 5)");
+like($err, qr/certificate/i, 'the message names the certificate problem');
+like($err, qr/did not reach Billogram/, 'and says nothing was sent');
+is(scalar @{ $mock->requests('r4') }, 0, 'the mock received nothing');
+
+is( reconfigure(
+		"billogram.ca_file = '$mock->{certs}/ca.crt'",
+		"SELECT billogram_credit_payment('r5', 'amount', 5)", ''),
+	'', 'the right CA file works again after reload');
+
+# A new API URL: a second mock on another port.
+my $mock2 = BgTest->start_mock(certs => $mock->{certs});
+is( reconfigure(
+		"billogram.api_url = '" . $mock2->url . "'",
+		"SELECT billogram_credit_payment('r6', 'amount', 5)", ''),
+	'', 'a new API URL is used after reload');
+is(scalar @{ $mock2->requests('r6') }, 1, 'the request went to the new URL');
+is(scalar @{ $mock->requests('r6') }, 0, 'and not to the old one');
+
+# A plain http URL is refused by the setting itself.
+($state, undef, $err) = BgTest::call($node,
+	"ALTER SYSTEM SET billogram.api_url = 'http://localhost:1/api/v2'");
+is($state, '22023', 'an http:// URL is refused');
+like($err, qr/must start with https/, 'with a clear reason');
+
+is(BgTest::worker_pid($node), $pid, 'the worker was never restarted');
+
+# a statement that quotes the password is masked in the log too
+$node->safe_psql('postgres', "SELECT length('$BgTest::PASSWORD')");
+($state) = BgTest::call($node, "SELECT 1/0 AS \"$BgTest::PASSWORD\"");
+is($state, '22012', 'an error in a statement quoting the password');
+
+$node->stop;
+my $log = slurp_file($node->logfile);
+unlike($log, qr/\Q$BgTest::PASSWORD\E/, 'the password is not in the server log');
+unlike($log, qr/\Q$wrong\E/, 'nor the earlier wrong password');
+like($log, qr/parameter "billogram.api_password" changed\n/, 'the reload is logged without the value');
+
+$mock->stop;
+$mock2->stop;
+done_testing();
