@@ -11,8 +11,10 @@ OBJS = \
 	src/billogram.o \
 	src/channel.o \
 	src/credit_payment.o \
+	src/enqueue.o \
 	src/guc.o \
 	src/http.o \
+	src/queue.o \
 	src/redact.o \
 	src/reply.o \
 	src/report.o \

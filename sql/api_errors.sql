@@ -71,5 +71,5 @@ SELECT billogram_credit_payment('huge20', 'amount', 10);
 -- each of these was sent exactly once: a failed call is never re-sent
 SELECT r->>'id' AS id, count(*) AS times_sent
   FROM mock_requests('') AS r
- WHERE r->>'id' ~ '^(nf|e[0-9]|trunc|notjson|empty|wrongtype|nodata|nostatus|okerr|created|deep|nul|badutf|huge)'
+ WHERE r->>'method' = 'POST' AND r->>'id' ~ '^(nf|e[0-9]|trunc|notjson|empty|wrongtype|nodata|nostatus|okerr|created|deep|nul|badutf|huge)'
  GROUP BY 1 ORDER BY 1;

@@ -4,6 +4,22 @@
 --
 CREATE EXTENSION billogram;
 
+-- billogram.database is this database, which pg_regress created after the
+-- server started: wait until the worker has (re)started and connected here.
+DO $$
+BEGIN
+	FOR i IN 1 .. 300 LOOP
+		PERFORM 1 FROM pg_stat_activity
+		 WHERE backend_type = 'billogram worker' AND datname = current_database();
+		EXIT WHEN FOUND;
+		PERFORM pg_sleep(0.1);
+		PERFORM pg_stat_clear_snapshot();
+	END LOOP;
+END
+$$;
+SELECT count(*) AS workers FROM pg_stat_activity
+ WHERE backend_type = 'billogram worker' AND datname = current_database();
+
 -- Every request the mock received for one invoice id, oldest first.
 -- mock.ctl is set by tests/suite.sh to the mock's control command.
 CREATE FUNCTION mock_requests(invoice text) RETURNS SETOF jsonb
@@ -19,8 +35,10 @@ BEGIN
 END
 $$;
 
+-- How many credit payments (POSTs) the mock received for an invoice; the
+-- worker's GETs of in_doubt invoices are not payments.
 CREATE FUNCTION mock_request_count(invoice text) RETURNS bigint
-LANGUAGE sql AS $$ SELECT count(*) FROM mock_requests(invoice) $$;
+LANGUAGE sql AS $$ SELECT count(*) FROM mock_requests(invoice) r WHERE r->>'method' = 'POST' $$;
 
 -- nothing has been sent yet
 SELECT mock_request_count('2kAEEjE');

@@ -28,5 +28,5 @@ SELECT billogram_credit_payment('drop2', 'amount', 10);
 
 SELECT r->>'id' AS id, count(*) AS times_sent
   FROM mock_requests('') AS r
- WHERE r->>'id' IN ('drop1', 'drop2', 'cut1', 'slow2000t')
+ WHERE r->>'method' = 'POST' AND r->>'id' IN ('drop1', 'drop2', 'cut1', 'slow2000t')
  GROUP BY 1 ORDER BY 1;

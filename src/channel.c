@@ -71,6 +71,7 @@ typedef struct BgChannel
 	pid_t		worker_pid;		/* 0 while no worker runs */
 	Latch	   *worker_latch;
 	uint64		next_seq;
+	bool		queue_pending;	/* committed queued payments await a look */
 	int			nslots;
 	BgSlot		slots[FLEXIBLE_ARRAY_MEMBER];
 } BgChannel;
@@ -381,10 +382,38 @@ bg_channel_call(const BgCreditPayment *payment, int timeout_ms,
 	PG_END_TRY();
 }
 
+void
+bg_channel_wake_queue(void)
+{
+	Latch	   *worker_latch;
+
+	if (channel == NULL)
+		return;
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	channel->queue_pending = true;
+	worker_latch = channel->worker_latch;
+	LWLockRelease(channel->lock);
+	if (worker_latch)
+		SetLatch(worker_latch);
+}
+
 /* ---------------------------------------------------------------------
  * Worker side
  * ---------------------------------------------------------------------
  */
+
+/* Test and clear the flag bg_channel_wake_queue() sets. */
+bool
+bg_channel_queue_woken(void)
+{
+	bool		woken;
+
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	woken = channel->queue_pending;
+	channel->queue_pending = false;
+	LWLockRelease(channel->lock);
+	return woken;
+}
 
 static void
 fail_slot(BgSlot *slot, const char *why, bool may_have_reached)

@@ -34,7 +34,11 @@ extern void bg_channel_install_hooks(void);
 extern void bg_channel_call(const BgCreditPayment *payment, int timeout_ms,
 							BgCallerReply *result);
 
+/* Wake the worker at commit: queued payments are waiting */
+extern void bg_channel_wake_queue(void);
+
 /* Worker side */
+extern bool bg_channel_queue_woken(void);
 extern void bg_channel_attach_worker(void);
 extern bool bg_channel_take(BgTakenRequest *taken);
 extern void bg_channel_post_reply(int slotno, const BgReply *reply,

@@ -26,6 +26,7 @@ char	   *bg_database = NULL;
 int			bg_timeout_ms = 30000;
 int			bg_max_connections = 8;
 int			bg_max_response_kb = 16 * 1024;
+int			bg_max_attempts = 10;
 
 /* Only https: credentials and money must not cross the network in clear. */
 static bool
@@ -110,6 +111,15 @@ bg_define_settings(bool preloading)
 							&bg_max_response_kb,
 							16 * 1024, 64, INT_MAX / 1024,
 							PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("billogram.max_attempts",
+							"Attempts at sending a queued payment before it is marked failed.",
+							"Only requests that provably did not reach Billogram, or that "
+							"Billogram asked to retry (429, 503), are tried again.",
+							&bg_max_attempts,
+							10, 1, 1000,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("billogram");

@@ -16,6 +16,7 @@ extern char *bg_database;
 extern int	bg_timeout_ms;
 extern int	bg_max_connections;
 extern int	bg_max_response_kb;
+extern int	bg_max_attempts;
 
 extern void bg_define_settings(bool preloading);
 

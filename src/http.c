@@ -38,7 +38,7 @@ typedef struct BgTransfer
 {
 	MemoryContext cxt;			/* everything of this transfer lives here */
 	CURL	   *easy;
-	int			tag;
+	void	   *job;
 	int			timeout_ms;
 	char		body[BG_BODY_MAXLEN];
 	size_t		body_len;
@@ -315,8 +315,9 @@ bg_http_in_flight(void)
  * ---------------------------------------------------------------------
  */
 
+/* base URL without trailing slashes, then the escaped id in path_format */
 static char *
-credit_payment_url(BgTransfer *t, const char *billogram_id)
+api_url_for(BgTransfer *t, const char *path_format, const char *billogram_id)
 {
 	char	   *escaped = curl_easy_escape(t->easy, billogram_id, 0);
 	const char *base = bg_api_url;
@@ -329,8 +330,7 @@ credit_payment_url(BgTransfer *t, const char *billogram_id)
 				 errmsg("out of memory")));
 	while (baselen > 0 && base[baselen - 1] == '/')
 		baselen--;
-	url = psprintf("%.*s/billogram/%s/command/credit-payment",
-				   baselen, base, escaped);
+	url = psprintf(path_format, baselen, base, escaped);
 	curl_free(escaped);
 	return url;
 }
@@ -363,12 +363,15 @@ set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, json_headers);
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 
-	curl_easy_setopt(e, CURLOPT_POST, 1L);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) t->body_len);
-	curl_easy_setopt(e, CURLOPT_READFUNCTION, read_body);
-	curl_easy_setopt(e, CURLOPT_READDATA, t);
-	curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_body);
-	curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+	if (t->body_len > 0)
+	{
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) t->body_len);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, read_body);
+		curl_easy_setopt(e, CURLOPT_READDATA, t);
+		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_body);
+		curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+	}
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_response);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
 
@@ -378,32 +381,37 @@ set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long) BG_MAX_IDLE_CONNECTION_SECS);
 }
 
-void
-bg_http_start_credit_payment(int tag, const BgCreditPayment *payment,
-							 int timeout_ms)
+static BgTransfer *
+new_transfer(void *job, const char *body, int timeout_ms)
 {
 	MemoryContext cxt;
-	MemoryContext old;
 	BgTransfer *t;
-	CURLMcode	mrc;
 
 	cxt = AllocSetContextCreate(http_cxt, "billogram transfer",
 								ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	t = palloc0(sizeof(BgTransfer));
+	t = MemoryContextAllocZero(cxt, sizeof(BgTransfer));
 	t->cxt = cxt;
-	t->tag = tag;
+	t->job = job;
 	t->timeout_ms = timeout_ms;
-	t->body_len = strlen(payment->body);
-	memcpy(t->body, payment->body, t->body_len);
+	t->body_len = strlen(body);
+	memcpy(t->body, body, t->body_len);
 	t->resp_limit = (size_t) bg_max_response_kb * 1024;
 	t->easy = curl_easy_init();
 	if (t->easy == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a libcurl handle")));
-	set_transfer_options(t, credit_payment_url(t, payment->billogram_id),
-						 timeout_ms);
+	return t;
+}
+
+static void
+add_transfer(BgTransfer *t, const char *path_format, const char *billogram_id)
+{
+	MemoryContext old = MemoryContextSwitchTo(t->cxt);
+	CURLMcode	mrc;
+
+	set_transfer_options(t, api_url_for(t, path_format, billogram_id),
+						 t->timeout_ms);
 	MemoryContextSwitchTo(old);
 
 	mrc = curl_multi_add_handle(multi, t->easy);
@@ -412,6 +420,23 @@ bg_http_start_credit_payment(int tag, const BgCreditPayment *payment,
 				(errmsg("could not start a libcurl transfer: %s",
 						curl_multi_strerror(mrc))));
 	in_flight++;
+}
+
+void
+bg_http_start_credit_payment(void *job, const BgCreditPayment *payment,
+							 int timeout_ms)
+{
+	add_transfer(new_transfer(job, payment->body, timeout_ms),
+				 "%.*s/billogram/%s/command/credit-payment",
+				 payment->billogram_id);
+}
+
+/* GET /billogram/{id}: safe to repeat, used to snapshot an invoice. */
+void
+bg_http_start_get_invoice(void *job, const char *billogram_id, int timeout_ms)
+{
+	add_transfer(new_transfer(job, "", timeout_ms),
+				 "%.*s/billogram/%s", billogram_id);
 }
 
 /* What became of a transfer that curl ended with an error. */
@@ -474,12 +499,19 @@ finish_transfer(CURL *easy, CURLcode result)
 		bg_classify_reply(&reply, http_status, t->resp, t->resp_len);
 	else
 		classify_failed_transfer(t, result, http_status, &reply);
+	{
+		curl_off_t	retry_after = 0;
+
+		if (curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
+			retry_after > 0)
+			reply.retry_after = (long) Min(retry_after, 86400);
+	}
 
 	curl_multi_remove_handle(multi, easy);
 	curl_easy_cleanup(easy);
 	in_flight--;
 
-	transfer_done(t->tag, &reply, t->resp, t->resp_len);
+	transfer_done(t->job, &reply, t->resp, t->resp_len);
 	MemoryContextDelete(t->cxt);
 }
 
@@ -560,22 +592,26 @@ sync_wait_set(void)
 	sockets_changed = false;
 }
 
+/* The sooner of curl's timer and the caller's limit; -1 waits forever. */
 static long
-ms_until_timer(void)
+wait_timeout(long max_wait_ms)
 {
+	long		timer_ms;
+
 	if (!timer_armed)
-		return -1;
-	return Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-												  timer_deadline));
+		return max_wait_ms;
+	timer_ms = Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+													  timer_deadline));
+	return (max_wait_ms < 0) ? timer_ms : Min(timer_ms, max_wait_ms);
 }
 
 /*
- * Sleep until the latch is set, a socket is ready or curl's timer expires,
- * then let curl act on it and hand over finished transfers.  Returns true if
- * the latch was set (it has been reset).
+ * Sleep until the latch is set, a socket is ready, curl's timer expires or
+ * max_wait_ms (-1: no limit) pass, then let curl act and hand over finished
+ * transfers.  Returns true if the latch was set (it has been reset).
  */
 bool
-bg_http_wait(void)
+bg_http_wait(long max_wait_ms)
 {
 	WaitEvent	events[64];
 	int			nevents;
@@ -584,7 +620,7 @@ bg_http_wait(void)
 	int			i;
 
 	sync_wait_set();
-	nevents = WaitEventSetWait(wait_set, ms_until_timer(), events,
+	nevents = WaitEventSetWait(wait_set, wait_timeout(max_wait_ms), events,
 							   lengthof(events), PG_WAIT_EXTENSION);
 
 	for (i = 0; i < nevents; i++)

@@ -11,16 +11,21 @@
 #include "reply.h"
 #include "request.h"
 
-/* Called once per finished transfer; body is valid only during the call. */
-typedef void (*BgTransferDone) (int tag, const BgReply *reply,
+/*
+ * Called once per finished transfer with the caller's own pointer; body is
+ * valid only during the call.
+ */
+typedef void (*BgTransferDone) (void *job, const BgReply *reply,
 								const char *body, size_t body_len);
 
 extern void bg_http_init(BgTransferDone on_done);
 extern void bg_http_settings_changed(void);
 extern bool bg_http_can_start(void);
 extern int	bg_http_in_flight(void);
-extern void bg_http_start_credit_payment(int tag, const BgCreditPayment *payment,
+extern void bg_http_start_credit_payment(void *job, const BgCreditPayment *payment,
 										 int timeout_ms);
-extern bool bg_http_wait(void);
+extern void bg_http_start_get_invoice(void *job, const char *billogram_id,
+									  int timeout_ms);
+extern bool bg_http_wait(long max_wait_ms);
 
 #endif							/* BILLOGRAM_HTTP_H */

@@ -217,3 +217,41 @@ bg_transport_failure(BgReply *reply, const char *reason, bool may_have_reached)
 	reply->may_have_reached = may_have_reached;
 	copy_text(reply->message, sizeof(reply->message), reason);
 }
+
+char *
+bg_reply_error_json(const BgReply *reply, const char *sqlstate)
+{
+	static const char *const kinds[] = {
+		[BG_OUTCOME_OK] = "ok",
+		[BG_OUTCOME_API_ERROR] = "api_error",
+		[BG_OUTCOME_BAD_REPLY] = "bad_reply",
+		[BG_OUTCOME_TRANSPORT] = "no_reply",
+		[BG_OUTCOME_WORKER] = "worker",
+		[BG_OUTCOME_NOT_INSTALLED] = "not_installed",
+	};
+	json_t	   *obj;
+	char	   *text;
+
+	/*
+	 * Not json_object(): inside a PostgreSQL backend that name resolves to
+	 * the server's own SQL function json_object(), which crashes if called.
+	 */
+	obj = json_pack("{}");
+
+	if (obj == NULL)
+		return NULL;
+	json_object_set_new(obj, "kind", json_string(kinds[reply->outcome]));
+	json_object_set_new(obj, "sqlstate", json_string(sqlstate));
+	if (reply->status[0])
+		json_object_set_new(obj, "status", json_string(reply->status));
+	json_object_set_new(obj, "message", json_string(reply->message));
+	if (reply->field[0])
+		json_object_set_new(obj, "field", json_string(reply->field));
+	if (reply->retry_after > 0)
+		json_object_set_new(obj, "retry_after", json_integer(reply->retry_after));
+	json_object_set_new(obj, "may_have_reached_billogram",
+						json_boolean(reply->may_have_reached));
+	text = json_dumps(obj, JSON_COMPACT);
+	json_decref(obj);
+	return text;
+}

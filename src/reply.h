@@ -20,7 +20,8 @@ typedef enum BgOutcome
 	BG_OUTCOME_API_ERROR,		/* Billogram answered with an error status */
 	BG_OUTCOME_BAD_REPLY,		/* an answer we cannot use */
 	BG_OUTCOME_TRANSPORT,		/* no complete answer at all */
-	BG_OUTCOME_WORKER			/* the worker lost the request */
+	BG_OUTCOME_WORKER,			/* the worker lost the request */
+	BG_OUTCOME_NOT_INSTALLED	/* no journal in billogram.database */
 } BgOutcome;
 
 #define BG_REPLY_STATUS_LEN		64
@@ -36,6 +37,7 @@ typedef struct BgReply
 {
 	BgOutcome	outcome;
 	long		http_status;	/* 0 when there was no HTTP reply */
+	long		retry_after;	/* seconds from Retry-After, or 0 */
 	bool		may_have_reached;	/* could Billogram have acted on it? */
 	char		status[BG_REPLY_STATUS_LEN];	/* Billogram's "status" */
 	char		message[BG_REPLY_TEXT_LEN]; /* data.message or our reason */
@@ -48,6 +50,12 @@ typedef struct BgReply
  */
 extern void bg_classify_reply(BgReply *reply, long http_status,
 							  const char *body, size_t len);
+
+/*
+ * The reply as a JSON object for the journal's error column; malloc'd, NULL
+ * when out of memory.
+ */
+extern char *bg_reply_error_json(const BgReply *reply, const char *sqlstate);
 
 /* Fill *reply for an exchange that never produced a complete reply. */
 extern void bg_transport_failure(BgReply *reply, const char *reason,

@@ -24,6 +24,27 @@ sqlstate_for_http_status(long http_status)
 						 '0' + (int) (http_status % 10));
 }
 
+int
+bg_reply_sqlstate(const BgReply *reply)
+{
+	switch (reply->outcome)
+	{
+		case BG_OUTCOME_OK:
+			return ERRCODE_SUCCESSFUL_COMPLETION;
+		case BG_OUTCOME_API_ERROR:
+			return sqlstate_for_http_status(reply->http_status);
+		case BG_OUTCOME_TRANSPORT:
+			return ERRCODE_BILLOGRAM_NO_REPLY;
+		case BG_OUTCOME_BAD_REPLY:
+			return ERRCODE_BILLOGRAM_BAD_REPLY;
+		case BG_OUTCOME_WORKER:
+			return ERRCODE_BILLOGRAM_WORKER_LOST;
+		case BG_OUTCOME_NOT_INSTALLED:
+			return ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+	}
+	return ERRCODE_INTERNAL_ERROR;
+}
+
 static const char *
 reached_detail(const BgReply *reply)
 {
@@ -91,6 +112,15 @@ bg_report_failure(int elevel, const char *id, const BgReply *reply)
 					 errdetail("HTTP status %ld. %s", reply->http_status,
 							   reached_detail(reply)) :
 					 errdetail("%s", reached_detail(reply))));
+			break;
+		case BG_OUTCOME_NOT_INSTALLED:
+			ereport(elevel,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the billogram extension is not installed in the worker's database \"%s\"",
+							reply->message),
+					 errdetail("Nothing was sent to Billogram: every payment is journaled in billogram_requests first."),
+					 errhint("Run CREATE EXTENSION billogram in database \"%s\" (billogram.database).",
+							 reply->message)));
 			break;
 		case BG_OUTCOME_WORKER:
 			ereport(elevel,

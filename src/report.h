@@ -15,6 +15,9 @@
 #define ERRCODE_BILLOGRAM_BAD_REPLY		MAKE_SQLSTATE('B','G','0','0','1')
 #define ERRCODE_BILLOGRAM_WORKER_LOST	MAKE_SQLSTATE('B','G','0','0','2')
 
+/* The SQLSTATE a failed reply is reported with. */
+extern int	bg_reply_sqlstate(const BgReply *reply);
+
 /*
  * Report a reply that is not a success at elevel: ERROR for the caller, LOG
  * when the worker records the outcome of a request nobody waits for.

@@ -123,6 +123,7 @@ bg_build_credit_payment(BgCreditPayment *req,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("mode \"remaining\" does not take an amount"),
 					 errhint("Pass NULL as the amount, or use mode 'amount'.")));
+		snprintf(req->mode, sizeof(req->mode), "remaining");
 		snprintf(req->body, sizeof(req->body), "{\"mode\":\"remaining\"}");
 	}
 	else if (strcmp(mode_str, "amount") == 0)
@@ -132,9 +133,11 @@ bg_build_credit_payment(BgCreditPayment *req,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("mode \"amount\" requires an amount"),
 					 errhint("Pass the amount to register, for example 250.00.")));
-		snprintf(req->body, sizeof(req->body),
-				 "{\"mode\":\"amount\",\"amount\":%s}",
+		snprintf(req->mode, sizeof(req->mode), "amount");
+		snprintf(req->amount, sizeof(req->amount), "%s",
 				 checked_amount_text(amount));
+		snprintf(req->body, sizeof(req->body),
+				 "{\"mode\":\"amount\",\"amount\":%s}", req->amount);
 	}
 	else
 		ereport(ERROR,

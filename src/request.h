@@ -24,6 +24,8 @@
 typedef struct BgCreditPayment
 {
 	char		billogram_id[BG_ID_MAXLEN + 1];
+	char		mode[16];		/* "remaining" or "amount" */
+	char		amount[32];		/* decimal text; empty in mode remaining */
 	char		body[BG_BODY_MAXLEN];	/* exact JSON request body */
 } BgCreditPayment;
 

@@ -18,6 +18,8 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -25,10 +27,14 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "channel.h"
 #include "guc.h"
 #include "http.h"
+#include "queue.h"
 #include "report.h"
 #include "worker.h"
 
@@ -52,14 +58,284 @@ bg_register_worker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-static void
-start_submitted_requests(void)
+/* What a transfer is for; handed to the HTTP engine and back. */
+typedef enum BgJobKind
 {
-	BgTakenRequest taken;
+	JOB_SYNC,					/* a backend waits in channel slot slotno */
+	JOB_QUEUED,					/* a queued journal row */
+	JOB_SNAPSHOT				/* GET of an in_doubt row's invoice */
+} BgJobKind;
 
-	while (bg_http_can_start() && bg_channel_take(&taken))
-		bg_http_start_credit_payment(taken.slotno, &taken.payment,
-									 taken.timeout_ms);
+typedef struct BgJob
+{
+	BgJobKind	kind;
+	int			slotno;
+	int			timeout_ms;
+	int64		request_id;		/* journal row, 0 if none */
+	BgCreditPayment payment;
+	/* filled in when the transfer is over */
+	BgReply		reply;
+	char	   *body;
+	size_t		body_len;
+} BgJob;
+
+static MemoryContext jobs_cxt = NULL;
+static List *finished_jobs = NIL;
+static bool queue_woken = true;
+static TimestampTz queue_next_due = 0;
+
+static BgJob *
+new_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
+{
+	BgJob	   *job = MemoryContextAllocZero(jobs_cxt, sizeof(BgJob));
+
+	job->kind = kind;
+	job->payment = *payment;
+	job->request_id = request_id;
+	job->timeout_ms = bg_timeout_ms;
+	return job;
+}
+
+static void
+free_job(BgJob *job)
+{
+	if (job->body)
+		pfree(job->body);
+	pfree(job);
+}
+
+/* The HTTP engine's callback: keep the outcome until the next batch. */
+static void
+transfer_finished(void *arg, const BgReply *reply, const char *body, size_t body_len)
+{
+	BgJob	   *job = (BgJob *) arg;
+	MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+
+	job->reply = *reply;
+	if (body_len > 0 && (reply->outcome == BG_OUTCOME_OK ||
+						 job->kind == JOB_SNAPSHOT))
+	{
+		job->body = palloc(body_len + 1);
+		memcpy(job->body, body, body_len);
+		job->body[body_len] = '\0';
+		job->body_len = body_len;
+	}
+	finished_jobs = lappend(finished_jobs, job);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+start_job(BgJob *job)
+{
+	if (job->kind == JOB_SNAPSHOT)
+		bg_http_start_get_invoice(job, job->payment.billogram_id, job->timeout_ms);
+	else
+		bg_http_start_credit_payment(job, &job->payment, job->timeout_ms);
+}
+
+/* Answer a synchronous caller whose request was never sent. */
+static void
+refuse_not_installed(int slotno)
+{
+	BgReply		reply;
+
+	memset(&reply, 0, sizeof(reply));
+	reply.outcome = BG_OUTCOME_NOT_INSTALLED;
+	strlcpy(reply.message, bg_database, sizeof(reply.message));
+	bg_channel_post_reply(slotno, &reply, NULL, 0);
+}
+
+/*
+ * One batch of database work in one transaction: record the outcome of
+ * every finished transfer, journal the synchronous requests just taken and
+ * claim due queued rows.  Returns the jobs to start, and appends to
+ * *replies the finished synchronous jobs to answer once it is committed.
+ */
+static List *
+journal_batch(List *taken, List **replies, List **snapshots)
+{
+	List	   *to_start = NIL;
+	ListCell   *lc;
+	bool		installed;
+	int			capacity;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "billogram: journal batch");
+
+	installed = bg_queue_installed();
+	if (!installed)
+	{
+		/* nothing to claim until CREATE EXTENSION: just sweep now and then */
+		queue_woken = false;
+		queue_next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
+	}
+
+	foreach(lc, finished_jobs)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		if (job->kind == JOB_SNAPSHOT)
+		{
+			if (installed)
+				bg_queue_save_snapshot(job->request_id, &job->reply,
+									   job->body, job->body_len);
+			*replies = lappend(*replies, job);
+			continue;
+		}
+		if (installed && job->request_id != 0)
+		{
+			const char *state = bg_queue_finish(job->request_id,
+												job->kind == JOB_SYNC,
+												&job->reply, job->body,
+												job->body_len);
+
+			if (strcmp(state, "in_doubt") == 0)
+				*snapshots = lappend(*snapshots,
+									 new_job(JOB_SNAPSHOT, &job->payment,
+											 job->request_id));
+			if (strcmp(state, "pending") == 0)
+				queue_woken = true;
+		}
+		*replies = lappend(*replies, job);
+	}
+	finished_jobs = NIL;
+
+	foreach(lc, taken)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		if (!installed)
+		{
+			refuse_not_installed(job->slotno);
+			free_job(job);
+			continue;
+		}
+		job->request_id = bg_queue_record_sync(&job->payment);
+		to_start = lappend(to_start, job);
+	}
+
+	capacity = bg_max_connections - bg_http_in_flight() - list_length(to_start);
+	if (installed && capacity > 0 &&
+		(queue_woken || GetCurrentTimestamp() >= queue_next_due))
+	{
+		List	   *claimed = bg_queue_claim(capacity);
+
+		foreach(lc, claimed)
+		{
+			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
+
+			to_start = lappend(to_start, new_job(JOB_QUEUED, &q->payment, q->id));
+		}
+		/* a full batch means more may be waiting: look again next time */
+		queue_woken = (list_length(claimed) == capacity);
+		if (!queue_woken)
+			queue_next_due = bg_queue_next_due();
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return to_start;
+}
+
+/* Synchronous requests waiting in the channel, as many as may start now. */
+static List *
+take_submitted_requests(void)
+{
+	List	   *taken = NIL;
+	BgTakenRequest req;
+	int			room = bg_max_connections - bg_http_in_flight();
+
+	while (room-- > 0 && bg_http_can_start() && bg_channel_take(&req))
+	{
+		BgJob	   *job = new_job(JOB_SYNC, &req.payment, 0);
+
+		job->slotno = req.slotno;
+		job->timeout_ms = req.timeout_ms;
+		taken = lappend(taken, job);
+	}
+	return taken;
+}
+
+static void
+answer_finished(List *replies)
+{
+	ListCell   *lc;
+
+	foreach(lc, replies)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		if (job->kind == JOB_SYNC)
+			bg_channel_post_reply(job->slotno, &job->reply, job->body, job->body_len);
+		free_job(job);
+	}
+}
+
+static void
+run_batch(void)
+{
+	List	   *taken = take_submitted_requests();
+	List	   *replies = NIL;
+	List	   *snapshots = NIL;
+	List	   *to_start;
+	ListCell   *lc;
+
+	if (taken == NIL && finished_jobs == NIL &&
+		!(bg_http_can_start() &&
+		  (queue_woken || GetCurrentTimestamp() >= queue_next_due)))
+		return;
+
+	to_start = journal_batch(taken, &replies, &snapshots);
+	answer_finished(replies);
+	foreach(lc, to_start)
+		start_job((BgJob *) lfirst(lc));
+	foreach(lc, snapshots)
+		start_job((BgJob *) lfirst(lc));
+}
+
+/*
+ * How long the event loop may sleep before the queue needs a look: not at
+ * all when woken with room to send, never while every connection is busy
+ * (a finished transfer wakes the loop anyway).
+ */
+static long
+ms_until_queue_due(void)
+{
+	if (ShutdownRequestPending || !bg_http_can_start())
+		return -1;
+	if (queue_woken || finished_jobs != NIL)
+		return 0;
+	return Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+												  queue_next_due));
+}
+
+/* Rows a previous worker left in 'sending' become in_doubt. */
+static void
+recover_journal(void)
+{
+	List	   *found = NIL;
+	ListCell   *lc;
+
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (bg_queue_installed())
+		found = bg_queue_recover();
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	foreach(lc, found)
+	{
+		BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
+
+		start_job(new_job(JOB_SNAPSHOT, &q->payment, q->id));
+	}
 }
 
 void
@@ -72,8 +348,11 @@ billogram_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(bg_database, NULL, 0);
 	pgstat_report_appname("billogram worker");
 
+	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "billogram jobs",
+									 ALLOCSET_DEFAULT_SIZES);
 	bg_channel_attach_worker();
-	bg_http_init(bg_channel_post_reply);
+	bg_http_init(transfer_finished);
+	recover_journal();
 	ereport(LOG,
 			(errmsg("billogram worker started, API at %s", bg_api_url)));
 
@@ -90,13 +369,24 @@ billogram_worker_main(Datum main_arg)
 
 		if (ShutdownRequestPending)
 		{
+			/* record what finished; take nothing new */
+			if (finished_jobs != NIL)
+			{
+				List	   *replies = NIL;
+				List	   *snapshots = NIL;
+
+				(void) journal_batch(NIL, &replies, &snapshots);
+				answer_finished(replies);
+			}
 			if (bg_http_in_flight() == 0)
 				break;
 		}
 		else
-			start_submitted_requests();
+			run_batch();
 
-		(void) bg_http_wait();
+		(void) bg_http_wait(ms_until_queue_due());
+		if (bg_channel_queue_woken())
+			queue_woken = true;
 	}
 
 	ereport(LOG, (errmsg("billogram worker shutting down")));

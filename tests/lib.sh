@@ -77,7 +77,7 @@ bg_run_unprivileged() {
 		CI="${CI:-}" BG_KEEP="${BG_KEEP:-}" \
 		bash "$copy/$script" "$@" || rc=$?
 	# keep what the run wrote for reading after a failure
-	for d in results regression.diffs tmp_check bench/results; do
+	for d in results regression.diffs tmp_check log bench/results; do
 		if [ -e "$copy/$d" ]; then
 			rm -rf "${top:?}/$d"
 			cp -a "$copy/$d" "$top/$d" 2>/dev/null || true

@@ -22,6 +22,8 @@ trap 'bg_stop_mock; rm -rf "$work"' EXIT
 bg_start_mock "$work/mock"
 {
 	bg_mock_config
+	# the worker journals in the regression database, created by pg_regress
+	echo "billogram.database = 'contrib_regression'"
 	echo "mock.ctl = '/usr/bin/python3 $BG_TOP/tests/mock/mockctl http://127.0.0.1:$MOCK_CTL_PORT'"
 } > "$work/regress.conf"
 

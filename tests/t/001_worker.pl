@@ -33,10 +33,10 @@ my $h = IPC::Run::start(
 	'>', \$o, '2>', \$e);
 for (1 .. 100)
 {
-	last if @{ $mock->requests('slow3000k') };
+	last if @{ $mock->posts('slow3000k') };
 	usleep(50_000);
 }
-is(scalar @{ $mock->requests('slow3000k') }, 1, 'the slow request reached the mock');
+is(scalar @{ $mock->posts('slow3000k') }, 1, 'the slow request reached the mock');
 kill 'KILL', $pid;
 $h->finish;
 like($e, qr/terminat|server closed the connection/,
@@ -48,7 +48,7 @@ isnt($newpid, $pid, 'a new worker runs after the SIGKILL');
 	"SELECT inv->>'id' FROM billogram_credit_payment('w2', 'amount', 5) inv");
 is($state, '', 'calls work again after the crash restart');
 sleep 4;    # longer than the slow reply: time for any (wrong) resend
-is(scalar @{ $mock->requests('slow3000k') }, 1,
+is(scalar @{ $mock->posts('slow3000k') }, 1,
 	'the request in flight at the crash was sent exactly once');
 
 # pg_terminate_backend on the worker: it exits and the postmaster restarts it
@@ -68,7 +68,7 @@ my $broken = $mock->new_node('noworker', extra => "billogram.database = 'nosuchd
 is($state, '55000', 'no running worker: SQLSTATE 55000');
 like($err, qr/background worker is not running/, 'the message says the worker is not running');
 like($err, qr/HINT:.*billogram\.database/, 'the hint says what to check');
-is(scalar @{ $mock->requests('nw1') }, 0, 'nothing was sent');
+is(scalar @{ $mock->posts('nw1') }, 0, 'nothing was sent');
 $broken->stop;
 
 # Not preloaded at all.

@@ -58,7 +58,7 @@ is( reconfigure(
 	"SELECT billogram_credit_payment('r4', 'amount', 5)");
 like($err, qr/certificate/i, 'the message names the certificate problem');
 like($err, qr/did not reach Billogram/, 'and says nothing was sent');
-is(scalar @{ $mock->requests('r4') }, 0, 'the mock received nothing');
+is(scalar @{ $mock->posts('r4') }, 0, 'the mock received nothing');
 
 is( reconfigure(
 		"billogram.ca_file = '$mock->{certs}/ca.crt'",
@@ -71,8 +71,8 @@ is( reconfigure(
 		"billogram.api_url = '" . $mock2->url . "'",
 		"SELECT billogram_credit_payment('r6', 'amount', 5)", ''),
 	'', 'a new API URL is used after reload');
-is(scalar @{ $mock2->requests('r6') }, 1, 'the request went to the new URL');
-is(scalar @{ $mock->requests('r6') }, 0, 'and not to the old one');
+is(scalar @{ $mock2->posts('r6') }, 1, 'the request went to the new URL');
+is(scalar @{ $mock->posts('r6') }, 0, 'and not to the old one');
 
 # A plain http URL is refused by the setting itself.
 ($state, undef, $err) = BgTest::call($node,

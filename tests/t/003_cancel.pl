@@ -67,8 +67,8 @@ ok( $node->wait_for_log(qr/caller of the credit payment on slow3000b stopped wai
 	'the worker logs that the caller stopped waiting');
 ok($node->wait_for_log(qr/credit payment on slow3000b was registered/),
 	'and the outcome of the request');
-is(scalar @{ $mock->requests('slow3000a') }, 1, 'the first request was sent once');
-is(scalar @{ $mock->requests('slow3000b') }, 1, 'the second request was sent once');
+is(scalar @{ $mock->posts('slow3000a') }, 1, 'the first request was sent once');
+is(scalar @{ $mock->posts('slow3000b') }, 1, 'the second request was sent once');
 
 # With max_connections = 1 and a slow request in flight, a second call waits
 # in the queue; cancelling it there means it is never sent.
@@ -87,7 +87,7 @@ like($busy->{out}, qr/slow2000c/, 'the call in flight completed');
 ($state) = BgTest::call($node,
 	"SELECT billogram_credit_payment('after1', 'amount', 1)");
 is($state, '', 'the worker goes on serving');
-is(scalar @{ $mock->requests('queued1') }, 0, 'the cancelled queued request was never sent');
+is(scalar @{ $mock->posts('queued1') }, 0, 'the cancelled queued request was never sent');
 
 $node->stop;
 $mock->stop;

@@ -37,7 +37,7 @@ my $returned = 0;
 $returned += scalar(split /\n/, $_->{out}) for @runs;
 is($returned, $sessions * $calls, 'every call returned its invoice');
 
-my $requests = $mock->requests;
+my $requests = $mock->posts;
 my %seen;
 $seen{ $_->{id} }++ for @$requests;
 is(scalar @$requests, $sessions * $calls, 'the mock received one request per call');

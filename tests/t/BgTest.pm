@@ -90,6 +90,13 @@ sub requests
 	return decode_json($self->_ctl('GET', $path));
 }
 
+# Only the credit payments (POSTs), not the worker's GETs of invoices.
+sub posts
+{
+	my ($self, $id) = @_;
+	return [ grep { $_->{method} eq 'POST' } @{ $self->requests($id) } ];
+}
+
 sub fault { my ($self, $json) = @_; $self->_ctl('POST', '/fault', $json); }
 sub reset { my ($self) = @_; $self->_ctl('POST', '/reset', ''); }
 

@@ -1,0 +1,340 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.c
+ *	  The worker's side of the billogram_requests journal: recording
+ *	  synchronous calls, claiming queued payments, recording outcomes,
+ *	  and recovering after a crash.
+ *
+ * Every row is in state 'sending', committed, before its request goes out,
+ * so a crash can never lead to a blind resend: a row found in 'sending' when
+ * the worker starts becomes 'in_doubt' for an operator to resolve.  The
+ * caller batches: one transaction records the outcomes of every transfer
+ * finished since the last one and claims the next rows, so there is one
+ * commit per batch, not per payment.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "guc.h"
+#include "queue.h"
+#include "report.h"
+
+/* Longest wait, in seconds, between sweeps of the queue. */
+#define BG_SWEEP_SECS		10
+/* Retry backoff doubles from 1 s up to this many seconds. */
+#define BG_MAX_BACKOFF_SECS	300
+
+/*
+ * The journal's schema-qualified name; NULL when the extension is not
+ * installed in this database.  Needs SPI; cached per extension OID, since
+ * the extension cannot be moved to another schema.
+ */
+const char *
+bg_journal_name(void)
+{
+	static Oid	cached_ext = InvalidOid;
+	static char *cached_name = NULL;
+	Oid			ext = get_extension_oid("billogram", true);
+	char	   *sql;
+	bool		isnull;
+	Datum		nsp;
+
+	if (!OidIsValid(ext))
+		return NULL;
+	if (ext == cached_ext)
+		return cached_name;
+
+	sql = psprintf("SELECT n.nspname FROM pg_catalog.pg_extension e "
+				   "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
+				   "WHERE e.oid = %u", ext);
+	if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return NULL;
+	nsp = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (cached_name)
+		pfree(cached_name);
+	cached_name = MemoryContextStrdup(TopMemoryContext,
+									  quote_qualified_identifier(NameStr(*DatumGetName(nsp)),
+																 "billogram_requests"));
+	cached_ext = ext;
+	return cached_name;
+}
+
+bool
+bg_queue_installed(void)
+{
+	return bg_journal_name() != NULL;
+}
+
+static void
+check_spi(int rc, int expected, const char *what)
+{
+	if (rc != expected)
+		elog(ERROR, "billogram worker: %s failed: %s", what,
+			 SPI_result_code_string(rc));
+}
+
+static Datum
+text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s == NULL || s[0] == '\0');
+	return *isnull ? (Datum) 0 : CStringGetTextDatum(s);
+}
+
+int64
+bg_queue_record_sync(const BgCreditPayment *payment)
+{
+	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	char	   *sql;
+	int			rc;
+
+	sql = psprintf("INSERT INTO %s (origin, billogram_id, mode, amount, request_body, "
+				   "state, attempts, sent_at) "
+				   "VALUES ('sync', $1, $2, $3::numeric, $4, 'sending', 1, now()) "
+				   "RETURNING id", bg_journal_name());
+	values[0] = CStringGetTextDatum(payment->billogram_id);
+	values[1] = CStringGetTextDatum(payment->mode);
+	values[2] = text_or_null(payment->amount, &isnull);
+	nulls[2] = isnull ? 'n' : ' ';
+	values[3] = CStringGetTextDatum(payment->body);
+
+	rc = SPI_execute_with_args(sql, 4, types, values, nulls, false, 1);
+	check_spi(rc, SPI_OK_INSERT_RETURNING, "recording a synchronous call");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+static BgQueuedRequest *
+queued_from_row(HeapTuple tuple, TupleDesc desc)
+{
+	BgQueuedRequest *q = palloc0(sizeof(BgQueuedRequest));
+	bool		isnull;
+	char	   *amount;
+
+	q->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+	strlcpy(q->payment.billogram_id, SPI_getvalue(tuple, desc, 2),
+			sizeof(q->payment.billogram_id));
+	strlcpy(q->payment.mode, SPI_getvalue(tuple, desc, 3),
+			sizeof(q->payment.mode));
+	amount = SPI_getvalue(tuple, desc, 4);
+	if (amount)
+		strlcpy(q->payment.amount, amount, sizeof(q->payment.amount));
+	strlcpy(q->payment.body, SPI_getvalue(tuple, desc, 5),
+			sizeof(q->payment.body));
+	return q;
+}
+
+/*
+ * Mark up to max_rows due rows 'sending' and return them.  SKIP LOCKED
+ * keeps an operator's open transaction on one row from stalling the rest.
+ */
+List *
+bg_queue_claim(int max_rows)
+{
+	List	   *claimed = NIL;
+	char	   *sql;
+	int			rc;
+	uint64		i;
+
+	if (max_rows <= 0)
+		return NIL;
+	sql = psprintf("UPDATE %1$s r SET state = 'sending', attempts = r.attempts + 1, "
+				   "sent_at = now() "
+				   "WHERE r.id IN (SELECT id FROM %1$s WHERE state = 'pending' "
+				   "AND next_attempt_at <= now() ORDER BY next_attempt_at, id "
+				   "LIMIT %2$d FOR UPDATE SKIP LOCKED) "
+				   "RETURNING r.id, r.billogram_id, r.mode, r.amount, r.request_body",
+				   bg_journal_name(), max_rows);
+	rc = SPI_execute(sql, false, 0);
+	check_spi(rc, SPI_OK_UPDATE_RETURNING, "claiming queued payments");
+	for (i = 0; i < SPI_processed; i++)
+		claimed = lappend(claimed, queued_from_row(SPI_tuptable->vals[i],
+												   SPI_tuptable->tupdesc));
+	return claimed;
+}
+
+/* The error column: what went wrong, as an operator needs it. */
+static char *
+error_json(const BgReply *reply)
+{
+	char	   *json = bg_reply_error_json(reply,
+										   unpack_sql_state(bg_reply_sqlstate(reply)));
+	char	   *result = pstrdup(json ? json : "{\"kind\":\"unknown\"}");
+
+	free(json);
+	return result;
+}
+
+/*
+ * Where a finished request goes: 'done'; 'failed' when Billogram certainly
+ * did not act; 'in_doubt' when it may have.  *retry is set when a queued
+ * request may be tried again: it provably did not arrive, or Billogram said
+ * to come back later.
+ */
+static const char *
+outcome_state(bool is_sync, const BgReply *reply, bool *retry)
+{
+	*retry = false;
+	if (reply->outcome == BG_OUTCOME_OK)
+		return "done";
+	if (reply->may_have_reached)
+		return "in_doubt";
+	if (!is_sync &&
+		((reply->outcome == BG_OUTCOME_TRANSPORT) ||
+		 (reply->outcome == BG_OUTCOME_API_ERROR &&
+		  (reply->http_status == 429 || reply->http_status == 503))))
+		*retry = true;
+	return "failed";
+}
+
+/*
+ * Record the outcome of one request and notify listeners of final states.
+ * Returns the state the row is now in.
+ */
+const char *
+bg_queue_finish(int64 id, bool is_sync, const BgReply *reply,
+				const char *body, size_t body_len)
+{
+	Oid			types[7] = {INT8OID, TEXTOID, BOOLOID, INT4OID, TEXTOID,
+	TEXTOID, INT4OID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		retry;
+	bool		isnull;
+	const char *state = outcome_state(is_sync, reply, &retry);
+	char	   *sql;
+	int			rc;
+
+	sql = psprintf("WITH u AS (UPDATE %s r SET "
+				   " state = CASE WHEN $3 AND r.attempts < %d THEN 'pending' ELSE $2 END,"
+				   " next_attempt_at = CASE WHEN $3 AND r.attempts < %d THEN now() + greatest("
+				   "   make_interval(secs => $7),"
+				   "   make_interval(secs => least(%d, 2 ^ (r.attempts - 1)) * (0.5 + random() / 2)))"
+				   "   ELSE r.next_attempt_at END,"
+				   " finished_at = CASE WHEN $3 AND r.attempts < %d THEN NULL ELSE clock_timestamp() END,"
+				   " http_status = $4,"
+				   " response = CASE WHEN $2 = 'done' THEN $5::jsonb -> 'data' END,"
+				   " error = $6::jsonb "
+				   " WHERE r.id = $1 RETURNING r.id, r.state) "
+				   "SELECT u.state, CASE WHEN u.state <> 'pending' THEN "
+				   " pg_notify('billogram_requests', json_build_object('id', u.id, 'state', u.state)::text) END "
+				   "FROM u",
+				   bg_journal_name(), bg_max_attempts, bg_max_attempts,
+				   BG_MAX_BACKOFF_SECS, bg_max_attempts);
+
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum(state);
+	values[2] = BoolGetDatum(retry);
+	values[3] = Int32GetDatum((int32) reply->http_status);
+	nulls[3] = reply->http_status ? ' ' : 'n';
+	if (reply->outcome == BG_OUTCOME_OK)
+		values[4] = CStringGetTextDatum(pg_any_to_server(body, (int) body_len, PG_UTF8));
+	else
+		nulls[4] = 'n';
+	if (reply->outcome == BG_OUTCOME_OK)
+		nulls[5] = 'n';
+	else
+		values[5] = CStringGetTextDatum(error_json(reply));
+	values[6] = Int32GetDatum((int32) reply->retry_after);
+
+	rc = SPI_execute_with_args(sql, 7, types, values, nulls, false, 0);
+	check_spi(rc, SPI_OK_SELECT, "recording an outcome");
+	if (SPI_processed != 1)
+		return state;			/* the row was purged meanwhile */
+	return TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+void
+bg_queue_save_snapshot(int64 id, const BgReply *reply,
+					   const char *body, size_t body_len)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	char	   *sql;
+	int			rc;
+
+	values[0] = Int64GetDatum(id);
+	if (reply->outcome == BG_OUTCOME_OK)
+		sql = psprintf("UPDATE %s SET invoice_snapshot = $2::jsonb -> 'data', "
+					   "snapshot_at = clock_timestamp() WHERE id = $1",
+					   bg_journal_name());
+	else
+		sql = psprintf("UPDATE %s SET invoice_snapshot = jsonb_build_object('error', $2::jsonb), "
+					   "snapshot_at = clock_timestamp() WHERE id = $1",
+					   bg_journal_name());
+	values[1] = CStringGetTextDatum(reply->outcome == BG_OUTCOME_OK ?
+									pg_any_to_server(body, (int) body_len, PG_UTF8) :
+									error_json(reply));
+	rc = SPI_execute_with_args(sql, 2, types, values, nulls, false, 0);
+	check_spi(rc, SPI_OK_UPDATE, "saving an invoice snapshot");
+}
+
+/*
+ * Rows left 'sending' by a worker that stopped may or may not have reached
+ * Billogram; they become 'in_doubt' and are returned for a snapshot.
+ */
+List *
+bg_queue_recover(void)
+{
+	List	   *found = NIL;
+	char	   *sql;
+	int			rc;
+	uint64		i;
+
+	sql = psprintf("WITH u AS (UPDATE %s SET state = 'in_doubt', finished_at = clock_timestamp(), "
+				   "error = jsonb_build_object('kind', 'worker', 'sqlstate', 'BG002', "
+				   "'message', 'the worker stopped while the request was being sent', "
+				   "'may_have_reached_billogram', true) "
+				   "WHERE state = 'sending' "
+				   "RETURNING id, billogram_id, mode, amount, request_body) "
+				   "SELECT u.*, pg_notify('billogram_requests', "
+				   "json_build_object('id', u.id, 'state', 'in_doubt')::text) FROM u",
+				   bg_journal_name());
+	rc = SPI_execute(sql, false, 0);
+	check_spi(rc, SPI_OK_SELECT, "recovering requests left in state sending");
+	for (i = 0; i < SPI_processed; i++)
+		found = lappend(found, queued_from_row(SPI_tuptable->vals[i],
+											   SPI_tuptable->tupdesc));
+	if (found)
+		ereport(LOG,
+				(errmsg("billogram worker: %d request(s) found in state sending after a restart are now in_doubt",
+						list_length(found)),
+				 errhint("Check each invoice and resolve them with billogram_resolve().")));
+	return found;
+}
+
+/* When the queue next needs a look: the earliest due row, or a sweep. */
+TimestampTz
+bg_queue_next_due(void)
+{
+	TimestampTz sweep = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													BG_SWEEP_SECS * 1000);
+	bool		isnull;
+	Datum		due;
+	char	   *sql;
+	int			rc;
+
+	sql = psprintf("SELECT min(next_attempt_at) FROM %s WHERE state = 'pending'",
+				   bg_journal_name());
+	rc = SPI_execute(sql, true, 1);
+	check_spi(rc, SPI_OK_SELECT, "looking for due payments");
+	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull || DatumGetTimestampTz(due) > sweep)
+		return sweep;
+	return DatumGetTimestampTz(due);
+}

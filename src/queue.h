@@ -1,0 +1,38 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.h
+ *	  The billogram_requests journal, as the worker uses it.
+ *
+ * All functions run inside a transaction the caller started, with SPI
+ * connected, so that one commit covers a whole batch.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BILLOGRAM_QUEUE_H
+#define BILLOGRAM_QUEUE_H
+
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
+
+#include "reply.h"
+#include "request.h"
+
+/* A journal row the worker is about to send, or must snapshot. */
+typedef struct BgQueuedRequest
+{
+	int64		id;
+	BgCreditPayment payment;
+} BgQueuedRequest;
+
+extern const char *bg_journal_name(void);
+extern bool bg_queue_installed(void);
+extern int64 bg_queue_record_sync(const BgCreditPayment *payment);
+extern List *bg_queue_claim(int max_rows);
+extern const char *bg_queue_finish(int64 id, bool is_sync, const BgReply *reply,
+								   const char *body, size_t body_len);
+extern void bg_queue_save_snapshot(int64 id, const BgReply *reply,
+								   const char *body, size_t body_len);
+extern List *bg_queue_recover(void);
+extern TimestampTz bg_queue_next_due(void);
+
+#endif							/* BILLOGRAM_QUEUE_H */
