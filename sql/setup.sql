@@ -42,3 +42,18 @@ LANGUAGE sql AS $$ SELECT count(*) FROM mock_requests(invoice) r WHERE r->>'meth
 
 -- nothing has been sent yet
 SELECT mock_request_count('2kAEEjE');
+
+-- Wait (up to 30 s) until the worker has finished every queued request.
+CREATE FUNCTION wait_for_queue() RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	FOR i IN 1 .. 300 LOOP
+		IF NOT EXISTS (SELECT 1 FROM billogram_requests
+						WHERE state IN ('pending', 'sending')) THEN
+			RETURN 'queue drained';
+		END IF;
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+	RETURN 'still busy after 30 s';
+END
+$$;

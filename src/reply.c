@@ -145,6 +145,9 @@ classify_error_reply(BgReply *reply, long http_status,
 		fill_error_details(reply, root);
 	if (root)
 		json_decref(root);
+	if (reply->message[0] == '\0')
+		snprintf(reply->message, sizeof(reply->message),
+				 "HTTP %ld without a Billogram error in the body", http_status);
 }
 
 static void
