@@ -253,6 +253,10 @@ class State:
             self.fault = f
             self.rng = (random.Random(f.get("seed"))
                         if f["mode"] == "random" else None)
+        # A server that goes down closes its open connections too: clients
+        # then see the close before reusing one, as with a real outage.
+        if f.get("mode") == "down" and API_SERVER is not None:
+            API_SERVER.drop_open_connections()
 
     def take_global_fault(self):
         """Decide what the global fault does to one request."""
@@ -709,6 +713,9 @@ class ApiHandler(BaseHandler):
         return Resp(201 if name == "created" else 200, full)
 
 
+API_SERVER = None
+
+
 class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -720,6 +727,8 @@ class ApiServer(ThreadingHTTPServer):
         self.api_user = user
         self.api_password = password
         self.magic_get = magic_get
+        self.open_conns = set()
+        self.conns_lock = threading.Lock()
         super().__init__(addr, ApiHandler)
 
     def server_bind(self):
@@ -727,6 +736,22 @@ class ApiServer(ThreadingHTTPServer):
         TCPServer.server_bind(self)
         self.server_name = "localhost"
         self.server_port = self.server_address[1]
+
+    def track(self, conn, add):
+        with self.conns_lock:
+            if add:
+                self.open_conns.add(conn)
+            else:
+                self.open_conns.discard(conn)
+
+    def drop_open_connections(self):
+        with self.conns_lock:
+            conns = list(self.open_conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def verify_request(self, request, client_address):
         # "down": close right after accept, no TLS, nothing recorded.
@@ -746,6 +771,7 @@ class ApiServer(ThreadingHTTPServer):
             LOG("api %s:%s TLS handshake failed: %s"
                 % (client_address[0], client_address[1], e))
             return
+        self.track(conn, True)
         try:
             self.RequestHandlerClass(conn, client_address, self)
         except (OSError, ValueError) as e:
@@ -755,6 +781,7 @@ class ApiServer(ThreadingHTTPServer):
             LOG("api %s:%s handler error: %r"
                 % (client_address[0], client_address[1], e))
         finally:
+            self.track(conn, False)
             close_tls(conn)
 
     def shutdown_request(self, request):
@@ -936,8 +963,10 @@ def main(argv=None):
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(args.cert, args.key)
 
+    global API_SERVER
     api = ApiServer(("127.0.0.1", args.port), ctx, args.user, args.password,
                     args.magic_get)
+    API_SERVER = api
     ctl = CtlServer(("127.0.0.1", args.ctl_port), CtlHandler)
 
     def on_signal(signum, frame):

@@ -97,6 +97,22 @@ sub posts
 	return [ grep { $_->{method} eq 'POST' } @{ $self->requests($id) } ];
 }
 
+# The mock's state of one invoice: remaining_sum and the payments applied.
+sub invoice
+{
+	my ($self, $id) = @_;
+	return decode_json($self->_ctl('GET', "/invoice/$id"));
+}
+
+# POSTs per invoice id, for ids matching a pattern.
+sub post_counts
+{
+	my ($self, $pattern) = @_;
+	my %n;
+	$n{ $_->{id} }++ for grep { $_->{id} =~ $pattern } @{ $self->posts };
+	return \%n;
+}
+
 sub fault { my ($self, $json) = @_; $self->_ctl('POST', '/fault', $json); }
 sub reset { my ($self) = @_; $self->_ctl('POST', '/reset', ''); }
 
@@ -139,6 +155,15 @@ sub worker_pid
 	  or die "billogram worker did not start";
 	return $node->safe_psql('postgres',
 		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'billogram worker'");
+}
+
+# Wait until no journal row is pending or sending.
+sub wait_settled
+{
+	my ($node, $timeout) = @_;
+	local $PostgreSQL::Test::Utils::timeout_default = $timeout // 120;
+	return $node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM billogram_requests WHERE state IN ('pending', 'sending')");
 }
 
 # Run one call; returns (sqlstate or '', stdout, stderr).

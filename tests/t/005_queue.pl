@@ -1,0 +1,161 @@
+# The transactional outbox: a payment reaches Billogram if and only if the
+# inserting transaction commits, and never twice, through rollbacks,
+# retries, API faults, a SIGKILLed worker and an immediate shutdown.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::Bin;
+use BgTest;
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $mock = BgTest->start_mock;
+my $node = $mock->new_node('queue', extra => "billogram.max_attempts = 30\n");
+BgTest::worker_pid($node);
+$node->safe_psql('postgres', q{
+	CREATE TABLE payments (id bigserial PRIMARY KEY, invoice text NOT NULL, amount numeric(12, 2));
+	CREATE TRIGGER register_payout AFTER INSERT ON payments FOR EACH ROW
+		EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount');
+});
+
+sub states
+{
+	my ($prefix) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT state || '=' || count(*) FROM billogram_requests "
+		  . "WHERE billogram_id LIKE '$prefix%' GROUP BY state ORDER BY state");
+}
+
+sub max_posts
+{
+	my ($pattern) = @_;
+	my $counts = $mock->post_counts($pattern);
+	my $max = 0;
+	$max = $_ > $max ? $_ : $max for values %$counts;
+	return ($max, scalar keys %$counts);
+}
+
+# --- rollback sends nothing; commit sends each row once ---
+$node->safe_psql('postgres', q{
+	BEGIN;
+	INSERT INTO payments (invoice, amount) SELECT 'rb' || g, 1 FROM generate_series(1, 10) g;
+	ROLLBACK;
+	INSERT INTO payments (invoice, amount) VALUES ('rbafter1', 1);
+});
+ok(BgTest::wait_settled($node), 'the committed row was processed');
+is(states('rb'), 'done=1', 'only the committed row is in the journal, done');
+my ($max, $ids) = max_posts(qr/^rb/);
+is($ids, 1, 'nothing from the rolled-back transaction reached the mock');
+
+# --- 1,000 rows committed in one transaction ---
+$node->safe_psql('postgres',
+	"INSERT INTO payments (invoice, amount) SELECT 'bulk' || g, 1.25 FROM generate_series(1, 1000) g");
+ok(BgTest::wait_settled($node), '1,000 queued payments processed');
+is(states('bulk'), 'done=1000', 'all 1,000 are done');
+($max, $ids) = max_posts(qr/^bulk/);
+is($ids, 1000, 'the mock received all 1,000');
+is($max, 1, 'each exactly once');
+
+# --- notifications on final states ---
+my ($lout, $lerr) = ('', '');
+my $listener = IPC::Run::start(
+	[ 'psql', '-X', '-d', $node->connstr('postgres'),
+	  '-c', 'LISTEN billogram_requests', '-c', 'SELECT pg_sleep(4)' ],
+	'>', \$lout, '2>', \$lerr);
+sleep 1;
+$node->safe_psql('postgres',
+	"INSERT INTO payments (invoice, amount) VALUES ('notify1', 1), ('nfnotify1', 1)");
+$listener->finish;
+like($lout, qr/Asynchronous notification "billogram_requests" with payload "\{"id" : \d+, "state" : "done"\}"/,
+	'a NOTIFY on billogram_requests when a row is done');
+like($lout, qr/payload "\{"id" : \d+, "state" : "failed"\}"/, 'and when one fails');
+
+# --- 503, then success: retried after Retry-After ---
+$mock->fault('{"mode":"status","status":503,"retry_after":1,"count":1}');
+$node->safe_psql('postgres', "INSERT INTO payments (invoice, amount) VALUES ('retry503', 7)");
+ok(BgTest::wait_settled($node), 'the 503 row settled');
+is( $node->safe_psql('postgres',
+		"SELECT state || ' ' || attempts || ' ' || (finished_at - sent_at < '1 minute') FROM billogram_requests WHERE billogram_id = 'retry503'"),
+	'done 2 true', 'a 503 is retried and then done, in two attempts');
+is(scalar @{ $mock->posts('retry503') }, 2, 'two requests reached the mock');
+is(scalar @{ $mock->invoice('retry503')->{payments} }, 1, 'and exactly one payment was applied');
+
+# --- 404 fails, 500 is in doubt with a snapshot ---
+$node->safe_psql('postgres', "INSERT INTO payments (invoice, amount) VALUES ('nfq1', 1), ('e500q1', 1)");
+ok(BgTest::wait_settled($node), 'the 404 and 500 rows settled');
+is($node->safe_psql('postgres', "SELECT state FROM billogram_requests WHERE billogram_id = 'nfq1'"),
+	'failed', '404: failed');
+is($node->safe_psql('postgres', "SELECT attempts FROM billogram_requests WHERE billogram_id = 'nfq1'"),
+	'1', 'and not retried');
+is($node->safe_psql('postgres', "SELECT state FROM billogram_requests WHERE billogram_id = 'e500q1'"),
+	'in_doubt', '500: in_doubt');
+ok( $node->poll_query_until('postgres',
+		"SELECT invoice_snapshot->>'id' = 'e500q1' FROM billogram_requests WHERE billogram_id = 'e500q1'"),
+	'with a snapshot of the invoice taken by GET');
+is(scalar @{ $mock->posts('e500q1') }, 1, 'the 500 was not re-sent');
+
+# --- the API down for a while, then back ---
+$mock->fault('{"mode":"down"}');
+$node->safe_psql('postgres',
+	"INSERT INTO payments (invoice, amount) SELECT 'down' || g, 2 FROM generate_series(1, 20) g");
+sleep 3;
+is( $node->safe_psql('postgres',
+		"SELECT bool_and(state = 'pending' AND attempts >= 1 AND error->>'kind' = 'no_reply' "
+		  . "AND NOT (error->>'may_have_reached_billogram')::bool) FROM billogram_requests WHERE billogram_id LIKE 'down%'"),
+	't', 'while the API is down, rows wait as pending with the reason');
+$mock->fault('{"mode":"none"}');
+ok(BgTest::wait_settled($node), 'rows are sent when the API is back');
+is(states('down'), 'done=20', 'all done');
+($max, $ids) = max_posts(qr/^down/);
+is("$ids $max", '20 1', 'each sent once');
+
+# --- the worker SIGKILLed in the middle of a batch ---
+$mock->fault('{"mode":"slow","ms":150}');
+$node->safe_psql('postgres',
+	"INSERT INTO payments (invoice, amount) SELECT 'kill' || g, 3 FROM generate_series(1, 200) g");
+$node->poll_query_until('postgres',
+	"SELECT count(*) >= 20 FROM billogram_requests WHERE billogram_id LIKE 'kill%' AND state = 'done'")
+  or die;
+kill 'KILL', BgTest::worker_pid($node);
+$mock->fault('{"mode":"none"}');
+BgTest::worker_pid($node);
+ok(BgTest::wait_settled($node), 'after the SIGKILL every row settles');
+my $kill_states = states('kill');
+like($kill_states, qr/^done=\d+(\nin_doubt=\d+)?$/, "rows end done or in_doubt ($kill_states)");
+($max, $ids) = max_posts(qr/^kill/);
+is($max, 1, 'no payment was sent twice');
+ok( $node->poll_query_until('postgres',
+		"SELECT bool_and(invoice_snapshot IS NOT NULL) FROM billogram_requests WHERE billogram_id LIKE 'kill%' AND state = 'in_doubt'"),
+	'every in_doubt row got a snapshot');
+
+# --- pg_ctl stop -m immediate with 1,000 rows pending ---
+$mock->fault('{"mode":"down"}');
+$node->safe_psql('postgres',
+	"INSERT INTO payments (invoice, amount) SELECT 'imm' || g, 4 FROM generate_series(1, 1000) g");
+$node->stop('immediate');
+$mock->fault('{"mode":"none"}');
+$node->start;
+ok(BgTest::wait_settled($node, 180), 'after an immediate shutdown and restart every row settles');
+my $imm = states('imm');
+like($imm, qr/^done=\d+(\nin_doubt=\d+)?$/, "rows end done or in_doubt ($imm)");
+($max, $ids) = max_posts(qr/^imm/);
+is($max, 1, 'no payment was sent twice');
+my ($done) = $imm =~ /done=(\d+)/;
+is($ids, $done, 'exactly the done rows reached the mock (the API was down before the stop)');
+
+# --- the journal is dumped with the data ---
+my $dump = $node->safe_psql('postgres', 'SELECT 1') && do {
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'pg_dump', '-d', $node->connstr('postgres') ], '>', \$out, '2>', \$err);
+	$out;
+};
+like($dump, qr/COPY public\.billogram_requests .* FROM stdin;\n/, 'pg_dump dumps billogram_requests rows');
+like($dump, qr/\tbulk1000\t/, 'including the queued payments');
+
+$node->stop;
+$mock->stop;
+done_testing();
