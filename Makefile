@@ -51,4 +51,5 @@ demo:
 	bash tests/demo.sh
 
 bench:
+	@test -f bench/run.sh || { echo "no benchmark yet (issue: Benchmarks)" >&2; exit 1; }
 	bash bench/run.sh

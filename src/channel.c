@@ -346,12 +346,12 @@ report_abandoned(const BgCreditPayment *payment, BgSlotState was)
 		ereport(WARNING,
 				(errmsg("the credit payment on %s had already been sent to Billogram",
 						payment->billogram_id),
-				 errdetail("The worker finishes the request and writes its outcome to the server log.")));
+				 errdetail("The worker finishes the request and records its outcome in billogram_requests and the server log.")));
 	else if (was == SLOT_DONE)
 		ereport(WARNING,
 				(errmsg("the credit payment on %s was answered by Billogram as the wait ended",
 						payment->billogram_id),
-				 errdetail("The worker has written its outcome to the server log.")));
+				 errdetail("Its outcome is recorded in billogram_requests.")));
 }
 
 void

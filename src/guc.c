@@ -15,6 +15,7 @@
 #include <limits.h>
 
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "guc.h"
 
@@ -109,7 +110,7 @@ bg_define_settings(bool preloading)
 							"Largest reply body accepted from the API.",
 							"A larger reply is refused as unusable (SQLSTATE BG001).",
 							&bg_max_response_kb,
-							16 * 1024, 64, INT_MAX / 1024,
+							16 * 1024, 64, (int) (MaxAllocSize / 1024) - 1,
 							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 

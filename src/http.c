@@ -4,8 +4,9 @@
  *	  The worker's HTTP engine: libcurl's multi interface driven from a
  *	  PostgreSQL WaitEventSet.
  *
- * One multi handle serves every request, so connections, TLS sessions and
- * the parsed CA bundle are kept and reused across calls from all backends.
+ * One multi handle serves every request, so connections and the parsed CA
+ * bundle are kept and reused across calls from all backends; a share handle
+ * keeps TLS sessions, so even a new connection skips the full handshake.
  * curl tells us which sockets to watch and when its next timer expires; the
  * worker sleeps in WaitEventSetWait on those sockets, its latch and postmaster
  * death, and never polls.
@@ -61,6 +62,7 @@ typedef struct BgSocket
 } BgSocket;
 
 static CURLM *multi = NULL;
+static CURLSH *share = NULL;	/* TLS sessions and DNS, across transfers */
 static struct curl_slist *json_headers = NULL;
 static BgTransferDone transfer_done = NULL;
 static MemoryContext http_cxt = NULL;
@@ -222,6 +224,19 @@ apply_connection_limits(void)
 static void
 build_multi(void)
 {
+	/*
+	 * Each transfer has its own easy handle, so TLS sessions are shared
+	 * explicitly: a new connection resumes a session instead of a full
+	 * handshake.  The worker is single-threaded, so no lock callbacks.
+	 */
+	share = curl_share_init();
+	if (share == NULL ||
+		curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
+		curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl share handle")));
+
 	multi = curl_multi_init();
 	if (multi == NULL)
 		ereport(ERROR,
@@ -253,6 +268,9 @@ rebuild_multi_if_due(void)
 		return;
 	curl_multi_cleanup(multi);
 	multi = NULL;
+	/* cached sessions were verified against the old CA file */
+	curl_share_cleanup(share);
+	share = NULL;
 	nsockets = 0;
 	sockets_added_or_removed = true;
 	timer_armed = false;
@@ -349,6 +367,7 @@ set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(e, CURLOPT_SHARE, share);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
 
 	/* TLS verification is always on; only the trusted CAs can be chosen */

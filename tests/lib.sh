@@ -55,9 +55,10 @@ bg_build_and_install() {
 	bg_as_root make -C "$top" -s PG_CONFIG="$(bg_pg_config)" "$@" install >/dev/null
 }
 
-# Run "$@" as the unprivileged user in a private copy of the tree $1, so that
-# files PostgreSQL and pg_regress write belong to that user.  Without root,
-# runs in place as the current user.
+# Run script $2 as the unprivileged user in a private copy of the tree $1,
+# so that files PostgreSQL and pg_regress write belong to that user; the
+# directories named in BG_COPY_BACK (relative to the tree) are copied back
+# afterwards, for reading after a failure.  Without root, runs in place.
 bg_run_unprivileged() {
 	local top=$1 script=$2
 	shift 2
@@ -74,13 +75,14 @@ bg_run_unprivileged() {
 	local rc=0
 	runuser -u "$BG_TEST_USER" -- env -i PATH=/usr/local/bin:/usr/bin:/bin \
 		HOME="$(getent passwd "$BG_TEST_USER" | cut -d: -f6)" LANG=C.UTF-8 \
-		CI="${CI:-}" BG_KEEP="${BG_KEEP:-}" \
+		CI="${CI:-}" \
 		bash "$copy/$script" "$@" || rc=$?
-	# keep what the run wrote for reading after a failure
-	for d in results regression.diffs tmp_check log bench/results; do
+	local d
+	for d in ${BG_COPY_BACK:-}; do
+		rm -rf "${top:?}/$d"
 		if [ -e "$copy/$d" ]; then
-			rm -rf "${top:?}/$d"
-			cp -a "$copy/$d" "$top/$d" 2>/dev/null || true
+			mkdir -p "$(dirname "$top/$d")"
+			cp -a "$copy/$d" "$top/$d"
 		fi
 	done
 	rm -rf "$copy"

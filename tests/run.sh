@@ -14,6 +14,7 @@ start=$(date +%s)
 bg_install_dependencies
 bg_build_and_install "$top"
 rc=0
-bg_run_unprivileged "$top" tests/suite.sh || rc=$?
+BG_COPY_BACK="results regression.diffs log tmp_check/tap/tmp_check/log" \
+	bg_run_unprivileged "$top" tests/suite.sh || rc=$?
 echo "whole test run: $(( $(date +%s) - start )) s"
 exit $rc
