@@ -98,6 +98,19 @@ ok( $node->poll_query_until('postgres',
 	'with a snapshot of the invoice taken by GET');
 is(scalar @{ $mock->posts('e500q1') }, 1, 'the 500 was not re-sent');
 
+# --- retries stop at billogram.max_attempts ---
+$node->append_conf('postgresql.conf', "billogram.max_attempts = 2\n");
+$node->reload;
+sleep 1;
+$node->safe_psql('postgres', "INSERT INTO payments (invoice, amount) VALUES ('e429max', 1)");
+ok(BgTest::wait_settled($node), 'the always-429 row settled');
+is( $node->safe_psql('postgres',
+		"SELECT state || ' ' || attempts || ' ' || (error->>'sqlstate') || ' ' || (error->>'retry_after') FROM billogram_requests WHERE billogram_id = 'e429max'"),
+	'failed 2 BG429 1', 'after max_attempts a 429 row is failed, with the Retry-After it got');
+is(scalar @{ $mock->posts('e429max') }, 2, 'sent exactly max_attempts times');
+$node->append_conf('postgresql.conf', "billogram.max_attempts = 30\n");
+$node->reload;
+
 # --- the API down for a while, then back ---
 $mock->fault('{"mode":"down"}');
 $node->safe_psql('postgres',
