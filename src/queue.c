@@ -32,8 +32,6 @@
 
 /* Longest wait, in seconds, between sweeps of the queue. */
 #define BG_SWEEP_SECS		10
-/* Retry backoff doubles from 1 s up to this many seconds. */
-#define BG_MAX_BACKOFF_SECS	300
 
 /*
  * The journal's schema-qualified name; NULL when the extension is not
@@ -70,10 +68,112 @@ bg_journal_name(void)
 	return cached_name;
 }
 
+/* the journal of the current batch, set by bg_queue_installed() */
+static const char *journal = NULL;
+
 bool
 bg_queue_installed(void)
 {
-	return bg_journal_name() != NULL;
+	journal = bg_journal_name();
+	return journal != NULL;
+}
+
+/*
+ * The worker's statements, planned once and kept: a batch runs one per
+ * finished transfer.  %1$s stands for the journal's qualified name.
+ */
+typedef enum BgStatement
+{
+	STMT_RECORD_SYNC,
+	STMT_CLAIM,
+	STMT_FINISH,
+	STMT_SNAPSHOT,
+	NUM_STATEMENTS
+} BgStatement;
+
+static const char *const statement_sql[NUM_STATEMENTS] = {
+	[STMT_RECORD_SYNC] =
+	"INSERT INTO %1$s (origin, billogram_id, mode, amount, request_body, "
+	"state, attempts, sent_at) "
+	"VALUES ('sync', $1, $2, $3::numeric, $4, 'sending', 1, now()) RETURNING id",
+
+	[STMT_CLAIM] =
+	"UPDATE %1$s r SET state = 'sending', attempts = r.attempts + 1, sent_at = now() "
+	"WHERE r.id IN (SELECT id FROM %1$s WHERE state = 'pending' "
+	"AND next_attempt_at <= now() ORDER BY next_attempt_at, id "
+	"LIMIT $1 FOR UPDATE SKIP LOCKED) "
+	"RETURNING r.id, r.billogram_id, r.mode, r.amount, r.request_body",
+
+	/*
+	 * $1 id, $2 final state, $3 retry?, $4 HTTP status, $5 body, $6 error,
+	 * $7 Retry-After seconds, $8 max attempts.  A retry waits 1 s doubling
+	 * up to 5 min, with jitter, and at least Retry-After.
+	 */
+	[STMT_FINISH] =
+	"WITH u AS (UPDATE %1$s r SET "
+	" state = CASE WHEN $3 AND r.attempts < $8 THEN 'pending' ELSE $2 END,"
+	" next_attempt_at = CASE WHEN $3 AND r.attempts < $8 THEN now() + greatest("
+	"   make_interval(secs => $7),"
+	"   make_interval(secs => least(300, 2 ^ (r.attempts - 1)) * (0.5 + random() / 2)))"
+	"   ELSE r.next_attempt_at END,"
+	" finished_at = CASE WHEN $3 AND r.attempts < $8 THEN NULL ELSE clock_timestamp() END,"
+	" http_status = $4,"
+	" response = CASE WHEN $2 = 'done' THEN $5::jsonb -> 'data' END,"
+	" error = $6::jsonb "
+	" WHERE r.id = $1 RETURNING r.id, r.state) "
+	"SELECT u.state, CASE WHEN u.state <> 'pending' THEN "
+	" pg_notify('billogram_requests', json_build_object('id', u.id, 'state', u.state)::text) END "
+	"FROM u",
+
+	/* $2: the GET's body on success, else the error as JSON */
+	[STMT_SNAPSHOT] =
+	"UPDATE %1$s SET invoice_snapshot = CASE WHEN $3 THEN $2::jsonb -> 'data' "
+	"ELSE jsonb_build_object('error', $2::jsonb) END, "
+	"snapshot_at = clock_timestamp() WHERE id = $1",
+};
+
+static const int statement_nargs[NUM_STATEMENTS] = {4, 1, 8, 3};
+static const Oid statement_types[NUM_STATEMENTS][8] = {
+	[STMT_RECORD_SYNC] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID},
+	[STMT_CLAIM] = {INT4OID},
+	[STMT_FINISH] = {INT8OID, TEXTOID, BOOLOID, INT4OID, TEXTOID, TEXTOID,
+	INT4OID, INT4OID},
+	[STMT_SNAPSHOT] = {INT8OID, TEXTOID, BOOLOID},
+};
+
+static SPIPlanPtr plans[NUM_STATEMENTS];
+static char *plans_journal = NULL;
+
+static SPIPlanPtr
+plan_for(BgStatement stmt)
+{
+	int			i;
+
+	if (plans_journal == NULL || strcmp(plans_journal, journal) != 0)
+	{
+		for (i = 0; i < NUM_STATEMENTS; i++)
+		{
+			if (plans[i])
+				SPI_freeplan(plans[i]);
+			plans[i] = NULL;
+		}
+		if (plans_journal)
+			pfree(plans_journal);
+		plans_journal = MemoryContextStrdup(TopMemoryContext, journal);
+	}
+	if (plans[stmt] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(psprintf(statement_sql[stmt], journal),
+									   statement_nargs[stmt],
+									   (Oid *) statement_types[stmt]);
+
+		if (plan == NULL)
+			elog(ERROR, "billogram worker: could not prepare a statement: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		plans[stmt] = plan;
+	}
+	return plans[stmt];
 }
 
 static void
@@ -94,24 +194,18 @@ text_or_null(const char *s, bool *isnull)
 int64
 bg_queue_record_sync(const BgCreditPayment *payment)
 {
-	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	bool		isnull;
-	char	   *sql;
 	int			rc;
 
-	sql = psprintf("INSERT INTO %s (origin, billogram_id, mode, amount, request_body, "
-				   "state, attempts, sent_at) "
-				   "VALUES ('sync', $1, $2, $3::numeric, $4, 'sending', 1, now()) "
-				   "RETURNING id", bg_journal_name());
 	values[0] = CStringGetTextDatum(payment->billogram_id);
 	values[1] = CStringGetTextDatum(payment->mode);
 	values[2] = text_or_null(payment->amount, &isnull);
 	nulls[2] = isnull ? 'n' : ' ';
 	values[3] = CStringGetTextDatum(payment->body);
 
-	rc = SPI_execute_with_args(sql, 4, types, values, nulls, false, 1);
+	rc = SPI_execute_plan(plan_for(STMT_RECORD_SYNC), values, nulls, false, 1);
 	check_spi(rc, SPI_OK_INSERT_RETURNING, "recording a synchronous call");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1, &isnull));
@@ -145,20 +239,13 @@ List *
 bg_queue_claim(int max_rows)
 {
 	List	   *claimed = NIL;
-	char	   *sql;
+	Datum		limit = Int32GetDatum(max_rows);
 	int			rc;
 	uint64		i;
 
 	if (max_rows <= 0)
 		return NIL;
-	sql = psprintf("UPDATE %1$s r SET state = 'sending', attempts = r.attempts + 1, "
-				   "sent_at = now() "
-				   "WHERE r.id IN (SELECT id FROM %1$s WHERE state = 'pending' "
-				   "AND next_attempt_at <= now() ORDER BY next_attempt_at, id "
-				   "LIMIT %2$d FOR UPDATE SKIP LOCKED) "
-				   "RETURNING r.id, r.billogram_id, r.mode, r.amount, r.request_body",
-				   bg_journal_name(), max_rows);
-	rc = SPI_execute(sql, false, 0);
+	rc = SPI_execute_plan(plan_for(STMT_CLAIM), &limit, NULL, false, 0);
 	check_spi(rc, SPI_OK_UPDATE_RETURNING, "claiming queued payments");
 	for (i = 0; i < SPI_processed; i++)
 		claimed = lappend(claimed, queued_from_row(SPI_tuptable->vals[i],
@@ -208,32 +295,12 @@ const char *
 bg_queue_finish(int64 id, bool is_sync, const BgReply *reply,
 				const char *body, size_t body_len)
 {
-	Oid			types[7] = {INT8OID, TEXTOID, BOOLOID, INT4OID, TEXTOID,
-	TEXTOID, INT4OID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		retry;
 	bool		isnull;
 	const char *state = outcome_state(is_sync, reply, &retry);
-	char	   *sql;
 	int			rc;
-
-	sql = psprintf("WITH u AS (UPDATE %s r SET "
-				   " state = CASE WHEN $3 AND r.attempts < %d THEN 'pending' ELSE $2 END,"
-				   " next_attempt_at = CASE WHEN $3 AND r.attempts < %d THEN now() + greatest("
-				   "   make_interval(secs => $7),"
-				   "   make_interval(secs => least(%d, 2 ^ (r.attempts - 1)) * (0.5 + random() / 2)))"
-				   "   ELSE r.next_attempt_at END,"
-				   " finished_at = CASE WHEN $3 AND r.attempts < %d THEN NULL ELSE clock_timestamp() END,"
-				   " http_status = $4,"
-				   " response = CASE WHEN $2 = 'done' THEN $5::jsonb -> 'data' END,"
-				   " error = $6::jsonb "
-				   " WHERE r.id = $1 RETURNING r.id, r.state) "
-				   "SELECT u.state, CASE WHEN u.state <> 'pending' THEN "
-				   " pg_notify('billogram_requests', json_build_object('id', u.id, 'state', u.state)::text) END "
-				   "FROM u",
-				   bg_journal_name(), bg_max_attempts, bg_max_attempts,
-				   BG_MAX_BACKOFF_SECS, bg_max_attempts);
 
 	values[0] = Int64GetDatum(id);
 	values[1] = CStringGetTextDatum(state);
@@ -241,16 +308,19 @@ bg_queue_finish(int64 id, bool is_sync, const BgReply *reply,
 	values[3] = Int32GetDatum((int32) reply->http_status);
 	nulls[3] = reply->http_status ? ' ' : 'n';
 	if (reply->outcome == BG_OUTCOME_OK)
+	{
 		values[4] = CStringGetTextDatum(pg_any_to_server(body, (int) body_len, PG_UTF8));
-	else
-		nulls[4] = 'n';
-	if (reply->outcome == BG_OUTCOME_OK)
 		nulls[5] = 'n';
+	}
 	else
+	{
+		nulls[4] = 'n';
 		values[5] = CStringGetTextDatum(error_json(reply));
+	}
 	values[6] = Int32GetDatum((int32) reply->retry_after);
+	values[7] = Int32GetDatum(bg_max_attempts);
 
-	rc = SPI_execute_with_args(sql, 7, types, values, nulls, false, 0);
+	rc = SPI_execute_plan(plan_for(STMT_FINISH), values, nulls, false, 0);
 	check_spi(rc, SPI_OK_SELECT, "recording an outcome");
 	if (SPI_processed != 1)
 		return state;			/* the row was purged meanwhile */
@@ -262,25 +332,16 @@ void
 bg_queue_save_snapshot(int64 id, const BgReply *reply,
 					   const char *body, size_t body_len)
 {
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		values[2];
-	char		nulls[2] = {' ', ' '};
-	char	   *sql;
+	bool		ok = (reply->outcome == BG_OUTCOME_OK);
+	Datum		values[3];
 	int			rc;
 
 	values[0] = Int64GetDatum(id);
-	if (reply->outcome == BG_OUTCOME_OK)
-		sql = psprintf("UPDATE %s SET invoice_snapshot = $2::jsonb -> 'data', "
-					   "snapshot_at = clock_timestamp() WHERE id = $1",
-					   bg_journal_name());
-	else
-		sql = psprintf("UPDATE %s SET invoice_snapshot = jsonb_build_object('error', $2::jsonb), "
-					   "snapshot_at = clock_timestamp() WHERE id = $1",
-					   bg_journal_name());
-	values[1] = CStringGetTextDatum(reply->outcome == BG_OUTCOME_OK ?
+	values[1] = CStringGetTextDatum(ok ?
 									pg_any_to_server(body, (int) body_len, PG_UTF8) :
 									error_json(reply));
-	rc = SPI_execute_with_args(sql, 2, types, values, nulls, false, 0);
+	values[2] = BoolGetDatum(ok);
+	rc = SPI_execute_plan(plan_for(STMT_SNAPSHOT), values, NULL, false, 0);
 	check_spi(rc, SPI_OK_UPDATE, "saving an invoice snapshot");
 }
 
@@ -304,7 +365,7 @@ bg_queue_recover(void)
 				   "RETURNING id, billogram_id, mode, amount, request_body) "
 				   "SELECT u.*, pg_notify('billogram_requests', "
 				   "json_build_object('id', u.id, 'state', 'in_doubt')::text) FROM u",
-				   bg_journal_name());
+				   journal);
 	rc = SPI_execute(sql, false, 0);
 	check_spi(rc, SPI_OK_SELECT, "recovering requests left in state sending");
 	for (i = 0; i < SPI_processed; i++)
@@ -330,7 +391,7 @@ bg_queue_next_due(void)
 	int			rc;
 
 	sql = psprintf("SELECT min(next_attempt_at) FROM %s WHERE state = 'pending'",
-				   bg_journal_name());
+				   journal);
 	rc = SPI_execute(sql, true, 1);
 	check_spi(rc, SPI_OK_SELECT, "looking for due payments");
 	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

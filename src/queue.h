@@ -4,7 +4,8 @@
  *	  The billogram_requests journal, as the worker uses it.
  *
  * All functions run inside a transaction the caller started, with SPI
- * connected, so that one commit covers a whole batch.
+ * connected, so that one commit covers a whole batch; bg_queue_installed()
+ * comes first in each transaction and the others only if it returned true.
  *
  *-------------------------------------------------------------------------
  */
