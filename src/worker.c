@@ -124,6 +124,20 @@ transfer_finished(void *arg, const BgReply *reply, const char *body, size_t body
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * Append to a list that outlives the batch's transaction: SPI's memory,
+ * current during the batch, is gone after SPI_finish().
+ */
+static List *
+keep(List *list, BgJob *job)
+{
+	MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+
+	list = lappend(list, job);
+	MemoryContextSwitchTo(old);
+	return list;
+}
+
 static void
 start_job(BgJob *job)
 {
@@ -148,11 +162,16 @@ refuse_not_installed(int slotno)
 /*
  * One batch of database work in one transaction: record the outcome of
  * every finished transfer, journal the synchronous requests just taken and
- * claim due queued rows.  Returns the jobs to start, and appends to
- * *replies the finished synchronous jobs to answer once it is committed.
+ * claim due queued rows.  Returns the jobs to start, appends the finished
+ * jobs to *done and the snapshots to take to *snapshots.
+ *
+ * The commit is durable when the batch is about to send anything: 'sending'
+ * must be on disk before a request leaves.  A batch that only records
+ * outcomes commits asynchronously: if it were lost in a crash, its rows
+ * would be found in 'sending' and become in_doubt, never re-sent.
  */
 static List *
-journal_batch(List *taken, List **replies, List **snapshots)
+journal_batch(List *taken, List **done, List **snapshots)
 {
 	List	   *to_start = NIL;
 	ListCell   *lc;
@@ -182,7 +201,7 @@ journal_batch(List *taken, List **replies, List **snapshots)
 			if (installed)
 				bg_queue_save_snapshot(job->request_id, &job->reply,
 									   job->body, job->body_len);
-			*replies = lappend(*replies, job);
+			*done = keep(*done, job);
 			continue;
 		}
 		if (installed && job->request_id != 0)
@@ -193,14 +212,15 @@ journal_batch(List *taken, List **replies, List **snapshots)
 												job->body_len);
 
 			if (strcmp(state, "in_doubt") == 0)
-				*snapshots = lappend(*snapshots,
-									 new_job(JOB_SNAPSHOT, &job->payment,
-											 job->request_id));
+				*snapshots = keep(*snapshots,
+								  new_job(JOB_SNAPSHOT, &job->payment,
+										  job->request_id));
 			if (strcmp(state, "pending") == 0)
 				queue_woken = true;
 		}
-		*replies = lappend(*replies, job);
+		*done = keep(*done, job);
 	}
+	list_free(finished_jobs);
 	finished_jobs = NIL;
 
 	foreach(lc, taken)
@@ -210,11 +230,11 @@ journal_batch(List *taken, List **replies, List **snapshots)
 		if (!installed)
 		{
 			refuse_not_installed(job->slotno);
-			free_job(job);
+			*done = keep(*done, job);
 			continue;
 		}
 		job->request_id = bg_queue_record_sync(&job->payment);
-		to_start = lappend(to_start, job);
+		to_start = keep(to_start, job);
 	}
 
 	capacity = bg_max_connections - bg_http_in_flight() - list_length(to_start);
@@ -227,13 +247,18 @@ journal_batch(List *taken, List **replies, List **snapshots)
 		{
 			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
 
-			to_start = lappend(to_start, new_job(JOB_QUEUED, &q->payment, q->id));
+			to_start = keep(to_start, new_job(JOB_QUEUED, &q->payment, q->id));
 		}
 		/* a full batch means more may be waiting: look again next time */
 		queue_woken = (list_length(claimed) == capacity);
 		if (!queue_woken)
 			queue_next_due = bg_queue_next_due();
 	}
+
+	if (to_start == NIL)
+		(void) set_config_option("synchronous_commit", "off",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 
 	SPI_finish();
 	PopActiveSnapshot();
@@ -248,6 +273,7 @@ take_submitted_requests(void)
 {
 	List	   *taken = NIL;
 	BgTakenRequest req;
+	MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
 	int			room = bg_max_connections - bg_http_in_flight();
 
 	while (room-- > 0 && bg_http_can_start() && bg_channel_take(&req))
@@ -258,29 +284,45 @@ take_submitted_requests(void)
 		job->timeout_ms = req.timeout_ms;
 		taken = lappend(taken, job);
 	}
+	MemoryContextSwitchTo(old);
 	return taken;
 }
 
+/*
+ * Answer the synchronous callers whose transfers finished.  This comes
+ * before the outcome is journaled: the caller should not wait for a commit
+ * that changes nothing for it (should the worker die before that commit,
+ * the row is found in 'sending' and becomes in_doubt, never re-sent).
+ */
 static void
-answer_finished(List *replies)
+answer_sync_callers(void)
 {
 	ListCell   *lc;
 
-	foreach(lc, replies)
+	foreach(lc, finished_jobs)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
 
 		if (job->kind == JOB_SYNC)
 			bg_channel_post_reply(job->slotno, &job->reply, job->body, job->body_len);
-		free_job(job);
 	}
+}
+
+static void
+free_jobs(List *jobs)
+{
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+		free_job((BgJob *) lfirst(lc));
+	list_free(jobs);
 }
 
 static void
 run_batch(void)
 {
 	List	   *taken = take_submitted_requests();
-	List	   *replies = NIL;
+	List	   *done = NIL;
 	List	   *snapshots = NIL;
 	List	   *to_start;
 	ListCell   *lc;
@@ -290,12 +332,16 @@ run_batch(void)
 		  (queue_woken || GetCurrentTimestamp() >= queue_next_due)))
 		return;
 
-	to_start = journal_batch(taken, &replies, &snapshots);
-	answer_finished(replies);
+	answer_sync_callers();
+	to_start = journal_batch(taken, &done, &snapshots);
+	free_jobs(done);
 	foreach(lc, to_start)
 		start_job((BgJob *) lfirst(lc));
 	foreach(lc, snapshots)
 		start_job((BgJob *) lfirst(lc));
+	list_free(taken);
+	list_free(to_start);
+	list_free(snapshots);
 }
 
 /*
@@ -325,7 +371,13 @@ recover_journal(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (bg_queue_installed())
+	{
+		/* the rows are needed after SPI_finish(): keep them with the jobs */
+		MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+
 		found = bg_queue_recover();
+		MemoryContextSwitchTo(old);
+	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -372,11 +424,12 @@ billogram_worker_main(Datum main_arg)
 			/* record what finished; take nothing new */
 			if (finished_jobs != NIL)
 			{
-				List	   *replies = NIL;
+				List	   *done = NIL;
 				List	   *snapshots = NIL;
 
-				(void) journal_batch(NIL, &replies, &snapshots);
-				answer_finished(replies);
+				answer_sync_callers();
+				(void) journal_batch(NIL, &done, &snapshots);
+				free_jobs(done);
 			}
 			if (bg_http_in_flight() == 0)
 				break;
