@@ -53,3 +53,9 @@ demo:
 bench:
 	@test -f bench/run.sh || { echo "no benchmark yet (issue: Benchmarks)" >&2; exit 1; }
 	bash bench/run.sh
+
+# libFuzzer over the reply classifier (clang from Debian); FUZZ_SECONDS=60
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
