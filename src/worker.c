@@ -364,7 +364,7 @@ ms_until_queue_due(void)
 static void
 recover_journal(void)
 {
-	List	   *found = NIL;
+	List	   *snapshots = NIL;
 	ListCell   *lc;
 
 	StartTransactionCommand();
@@ -372,22 +372,20 @@ recover_journal(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (bg_queue_installed())
 	{
-		/* the rows are needed after SPI_finish(): keep them with the jobs */
-		MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+		foreach(lc, bg_queue_recover())
+		{
+			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
 
-		found = bg_queue_recover();
-		MemoryContextSwitchTo(old);
+			snapshots = keep(snapshots, new_job(JOB_SNAPSHOT, &q->payment, q->id));
+		}
 	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
-	foreach(lc, found)
-	{
-		BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
-
-		start_job(new_job(JOB_SNAPSHOT, &q->payment, q->id));
-	}
+	foreach(lc, snapshots)
+		start_job((BgJob *) lfirst(lc));
+	list_free(snapshots);
 }
 
 void

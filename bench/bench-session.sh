@@ -1,0 +1,569 @@
+#!/usr/bin/env bash
+# The benchmark proper, run by bench/run.sh as an unprivileged user: starts a
+# stand-in Billogram API (nginx over HTTPS, one instant and one 50 ms server)
+# and a throw-away cluster with the extension pointed at it, measures
+#   1. the raw HTTPS limit (wrk),
+#   2. synchronous calls (pgbench, 1 and 8 sessions),
+#   3. how fast the worker drains a queue of payments,
+#   4. the same against the slow API with 32 connections,
+#   5. what the trigger adds to an INSERT,
+#   6. whether the worker's private memory grows over many payments,
+# prints one table and writes it to bench/results/latest.md and a
+# timestamped copy.  Targets are reported, not asserted.  Exits non-zero only
+# if something broke: a server did not start, a query or a load run failed,
+# or payments were not all registered.  Stops and removes everything it
+# started, also on failure or interruption.
+#
+#   bench/bench-session.sh [--smoke]     (or BENCH_SMOKE=1)
+set -uo pipefail
+
+BG_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export BG_TOP
+# shellcheck source=tests/lib.sh
+. "$BG_TOP/tests/lib.sh"
+bench=$BG_TOP/bench
+
+smoke=${BENCH_SMOKE:-0}
+for a in "$@"; do
+	case $a in
+	--smoke) smoke=1 ;;
+	*) echo "usage: $0 [--smoke]" >&2; exit 2 ;;
+	esac
+done
+
+# ---- parameters ----
+if [ "$smoke" = 1 ]; then
+	mode=smoke D=2 N_QUEUE=500 N_SLOW=100 N_MEM=2000
+else
+	mode=full D=10 N_QUEUE=20000 N_SLOW=2000 N_MEM=100000
+fi
+MEM_BATCH=10000               # rows per transaction in step 6
+[ "$N_MEM" -lt "$MEM_BATCH" ] && MEM_BATCH=$N_MEM
+SLOW_DELAY=0.05               # seconds the slow API waits before answering
+SLOW_CONNS=32                 # billogram.max_connections for step 4
+SYNC_CONNS=8                  # billogram.max_connections default: sessions of step 2
+POLL=0.02                     # seconds between checks of the queue
+TARGET_QUEUE_RATE=5000        # payments/s drained (step 3)
+TARGET_INSERT_RATIO=2         # INSERT latency with trigger / without (step 5)
+TARGET_RSS_MB=10              # growth of the worker's private memory (step 6)
+# No figure was set for these two; fill one in to have it judged.
+TARGET_SYNC_P50_RATIO=        # sync p50 / raw 1-connection p50 (step 2)
+TARGET_SLOW_RATIO=            # slow-API drain time / ideal (step 4)
+
+bindir=$("$(bg_pg_config)" --bindir)
+work=$(mktemp -d /tmp/billogram-bench.XXXXXX)
+raw=$work/raw                 # tools' output, copied to bench/results/raw/
+pgdata=$work/pgdata
+sockdir=$work/sock
+ngx=$work/nginx
+certs=$work/certs
+mkdir -p "$raw" "$sockdir" "$ngx/tmp" "$work/pgblog"
+results=$bench/results
+api_path=/api/v2/billogram/2kAEEjE/command/credit-payment
+body_file=$BG_TOP/tests/mock/example-response.json
+nginx=/usr/sbin/nginx           # not on the unprivileged user's PATH
+
+NGINX_PID=
+LOAD_PID=
+BROKEN=()                     # payments not all registered: reported, exit 1 at the end
+
+# ---- stopping everything ----
+# the script's own stdout and stderr, for cleanup: a signal can arrive while
+# a load run's output is redirected to a file
+exec 3>&1 4>&2
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	exec 1>&3 2>&4
+	if [ -n "$LOAD_PID" ] && kill -0 "$LOAD_PID" 2>/dev/null; then
+		kill "$LOAD_PID" 2>/dev/null
+		wait "$LOAD_PID" 2>/dev/null
+	fi
+	if [ -f "$pgdata/postmaster.pid" ]; then
+		bg_log "stopping PostgreSQL"
+		"$bindir/pg_ctl" -D "$pgdata" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+			"$bindir/pg_ctl" -D "$pgdata" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+	fi
+	if [ -n "$NGINX_PID" ]; then
+		bg_log "stopping nginx"
+		stop_nginx
+	fi
+	# keep the tools' output of the last run for reading
+	if [ -d "$raw" ]; then
+		[ -f "$work/server.log" ] && tail -n 200 "$work/server.log" >"$raw/server.log.tail"
+		[ -f "$ngx/error.log" ] && tail -n 200 "$ngx/error.log" >"$raw/nginx-error.log.tail"
+		rm -rf "$results/raw"
+		mkdir -p "$results" && cp -a "$raw" "$results/raw"
+	fi
+	local left
+	left=$(pgrep -f -- "$work" 2>/dev/null || true)
+	[ -n "$left" ] && bg_log "WARNING: processes still running from $work: $left"
+	rm -rf "$work"
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+fail() {
+	bg_log "benchmark FAILED: $*"
+	if [ -f "$work/server.log" ]; then
+		echo "--- end of the server log ---" >&2
+		tail -n 30 "$work/server.log" >&2
+	fi
+	exit 1
+}
+
+stop_nginx() {
+	kill "$NGINX_PID" 2>/dev/null
+	for _ in $(seq 1 50); do
+		kill -0 "$NGINX_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$NGINX_PID" 2>/dev/null && kill -KILL "$NGINX_PID" 2>/dev/null
+	wait "$NGINX_PID" 2>/dev/null
+	NGINX_PID=
+}
+
+# Run a load generator bounded in time ($1 seconds, then killed), in the
+# background so that cleanup can stop it; returns its exit status.
+bounded() {
+	local secs=$1
+	shift
+	timeout --kill-after=10 "$secs" "$@" &
+	LOAD_PID=$!
+	local rc=0
+	wait "$LOAD_PID" || rc=$?
+	LOAD_PID=
+	return $rc
+}
+
+q() {
+	"$bindir/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$sockdir" -d postgres "$@"
+}
+
+# arithmetic on decimals: calc 'EXPR' -> number with up to 6 decimals
+calc() { awk "BEGIN { printf \"%.6g\", $1 }"; }
+fmt() { awk -v v="$1" -v d="${2:-2}" 'BEGIN { printf "%.*f", d, v }'; }
+# key=value from a "BENCH-WRK k=v ..." line
+kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
+
+# ---- 0. certificates, nginx, PostgreSQL ----
+# other work on the machine skews every figure: keep what was running before
+loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
+bg_log "benchmark mode: $mode (D=${D}s, N_QUEUE=$N_QUEUE, N_SLOW=$N_SLOW, N_MEM=$N_MEM)"
+bg_log "generating a throw-away CA and server certificate"
+bash "$BG_TOP/tests/mock/gen-cert.sh" "$certs" || fail "gen-cert.sh"
+
+free_ports() {
+	/usr/bin/python3 - <<'PY'
+import socket
+socks = []
+for _ in range(2):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# curl the stand-in API: prints "status content-type seconds", body to $2
+api_post() {
+	curl -sS --max-time 10 --cacert "$certs/ca.crt" -X POST \
+		-H 'Content-Type: application/json' -H 'Accept: application/json' \
+		--data '{"mode":"amount","amount":250}' -o "$2" \
+		-w '%{http_code} %{content_type} %{time_total}' "$1"
+}
+
+bg_log "starting nginx (1 worker process, HTTPS on 127.0.0.1)"
+started=0
+for attempt in 1 2 3; do
+	read -r FAST_PORT SLOW_PORT <<<"$(free_ports)" || fail "no free ports"
+	/usr/bin/python3 "$bench/render-nginx.py" "$bench/nginx.conf" "$body_file" \
+		"$ngx/nginx.conf" "$ngx" "$certs" "$FAST_PORT" "$SLOW_PORT" ||
+		fail "could not write the nginx configuration"
+	"$nginx" -t -q -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/error.log" 2>"$raw/nginx-t.txt" ||
+		{ cat "$raw/nginx-t.txt" >&2; fail "nginx -t refused the configuration"; }
+	"$nginx" -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/error.log" 2>>"$ngx/error.log" 3>&- 4>&- &
+	NGINX_PID=$!
+	for _ in $(seq 1 50); do
+		kill -0 "$NGINX_PID" 2>/dev/null || break
+		out=$(api_post "https://localhost:$FAST_PORT$api_path" /dev/null 2>/dev/null) &&
+			[ "${out%% *}" = 200 ] && { started=1; break; }
+		sleep 0.1
+	done
+	[ $started = 1 ] && break
+	bg_log "nginx did not start on ports $FAST_PORT, $SLOW_PORT (attempt $attempt)"
+	tail -n 5 "$ngx/error.log" >&2
+	stop_nginx
+done
+[ $started = 1 ] || fail "nginx did not start"
+
+bg_log "checking the replies: FAST on $FAST_PORT, SLOW ($SLOW_DELAY s) on $SLOW_PORT"
+for which in FAST SLOW; do
+	port=$FAST_PORT
+	[ $which = SLOW ] && port=$SLOW_PORT
+	out=$(api_post "https://localhost:$port$api_path" "$work/reply-$which.json") ||
+		fail "curl to the $which server failed"
+	read -r status ctype secs <<<"$out"
+	[ "$status" = 200 ] || fail "$which server answered HTTP $status"
+	[ "$ctype" = application/json ] || fail "$which server's Content-Type is $ctype"
+	cmp -s "$work/reply-$which.json" "$body_file" ||
+		fail "$which server's body differs from $body_file"
+	if [ $which = SLOW ]; then
+		awk -v t="$secs" -v d="$SLOW_DELAY" 'BEGIN { exit !(t >= d) }' ||
+			fail "SLOW server answered in $secs s, not after $SLOW_DELAY s"
+	fi
+	bg_log "  $which: 200 application/json, body identical to example-response.json ($(wc -c <"$body_file") bytes), $secs s"
+done
+
+bg_log "creating a throw-away cluster (fsync on)"
+locale=C
+if locale -a 2>/dev/null | grep -qiE '^c\.utf-?8$'; then
+	locale=C.UTF-8
+fi
+"$bindir/initdb" -D "$pgdata" -A trust --no-sync -E UTF8 --locale="$locale" \
+	>"$raw/initdb.txt" 2>&1 || { cat "$raw/initdb.txt" >&2; fail "initdb"; }
+cat >>"$pgdata/postgresql.conf" <<CONF
+
+# billogram benchmark
+shared_preload_libraries = 'billogram'
+billogram.api_url = 'https://localhost:$FAST_PORT/api/v2'
+billogram.api_user = 'bench-user'
+billogram.api_password = 'bench-secret'
+billogram.ca_file = '$certs/ca.crt'
+billogram.database = 'postgres'
+listen_addresses = ''
+unix_socket_directories = '$sockdir'
+shared_buffers = 256MB
+max_connections = 50
+# durability is part of the product: measured with it
+fsync = on
+synchronous_commit = on
+CONF
+"$bindir/pg_ctl" -D "$pgdata" -l "$work/server.log" -w -t 60 start >/dev/null 3>&- 4>&- ||
+	fail "PostgreSQL did not start"
+q -c "CREATE EXTENSION billogram" || fail "CREATE EXTENSION billogram"
+
+worker_pid() {
+	q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'billogram worker'" 2>/dev/null
+}
+wpid=
+for _ in $(seq 1 100); do
+	wpid=$(worker_pid)
+	[ -n "$wpid" ] && break
+	sleep 0.1
+done
+[ -n "$wpid" ] || fail "the billogram worker did not start"
+bg_log "PostgreSQL up, billogram worker pid $wpid"
+
+# one synchronous call through the worker, timed in the server: prints ms
+sync_call_ms() {
+	q <<'SQL'
+SELECT extract(epoch FROM clock_timestamp()) AS bench_t0 \gset
+SELECT billogram_credit_payment('2kAEEjE', 'amount', 250)->>'id' = '2kAEEjE' AS ok \gset
+\if :ok
+SELECT round(((extract(epoch FROM clock_timestamp()) - :bench_t0) * 1000)::numeric, 1);
+\else
+SELECT 'bad reply';
+\endif
+SQL
+}
+# sync_ms: sync_call_ms, checked: sets ms, fails unless the call returned the invoice
+sync_ms() {
+	ms=$(sync_call_ms) && [[ $ms =~ ^[0-9.]+$ ]] || fail "a synchronous call failed ($1): ${ms:-no output}"
+}
+sync_ms "first call"
+bg_log "first synchronous call: $ms ms"
+
+# Insert $1 rows (ids $2 || 1..$1) into payments in one transaction, unless
+# $1 is 0, then wait at most $3 s until no queued row is pending or sending.
+# Sets DRAIN_S (seconds from the commit to the empty queue) and, from the
+# journal, N_DONE N_FAILED N_IN_DOUBT N_LEFT N_ALL.
+queue_and_drain() {
+	local n=$1 prefix=$2 limit=$3 out
+	{
+		echo '\set ON_ERROR_STOP on'
+		if [ "$n" -gt 0 ]; then
+			echo "INSERT INTO payments (billogram_id, amount) SELECT '$prefix' || g, 1.00 FROM generate_series(1, $n) AS g;"
+		fi
+		# t0: right after the commit, in the same session
+		cat <<SQL
+SELECT extract(epoch FROM clock_timestamp()) AS bench_t0 \gset
+DO \$\$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '$limit seconds';
+BEGIN
+    WHILE EXISTS (SELECT 1 FROM billogram_requests WHERE state IN ('pending', 'sending'))
+          AND clock_timestamp() < deadline LOOP
+        PERFORM pg_sleep($POLL);
+    END LOOP;
+END
+\$\$;
+SELECT round((extract(epoch FROM clock_timestamp()) - :bench_t0)::numeric, 3);
+SQL
+	} >"$work/drain.sql"
+	out=$(q -f "$work/drain.sql") || fail "queueing or waiting for the queue failed"
+	DRAIN_S=$out
+	IFS='|' read -r N_DONE N_FAILED N_IN_DOUBT N_LEFT N_ALL <<<"$(q -c "
+		SELECT count(*) FILTER (WHERE state = 'done'),
+		       count(*) FILTER (WHERE state = 'failed'),
+		       count(*) FILTER (WHERE state = 'in_doubt'),
+		       count(*) FILTER (WHERE state IN ('pending', 'sending')),
+		       count(*)
+		  FROM billogram_requests")" || fail "reading the journal"
+	if [ "$N_LEFT" != 0 ]; then
+		bg_log "WARNING: $N_LEFT payments still pending or sending after $limit s"
+	fi
+}
+
+# After a drain: every journal row done and $1 of them, or note what broke.
+check_all_done() {
+	local what=$1 expected=$2
+	if [ "$N_DONE" != "$expected" ] || [ "$N_ALL" != "$expected" ]; then
+		local msg="$what: $N_DONE of $expected payments done ($N_FAILED failed, $N_IN_DOUBT in_doubt, $N_LEFT pending/sending, $N_ALL journal rows)"
+		bg_log "WARNING: $msg"
+		BROKEN+=("$msg")
+		q -c "SELECT state, error FROM billogram_requests WHERE state <> 'done' LIMIT 5" >&2 || true
+	fi
+}
+
+# ---- 1. raw HTTPS limit ----
+# wrk_run NAME THREADS CONNS URL: sets W_P50 W_P99 W_AVG (ms) W_RPS
+wrk_run() {
+	local name=$1 t=$2 c=$3 url=$4 line
+	bounded $((D + 30)) wrk -t"$t" -c"$c" -d"${D}s" --latency -s "$bench/post.lua" "$url" \
+		>"$raw/$name.txt" 2>&1 || { cat "$raw/$name.txt" >&2; fail "wrk $name"; }
+	line=$(grep '^BENCH-WRK ' "$raw/$name.txt") || fail "no summary from wrk $name"
+	local e
+	for e in err_connect err_read err_write err_status err_timeout; do
+		[ "$(kv "$line" $e)" = 0 ] || { cat "$raw/$name.txt" >&2; fail "wrk $name: $e = $(kv "$line" $e)"; }
+	done
+	[ "$(kv "$line" requests)" -gt 0 ] || fail "wrk $name: no requests"
+	W_P50=$(calc "$(kv "$line" p50_us) / 1000")
+	W_P99=$(calc "$(kv "$line" p99_us) / 1000")
+	W_AVG=$(calc "$(kv "$line" mean_us) / 1000")
+	W_RPS=$(calc "$(kv "$line" requests) / ($(kv "$line" duration_us) / 1000000)")
+}
+
+fast_wrk_url=https://127.0.0.1:$FAST_PORT$api_path
+bg_log "1. raw HTTPS limit: wrk -t1 -c1, ${D} s"
+wrk_run raw-1 1 1 "$fast_wrk_url"
+RAW1_P50=$W_P50 RAW1_P99=$W_P99 RAW1_AVG=$W_AVG RAW1_RPS=$W_RPS
+bg_log "   p50 $RAW1_P50 ms, p99 $RAW1_P99 ms, avg $RAW1_AVG ms, $(fmt "$RAW1_RPS" 0) req/s"
+bg_log "1. raw HTTPS limit: wrk -t2 -c$SYNC_CONNS, ${D} s"
+wrk_run raw-8 2 "$SYNC_CONNS" "$fast_wrk_url"
+RAW8_P50=$W_P50 RAW8_P99=$W_P99 RAW8_AVG=$W_AVG RAW8_RPS=$W_RPS
+bg_log "   p50 $RAW8_P50 ms, p99 $RAW8_P99 ms, avg $RAW8_AVG ms, $(fmt "$RAW8_RPS" 0) req/s"
+
+# ---- pgbench ----
+# pgb_run NAME CLIENTS THREADS SCRIPT: sets P_TPS P_AVG (ms) P_P50 P_P99 (ms,
+# from the per-transaction log) P_N
+pgb_run() {
+	local name=$1 c=$2 j=$3 script=$4
+	bounded $((D + 90)) "$bindir/pgbench" -n -h "$sockdir" -c "$c" -j "$j" -T "$D" \
+		-f "$script" --log --log-prefix="$work/pgblog/$name" postgres \
+		>"$raw/$name.txt" 2>&1 || { tail -n 20 "$raw/$name.txt" >&2; fail "pgbench $name"; }
+	P_TPS=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$raw/$name.txt")
+	P_AVG=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$raw/$name.txt")
+	[ -n "$P_TPS" ] && [ -n "$P_AVG" ] || { cat "$raw/$name.txt" >&2; fail "no result from pgbench $name"; }
+	grep -qE '^number of failed transactions: 0 ' "$raw/$name.txt" ||
+		! grep -q '^number of failed transactions' "$raw/$name.txt" ||
+		fail "pgbench $name: $(grep '^number of failed' "$raw/$name.txt")"
+	# third field: the transaction's latency in microseconds
+	read -r P_N P_P50 P_P99 <<<"$(cat "$work/pgblog/$name".* | awk '{ print $3 }' | sort -n | awk '
+		{ v[NR] = $1 }
+		function at(p,  i) { i = int(p * NR); if (i < p * NR) i++; if (i < 1) i = 1; return v[i] / 1000 }
+		END { if (NR == 0) print 0, "nan", "nan"; else print NR, at(0.5), at(0.99) }')"
+	[ "$P_N" -gt 0 ] || fail "pgbench $name logged no transaction"
+	rm -f "$work/pgblog/$name".*
+}
+
+# ---- 2. synchronous calls ----
+q -c "TRUNCATE billogram_requests" || fail "TRUNCATE billogram_requests"
+bg_log "2. synchronous calls: pgbench -c 1 -j 1, ${D} s"
+pgb_run sync-1 1 1 "$bench/sync.sql"
+SYNC1_TPS=$P_TPS SYNC1_P50=$P_P50 SYNC1_P99=$P_P99 SYNC1_AVG=$P_AVG
+bg_log "   p50 $SYNC1_P50 ms, p99 $SYNC1_P99 ms, $(fmt "$SYNC1_TPS" 0) TPS"
+bg_log "2. synchronous calls: pgbench -c $SYNC_CONNS -j 2, ${D} s"
+pgb_run sync-8 "$SYNC_CONNS" 2 "$bench/sync.sql"
+SYNC8_TPS=$P_TPS SYNC8_P50=$P_P50 SYNC8_P99=$P_P99 SYNC8_AVG=$P_AVG
+bg_log "   p50 $SYNC8_P50 ms, p99 $SYNC8_P99 ms, $(fmt "$SYNC8_TPS" 0) TPS"
+
+# ---- 3. queue drain ----
+bg_log "3. queue drain: $N_QUEUE payments inserted in one transaction"
+q <<'SQL' || fail "creating the payments tables"
+TRUNCATE billogram_requests;
+CREATE TABLE payments (id bigserial PRIMARY KEY, billogram_id text NOT NULL, amount numeric(12, 2));
+CREATE TRIGGER register_payment AFTER INSERT ON payments FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('billogram_id', 'amount');
+CREATE TABLE payments_plain (id bigserial PRIMARY KEY, billogram_id text NOT NULL, amount numeric(12, 2));
+SQL
+queue_and_drain "$N_QUEUE" q $((60 + N_QUEUE / 200))
+check_all_done "queue drain" "$N_QUEUE"
+QUEUE_S=$DRAIN_S
+QUEUE_RATE=$(calc "$N_QUEUE / $QUEUE_S")
+bg_log "   drained in $QUEUE_S s: $(fmt "$QUEUE_RATE" 0) payments/s"
+
+# ---- 4. slow API ----
+bg_log "4. slow API: billogram.api_url -> SLOW ($SLOW_DELAY s), billogram.max_connections = $SLOW_CONNS"
+q <<SQL >/dev/null || fail "switching to the slow API"
+ALTER SYSTEM SET billogram.api_url = 'https://localhost:$SLOW_PORT/api/v2';
+ALTER SYSTEM SET billogram.max_connections = $SLOW_CONNS;
+SELECT pg_reload_conf();
+SQL
+sleep 1
+[ "$(q -c "SHOW billogram.max_connections")" = "$SLOW_CONNS" ] ||
+	fail "billogram.max_connections is not $SLOW_CONNS after the reload"
+# the worker must now be on the slow API: a call takes at least the delay
+switched=0
+for _ in 1 2 3 4 5; do
+	sync_ms "slow API"
+	if awk -v m="$ms" -v d="$SLOW_DELAY" 'BEGIN { exit !(m >= d * 1000) }'; then
+		switched=1
+		break
+	fi
+	bg_log "   a call took $ms ms: the worker is not on the slow API yet"
+	sleep 1
+done
+[ $switched = 1 ] || fail "the worker did not switch to the new billogram.api_url within 6 s of pg_reload_conf()"
+bg_log "   a synchronous call now takes $ms ms"
+q -c "TRUNCATE billogram_requests" || fail "TRUNCATE billogram_requests"
+queue_and_drain "$N_SLOW" s $((60 + N_SLOW * 2 / 10))
+check_all_done "slow API drain" "$N_SLOW"
+SLOW_S=$DRAIN_S
+SLOW_IDEAL=$(calc "$N_SLOW * $SLOW_DELAY / $SLOW_CONNS")
+SLOW_RATIO=$(calc "$SLOW_S / $SLOW_IDEAL")
+bg_log "   drained in $SLOW_S s; ideal $SLOW_IDEAL s; ratio $(fmt "$SLOW_RATIO" 2)"
+bg_log "   back to FAST, billogram.max_connections default"
+q <<SQL >/dev/null || fail "switching back to the fast API"
+ALTER SYSTEM RESET billogram.api_url;
+ALTER SYSTEM RESET billogram.max_connections;
+SELECT pg_reload_conf();
+SQL
+sleep 1
+[ "$(q -c "SHOW billogram.max_connections")" = "$SYNC_CONNS" ] ||
+	fail "billogram.max_connections is not back to $SYNC_CONNS"
+switched=0
+for _ in 1 2 3 4 5; do
+	sync_ms "back on the fast API"
+	if awk -v m="$ms" -v d="$SLOW_DELAY" 'BEGIN { exit !(m < d * 1000) }'; then
+		switched=1
+		break
+	fi
+	sleep 1
+done
+[ $switched = 1 ] || fail "the worker did not switch back to the fast API within 6 s of pg_reload_conf()"
+
+# ---- 5. insert cost ----
+q -c "TRUNCATE billogram_requests, payments" || fail "TRUNCATE"
+bg_log "5. INSERT without trigger: pgbench -c 1, ${D} s"
+pgb_run insert-plain 1 1 "$bench/insert-plain.sql"
+PLAIN_TPS=$P_TPS PLAIN_AVG=$P_AVG PLAIN_P50=$P_P50
+bg_log "   $(fmt "$PLAIN_TPS" 0) TPS, avg $PLAIN_AVG ms, p50 $PLAIN_P50 ms"
+bg_log "5. INSERT with the trigger: pgbench -c 1, ${D} s"
+pgb_run insert-trigger 1 1 "$bench/insert-trigger.sql"
+TRIG_TPS=$P_TPS TRIG_AVG=$P_AVG TRIG_P50=$P_P50
+INSERT_RATIO=$(calc "$TRIG_AVG / $PLAIN_AVG")
+bg_log "   $(fmt "$TRIG_TPS" 0) TPS, avg $TRIG_AVG ms, p50 $TRIG_P50 ms; ratio $(fmt "$INSERT_RATIO" 2)"
+trig_rows=$(q -c "SELECT count(*) FROM payments") || fail "counting payments"
+bg_log "   waiting for the worker to send those $trig_rows payments"
+queue_and_drain 0 - $((60 + trig_rows / 200))
+check_all_done "insert with trigger" "$trig_rows"
+
+# ---- 6. worker memory ----
+q -c "TRUNCATE billogram_requests, payments" || fail "TRUNCATE"
+wpid=$(worker_pid)
+[ -n "$wpid" ] || fail "no billogram worker"
+status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+RSS_ANON_0=$(status_kb "$wpid" RssAnon)
+VM_RSS_0=$(status_kb "$wpid" VmRSS)
+[ -n "$RSS_ANON_0" ] || fail "cannot read /proc/$wpid/status"
+bg_log "6. worker memory: $N_MEM payments in batches of $MEM_BATCH (worker pid $wpid, RssAnon $RSS_ANON_0 kB, VmRSS $VM_RSS_0 kB)"
+sent=0 batch=0
+while [ $sent -lt "$N_MEM" ]; do
+	n=$MEM_BATCH
+	[ $((sent + n)) -gt "$N_MEM" ] && n=$((N_MEM - sent))
+	batch=$((batch + 1))
+	queue_and_drain "$n" "m${batch}x" $((60 + n / 200))
+	sent=$((sent + n))
+	[ "$N_LEFT" = 0 ] || break
+done
+check_all_done "worker memory" "$N_MEM"
+[ "$(worker_pid)" = "$wpid" ] || fail "the billogram worker restarted during step 6 (pid $wpid, now $(worker_pid))"
+RSS_ANON_1=$(status_kb "$wpid" RssAnon)
+VM_RSS_1=$(status_kb "$wpid" VmRSS)
+RSS_GROWTH_MB=$(calc "($RSS_ANON_1 - $RSS_ANON_0) / 1024")
+bg_log "   RssAnon $RSS_ANON_0 -> $RSS_ANON_1 kB ($(fmt "$RSS_GROWTH_MB" 2) MB), VmRSS $VM_RSS_0 -> $VM_RSS_1 kB"
+
+# ---- the table ----
+met() { # met 'CONDITION' -> yes/no
+	awk "BEGIN { exit !($1) }" && echo yes || echo no
+}
+x() { echo "×$(fmt "$1" 2)"; }
+MB() { fmt "$(calc "$1 / 1024")" 1; }
+
+sync1_ratio=$(calc "$SYNC1_P50 / $RAW1_P50")
+sync8_ratio=$(calc "$SYNC8_P50 / $RAW1_P50")
+sync_target="—" sync1_met="n/a" sync8_met="n/a"
+if [ -n "$TARGET_SYNC_P50_RATIO" ]; then
+	sync_target="p50 ≤ ×$TARGET_SYNC_P50_RATIO"
+	sync1_met=$(met "$sync1_ratio <= $TARGET_SYNC_P50_RATIO")
+	sync8_met=$(met "$sync8_ratio <= $TARGET_SYNC_P50_RATIO")
+fi
+slow_target="—" slow_met="n/a"
+if [ -n "$TARGET_SLOW_RATIO" ]; then
+	slow_target="≤ ×$TARGET_SLOW_RATIO"
+	slow_met=$(met "$SLOW_RATIO <= $TARGET_SLOW_RATIO")
+fi
+
+when=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+stamp=$(date -u '+%Y%m%d-%H%M%S')
+cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+mem_g=$(free -g | awk '/^Mem:/ { print $2 }')
+fs=$(df -PT "$pgdata" | awk 'NR == 2 { print $2 }')
+curl_dev=$(pkg-config --modversion libcurl 2>/dev/null || echo '?')
+curl_pkg=$(dpkg-query -W -f '${Version}' libcurl4 2>/dev/null || echo '?')
+
+{
+	echo "# billogram benchmark ($mode run)"
+	echo
+	echo "- date: $when"
+	echo "- machine: $(nproc) CPUs, $cpu; ${mem_g} GiB RAM (free -g); kernel $(uname -r); data directory on $fs; load average before the run $loadavg_before"
+	echo "- PostgreSQL: $("$bindir/postgres" --version); libcurl $curl_dev (Debian libcurl4 $curl_pkg); $(openssl version | cut -d' ' -f1-2)"
+	echo "- stand-in API: $("$nginx" -v 2>&1 | sed 's/^nginx version: //') with worker_processes 1 (one core for nginx, the rest for PostgreSQL and the billogram worker), HTTPS (TLS 1.2/1.3) on 127.0.0.1, body = tests/mock/example-response.json ($(wc -c <"$body_file") bytes); SLOW answers after $SLOW_DELAY s"
+	echo "- load generators on the same machine: $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2), pgbench $("$bindir/pgbench" --version | awk '{ print $3 }')"
+	echo "- PostgreSQL settings: fsync = on, synchronous_commit = on (durability is part of the product, so it is measured with it), shared_buffers = 256MB, max_connections = 50, billogram.max_connections = $SYNC_CONNS ($SLOW_CONNS in step 4)"
+	echo "- parameters: D = ${D} s per load run, N_QUEUE = $N_QUEUE, N_SLOW = $N_SLOW, N_MEM = $N_MEM (batches of $MEM_BATCH), queue polled every $POLL s"
+	echo
+	echo "| measure | figure | reference | ratio | target | met? |"
+	echo "|---|---|---|---|---|---|"
+	echo "| raw HTTPS, 1 connection (wrk -t1 -c1) | p50 $(fmt "$RAW1_P50" 3) ms, p99 $(fmt "$RAW1_P99" 3) ms, avg $(fmt "$RAW1_AVG" 3) ms; $(fmt "$RAW1_RPS" 0) req/s | — | — | — | — |"
+	echo "| raw HTTPS, $SYNC_CONNS connections (wrk -t2 -c$SYNC_CONNS) | $(fmt "$RAW8_RPS" 0) req/s; p50 $(fmt "$RAW8_P50" 3) ms, p99 $(fmt "$RAW8_P99" 3) ms | — | — | — | — |"
+	echo "| sync call, 1 session (pgbench -c 1) | p50 $(fmt "$SYNC1_P50" 3) ms, p99 $(fmt "$SYNC1_P99" 3) ms, avg $(fmt "$SYNC1_AVG" 3) ms; $(fmt "$SYNC1_TPS" 0) TPS | raw 1-conn p50 $(fmt "$RAW1_P50" 3) ms | $(x "$sync1_ratio") | $sync_target | $sync1_met |"
+	echo "| sync call, $SYNC_CONNS sessions (pgbench -c $SYNC_CONNS -j 2) | p50 $(fmt "$SYNC8_P50" 3) ms, p99 $(fmt "$SYNC8_P99" 3) ms, avg $(fmt "$SYNC8_AVG" 3) ms; $(fmt "$SYNC8_TPS" 0) TPS | raw 1-conn p50 $(fmt "$RAW1_P50" 3) ms | $(x "$sync8_ratio") | $sync_target | $sync8_met |"
+	echo "| queue drain, $N_QUEUE payments from one transaction | $(fmt "$QUEUE_RATE" 0) payments/s ($QUEUE_S s) | $TARGET_QUEUE_RATE payments/s | $(x "$(calc "$QUEUE_RATE / $TARGET_QUEUE_RATE")") | ≥ $TARGET_QUEUE_RATE/s | $(met "$QUEUE_RATE >= $TARGET_QUEUE_RATE") |"
+	echo "| slow API ($SLOW_DELAY s), $N_SLOW payments, $SLOW_CONNS connections | drained in $SLOW_S s | ideal $(fmt "$SLOW_IDEAL" 3) s | $(x "$SLOW_RATIO") | $slow_target | $slow_met |"
+	echo "| INSERT without trigger (pgbench -c 1) | $(fmt "$PLAIN_TPS" 0) TPS, avg $(fmt "$PLAIN_AVG" 3) ms, p50 $(fmt "$PLAIN_P50" 3) ms | — | — | — | — |"
+	echo "| INSERT with trigger (pgbench -c 1) | $(fmt "$TRIG_TPS" 0) TPS, avg $(fmt "$TRIG_AVG" 3) ms, p50 $(fmt "$TRIG_P50" 3) ms | without: avg $(fmt "$PLAIN_AVG" 3) ms | $(x "$INSERT_RATIO") | ≤ ×$TARGET_INSERT_RATIO | $(met "$INSERT_RATIO <= $TARGET_INSERT_RATIO") |"
+	echo "| worker RssAnon growth over $N_MEM payments | $(fmt "$RSS_GROWTH_MB" 2) MB ($(MB "$RSS_ANON_0") → $(MB "$RSS_ANON_1") MB) | $TARGET_RSS_MB MB | $(x "$(calc "$RSS_GROWTH_MB / $TARGET_RSS_MB")") | < $TARGET_RSS_MB MB | $(met "$RSS_GROWTH_MB < $TARGET_RSS_MB") |"
+	echo "| worker VmRSS (information: counts shared_buffers pages it touched) | $(MB "$VM_RSS_0") → $(MB "$VM_RSS_1") MB | — | — | — | — |"
+	if [ ${#BROKEN[@]} -gt 0 ]; then
+		echo
+		echo "**Payments not all registered:**"
+		for b in "${BROKEN[@]}"; do echo "- $b"; done
+	fi
+} >"$work/report.md"
+
+mkdir -p "$results"
+cp "$work/report.md" "$results/latest.md"
+cp "$work/report.md" "$results/bench-$stamp.md"
+echo
+cat "$work/report.md"
+echo
+bg_log "written: bench/results/latest.md and bench/results/bench-$stamp.md"
+if [ ${#BROKEN[@]} -gt 0 ]; then
+	bg_log "WARNING: payments were not all registered (see above)"
+	exit 1
+fi
+exit 0

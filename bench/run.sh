@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The benchmark behind `make bench`: installs what is missing (the test
+# dependencies plus nginx, its echo module and wrk), builds and installs the
+# extension, then runs bench/bench-session.sh, as the unprivileged user
+# `billogram` in a copy of the tree when started as root.  The results come
+# back to bench/results/ (latest.md and a timestamped copy).
+#
+#   bash bench/run.sh            # full run: 10 s per load, 20,000 queued payments, ...
+#   bash bench/run.sh --smoke    # smallest run (also BENCH_SMOKE=1): every step, a few seconds each
+#
+# Targets are reported, never asserted; the exit status is non-zero only if
+# something broke (a server did not start, a query failed, payments were not
+# all registered).
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=tests/lib.sh
+. "$top/tests/lib.sh"
+
+args=()
+for a in "$@"; do
+	case $a in
+	--smoke) args+=(--smoke) ;;
+	*) echo "usage: $0 [--smoke]" >&2; exit 2 ;;
+	esac
+done
+# the unprivileged run starts with an empty environment: pass it as a flag
+if [ "${BENCH_SMOKE:-0}" = 1 ] && [ ${#args[@]} = 0 ]; then
+	args+=(--smoke)
+fi
+
+# Debian packages the benchmark needs besides the test dependencies, each
+# with a file that shows it is installed.
+bench_missing_packages() {
+	local pkg file
+	while read -r pkg file; do
+		[ -e "$file" ] || printf '%s ' "$pkg"
+	done <<LIST
+nginx /usr/sbin/nginx
+libnginx-mod-http-echo /usr/lib/nginx/modules/ngx_http_echo_module.so
+wrk /usr/bin/wrk
+curl /usr/bin/curl
+procps /usr/bin/free
+LIST
+}
+
+bench_install_dependencies() {
+	local missing
+	missing=$(bench_missing_packages)
+	[ -z "$missing" ] && return 0
+	bg_log "installing Debian packages: $missing"
+	# Installing nginx would start the distribution's server on port 80 of
+	# every address; the benchmark runs its own on 127.0.0.1 only.  A
+	# policy-rc.d that refuses every service start (exit 101) stops that,
+	# and is removed again if this script put it there.
+	local policy=/usr/sbin/policy-rc.d added=0
+	if [ ! -e "$policy" ]; then
+		bg_as_root sh -c "printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy"
+		added=1
+	fi
+	local rc=0
+	bg_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || rc=$?
+	if [ $rc = 0 ]; then
+		# shellcheck disable=SC2086
+		bg_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $missing >/dev/null || rc=$?
+	fi
+	[ $added = 1 ] && bg_as_root rm -f "$policy"
+	return $rc
+}
+
+start=$(date +%s)
+bg_install_dependencies
+bench_install_dependencies
+bg_build_and_install "$top"
+rc=0
+BG_COPY_BACK="bench/results" \
+	bg_run_unprivileged "$top" bench/bench-session.sh ${args[@]+"${args[@]}"} || rc=$?
+echo "whole benchmark run: $(( $(date +%s) - start )) s"
+exit $rc
