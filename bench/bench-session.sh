@@ -47,8 +47,8 @@ TARGET_QUEUE_RATE=5000        # payments/s drained (step 3)
 TARGET_INSERT_RATIO=2         # INSERT latency with trigger / without (step 5)
 TARGET_RSS_MB=10              # growth of the worker's private memory (step 6)
 # No figure was set for these two; fill one in to have it judged.
-TARGET_SYNC_P50_RATIO=        # sync p50 / raw 1-connection p50 (step 2)
-TARGET_SLOW_RATIO=            # slow-API drain time / ideal (step 4)
+TARGET_SYNC_P50_RATIO=3       # sync p50 / raw 1-connection p50 (step 2)
+TARGET_SLOW_RATIO=1.25        # slow-API drain time / ideal (step 4)
 
 bindir=$("$(bg_pg_config)" --bindir)
 work=$(mktemp -d /tmp/billogram-bench.XXXXXX)
@@ -218,12 +218,7 @@ for which in FAST SLOW; do
 done
 
 bg_log "creating a throw-away cluster (fsync on)"
-locale=C
-if locale -a 2>/dev/null | grep -qiE '^c\.utf-?8$'; then
-	locale=C.UTF-8
-fi
-"$bindir/initdb" -D "$pgdata" -A trust --no-sync -E UTF8 --locale="$locale" \
-	>"$raw/initdb.txt" 2>&1 || { cat "$raw/initdb.txt" >&2; fail "initdb"; }
+bg_init_cluster "$pgdata" "$sockdir" "$raw/initdb.txt" || fail "initdb"
 cat >>"$pgdata/postgresql.conf" <<CONF
 
 # billogram benchmark
@@ -233,8 +228,6 @@ billogram.api_user = 'bench-user'
 billogram.api_password = 'bench-secret'
 billogram.ca_file = '$certs/ca.crt'
 billogram.database = 'postgres'
-listen_addresses = ''
-unix_socket_directories = '$sockdir'
 shared_buffers = 256MB
 max_connections = 50
 # durability is part of the product: measured with it

@@ -31,42 +31,14 @@ fi
 
 # Debian packages the benchmark needs besides the test dependencies, each
 # with a file that shows it is installed.
-bench_missing_packages() {
-	local pkg file
-	while read -r pkg file; do
-		[ -e "$file" ] || printf '%s ' "$pkg"
-	done <<LIST
+bench_install_dependencies() {
+	bg_install_packages <<LIST
 nginx /usr/sbin/nginx
 libnginx-mod-http-echo /usr/lib/nginx/modules/ngx_http_echo_module.so
 wrk /usr/bin/wrk
 curl /usr/bin/curl
 procps /usr/bin/free
 LIST
-}
-
-bench_install_dependencies() {
-	local missing
-	missing=$(bench_missing_packages)
-	[ -z "$missing" ] && return 0
-	bg_log "installing Debian packages: $missing"
-	# Installing nginx would start the distribution's server on port 80 of
-	# every address; the benchmark runs its own on 127.0.0.1 only.  A
-	# policy-rc.d that refuses every service start (exit 101) stops that,
-	# and is removed again if this script put it there.
-	local policy=/usr/sbin/policy-rc.d added=0
-	if [ ! -e "$policy" ]; then
-		bg_as_root sh -c "printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy"
-		added=1
-	fi
-	local rc=0
-	bg_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || rc=$?
-	if [ $rc = 0 ]; then
-		# shellcheck disable=SC2086
-		bg_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends $missing >/dev/null || rc=$?
-	fi
-	[ $added = 1 ] && bg_as_root rm -f "$policy"
-	return $rc
 }
 
 start=$(date +%s)

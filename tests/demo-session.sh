@@ -50,18 +50,11 @@ bg_start_mock "$work/mock"
 [ -n "${MOCK_PORT:-}" ] || fail "the mock API did not start"
 
 bg_log "creating a throw-away cluster in $pgdata"
-locale=C
-if locale -a 2>/dev/null | grep -qiE '^c\.utf-?8$'; then
-	locale=C.UTF-8
-fi
-"$bindir/initdb" -D "$pgdata" -A trust --no-sync -E UTF8 --locale="$locale" \
-	>"$work/initdb.log" 2>&1 || { cat "$work/initdb.log" >&2; fail "initdb"; }
+bg_init_cluster "$pgdata" "$sockdir" "$work/initdb.log" || fail "initdb"
 {
 	echo
 	echo "# billogram demo"
 	bg_mock_config
-	echo "listen_addresses = ''"
-	echo "unix_socket_directories = '$sockdir'"
 } >>"$pgdata/postgresql.conf"
 
 bg_log "starting it (shared_preload_libraries = 'billogram', API at https://localhost:$MOCK_PORT/api/v2)"

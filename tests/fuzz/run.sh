@@ -6,14 +6,10 @@ set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 seconds=${1:-60}
 . "$top/tests/lib.sh"
-missing=""
-command -v clang >/dev/null || missing="$missing clang"
-[ -f /usr/include/jansson.h ] || missing="$missing libjansson-dev"
-if [ -n "$missing" ]; then
-	bg_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	# shellcheck disable=SC2086
-	bg_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
-fi
+bg_install_packages <<LIST
+clang /usr/bin/clang
+libjansson-dev /usr/include/jansson.h
+LIST
 work=$(mktemp -d /tmp/billogram-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
