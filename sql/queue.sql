@@ -108,14 +108,16 @@ SELECT state, count(*) > 0 AS has_rows FROM billogram_requests
  WHERE origin = 'sync' GROUP BY state ORDER BY state;
 
 -- status
-SELECT state, requests, oldest_pending_age IS NULL AS no_pending_age,
+SELECT state, requests > 0 AS has_requests, oldest_pending_age IS NULL AS no_pending_age,
        last_error->>'sqlstate' IS NOT NULL AS has_error
   FROM billogram_queue_status WHERE state IN ('done', 'failed', 'in_doubt') ORDER BY state;
 
 -- an operator's decisions
 SELECT id AS doubt_id FROM billogram_requests WHERE billogram_id = 'e500queue1' \gset
 SELECT id AS done_id FROM billogram_requests WHERE billogram_id = 'qtrig1' \gset
+\set VERBOSITY sqlstate
 SELECT billogram_resolve(:done_id, 'mark_failed');
+\set VERBOSITY default
 \echo :LAST_ERROR_SQLSTATE
 SELECT billogram_resolve(:doubt_id, 'cancel');
 \echo :LAST_ERROR_SQLSTATE

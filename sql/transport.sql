@@ -30,3 +30,16 @@ SELECT r->>'id' AS id, count(*) AS times_sent
   FROM mock_requests('') AS r
  WHERE r->>'method' = 'POST' AND r->>'id' IN ('drop1', 'drop2', 'cut1', 'slow2000t')
  GROUP BY 1 ORDER BY 1;
+
+-- a server that accepts the request and then sends nothing
+SET billogram.timeout = 500;
+SELECT billogram_credit_payment('silent1', 'amount', 10);
+\echo :LAST_ERROR_SQLSTATE
+-- a server that trickles its reply one byte a second
+SELECT billogram_credit_payment('trickle1', 'amount', 10);
+\echo :LAST_ERROR_SQLSTATE
+RESET billogram.timeout;
+SELECT r->>'id' AS id, count(*) AS times_sent
+  FROM mock_requests('') AS r
+ WHERE r->>'method' = 'POST' AND r->>'id' IN ('silent1', 'trickle1')
+ GROUP BY 1 ORDER BY 1;

@@ -57,7 +57,7 @@ typedef struct BgSlot
 	BgSlotState state;
 	uint64		seq;			/* submission order */
 	Latch	   *owner_latch;
-	int			timeout_ms;
+	TimestampTz deadline;		/* submission + billogram.timeout */
 	BgCreditPayment payment;
 	BgReply		reply;
 	dsm_handle	body_handle;	/* DSM_HANDLE_INVALID: body is inline */
@@ -248,7 +248,8 @@ submit(const BgCreditPayment *payment, int timeout_ms)
 		BgSlot	   *slot = &channel->slots[slotno];
 
 		slot->payment = *payment;
-		slot->timeout_ms = timeout_ms;
+		slot->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 timeout_ms);
 		slot->owner_latch = MyLatch;
 		slot->body_handle = DSM_HANDLE_INVALID;
 		slot->body_len = 0;
@@ -513,7 +514,9 @@ bg_channel_take(BgTakenRequest *taken)
 
 		slot->state = SLOT_SENDING;
 		taken->slotno = oldest;
-		taken->timeout_ms = slot->timeout_ms;
+		/* the time left of the caller's billogram.timeout; 0 if none */
+		taken->timeout_ms = (int) TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+																  slot->deadline);
 		taken->payment = slot->payment;
 	}
 	LWLockRelease(channel->lock);

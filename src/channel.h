@@ -15,7 +15,7 @@
 typedef struct BgTakenRequest
 {
 	int			slotno;
-	int			timeout_ms;
+	int			timeout_ms;		/* what is left of the caller's timeout */
 	BgCreditPayment payment;
 } BgTakenRequest;
 

@@ -90,8 +90,9 @@ bg_define_settings(bool preloading)
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("billogram.timeout",
-							"Time limit for one request to the Billogram API.",
-							"Covers connecting, sending and receiving the whole reply.",
+							"Time limit for one call to the Billogram API.",
+							"From the call on: waiting for a free connection, connecting, "
+							"sending and receiving the whole reply.",
 							&bg_timeout_ms,
 							30000, 1, 3600 * 1000,
 							PGC_USERSET, GUC_UNIT_MS,

@@ -493,8 +493,8 @@ classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
 				 "the connection closed after the request was sent");
 	else if (result == CURLE_OPERATION_TIMEDOUT)
 		snprintf(reason, sizeof(reason),
-				 "no complete reply within %d ms (billogram.timeout)%s",
-				 t->timeout_ms, sent ? "" : " while connecting");
+				 "no complete reply within billogram.timeout%s",
+				 sent ? "" : " (still connecting)");
 	else if (t->resp_no_memory)
 		snprintf(reason, sizeof(reason), "out of memory while reading the reply");
 	else

@@ -234,6 +234,17 @@ journal_batch(List *taken, List **done, List **snapshots)
 			continue;
 		}
 		job->request_id = bg_queue_record_sync(&job->payment);
+		if (job->timeout_ms <= 0)
+		{
+			/* its caller's time ran out waiting for a free connection */
+			bg_transport_failure(&job->reply,
+								 "no connection to the API became free within billogram.timeout",
+								 false);
+			(void) bg_queue_finish(job->request_id, true, &job->reply, NULL, 0);
+			bg_channel_post_reply(job->slotno, &job->reply, NULL, 0);
+			*done = keep(*done, job);
+			continue;
+		}
 		to_start = keep(to_start, job);
 	}
 
