@@ -28,17 +28,25 @@ int			bg_timeout_ms = 30000;
 int			bg_max_connections = 8;
 int			bg_max_response_kb = 16 * 1024;
 int			bg_max_attempts = 10;
+bool		bg_allow_insecure_http = false;
 
-/* Only https: credentials and money must not cross the network in clear. */
+/*
+ * Only https: credentials and money must not cross the network in clear.
+ * http:// is accepted only while billogram.allow_insecure_http is on; the
+ * worker checks again before each request, since the order in which a
+ * reload applies the two settings is not defined.
+ */
 static bool
 check_api_url(char **newval, void **extra, GucSource source)
 {
-	if (*newval == NULL || pg_strncasecmp(*newval, "https://", 8) != 0)
-	{
-		GUC_check_errdetail("The Billogram API URL must start with https://.");
-		return false;
-	}
-	return true;
+	if (*newval != NULL && pg_strncasecmp(*newval, "https://", 8) == 0)
+		return true;
+	if (*newval != NULL && pg_strncasecmp(*newval, "http://", 7) == 0 &&
+		bg_allow_insecure_http)
+		return true;
+	GUC_check_errdetail("The Billogram API URL must start with https://.");
+	GUC_check_errhint("For local testing only, a superuser can allow http:// with billogram.allow_insecure_http.");
+	return false;
 }
 
 void
@@ -56,6 +64,15 @@ bg_define_settings(bool preloading)
 								   "postgres",
 								   PGC_POSTMASTER, 0,
 								   NULL, NULL, NULL);
+
+	/* defined first: the URL's check reads it */
+	DefineCustomBoolVariable("billogram.allow_insecure_http",
+							 "Allows a plain http:// API URL, for local testing only.",
+							 "Credentials and payments then cross the network unencrypted.",
+							 &bg_allow_insecure_http,
+							 false,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("billogram.api_url",
 							   "Base URL of the Billogram API.",

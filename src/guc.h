@@ -17,6 +17,7 @@ extern int	bg_timeout_ms;
 extern int	bg_max_connections;
 extern int	bg_max_response_kb;
 extern int	bg_max_attempts;
+extern bool bg_allow_insecure_http;
 
 extern void bg_define_settings(bool preloading);
 

@@ -359,10 +359,14 @@ set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 	CURL	   *e = t->easy;
 
 	curl_easy_setopt(e, CURLOPT_URL, url);
+	/* curl itself refuses anything else, whatever the URL says */
 #if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR,
+					 bg_allow_insecure_http ? "http,https" : "https");
 #else
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long) CURLPROTO_HTTPS);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS,
+					 (long) (bg_allow_insecure_http ?
+							 CURLPROTO_HTTP | CURLPROTO_HTTPS : CURLPROTO_HTTPS));
 #endif
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -491,6 +495,9 @@ classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
 	if (result == CURLE_SEND_FAIL_REWIND)
 		snprintf(reason, sizeof(reason),
 				 "the connection closed after the request was sent");
+	else if (result == CURLE_UNSUPPORTED_PROTOCOL)
+		snprintf(reason, sizeof(reason),
+				 "plain http:// refused: billogram.allow_insecure_http is off");
 	else if (result == CURLE_OPERATION_TIMEDOUT)
 		snprintf(reason, sizeof(reason),
 				 "no complete reply within billogram.timeout%s",

@@ -80,6 +80,30 @@ is(scalar @{ $mock->posts('r6') }, 0, 'and not to the old one');
 is($state, '22023', 'an http:// URL is refused');
 like($err, qr/must start with https/, 'with a clear reason');
 
+# For local testing a superuser may allow http://; without that setting
+# the worker refuses it even if the URL got in.
+my $http_url = "http://127.0.0.1:" . ($mock->{ctl} =~ /:(\d+)$/)[0] . "/api/v2";
+$node->safe_psql('postgres', 'ALTER SYSTEM SET billogram.allow_insecure_http = on');
+$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+$node->safe_psql('postgres', "ALTER SYSTEM SET billogram.api_url = '$http_url'");
+is( reconfigure("", "SELECT billogram_credit_payment('r7', 'amount', 5)", 'BG404'),
+	'BG404', 'with allow_insecure_http a plain http:// URL is used (the mock control port answers 404)');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET billogram.allow_insecure_http');
+($state, undef, $err) = ('', '', '');
+for (1 .. 50)
+{
+	$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+	($state, undef, $err) = BgTest::call($node,
+		"SELECT billogram_credit_payment('r8', 'amount', 5)");
+	last if $state eq 'BG000';
+	sleep 0.2;
+}
+is($state, 'BG000', 'turned off again, the worker refuses the http:// URL it still has');
+like($err, qr/plain http:\/\/ refused/, 'saying why');
+like($err, qr/did not reach Billogram/, 'and that nothing was sent');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET billogram.api_url');
+$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+
 is(BgTest::worker_pid($node), $pid, 'the worker was never restarted');
 
 # a statement that quotes the password is masked in the log too
