@@ -398,29 +398,34 @@ QUEUE_S=$DRAIN_S
 QUEUE_RATE=$(calc "$N_QUEUE / $QUEUE_S")
 bg_log "   drained in $QUEUE_S s: $(fmt "$QUEUE_RATE" 0) payments/s"
 
+# switch_api SQL CONNS WHICH: apply SQL (ALTER SYSTEM ...), reload, and wait
+# until billogram.max_connections is CONNS and a synchronous call shows the
+# worker on the WHICH (slow or fast) API.
+switch_api() {
+	local sql=$1 conns=$2 which=$3 test
+	test='m >= d * 1000'
+	[ "$which" = fast ] && test='m < d * 1000'
+	printf '%s\nSELECT pg_reload_conf();\n' "$sql" | q >/dev/null ||
+		fail "switching to the $which API"
+	sleep 1
+	[ "$(q -c "SHOW billogram.max_connections")" = "$conns" ] ||
+		fail "billogram.max_connections is not $conns after the reload"
+	for _ in 1 2 3 4 5; do
+		sync_ms "$which API"
+		if awk -v m="$ms" -v d="$SLOW_DELAY" "BEGIN { exit !($test) }"; then
+			bg_log "   a synchronous call now takes $ms ms"
+			return 0
+		fi
+		bg_log "   a call took $ms ms: the worker is not on the $which API yet"
+		sleep 1
+	done
+	fail "the worker did not switch to the $which API within 6 s of pg_reload_conf()"
+}
+
 # ---- 4. slow API ----
 bg_log "4. slow API: billogram.api_url -> SLOW ($SLOW_DELAY s), billogram.max_connections = $SLOW_CONNS"
-q <<SQL >/dev/null || fail "switching to the slow API"
-ALTER SYSTEM SET billogram.api_url = 'https://localhost:$SLOW_PORT/api/v2';
-ALTER SYSTEM SET billogram.max_connections = $SLOW_CONNS;
-SELECT pg_reload_conf();
-SQL
-sleep 1
-[ "$(q -c "SHOW billogram.max_connections")" = "$SLOW_CONNS" ] ||
-	fail "billogram.max_connections is not $SLOW_CONNS after the reload"
-# the worker must now be on the slow API: a call takes at least the delay
-switched=0
-for _ in 1 2 3 4 5; do
-	sync_ms "slow API"
-	if awk -v m="$ms" -v d="$SLOW_DELAY" 'BEGIN { exit !(m >= d * 1000) }'; then
-		switched=1
-		break
-	fi
-	bg_log "   a call took $ms ms: the worker is not on the slow API yet"
-	sleep 1
-done
-[ $switched = 1 ] || fail "the worker did not switch to the new billogram.api_url within 6 s of pg_reload_conf()"
-bg_log "   a synchronous call now takes $ms ms"
+switch_api "ALTER SYSTEM SET billogram.api_url = 'https://localhost:$SLOW_PORT/api/v2';
+ALTER SYSTEM SET billogram.max_connections = $SLOW_CONNS;" "$SLOW_CONNS" slow
 q -c "TRUNCATE billogram_requests" || fail "TRUNCATE billogram_requests"
 queue_and_drain "$N_SLOW" s $((60 + N_SLOW * 2 / 10))
 check_all_done "slow API drain" "$N_SLOW"
@@ -429,24 +434,8 @@ SLOW_IDEAL=$(calc "$N_SLOW * $SLOW_DELAY / $SLOW_CONNS")
 SLOW_RATIO=$(calc "$SLOW_S / $SLOW_IDEAL")
 bg_log "   drained in $SLOW_S s; ideal $SLOW_IDEAL s; ratio $(fmt "$SLOW_RATIO" 2)"
 bg_log "   back to FAST, billogram.max_connections default"
-q <<SQL >/dev/null || fail "switching back to the fast API"
-ALTER SYSTEM RESET billogram.api_url;
-ALTER SYSTEM RESET billogram.max_connections;
-SELECT pg_reload_conf();
-SQL
-sleep 1
-[ "$(q -c "SHOW billogram.max_connections")" = "$SYNC_CONNS" ] ||
-	fail "billogram.max_connections is not back to $SYNC_CONNS"
-switched=0
-for _ in 1 2 3 4 5; do
-	sync_ms "back on the fast API"
-	if awk -v m="$ms" -v d="$SLOW_DELAY" 'BEGIN { exit !(m < d * 1000) }'; then
-		switched=1
-		break
-	fi
-	sleep 1
-done
-[ $switched = 1 ] || fail "the worker did not switch back to the fast API within 6 s of pg_reload_conf()"
+switch_api "ALTER SYSTEM RESET billogram.api_url;
+ALTER SYSTEM RESET billogram.max_connections;" "$SYNC_CONNS" fast
 
 # ---- 5. insert cost ----
 q -c "TRUNCATE billogram_requests, payments" || fail "TRUNCATE"
