@@ -102,17 +102,11 @@ cleanup() {
 	exit $rc
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bg_exit_on_signals
 
-fail() {
-	bg_log "benchmark FAILED: $*"
-	if [ -f "$work/server.log" ]; then
-		echo "--- end of the server log ---" >&2
-		tail -n 30 "$work/server.log" >&2
-	fi
-	exit 1
-}
+BG_WHAT=benchmark
+BG_SERVER_LOG=$work/server.log
+fail() { bg_fail "$@"; }
 
 stop_nginx() {
 	kill "$NGINX_PID" 2>/dev/null

@@ -112,6 +112,23 @@ bg_run_unprivileged() {
 
 # ---- used as the unprivileged user ----
 
+# Say that $BG_WHAT failed and why, show the end of the server log
+# $BG_SERVER_LOG if there is one, and exit 1 (the EXIT trap cleans up).
+bg_fail() {
+	bg_log "${BG_WHAT:-run} FAILED: $*"
+	if [ -n "${BG_SERVER_LOG:-}" ] && [ -f "$BG_SERVER_LOG" ]; then
+		echo "--- end of the server log ---" >&2
+		tail -n 30 "$BG_SERVER_LOG" >&2
+	fi
+	exit 1
+}
+
+# Interrupted: exit with the usual codes, so that the EXIT trap runs.
+bg_exit_on_signals() {
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
 # Start the mock API with fresh certificates in $1; sets MOCK_PORT,
 # MOCK_CTL_PORT, MOCK_PID and MOCK_CERTS.
 bg_start_mock() {
