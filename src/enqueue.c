@@ -17,9 +17,11 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "lib/stringinfo.h"
 #include "parser/scansup.h"
 #include "utils/builtins.h"
@@ -30,6 +32,7 @@
 #include "utils/relcache.h"
 
 #include "channel.h"
+#include "guc.h"
 #include "queue.h"
 #include "request.h"
 
@@ -71,6 +74,34 @@ text_arg(const char *s, char *isnull)
 }
 
 /*
+ * Only the worker's own database has its queue served: a payment queued in
+ * any other would wait forever, so it is refused.
+ */
+static void
+check_queue_is_served(void)
+{
+	static bool checked = false;
+	char	   *here;
+
+	if (checked)
+		return;
+	if (bg_database == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("billogram is not loaded through shared_preload_libraries"),
+				 errdetail("Nothing was queued: without the worker it would never be sent."),
+				 errhint("Add billogram to shared_preload_libraries in postgresql.conf and restart the server.")));
+	here = get_database_name(MyDatabaseId);
+	if (here == NULL || strcmp(here, bg_database) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("payments can only be queued in database \"%s\"", bg_database),
+				 errdetail("The billogram worker sends the queue of billogram.database only; a payment queued here would never be sent."),
+				 errhint("Queue payments in database \"%s\", or call billogram_credit_payment() here.", bg_database)));
+	checked = true;
+}
+
+/*
  * Insert one pending row; returns its id.  The statement is planned once
  * per backend and kept: a trigger may insert thousands of rows.
  */
@@ -87,6 +118,7 @@ insert_pending(const BgCreditPayment *payment, const char *origin,
 	int64		id;
 	int			rc;
 
+	check_queue_is_served();
 	SPI_connect();
 	journal = bg_journal_name();
 	if (journal == NULL)

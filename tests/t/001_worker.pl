@@ -69,6 +69,13 @@ is($state, '55000', 'no running worker: SQLSTATE 55000');
 like($err, qr/background worker is not running/, 'the message says the worker is not running');
 like($err, qr/HINT:.*billogram\.database/, 'the hint says what to check');
 is(scalar @{ $mock->posts('nw1') }, 0, 'nothing was sent');
+# the queue of a database the worker does not serve would never be sent
+($state, undef, $err) = BgTest::call($broken,
+	"SELECT billogram_enqueue_credit_payment('nw2', 'amount', 5)");
+is($state, '55000', 'queueing outside billogram.database: 55000');
+like($err, qr/can only be queued in database "nosuchdb"/, 'naming the database that is served');
+is($broken->safe_psql('postgres', 'SELECT count(*) FROM billogram_requests'), '0',
+	'and nothing was queued');
 $broken->stop;
 
 # Not preloaded at all.
@@ -80,6 +87,9 @@ $plain->safe_psql('postgres', 'CREATE EXTENSION billogram');
 	"SELECT billogram_credit_payment('np1', 'amount', 5)");
 is($state, '55000', 'not in shared_preload_libraries: SQLSTATE 55000');
 like($err, qr/HINT:.*shared_preload_libraries/, 'the hint says to preload it');
+($state) = BgTest::call($plain,
+	"SELECT billogram_enqueue_credit_payment('np2', 'amount', 5)");
+is($state, '55000', 'queueing without the worker: 55000, nothing queued');
 $plain->stop;
 
 $mock->stop;
