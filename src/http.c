@@ -80,7 +80,6 @@ static int	sockets_cap = 0;
 static bool sockets_added_or_removed = true;
 static bool sockets_changed = false;
 static WaitEventSet *wait_set = NULL;
-static int	wait_set_size = 0;
 static TimestampTz timer_deadline = 0;
 static bool timer_armed = false;
 
@@ -585,11 +584,11 @@ sync_wait_set(void)
 	{
 		if (wait_set)
 			FreeWaitEventSet(wait_set);
-		wait_set_size = nsockets + 2;
+		/* the latch and postmaster death, then one entry per socket */
 #if PG_VERSION_NUM >= 170000
-		wait_set = CreateWaitEventSet(NULL, wait_set_size);
+		wait_set = CreateWaitEventSet(NULL, nsockets + 2);
 #else
-		wait_set = CreateWaitEventSet(http_cxt, wait_set_size);
+		wait_set = CreateWaitEventSet(http_cxt, nsockets + 2);
 #endif
 		AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);

@@ -16,7 +16,6 @@
  */
 #include "postgres.h"
 
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -29,9 +28,6 @@
 #include "guc.h"
 #include "queue.h"
 #include "report.h"
-
-/* Longest wait, in seconds, between sweeps of the queue. */
-#define BG_SWEEP_SECS		10
 
 /*
  * The journal's schema-qualified name; NULL when the extension is not
@@ -384,7 +380,7 @@ TimestampTz
 bg_queue_next_due(void)
 {
 	TimestampTz sweep = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													BG_SWEEP_SECS * 1000);
+													BG_SWEEP_MS);
 	bool		isnull;
 	Datum		due;
 	char	   *sql;

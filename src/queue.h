@@ -25,6 +25,9 @@ typedef struct BgQueuedRequest
 	BgCreditPayment payment;
 } BgQueuedRequest;
 
+/* Longest wait between two looks at the queue, in milliseconds. */
+#define BG_SWEEP_MS		10000
+
 extern const char *bg_journal_name(void);
 extern bool bg_queue_installed(void);
 extern int64 bg_queue_record_sync(const BgCreditPayment *payment);

@@ -189,7 +189,7 @@ journal_batch(List *taken, List **done, List **snapshots)
 	{
 		/* nothing to claim until CREATE EXTENSION: just sweep now and then */
 		queue_woken = false;
-		queue_next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
+		queue_next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BG_SWEEP_MS);
 	}
 
 	foreach(lc, finished_jobs)
