@@ -68,8 +68,20 @@ SHOW billogram.max_response_size;
 SELECT billogram_credit_payment('huge20', 'amount', 10);
 \echo :LAST_ERROR_SQLSTATE
 
+-- a redirect is an answer, never followed: a 307 would re-send the payment
+-- to the invoice the Location names (redirtarget)
+SELECT billogram_credit_payment('redirect1', 'amount', 10);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS requests_to_the_redirect_target
+  FROM mock_requests('redirtarget');
+
+-- a header line over libcurl's limit (1 MiB): the mock applied the payment,
+-- the reply is unreadable, and the error says it may have been registered
+SELECT billogram_credit_payment('bighdr1', 'amount', 10);
+\echo :LAST_ERROR_SQLSTATE
+
 -- each of these was sent exactly once: a failed call is never re-sent
 SELECT r->>'id' AS id, count(*) AS times_sent
   FROM mock_requests('') AS r
- WHERE r->>'method' = 'POST' AND r->>'id' ~ '^(nf|e[0-9]|trunc|notjson|empty|wrongtype|nodata|nostatus|okerr|created|deep|nul|badutf|huge)'
+ WHERE r->>'method' = 'POST' AND r->>'id' ~ '^(nf|e[0-9]|trunc|notjson|empty|wrongtype|nodata|nostatus|okerr|created|deep|nul|badutf|huge|redirect|bighdr)'
  GROUP BY 1 ORDER BY 1;

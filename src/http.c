@@ -503,6 +503,12 @@ classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
 				 sent ? "" : " (still connecting)");
 	else if (t->resp_no_memory)
 		snprintf(reason, sizeof(reason), "out of memory while reading the reply");
+	else if (result == CURLE_OUT_OF_MEMORY)
+	{
+		/* libcurl's code for a header over its size limit, too */
+		snprintf(reason, sizeof(reason),
+				 "libcurl gave up reading the reply (a header larger than libcurl accepts, or out of memory)");
+	}
 	else
 		snprintf(reason, sizeof(reason), "%s",
 				 t->errbuf[0] ? t->errbuf : curl_easy_strerror(result));

@@ -60,6 +60,8 @@ report_api_error(int elevel, const char *id, const BgReply *reply)
 {
 	bool		retry_later = (reply->http_status == 429 ||
 							   reply->http_status == 503);
+	bool		is_redirect = (reply->http_status >= 300 &&
+							   reply->http_status < 400);
 
 	if (reply->status[0] == '\0')
 	{
@@ -70,7 +72,8 @@ report_api_error(int elevel, const char *id, const BgReply *reply)
 						id, reply->http_status),
 				 errdetail("The reply carried no Billogram error. %s",
 						   reached_detail(reply)),
-				 retry_later ? errhint("Billogram asks to try again later.") : 0));
+				 retry_later ? errhint("Billogram asks to try again later.") :
+				 is_redirect ? errhint("Redirects are not followed: following one would send the payment again, elsewhere. Check billogram.api_url.") : 0));
 		return;
 	}
 

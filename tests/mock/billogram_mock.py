@@ -45,11 +45,11 @@ GET_RE = re.compile(r"/api/v2/billogram/([^/]+)/?\Z")
 MAGIC_RE = re.compile(
     r"(nf|e400|e401|e403|e409|e429|e500|e502|e503|e504|slow(?P<ms>[0-9]+)|"
     r"drop|cut|trunc|notjson|empty|wrongtype|nodata|nostatus|okerr|created|"
-    r"huge(?P<mib>[0-9]+)|bigok|deep|nul|badutf|silent|trickle)")
+    r"huge(?P<mib>[0-9]+)|bigok|bighdr|deep|nul|badutf|silent|trickle|redirect)")
 
 # Magic ids whose reply is fixed and that never touch the invoice.
 FIXED_FAULTS = {"nf", "e400", "e401", "e403", "e409", "e429", "e500",
-                "e502", "e503", "okerr"}
+                "e502", "e503", "okerr", "redirect"}
 # Magic ids whose payment is applied and whose delivery is then broken,
 # whatever the reply (success or error) would have been.
 TRANSPORT_FAULTS = {"drop", "cut", "trickle"}
@@ -210,6 +210,11 @@ def fixed_fault(name):
         return Resp(502, b"", None)
     if name == "e503":
         return html(503, 2)
+    if name == "redirect":
+        # 307 keeps the method and body: a client following it would pay
+        # invoice "redirtarget" instead
+        return Resp(307, b"", None, headers=[
+            ("Location", "/api/v2/billogram/redirtarget/command/credit-payment")])
     if name == "okerr":
         return Resp(200, b'{"status":"INVALID_PARAMETER","data":'
                          b'{"message":"error inside a 200"}}')
@@ -710,6 +715,9 @@ class ApiHandler(BaseHandler):
         full = to_json({"status": "OK", "data": STATE.data(snap)})
         if name == "trunc":
             return Resp(200, full[:len(full) // 2])
+        if name == "bighdr":
+            # one 1 MiB header line before a valid success body
+            return Resp(200, full, headers=[("X-Filler", "A" * (1024 * 1024))])
         return Resp(201 if name == "created" else 200, full)
 
 

@@ -1,5 +1,6 @@
 # URL, credentials and CA file take effect on pg_reload_conf(), without a
-# restart; the password never reaches the server log.
+# restart; the password never reaches the server log, the journal or a
+# process title.
 use strict;
 use warnings;
 
@@ -15,7 +16,7 @@ my $mock = BgTest->start_mock;
 my $wrong = 'Wr0ng-pa55word-x';
 # verbose logging, so that a leak at any level would show
 my $node = $mock->new_node('reload', password => $wrong,
-	log_min_messages => 'debug2');
+	log_min_messages => 'debug5');
 my $pid = BgTest::worker_pid($node);
 
 my ($state, $out, $err) = BgTest::call($node,
@@ -110,6 +111,23 @@ is(BgTest::worker_pid($node), $pid, 'the worker was never restarted');
 $node->safe_psql('postgres', "SELECT length('$BgTest::PASSWORD')");
 ($state) = BgTest::call($node, "SELECT 1/0 AS \"$BgTest::PASSWORD\"");
 is($state, '22012', 'an error in a statement quoting the password');
+
+# the journal holds every call of this test, none with a password in it
+# (read out whole: a statement naming the old password would log it)
+my $journal = $node->safe_psql('postgres', 'SELECT r::text FROM billogram_requests r');
+ok(scalar(split /\n/, $journal) > 5, 'the journal has the calls of this test');
+unlike($journal, qr/\Q$BgTest::PASSWORD\E|\Q$wrong\E/,
+	'the password is not in the journal');
+
+# nor in any server process's title or command line
+my @pids = split /\n/, $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity UNION SELECT pg_backend_pid()");
+push @pids, $node->{_pid};	# the postmaster
+my $titles = join "\n", map { my $t = eval { slurp_file("/proc/$_/cmdline") } // '';
+	$t =~ s/\0/ /gr } grep { $_ } @pids;
+like($titles, qr/billogram worker/, 'the process titles include the worker\'s');
+unlike($titles, qr/\Q$BgTest::PASSWORD\E|\Q$wrong\E/,
+	'no process title holds the password');
 
 $node->stop;
 my $log = slurp_file($node->logfile);
