@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of the extension: pg_regress for the SQL surface and the
 # TAP tests, against real PostgreSQL servers and the bundled mock Billogram
-# API over HTTPS; then the fuzzer over the reply classifier (20 s) and the
-# benchmark's smoke run (it must run and print; no time threshold).
+# API over HTTPS, twice: first with the extension built with AddressSanitizer
+# and UndefinedBehaviorSanitizer, then built as it ships.  Then the fuzzer
+# over the reply classifier (20 s) and the benchmark's smoke run (it must run
+# and print; no time threshold).  With --sanitize-only, just the sanitizer
+# run.
 # Installs missing Debian packages, builds and installs the extension, and
 # runs the servers as an unprivileged user when started as root.  This is
 # what `make test` and CI run.  The last line is "N passed, N failed".
@@ -16,8 +19,10 @@ start=$(date +%s)
 out=$(mktemp /tmp/billogram-test.XXXXXX)
 trap 'rm -f "$out"' EXIT
 
+sanitize_only=0
+[ "${1:-}" = --sanitize-only ] && sanitize_only=1
+
 bg_install_dependencies
-bg_build_and_install "$top"
 
 passed=0
 failed=0
@@ -32,12 +37,39 @@ step() {
 	fi
 }
 
-rc=0
-BG_COPY_BACK="results regression.diffs log tmp_check/tap/tmp_check/log" \
-	bg_run_unprivileged "$top" tests/suite.sh 2>&1 | tee "$out" || true
-read -r s_pass s_fail < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
-passed=$((passed + ${s_pass:-0}))
-failed=$((failed + ${s_fail:-1}))
+# Objects of one build flavour must not end up linked into the other; make
+# clean would also remove the logs the last suite copied back.
+remove_objects() {
+	rm -f "$top"/src/*.o "$top/billogram.so"
+}
+
+# The suite as the unprivileged user, with the extension built and installed
+# with make flags "$@"; adds its closing counts to ours.
+run_suite() {
+	remove_objects
+	bg_build_and_install "$top" "$@"
+	BG_COPY_BACK="results regression.diffs log tmp_check/tap/tmp_check/log" \
+		bg_run_unprivileged "$top" tests/suite.sh 2>&1 | tee "$out" || true
+	local s_pass s_fail
+	read -r s_pass s_fail < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
+	passed=$((passed + ${s_pass:-0}))
+	failed=$((failed + ${s_fail:-1}))
+}
+
+# Sanitized first, so that the build left installed is the plain one.
+bg_log "the suite with the extension built with SANITIZE=1 (ASan + UBSan)"
+BG_SANITIZE=1 run_suite SANITIZE=1
+if [ $sanitize_only = 1 ]; then
+	# a sanitized build only loads into a server started with its runtime
+	remove_objects
+	bg_build_and_install "$top" SANITIZE=0
+	echo "whole test run: $(( $(date +%s) - start )) s"
+	echo "$passed passed, $failed failed"
+	[ "$failed" = 0 ]
+	exit
+fi
+bg_log "the suite with the extension built as it ships"
+BG_SANITIZE=0 run_suite SANITIZE=0
 
 step "fuzz" bash "$top/tests/fuzz/run.sh" 20
 if [ -f "$top/bench/run.sh" ]; then

@@ -18,6 +18,28 @@ export PATH="$bindir:$PATH"
 work=$(mktemp -d /tmp/billogram-suite.XXXXXX)
 trap 'bg_stop_mock; rm -rf "$work"' EXIT
 
+# ---- sanitizer run (BG_SANITIZE=1: the installed extension is SANITIZE=1) ----
+# Every process of the suite gets the ASan runtime preloaded, as a sanitized
+# module requires of the program that loads it; findings are fatal and are
+# written to $sanitizer_reports, which must stay empty.  Leak detection is
+# off: PostgreSQL frees by resetting memory contexts and at exit.
+sanitizer_reports=
+if [ "${BG_SANITIZE:-0}" = 1 ]; then
+	san=$work/sanitize
+	sanitizer_reports=$san/reports
+	mkdir -p "$sanitizer_reports"
+	gcc -shared -fPIC -O1 -o "$san/libswift_demangle_stub.so" tests/sanitize/swift_demangle_stub.c
+	# shellcheck disable=SC2046
+	gcc -shared -fPIC -g -O0 $(make -s sanitize-flags PG_CONFIG="$(bg_pg_config)") \
+		-I"$("$(bg_pg_config)" --includedir-server)" \
+		-o "$san/canary.so" tests/sanitize/canary.c
+	export BG_CANARY=$san/canary.so
+	export LD_PRELOAD="$(readlink -f "$(gcc -print-file-name=libasan.so)") $san/libswift_demangle_stub.so"
+	export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$sanitizer_reports/asan"
+	export UBSAN_OPTIONS="print_stacktrace=1:abort_on_error=1:log_path=$sanitizer_reports/ubsan"
+	echo "sanitizer run: LD_PRELOAD=$LD_PRELOAD"
+fi
+
 # ---- pg_regress ----
 bg_start_mock "$work/mock"
 {
@@ -59,5 +81,28 @@ failed=$((r_fail + t_fail))
 [ $regress_rc = 0 ] || [ $r_fail -gt 0 ] || failed=$((failed + 1))
 [ $prove_rc = 0 ] || [ $t_fail -gt 0 ] || failed=$((failed + 1))
 echo "pg_regress: $r_pass passed, $r_fail failed; TAP: $t_pass passed, $t_fail failed"
+
+# ---- sanitizer findings, anywhere in the run ----
+# ASan's reports are files in $sanitizer_reports; UBSan's go to stderr, so
+# to the server logs (008_sanitizer's own are its deliberate faults).
+if [ -n "$sanitizer_reports" ]; then
+	found=$( {
+		find "$sanitizer_reports" -type f
+		grep -lE 'runtime error:|ERROR: AddressSanitizer' \
+			log/postmaster.log tmp_check/tap/tmp_check/log/*.log 2>/dev/null |
+			grep -v '/008_sanitizer'
+	} | sort)
+	if [ -z "$found" ]; then
+		echo "sanitizer findings: none"
+		passed=$((passed + 1))
+	else
+		echo "sanitizer findings in: $found"
+		for f in $found; do
+			echo "--- $f"
+			grep -E -A30 'runtime error:|ERROR: AddressSanitizer' "$f" | head -n 60
+		done
+		failed=$((failed + 1))
+	fi
+fi
 echo "$passed passed, $failed failed"
 [ $failed = 0 ]
