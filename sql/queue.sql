@@ -166,3 +166,26 @@ SELECT origin, state, created_by = session_user AS created_by_session_user
   FROM billogram_requests WHERE billogram_id = 'qclerk1';
 DROP TABLE payouts;
 DROP ROLE regress_bg_clerk2;
+
+-- odd but legal column names (quotes, semicolons, spaces, a comment marker)
+-- are identifiers, not SQL: the payment is queued from the right columns
+CREATE TABLE odd_payouts ("in""v; id" text PRIMARY KEY, "a;mt --" numeric, note text);
+CREATE TRIGGER odd AFTER INSERT ON odd_payouts FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('"in""v; id"', '"a;mt --"');
+INSERT INTO odd_payouts VALUES ('qodd1', 7.50, 'x'), ('qodd2', NULL, 'y');
+SELECT wait_for_queue();
+SELECT billogram_id, mode, amount, state, source_table, source_key
+  FROM billogram_requests WHERE billogram_id LIKE 'qodd%' ORDER BY billogram_id;
+-- the same names unquoted, or another column that does not exist: clear errors
+CREATE TRIGGER odd_unquoted AFTER INSERT ON odd_payouts FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('in"v; id');
+INSERT INTO odd_payouts VALUES ('qodd3', 1, 'z');
+\echo :LAST_ERROR_SQLSTATE
+DROP TRIGGER odd_unquoted ON odd_payouts;
+CREATE TRIGGER odd_missing AFTER INSERT ON odd_payouts FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('"in""v; id"', '"a;mt"');
+INSERT INTO odd_payouts VALUES ('qodd4', 1, 'z');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS queued_by_misuse FROM billogram_requests
+ WHERE billogram_id IN ('qodd3', 'qodd4');
+DROP TABLE odd_payouts;
