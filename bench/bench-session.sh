@@ -8,6 +8,7 @@
 #   4. the same against the slow API with 32 connections,
 #   5. what the trigger adds to an INSERT,
 #   6. whether the worker's private memory grows over many payments,
+#   7. the CPU the worker spends classifying one reply (jansson's parse),
 # prints one table and writes it to bench/results/latest.md and a
 # timestamped copy.  Targets are reported, not asserted.  Exits non-zero only
 # if something broke: a server did not start, a query or a load run failed,
@@ -472,6 +473,12 @@ VM_RSS_1=$(status_kb "$wpid" VmRSS)
 RSS_GROWTH_MB=$(calc "($RSS_ANON_1 - $RSS_ANON_0) / 1024")
 bg_log "   RssAnon $RSS_ANON_0 -> $RSS_ANON_1 kB ($(fmt "$RSS_GROWTH_MB" 2) MB), VmRSS $VM_RSS_0 -> $VM_RSS_1 kB"
 
+# ---- 7. classifying one reply ----
+gcc -O2 -I"$BG_TOP/src" -o "$work/classify_reply" "$bench/classify_reply.c" \
+	"$BG_TOP/src/reply.c" -ljansson || fail "building bench/classify_reply.c"
+CLASSIFY_US=$("$work/classify_reply" "$body_file") || fail "bench/classify_reply failed"
+bg_log "7. classifying one $(wc -c <"$body_file")-byte reply (bg_classify_reply, jansson): $CLASSIFY_US µs"
+
 # ---- the table ----
 met() { # met 'CONDITION' -> yes/no
 	awk "BEGIN { exit !($1) }" && echo yes || echo no
@@ -524,6 +531,7 @@ curl_pkg=$(dpkg-query -W -f '${Version}' libcurl4 2>/dev/null || echo '?')
 	echo "| INSERT with trigger (pgbench -c 1) | $(fmt "$TRIG_TPS" 0) TPS, avg $(fmt "$TRIG_AVG" 3) ms, p50 $(fmt "$TRIG_P50" 3) ms | without: avg $(fmt "$PLAIN_AVG" 3) ms | $(x "$INSERT_RATIO") | ≤ ×$TARGET_INSERT_RATIO | $(met "$INSERT_RATIO <= $TARGET_INSERT_RATIO") |"
 	echo "| worker RssAnon growth over $N_MEM payments | $(fmt "$RSS_GROWTH_MB" 2) MB ($(MB "$RSS_ANON_0") → $(MB "$RSS_ANON_1") MB) | $TARGET_RSS_MB MB | $(x "$(calc "$RSS_GROWTH_MB / $TARGET_RSS_MB")") | < $TARGET_RSS_MB MB | $(met "$RSS_GROWTH_MB < $TARGET_RSS_MB") |"
 	echo "| worker VmRSS (information: counts shared_buffers pages it touched) | $(MB "$VM_RSS_0") → $(MB "$VM_RSS_1") MB | — | — | — | — |"
+	echo "| classifying one reply (information: bg_classify_reply, jansson's parse, mean of 20,000 calls) | $(fmt "$CLASSIFY_US" 1) µs | queue drain: $(fmt "$(calc "1000000 / $QUEUE_RATE")" 0) µs per payment | $(x "$(calc "$CLASSIFY_US * $QUEUE_RATE / 1000000")") | — | — |"
 	if [ ${#BROKEN[@]} -gt 0 ]; then
 		echo
 		echo "**Payments not all registered:**"
