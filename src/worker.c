@@ -18,6 +18,8 @@
  */
 #include "postgres.h"
 
+#include <malloc.h>
+
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -40,6 +42,15 @@
 
 /* Seconds before the postmaster restarts a worker that exited with error. */
 #define BG_WORKER_RESTART_SECS	5
+
+/*
+ * Free heap glibc may keep rather than give back to the kernel.  Each
+ * request allocates and frees a few hundred kB (curl's and jansson's
+ * buffers, the executor's); with glibc's default of 128 kB the worker
+ * shrank its heap after every request and page-faulted it back in on the
+ * next, which perf showed as several percent of its CPU.
+ */
+#define BG_MALLOC_TRIM_THRESHOLD	(8 * 1024 * 1024)
 
 void
 bg_register_worker(void)
@@ -408,6 +419,10 @@ billogram_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(bg_database, NULL, 0);
 	pgstat_report_appname("billogram worker");
+
+#ifdef M_TRIM_THRESHOLD
+	mallopt(M_TRIM_THRESHOLD, BG_MALLOC_TRIM_THRESHOLD);
+#endif
 
 	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "billogram jobs",
 									 ALLOCSET_DEFAULT_SIZES);
