@@ -60,6 +60,38 @@ is(states('bulk'), 'done=1000', 'all 1,000 are done');
 is($ids, 1000, 'the mock received all 1,000');
 is($max, 1, 'each exactly once');
 
+# --- a row that commits late sorts before the rows claimed meanwhile ---
+# The worker claims onwards from the last row it claimed.  A row whose
+# transaction started earlier but committed later has an earlier
+# next_attempt_at; it must still be sent, once.
+my ($late_in, $late_out) = ("BEGIN;\nINSERT INTO payments (invoice, amount) VALUES ('late1', 2);\n", '');
+my $late = IPC::Run::start(
+	[ 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres') ],
+	'<', \$late_in, '>', \$late_out, '2>', \$late_out);
+my $late_started = 0;
+for (1 .. 200)
+{
+	$late->pump_nb;
+	$late_started = $node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'");
+	last if $late_started;
+	usleep(50_000);
+}
+die "the late transaction did not start: $late_out" unless $late_started;
+# it commits while the worker is still sending the others
+$node->safe_psql('postgres',
+	"INSERT INTO payments (invoice, amount) SELECT 'early' || g, 1 FROM generate_series(1, 300) g");
+$late_in .= "COMMIT;\n";
+$late->finish;
+ok(BgTest::wait_settled($node), 'the rows committed first and the late one were processed');
+is(states('early'), 'done=300', 'the others are done');
+is(states('late1'), 'done=1', 'the late row is done');
+is(scalar @{ $mock->posts('late1') }, 1, 'and was sent once');
+is($node->safe_psql('postgres',
+		"SELECT bool_and(a.next_attempt_at < b.next_attempt_at) FROM billogram_requests a, billogram_requests b "
+		  . "WHERE a.billogram_id = 'late1' AND b.billogram_id LIKE 'early%'"),
+	't', 'though it sorted before all of them in the queue');
+
 # --- notifications on final states ---
 my ($lout, $lerr) = ('', '');
 my $listener = IPC::Run::start(
