@@ -18,7 +18,9 @@
  */
 #include "postgres.h"
 
+#ifdef __GLIBC__
 #include <malloc.h>
+#endif
 
 #include "access/xact.h"
 #include "executor/spi.h"
@@ -420,7 +422,7 @@ billogram_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(bg_database, NULL, 0);
 	pgstat_report_appname("billogram worker");
 
-#ifdef M_TRIM_THRESHOLD
+#if defined(__GLIBC__) && defined(M_TRIM_THRESHOLD)
 	mallopt(M_TRIM_THRESHOLD, BG_MALLOC_TRIM_THRESHOLD);
 #endif
 
