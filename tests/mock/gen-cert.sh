@@ -1,23 +1,26 @@
 #!/bin/sh
-# gen-cert.sh DIR
+# gen-cert.sh DIR [SUBJECT_ALT_NAME]
 #
 # Makes a throw-away test CA (DIR/ca.crt, DIR/ca.key) and a server
 # certificate signed by it (DIR/server.crt, DIR/server.key) for
-# DNS:localhost and IP:127.0.0.1, EC P-256, valid 30 days.  Overwrites
-# whatever is there.  Prints nothing unless something fails.
+# SUBJECT_ALT_NAME, by default "DNS:localhost, IP:127.0.0.1" (another name
+# makes a certificate the client must refuse for localhost), EC P-256,
+# valid 30 days.  Overwrites whatever is there.  Prints nothing unless
+# something fails.
 set -eu
 
-if [ $# -ne 1 ]; then
-	echo "usage: $0 DIR" >&2
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+	echo "usage: $0 DIR [SUBJECT_ALT_NAME]" >&2
 	exit 2
 fi
 dir=$1
+san=${2:-DNS:localhost, IP:127.0.0.1}
 mkdir -p "$dir"
 
 work=$(mktemp -d "$dir/.gen-cert.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-cat >"$work/openssl.cnf" <<'EOF'
+cat >"$work/openssl.cnf" <<EOF
 [req]
 distinguished_name = dn
 prompt = no
@@ -34,7 +37,7 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectAltName = $san
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 EOF

@@ -75,6 +75,30 @@ is( reconfigure(
 is(scalar @{ $mock2->posts('r6') }, 1, 'the request went to the new URL');
 is(scalar @{ $mock->posts('r6') }, 0, 'and not to the old one');
 
+# A certificate from the trusted CA but for another host name: host name
+# verification refuses it (it cannot be switched off) and nothing is sent.
+my $elsewhere = PostgreSQL::Test::Utils::tempdir('elsewhere');
+system('bash', "$BgTest::TOP/tests/mock/gen-cert.sh", "$elsewhere/certs",
+	'DNS:billogram.invalid') == 0
+  or die 'gen-cert.sh failed';
+my $mock3 = BgTest->start_mock(dir => $elsewhere, certs => "$elsewhere/certs");
+is( reconfigure(
+		"billogram.api_url = '" . $mock3->url . "'\n"
+		  . "billogram.ca_file = '$elsewhere/certs/ca.crt'",
+		"SELECT billogram_credit_payment('r10', 'amount', 5)", 'BG000'),
+	'BG000', 'a certificate for another host name: BG000');
+($state, $out, $err) = BgTest::call($node,
+	"SELECT billogram_credit_payment('r11', 'amount', 5)");
+like($err, qr/host name|subject name/i, 'the message names the host name mismatch');
+like($err, qr/did not reach Billogram/, 'and says nothing was sent');
+is(scalar @{ $mock3->requests }, 0, 'that server received no request');
+is( reconfigure(
+		"billogram.api_url = '" . $mock2->url . "'\n"
+		  . "billogram.ca_file = '$mock->{certs}/ca.crt'",
+		"SELECT billogram_credit_payment('r12', 'amount', 5)", ''),
+	'', 'back to the right server');
+$mock3->stop;
+
 # A plain http URL is refused by the setting itself.
 ($state, undef, $err) = BgTest::call($node,
 	"ALTER SYSTEM SET billogram.api_url = 'http://localhost:1/api/v2'");
