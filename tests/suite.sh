@@ -28,11 +28,12 @@ if [ "${BG_SANITIZE:-0}" = 1 ]; then
 	san=$work/sanitize
 	sanitizer_reports=$san/reports
 	mkdir -p "$sanitizer_reports"
-	gcc -shared -fPIC -O1 -o "$san/libswift_demangle_stub.so" tests/sanitize/swift_demangle_stub.c
-	# shellcheck disable=SC2046
-	gcc -shared -fPIC -g -O0 $(make -s sanitize-flags PG_CONFIG="$(bg_pg_config)") \
-		-I"$("$(bg_pg_config)" --includedir-server)" \
-		-o "$san/canary.so" tests/sanitize/canary.c
+	gcc -shared -fPIC -O1 -o "$san/libswift_demangle_stub.so" tests/sanitize/swift_demangle_stub.c &&
+		# shellcheck disable=SC2046
+		gcc -shared -fPIC -g -O0 $(make -s sanitize-flags PG_CONFIG="$(bg_pg_config)") \
+			-I"$("$(bg_pg_config)" --includedir-server)" \
+			-o "$san/canary.so" tests/sanitize/canary.c ||
+		{ echo "building the sanitizer helpers failed"; echo "0 passed, 1 failed"; exit 1; }
 	export BG_CANARY=$san/canary.so
 	export LD_PRELOAD="$(readlink -f "$(gcc -print-file-name=libasan.so)") $san/libswift_demangle_stub.so"
 	export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$sanitizer_reports/asan"
