@@ -29,15 +29,14 @@ if [ "${BENCH_SMOKE:-0}" = 1 ] && [ ${#args[@]} = 0 ]; then
 	args+=(--smoke)
 fi
 
-# Debian packages the benchmark needs besides the test dependencies, each
-# with a file that shows it is installed.
+# Debian packages the benchmark needs besides the test dependencies.
 bench_install_dependencies() {
 	bg_install_packages <<LIST
-nginx /usr/sbin/nginx
-libnginx-mod-http-echo /usr/lib/nginx/modules/ngx_http_echo_module.so
-wrk /usr/bin/wrk
-curl /usr/bin/curl
-procps /usr/bin/free
+nginx
+libnginx-mod-http-echo
+wrk
+curl
+procps
 LIST
 }
 

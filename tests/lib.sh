@@ -14,19 +14,25 @@ bg_as_root() {
 	if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Lines of "package file" on stdin: print the packages whose file is missing.
+# Package names on stdin, one a line ("#" starts a comment): print those
+# that dpkg does not have installed.  Asking dpkg, rather than looking for a
+# file each package is thought to ship, cannot drift from Debian's packaging
+# (pgxs.mk, for one, belongs to postgresql-client-NN, not to the -dev package
+# that provides postgres.h).
 bg_missing_packages() {
-	local pkg file
-	while read -r pkg file; do
-		[ -n "$pkg" ] && { [ -e "$file" ] || printf '%s ' "$pkg"; }
+	local pkg status
+	while read -r pkg _; do
+		case $pkg in '' | '#'*) continue ;; esac
+		status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
+		[ "${status:0:2}" = ii ] || printf '%s ' "$pkg"
 	done
 	return 0
 }
 
-# Install with apt-get the packages of the "package file" lines on stdin
-# whose file is missing.  Services the packages would start (nginx on port
-# 80 of every address, PostgreSQL's default cluster) are not started: a
-# policy-rc.d refusing every start is in place meanwhile.
+# Install with apt-get the packages named on stdin that are not installed.
+# Services the packages would start (nginx on port 80 of every address,
+# PostgreSQL's default cluster) are not started: a policy-rc.d refusing every
+# start is in place meanwhile.
 bg_install_packages() {
 	local missing
 	missing=$(bg_missing_packages)
@@ -47,21 +53,31 @@ bg_install_packages() {
 	return $rc
 }
 
-# What building and testing the extension needs.
-bg_install_dependencies() {
-	bg_install_packages <<LIST
-postgresql-$BG_PG_MAJOR /usr/lib/postgresql/$BG_PG_MAJOR/bin/postgres
-postgresql-server-dev-$BG_PG_MAJOR /usr/lib/postgresql/$BG_PG_MAJOR/lib/pgxs/src/makefiles/pgxs.mk
-libcurl4-openssl-dev /usr/include/x86_64-linux-gnu/curl/curl.h
-libjansson-dev /usr/include/jansson.h
-pkg-config /usr/bin/pkg-config
-make /usr/bin/make
-gcc /usr/bin/gcc
-libipc-run-perl /usr/share/perl5/IPC/Run.pm
-python3 /usr/bin/python3
-openssl /usr/bin/openssl
-clang /usr/bin/clang
+# What building and testing the extension needs.  tests/packages.sh checks
+# that every file the build and the tests use comes from one of these.
+bg_dependencies() {
+	cat <<LIST
+postgresql-$BG_PG_MAJOR
+postgresql-server-dev-$BG_PG_MAJOR
+libcurl4-openssl-dev
+libjansson-dev
+pkg-config
+make
+gcc
+libc6-dev
+perl
+libipc-run-perl
+python3
+openssl
+clang
+# the libFuzzer and sanitizer runtimes: a Recommends of clang, so not
+# installed with --no-install-recommends
+libclang-rt-dev
 LIST
+}
+
+bg_install_dependencies() {
+	bg_dependencies | bg_install_packages
 }
 
 bg_pg_config() {

@@ -37,6 +37,8 @@ step() {
 	fi
 }
 
+step "package list" bash "$top/tests/packages.sh"
+
 # Objects of one build flavour must not end up linked into the other; make
 # clean would also remove the logs the last suite copied back.
 remove_objects() {

@@ -7,8 +7,9 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 seconds=${1:-60}
 . "$top/tests/lib.sh"
 bg_install_packages <<LIST
-clang /usr/bin/clang
-libjansson-dev /usr/include/jansson.h
+clang
+libclang-rt-dev
+libjansson-dev
 LIST
 work=$(mktemp -d /tmp/billogram-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
