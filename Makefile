@@ -12,6 +12,7 @@ MODULE_big = billogram
 OBJS = \
 	src/billogram.o \
 	src/channel.o \
+	src/credentials.o \
 	src/credit_payment.o \
 	src/enqueue.o \
 	src/guc.o \
@@ -22,11 +23,11 @@ OBJS = \
 	src/report.o \
 	src/request.o \
 	src/worker.o
-DATA = sql/billogram--0.1.sql
+DATA = sql/billogram--0.1.sql sql/billogram--0.2.sql sql/billogram--0.1--0.2.sql
 PGFILEDESC = "billogram - Billogram credit payments from SQL"
 
 # pg_regress is run by tests/run.sh against a cluster it configures itself
-REGRESS = setup credit_payment bad_input api_errors transport privileges queue
+REGRESS = setup credit_payment bad_input api_errors transport privileges routes queue
 
 PG_CPPFLAGS = $(shell pkg-config --cflags libcurl jansson 2>/dev/null)
 SHLIB_LINK = $(shell pkg-config --libs libcurl jansson 2>/dev/null || echo -lcurl -ljansson)

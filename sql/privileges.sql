@@ -1,6 +1,7 @@
 --
--- Privileges: EXECUTE is granted explicitly; the password stays with
--- superusers.
+-- Privileges: EXECUTE is granted explicitly; the password is readable by
+-- nobody through SQL, monitoring roles and superusers included.
+-- (routes.sql tries every route to a payment.)
 --
 \set VERBOSITY default
 CREATE ROLE regress_bg_clerk LOGIN;
@@ -33,8 +34,26 @@ RESET ROLE;
 -- only the granted call reached Billogram
 SELECT count(*) AS sent FROM mock_requests('privs1');
 
--- the superuser sees the setting
-SELECT current_setting('billogram.api_password') <> '' AS superuser_sees_password;
+-- a monitoring role may read superuser-only settings (pg_read_all_settings
+-- is part of pg_monitor): it gets a mask, as does the superuser
+CREATE ROLE regress_bg_monitor;
+GRANT pg_monitor TO regress_bg_monitor;
+SET ROLE regress_bg_monitor;
+SHOW billogram.api_password;
+SELECT current_setting('billogram.api_password');
+SELECT count(*) AS password_rows FROM pg_settings WHERE name = 'billogram.api_password';
+SELECT count(*) AS rows_with_password FROM pg_settings
+ WHERE setting LIKE '%demo-secret%' OR reset_val LIKE '%demo-secret%' OR boot_val LIKE '%demo-secret%';
+SELECT name, setting FROM pg_settings WHERE name = 'billogram.api_password_file';
+RESET ROLE;
+DROP ROLE regress_bg_monitor;
+SHOW billogram.api_password;
+SELECT current_setting('billogram.api_password');
+
+-- a password too short to be safe is refused, and the message does not
+-- quote it
+ALTER SYSTEM SET billogram.api_password = 'tiny-pass';
+\echo :LAST_ERROR_SQLSTATE
 
 DROP ROLE regress_bg_clerk;
 REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric) FROM regress_bg_finance;

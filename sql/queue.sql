@@ -57,11 +57,11 @@ CREATE TRIGGER no_args AFTER INSERT ON payouts FOR EACH ROW
 INSERT INTO payouts (invoice) VALUES ('qmisuse1');
 \echo :LAST_ERROR_SQLSTATE
 DROP TRIGGER no_args ON payouts;
-CREATE TRIGGER three_args AFTER INSERT ON payouts FOR EACH ROW
-    EXECUTE FUNCTION billogram_payment_trigger('invoice', '"Amount Due"', 'note');
+CREATE TRIGGER four_args AFTER INSERT ON payouts FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('invoice', '"Amount Due"', 'note', 'note');
 INSERT INTO payouts (invoice) VALUES ('qmisuse1');
 \echo :LAST_ERROR_SQLSTATE
-DROP TRIGGER three_args ON payouts;
+DROP TRIGGER four_args ON payouts;
 CREATE TRIGGER unknown_column AFTER INSERT ON payouts FOR EACH ROW
     EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount_due');
 INSERT INTO payouts (invoice) VALUES ('qmisuse1');
@@ -82,16 +82,51 @@ INSERT INTO payouts (invoice, "Amount Due") VALUES ('q bad', 10);
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS bad_rows_queued FROM billogram_requests WHERE billogram_id IN ('qbad1', 'q bad');
 
+-- a NULL amount is an error, never a payout of the remaining sum: the whole
+-- INSERT fails and nothing of it is queued
+INSERT INTO payouts (invoice, "Amount Due") VALUES ('qnull1', 3), ('qnull2', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS null_amount_queued FROM billogram_requests WHERE billogram_id IN ('qnull1', 'qnull2');
+
 BEGIN;
-INSERT INTO payouts (invoice, "Amount Due") VALUES ('qtrig1', 100.10), ('qtrig2', NULL);
+INSERT INTO payouts (invoice, "Amount Due") VALUES ('qtrig1', 100.10);
 ROLLBACK;
-INSERT INTO payouts (invoice, "Amount Due") VALUES ('qtrig1', 100.10), ('qtrig2', NULL),
+INSERT INTO payouts (invoice, "Amount Due") VALUES ('qtrig1', 100.10),
     ('nfqueue1', 5), ('e500queue1', 5), ('e400queue1', 5);
+
+-- mode 'remaining' only when chosen: no amount column, or a mode column
+CREATE TABLE settlements (invoice text PRIMARY KEY);
+CREATE TRIGGER settle AFTER INSERT ON settlements FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('invoice');
+INSERT INTO settlements VALUES ('qtrig2');
+CREATE TABLE mixed_payouts (invoice text PRIMARY KEY, amt numeric, how text);
+CREATE TRIGGER mixed AFTER INSERT ON mixed_payouts FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amt', 'how');
+INSERT INTO mixed_payouts VALUES ('qmode1', NULL, 'remaining'), ('qmode2', 2.50, 'amount');
+INSERT INTO mixed_payouts VALUES ('qmode3', 1, NULL);
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO mixed_payouts VALUES ('qmode4', NULL, 'amount');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO mixed_payouts VALUES ('qmode5', 1, 'remaining');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO mixed_payouts VALUES ('qmode6', 1, 'everything');
+\echo :LAST_ERROR_SQLSTATE
 SELECT wait_for_queue();
+SELECT billogram_id, mode, amount, state, response->'remaining_sum' AS remaining
+  FROM billogram_requests WHERE billogram_id LIKE 'qmode%' ORDER BY billogram_id;
+DROP TABLE settlements, mixed_payouts;
 SELECT billogram_id, origin, mode, amount, state, attempts, http_status,
        response->'remaining_sum' AS remaining, source_table, source_key,
        error->>'sqlstate' AS sqlstate, error->>'message' AS message
-  FROM billogram_requests WHERE origin = 'trigger' ORDER BY id;
+  FROM billogram_requests WHERE origin = 'trigger' AND source_table LIKE 'public.%' ORDER BY id;
+
+-- by default the journal keeps a summary of the invoice, without the
+-- customer's personal data, with the events since the request was sent
+SELECT response->>'id' AS id, response->'remaining_sum' AS remaining, response->>'state' AS state,
+       response ? 'customer' AS has_customer, response ? 'attachment_content' AS has_pdf,
+       (SELECT jsonb_agg(e - 'created_at') FROM jsonb_array_elements(response->'events') e) AS events_since_sent,
+       (SELECT bool_and(e ? 'created_at') FROM jsonb_array_elements(response->'events') e) AS events_dated
+  FROM billogram_requests WHERE billogram_id = 'qtrig1';
 
 -- in_doubt: the worker fetched the invoice afterwards for the operator
 SELECT billogram_id, invoice_snapshot->>'id' AS snapshot_of,
@@ -134,12 +169,20 @@ SELECT wait_for_queue();
 SELECT state, attempts, mock_request_count('nfqueue1') AS times_sent
   FROM billogram_requests WHERE id = :failed_id;
 
--- purge removes finished done rows only
-SELECT count(*) AS not_done_before FROM billogram_requests WHERE state <> 'done' \gset
+-- purge removes every finished row, done and failed, and keeps what still
+-- matters: an unresolved in_doubt row
+SELECT billogram_enqueue_credit_payment('e500queue2', 'amount', 1) > 0 AS queued;
+SELECT wait_for_queue();
+SELECT state AS unresolved_state FROM billogram_requests WHERE billogram_id = 'e500queue2';
+SELECT count(*) AS unfinished_before FROM billogram_requests WHERE state NOT IN ('done', 'failed') \gset
+SELECT count(*) > 0 AS has_failed, count(*) FILTER (WHERE state = 'done') > 0 AS has_done
+  FROM billogram_requests WHERE state IN ('done', 'failed');
 SELECT billogram_purge('1 hour') AS purged_old;
-SELECT billogram_purge('0 seconds') > 0 AS purged_done;
-SELECT count(*) AS done_left FROM billogram_requests WHERE state = 'done';
-SELECT count(*) = :not_done_before AS others_kept FROM billogram_requests WHERE state <> 'done';
+SELECT billogram_purge('0 seconds') > 0 AS purged_finished;
+SELECT count(*) AS finished_left FROM billogram_requests WHERE state IN ('done', 'failed');
+SELECT count(*) = :unfinished_before AS unfinished_kept FROM billogram_requests
+ WHERE state NOT IN ('done', 'failed');
+SELECT state FROM billogram_requests WHERE billogram_id = 'e500queue2';
 
 -- privileges: a clerk who may only insert payouts fires the trigger, and
 -- can do nothing else with billogram
@@ -162,7 +205,10 @@ SELECT billogram_purge('0 seconds');
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 SELECT wait_for_queue();
-SELECT origin, state, created_by = session_user AS created_by_session_user
+-- the journal names the clerk (SET ROLE counts) and where the insert came from
+SELECT origin, state, created_by, effective_role, login_role = session_user AS login_role_is_session,
+       database_name = current_database() AS database_ok, backend_pid = pg_backend_pid() AS pid_ok,
+       application_name
   FROM billogram_requests WHERE billogram_id = 'qclerk1';
 DROP TABLE payouts;
 DROP ROLE regress_bg_clerk2;
@@ -172,7 +218,7 @@ DROP ROLE regress_bg_clerk2;
 CREATE TABLE odd_payouts ("in""v; id" text PRIMARY KEY, "a;mt --" numeric, note text);
 CREATE TRIGGER odd AFTER INSERT ON odd_payouts FOR EACH ROW
     EXECUTE FUNCTION billogram_payment_trigger('"in""v; id"', '"a;mt --"');
-INSERT INTO odd_payouts VALUES ('qodd1', 7.50, 'x'), ('qodd2', NULL, 'y');
+INSERT INTO odd_payouts VALUES ('qodd1', 7.50, 'x'), ('qodd2', 2.25, 'y');
 SELECT wait_for_queue();
 SELECT billogram_id, mode, amount, state, source_table, source_key
   FROM billogram_requests WHERE billogram_id LIKE 'qodd%' ORDER BY billogram_id;
@@ -189,3 +235,15 @@ INSERT INTO odd_payouts VALUES ('qodd4', 1, 'z');
 SELECT count(*) AS queued_by_misuse FROM billogram_requests
  WHERE billogram_id IN ('qodd3', 'qodd4');
 DROP TABLE odd_payouts;
+
+-- the summary keeps no personal data, and of the events those dated from
+-- five minutes before the request on (Billogram's clock may differ), plus
+-- any it cannot date
+SELECT billogram_invoice_summary(
+  '{"id": "x1", "state": "Paid", "remaining_sum": 0, "customer": {"name": "Anna", "email": "a@example.com"},
+    "events": [{"type": "Old", "created_at": "2026-06-01T11:50:00Z", "data": {"amount": 1}},
+               {"type": "Near", "created_at": "2026-06-01 11:59:00", "event_uuid": "u2", "data": {"amount": 2.50, "full_status": "x"}},
+               {"type": "New", "created_at": "2026-06-01T12:03:00.120Z", "data": {"amount": 3}},
+               {"type": "Odd", "created_at": "yesterday"}]}',
+  '2026-06-01 12:03:00+00');
+SELECT billogram_invoice_summary('{"id": "x2", "events": "not a list"}', now());

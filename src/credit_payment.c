@@ -47,6 +47,7 @@ billogram_credit_payment(PG_FUNCTION_ARGS)
 							PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
 							PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
 							PG_ARGISNULL(2) ? NULL : PG_GETARG_NUMERIC(2));
+	bg_identify_caller(&payment.caller);
 
 	bg_channel_call(&payment, bg_timeout_ms, &result);
 

@@ -9,6 +9,15 @@
  * that transaction commits.  At commit the worker is woken through its latch,
  * so the happy path has no polling delay.
  *
+ * Who may queue: the functions are SECURITY INVOKER, so that the journal
+ * records the caller's own roles; only the insert itself runs as the
+ * journal's owner, with a pinned search_path.  EXECUTE on
+ * billogram_enqueue_credit_payment() is checked by the executor.  A trigger
+ * function's EXECUTE is checked only by CREATE TRIGGER, never when the
+ * trigger fires, so the trigger checks at every row that the owner of the
+ * table it fires on still holds EXECUTE on billogram_payment_trigger(): a
+ * revoked grant stops triggers created while it was held.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -16,6 +25,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/trigger.h"
@@ -25,9 +35,12 @@
 #include "miscadmin.h"
 #include "parser/scansup.h"
 #include "utils/builtins.h"
+#include "utils/acl.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 
@@ -102,47 +115,99 @@ check_queue_is_served(void)
 }
 
 /*
- * Insert one pending row; returns its id.  The statement is planned once
- * per backend and kept: a trigger may insert thousands of rows.
+ * The journal as this backend may write to it; raises a clear error when
+ * the extension is missing here or not at the version this library speaks.
+ */
+static const BgJournal *
+journal_for_queuing(void)
+{
+	static BgJournal journal;
+
+	check_queue_is_served();
+	switch (bg_journal_lookup(&journal))
+	{
+		case BG_JOURNAL_MISSING:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the billogram extension is not installed in this database")));
+			break;
+		case BG_JOURNAL_WRONG_VERSION:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the billogram extension in this database is at version %s, the server's library needs %s",
+							journal.version, BG_SCHEMA_VERSION),
+					 errdetail("Nothing was queued."),
+					 errhint("Run ALTER EXTENSION billogram UPDATE.")));
+			break;
+		case BG_JOURNAL_READY:
+			break;
+	}
+	return &journal;
+}
+
+/*
+ * Insert one pending row as the journal's owner; returns its id.  Callers
+ * hold no privilege on the journal, so that the only rows they can add are
+ * validated payments with their own names on them.  While the owner's
+ * identity is borrowed, search_path is pinned and the operation is
+ * security-restricted, as PostgreSQL does for maintenance commands run as a
+ * table's owner: nothing the caller defined can be reached from here.  An
+ * error restores both at transaction or subtransaction abort.
+ *
+ * The statement is planned once per backend and kept: a trigger may insert
+ * thousands of rows.
  */
 static int64
 insert_pending(const BgCreditPayment *payment, const char *origin,
 			   const char *source_table, const char *source_key)
 {
 	static SPIPlanPtr plan = NULL;
-	static const char *plan_journal = NULL;
-	const char *journal;
-	Datum		args[7];
-	char		nulls[7];
+	static char *plan_journal = NULL;
+	const BgJournal *journal = journal_for_queuing();
+	const BgCaller *caller = &payment->caller;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	Datum		args[13];
+	char		nulls[13];
 	bool		isnull;
 	int64		id;
 	int			rc;
 
-	check_queue_is_served();
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(journal->owner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
 	SPI_connect();
-	journal = bg_journal_name();
-	if (journal == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the billogram extension is not installed in this database")));
-	if (plan == NULL || strcmp(plan_journal, journal) != 0)
+	if (plan == NULL || strcmp(plan_journal, journal->name) != 0)
 	{
-		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, TEXTOID};
+		Oid			types[13] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+			TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
+		TEXTOID};
 		char	   *sql;
 
 		sql = psprintf("INSERT INTO %s (origin, billogram_id, mode, amount, "
-					   "request_body, source_table, source_key) "
-					   "VALUES ($1, $2, $3, $4::numeric, $5, $6, $7::jsonb) RETURNING id",
-					   journal);
+					   "request_body, source_table, source_key, created_by, "
+					   "effective_role, login_role, database_name, backend_pid, "
+					   "application_name) "
+					   "VALUES ($1, $2, $3, $4::pg_catalog.numeric, $5, $6, "
+					   "$7::pg_catalog.jsonb, $8, $9, $10, $11, $12, $13) RETURNING id",
+					   journal->name);
 		if (plan)
 			SPI_freeplan(plan);
-		plan = SPI_prepare(sql, 7, types);
+		plan = SPI_prepare(sql, 13, types);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the queue insert: %s",
 				 SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
-		plan_journal = MemoryContextStrdup(TopMemoryContext, journal);
+		if (plan_journal)
+			pfree(plan_journal);
+		plan_journal = MemoryContextStrdup(TopMemoryContext, journal->name);
 	}
 
 	args[0] = text_arg(origin, &nulls[0]);
@@ -152,6 +217,13 @@ insert_pending(const BgCreditPayment *payment, const char *origin,
 	args[4] = text_arg(payment->body, &nulls[4]);
 	args[5] = text_arg(source_table, &nulls[5]);
 	args[6] = text_arg(source_key, &nulls[6]);
+	args[7] = text_arg(NameStr(caller->role), &nulls[7]);
+	args[8] = text_arg(NameStr(caller->effective_role), &nulls[8]);
+	args[9] = text_arg(NameStr(caller->login_role), &nulls[9]);
+	args[10] = text_arg(NameStr(caller->database), &nulls[10]);
+	args[11] = Int32GetDatum(caller->pid);
+	nulls[11] = ' ';
+	args[12] = text_arg(caller->application_name, &nulls[12]);
 
 	rc = SPI_execute_plan(plan, args, nulls, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING)
@@ -160,6 +232,9 @@ insert_pending(const BgCreditPayment *payment, const char *origin,
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
+
+	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	request_wake_at_commit();
 	return id;
@@ -174,6 +249,7 @@ billogram_enqueue_credit_payment(PG_FUNCTION_ARGS)
 							PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
 							PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
 							PG_ARGISNULL(2) ? NULL : PG_GETARG_NUMERIC(2));
+	bg_identify_caller(&payment.caller);
 	PG_RETURN_INT64(insert_pending(&payment, "enqueue", NULL, NULL));
 }
 
@@ -262,11 +338,41 @@ check_trigger_use(FunctionCallInfo fcinfo)
 				 errmsg("billogram_payment_trigger must be an AFTER INSERT ... FOR EACH ROW trigger"),
 				 errhint("CREATE TRIGGER ... AFTER INSERT ON payments FOR EACH ROW EXECUTE FUNCTION billogram_payment_trigger('billogram_id', 'amount');")));
 	nargs = trigdata->tg_trigger->tgnargs;
-	if (nargs < 1 || nargs > 2)
+	if (nargs < 1 || nargs > 3)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("billogram_payment_trigger takes 1 or 2 arguments, got %d", nargs),
-				 errhint("Name the billogram id column and, optionally, the amount column.")));
+				 errmsg("billogram_payment_trigger takes 1 to 3 arguments, got %d", nargs),
+				 errhint("Name the billogram id column and, optionally, the amount column and a mode column.")));
+}
+
+/*
+ * CREATE TRIGGER checked EXECUTE once, for whoever created the trigger;
+ * firing checks nothing.  Every row therefore checks that the table's owner
+ * holds EXECUTE on this function now: a revoked grant, or a table given to
+ * a role without it, stops queuing at once.
+ */
+static void
+check_owner_may_queue(FunctionCallInfo fcinfo, Relation rel)
+{
+	Oid			owner = rel->rd_rel->relowner;
+	Oid			fn = fcinfo->flinfo->fn_oid;
+	AclResult	aclresult;
+
+#if PG_VERSION_NUM >= 160000
+	aclresult = object_aclcheck(ProcedureRelationId, fn, owner, ACL_EXECUTE);
+#else
+	aclresult = pg_proc_aclcheck(fn, owner, ACL_EXECUTE);
+#endif
+	if (aclresult != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("table \"%s\" may not queue Billogram payments",
+						RelationGetRelationName(rel)),
+				 errdetail("Its owner, role \"%s\", does not hold EXECUTE on function %s. Nothing was queued.",
+						   GetUserNameFromId(owner, false),
+						   format_procedure(fn)),
+				 errhint("A superuser or the function's owner can GRANT EXECUTE ON FUNCTION %s TO the table's owner.",
+						 format_procedure(fn))));
 }
 
 static text *
@@ -297,6 +403,21 @@ column_as_numeric(Relation rel, HeapTuple tuple, int attnum)
 	return DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(value),
 											   ObjectIdGetDatum(InvalidOid),
 											   Int32GetDatum(-1)));
+}
+
+static text *
+mode_from_row(Relation rel, HeapTuple tuple, int attnum)
+{
+	text	   *mode = column_as_text(rel, tuple, attnum);
+
+	if (mode == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("billogram_payment_trigger: the mode in column %s is NULL",
+						SPI_fname(RelationGetDescr(rel), attnum)),
+				 errdetail("Nothing was queued."),
+				 errhint("Set the mode to 'amount' or 'remaining'.")));
+	return mode;
 }
 
 /* The row's primary key as a JSON object of its text values, or NULL. */
@@ -343,8 +464,10 @@ billogram_payment_trigger(PG_FUNCTION_ARGS)
 	Relation	rel;
 	HeapTuple	tuple;
 	char	  **args;
+	int			nargs;
 	int			id_col;
 	Numeric		amount = NULL;
+	text	   *mode;
 	BgCreditPayment payment;
 	char	   *source_table;
 
@@ -352,16 +475,37 @@ billogram_payment_trigger(PG_FUNCTION_ARGS)
 	rel = trigdata->tg_relation;
 	tuple = trigdata->tg_trigtuple;
 	args = trigdata->tg_trigger->tgargs;
+	nargs = trigdata->tg_trigger->tgnargs;
+	check_owner_may_queue(fcinfo, rel);
 
 	id_col = column_number(rel, args[0]);
-	if (trigdata->tg_trigger->tgnargs == 2)
+	if (nargs >= 2)
 		amount = column_as_numeric(rel, tuple, column_number(rel, args[1]));
 
-	/* a NULL amount, or no amount column, pays the remaining sum */
-	bg_build_credit_payment(&payment,
-							column_as_text(rel, tuple, id_col),
-							cstring_to_text(amount ? "amount" : "remaining"),
-							amount);
+	/*
+	 * Mode 'remaining' pays out everything, so it is never inferred from a
+	 * missing value: with an amount column and no mode column the mode is
+	 * 'amount' and a NULL amount is refused; 'remaining' comes only from
+	 * naming no amount column, or from a mode column that says so.
+	 */
+	if (nargs == 3)
+		mode = mode_from_row(rel, tuple, column_number(rel, args[2]));
+	else if (nargs == 2)
+	{
+		if (amount == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("billogram_payment_trigger: the amount in column %s is NULL", args[1]),
+					 errdetail("Nothing was queued: a missing amount is refused, never paid out as the remaining sum."),
+					 errhint("To pay out the remaining sum, give the trigger a mode column as its third argument and set it to 'remaining'.")));
+		mode = cstring_to_text("amount");
+	}
+	else
+		mode = cstring_to_text("remaining");
+
+	bg_build_credit_payment(&payment, column_as_text(rel, tuple, id_col),
+							mode, amount);
+	bg_identify_caller(&payment.caller);
 
 	source_table = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 											  RelationGetRelationName(rel));

@@ -5,8 +5,10 @@
  *
  * The API's URL, credentials and CA file are PGC_SIGHUP: the worker, the
  * only process that uses them, picks them up on pg_reload_conf().  The
- * password is GUC_SUPERUSER_ONLY so that other roles cannot read it through
- * SHOW or pg_settings.
+ * password is shown to nobody: GUC_SUPERUSER_ONLY keeps it from ordinary
+ * roles, but pg_read_all_settings (part of pg_monitor) may read
+ * superuser-only settings, so SHOW and current_setting() get a mask from
+ * its show hook and GUC_NO_SHOW_ALL keeps it out of pg_settings.
  *
  *-------------------------------------------------------------------------
  */
@@ -17,6 +19,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "credentials.h"
 #include "guc.h"
 
 char	   *bg_api_url = NULL;
@@ -29,6 +32,44 @@ int			bg_max_connections = 8;
 int			bg_max_response_kb = 16 * 1024;
 int			bg_max_attempts = 10;
 bool		bg_allow_insecure_http = false;
+char	   *bg_api_password_file = NULL;
+int			bg_journal_reply = BG_JOURNAL_REPLY_SUMMARY;
+
+static const struct config_enum_entry journal_reply_options[] = {
+	{"summary", BG_JOURNAL_REPLY_SUMMARY, false},
+	{"full", BG_JOURNAL_REPLY_FULL, false},
+	{"none", BG_JOURNAL_REPLY_NONE, false},
+	{NULL, 0, false}
+};
+
+const char *
+bg_journal_reply_name(void)
+{
+	return journal_reply_options[bg_journal_reply].name;
+}
+
+/*
+ * A short password is refused: it is easy to guess, and masking a short
+ * string in log messages would mangle every word that contains it.  The
+ * message never quotes the value.
+ */
+static bool
+check_api_password(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0' ||
+		strlen(*newval) >= BG_PASSWORD_MIN_LEN)
+		return true;
+	GUC_check_errmsg("billogram.api_password is too short");
+	GUC_check_errdetail("An API password must have at least %d characters; the value was not used.",
+						BG_PASSWORD_MIN_LEN);
+	return false;
+}
+
+static const char *
+show_api_password(void)
+{
+	return (bg_api_password && bg_api_password[0]) ? BG_PASSWORD_MASK : "";
+}
 
 /*
  * Only https: credentials and money must not cross the network in clear.
@@ -92,11 +133,29 @@ bg_define_settings(bool preloading)
 
 	DefineCustomStringVariable("billogram.api_password",
 							   "Billogram API password (API key).",
-							   "Readable by superusers only.",
+							   "Shown masked to every role. Prefer billogram.api_password_file.",
 							   &bg_api_password,
 							   "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   check_api_password, NULL, show_api_password);
+
+	DefineCustomStringVariable("billogram.api_password_file",
+							   "File holding the Billogram API password, read by the worker at start and on reload.",
+							   "Must not be readable by other users; overrides billogram.api_password.",
+							   &bg_api_password_file,
+							   "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("billogram.journal_reply",
+							 "What billogram_requests keeps of the invoice a reply carries.",
+							 "summary: id, state, sums, currency and the events since the request; "
+							 "full: the whole invoice, customers' personal data included; none: nothing.",
+							 &bg_journal_reply,
+							 BG_JOURNAL_REPLY_SUMMARY,
+							 journal_reply_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("billogram.ca_file",
 							   "CA certificates that verify the API's TLS certificate, instead of the system's.",

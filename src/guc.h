@@ -18,6 +18,18 @@ extern int	bg_max_connections;
 extern int	bg_max_response_kb;
 extern int	bg_max_attempts;
 extern bool bg_allow_insecure_http;
+extern char *bg_api_password_file;
+
+/* billogram.journal_reply: what the journal keeps of an invoice */
+typedef enum BgJournalReply
+{
+	BG_JOURNAL_REPLY_SUMMARY,	/* id, state, sums, currency, recent events */
+	BG_JOURNAL_REPLY_FULL,		/* the whole invoice, personal data included */
+	BG_JOURNAL_REPLY_NONE
+} BgJournalReply;
+
+extern int	bg_journal_reply;
+extern const char *bg_journal_reply_name(void);
 
 extern void bg_define_settings(bool preloading);
 

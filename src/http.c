@@ -29,6 +29,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "credentials.h"
 #include "guc.h"
 #include "http.h"
 
@@ -381,7 +382,7 @@ set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 
 	curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
 	curl_easy_setopt(e, CURLOPT_USERNAME, bg_api_user ? bg_api_user : "");
-	curl_easy_setopt(e, CURLOPT_PASSWORD, bg_api_password ? bg_api_password : "");
+	curl_easy_setopt(e, CURLOPT_PASSWORD, bg_api_password_in_use());
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, json_headers);
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 

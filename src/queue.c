@@ -16,67 +16,141 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/fmgroids.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "guc.h"
 #include "queue.h"
 #include "report.h"
 
 /*
- * The journal's schema-qualified name; NULL when the extension is not
- * installed in this database.  Needs SPI; cached per extension OID, since
- * the extension cannot be moved to another schema.
+ * The extension's schema and installed version, read from pg_extension
+ * directly: ALTER EXTENSION UPDATE changes the version under the same OID,
+ * so it is read every time.
  */
-const char *
-bg_journal_name(void)
+static bool
+find_extension(Oid *nspid, char **version)
 {
-	static Oid	cached_ext = InvalidOid;
+	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	bool		found = false;
+
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("billogram"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		v = heap_getattr(tuple, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		*nspid = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+		*version = isnull ? pstrdup("") : TextDatumGetCString(v);
+		found = true;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+BgJournalStatus
+bg_journal_lookup(BgJournal *journal)
+{
+	/* names are cached per schema: the extension cannot be moved */
+	static Oid	cached_nsp = InvalidOid;
 	static char *cached_name = NULL;
-	Oid			ext = get_extension_oid("billogram", true);
-	char	   *sql;
-	bool		isnull;
-	Datum		nsp;
+	static char *cached_schema = NULL;
+	Oid			nspid;
+	Oid			relid;
+	char	   *version;
+	HeapTuple	classtup;
 
-	if (!OidIsValid(ext))
-		return NULL;
-	if (ext == cached_ext)
-		return cached_name;
+	if (!find_extension(&nspid, &version))
+		return BG_JOURNAL_MISSING;
+	journal->version = version;
+	if (strcmp(version, BG_SCHEMA_VERSION) != 0)
+		return BG_JOURNAL_WRONG_VERSION;
 
-	sql = psprintf("SELECT n.nspname FROM pg_catalog.pg_extension e "
-				   "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
-				   "WHERE e.oid = %u", ext);
-	if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		return NULL;
-	nsp = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (cached_name)
-		pfree(cached_name);
-	cached_name = MemoryContextStrdup(TopMemoryContext,
-									  quote_qualified_identifier(NameStr(*DatumGetName(nsp)),
-																 "billogram_requests"));
-	cached_ext = ext;
-	return cached_name;
+	relid = get_relname_relid("billogram_requests", nspid);
+	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(classtup))
+		return BG_JOURNAL_MISSING;
+	journal->owner = ((Form_pg_class) GETSTRUCT(classtup))->relowner;
+	ReleaseSysCache(classtup);
+
+	if (nspid != cached_nsp)
+	{
+		char	   *nspname = get_namespace_name(nspid);
+
+		if (cached_name)
+			pfree(cached_name);
+		if (cached_schema)
+			pfree(cached_schema);
+		cached_name = MemoryContextStrdup(TopMemoryContext,
+										  quote_qualified_identifier(nspname, "billogram_requests"));
+		cached_schema = MemoryContextStrdup(TopMemoryContext,
+											quote_identifier(nspname));
+		cached_nsp = nspid;
+	}
+	journal->name = cached_name;
+	journal->schema = cached_schema;
+	return BG_JOURNAL_READY;
 }
 
 /* the journal of the current batch, set by bg_queue_installed() */
-static const char *journal = NULL;
+static BgJournal journal;
+static bool wrong_version_logged = false;
 
+/*
+ * Whether the worker can use the journal in this transaction.  An extension
+ * at another version is logged once: until it is updated, the queue waits
+ * and synchronous calls are refused unsent.
+ */
 bool
 bg_queue_installed(void)
 {
-	journal = bg_journal_name();
-	return journal != NULL;
+	switch (bg_journal_lookup(&journal))
+	{
+		case BG_JOURNAL_READY:
+			wrong_version_logged = false;
+			return true;
+		case BG_JOURNAL_WRONG_VERSION:
+			if (!wrong_version_logged)
+				ereport(WARNING,
+						(errmsg("billogram worker: the extension in database \"%s\" is at version %s, this library needs %s",
+								bg_database, journal.version, BG_SCHEMA_VERSION),
+						 errdetail("Nothing is sent until it is updated: queued payments wait, synchronous calls are refused."),
+						 errhint("Run ALTER EXTENSION billogram UPDATE in database \"%s\".",
+								 bg_database)));
+			wrong_version_logged = true;
+			return false;
+		case BG_JOURNAL_MISSING:
+			break;
+	}
+	return false;
 }
 
 /*
  * The worker's statements, planned once and kept: a batch runs one per
- * finished transfer.  %1$s stands for the journal's qualified name.
+ * finished transfer.  %1$s stands for the journal's qualified name, %2$s
+ * for the extension's schema.
  */
 typedef enum BgStatement
 {
@@ -88,10 +162,13 @@ typedef enum BgStatement
 } BgStatement;
 
 static const char *const statement_sql[NUM_STATEMENTS] = {
+	/* $5 to $10: the caller, see BgCaller */
 	[STMT_RECORD_SYNC] =
 	"INSERT INTO %1$s (origin, billogram_id, mode, amount, request_body, "
-	"state, attempts, sent_at) "
-	"VALUES ('sync', $1, $2, $3::numeric, $4, 'sending', 1, now()) RETURNING id",
+	"state, attempts, sent_at, created_by, effective_role, login_role, "
+	"database_name, backend_pid, application_name) "
+	"VALUES ('sync', $1, $2, $3::numeric, $4, 'sending', 1, now(), "
+	"$5, $6, $7, $8, $9, $10) RETURNING id",
 
 	/* $2, $3: the claim cursor, see bg_queue_claim() */
 	[STMT_CLAIM] =
@@ -104,8 +181,9 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 
 	/*
 	 * $1 id, $2 final state, $3 retry?, $4 HTTP status, $5 body, $6 error,
-	 * $7 Retry-After seconds, $8 max attempts.  A retry waits 1 s doubling
-	 * up to 5 min, with jitter, and at least Retry-After.
+	 * $7 Retry-After seconds, $8 max attempts, $9 billogram.journal_reply
+	 * ('none' passes no body).  A retry waits 1 s doubling up to 5 min,
+	 * with jitter, and at least Retry-After.
 	 */
 	[STMT_FINISH] =
 	"WITH u AS (UPDATE %1$s r SET "
@@ -116,27 +194,33 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"   ELSE r.next_attempt_at END,"
 	" finished_at = CASE WHEN $3 AND r.attempts < $8 THEN NULL ELSE clock_timestamp() END,"
 	" http_status = $4,"
-	" response = CASE WHEN $2 = 'done' THEN $5::jsonb -> 'data' END,"
+	" response = CASE WHEN $2 <> 'done' THEN NULL WHEN $9 = 'full' THEN $5::jsonb -> 'data'"
+	"   ELSE %2$s.billogram_invoice_summary($5::jsonb -> 'data', r.sent_at) END,"
 	" error = $6::jsonb "
 	" WHERE r.id = $1 RETURNING r.id, r.state) "
 	"SELECT u.state, CASE WHEN u.state <> 'pending' THEN "
 	" pg_notify('billogram_requests', json_build_object('id', u.id, 'state', u.state)::text) END "
 	"FROM u",
 
-	/* $2: the GET's body on success, else the error as JSON */
+	/*
+	 * $2: the GET's body on success (NULL for journal_reply 'none'), else
+	 * the error as JSON; $4: billogram.journal_reply
+	 */
 	[STMT_SNAPSHOT] =
-	"UPDATE %1$s SET invoice_snapshot = CASE WHEN $3 THEN $2::jsonb -> 'data' "
-	"ELSE jsonb_build_object('error', $2::jsonb) END, "
+	"UPDATE %1$s SET invoice_snapshot = CASE WHEN NOT $3 THEN jsonb_build_object('error', $2::jsonb) "
+	"WHEN $4 = 'full' THEN $2::jsonb -> 'data' "
+	"ELSE %2$s.billogram_invoice_summary($2::jsonb -> 'data', sent_at) END, "
 	"snapshot_at = clock_timestamp() WHERE id = $1",
 };
 
-static const int statement_nargs[NUM_STATEMENTS] = {4, 3, 8, 3};
-static const Oid statement_types[NUM_STATEMENTS][8] = {
-	[STMT_RECORD_SYNC] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID},
+static const int statement_nargs[NUM_STATEMENTS] = {10, 3, 9, 4};
+static const Oid statement_types[NUM_STATEMENTS][10] = {
+	[STMT_RECORD_SYNC] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID},
 	[STMT_CLAIM] = {INT4OID, TIMESTAMPTZOID, INT8OID},
 	[STMT_FINISH] = {INT8OID, TEXTOID, BOOLOID, INT4OID, TEXTOID, TEXTOID,
-	INT4OID, INT4OID},
-	[STMT_SNAPSHOT] = {INT8OID, TEXTOID, BOOLOID},
+	INT4OID, INT4OID, TEXTOID},
+	[STMT_SNAPSHOT] = {INT8OID, TEXTOID, BOOLOID, TEXTOID},
 };
 
 static SPIPlanPtr plans[NUM_STATEMENTS];
@@ -147,7 +231,7 @@ plan_for(BgStatement stmt)
 {
 	int			i;
 
-	if (plans_journal == NULL || strcmp(plans_journal, journal) != 0)
+	if (plans_journal == NULL || strcmp(plans_journal, journal.name) != 0)
 	{
 		for (i = 0; i < NUM_STATEMENTS; i++)
 		{
@@ -157,11 +241,12 @@ plan_for(BgStatement stmt)
 		}
 		if (plans_journal)
 			pfree(plans_journal);
-		plans_journal = MemoryContextStrdup(TopMemoryContext, journal);
+		plans_journal = MemoryContextStrdup(TopMemoryContext, journal.name);
 	}
 	if (plans[stmt] == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(psprintf(statement_sql[stmt], journal),
+		SPIPlanPtr	plan = SPI_prepare(psprintf(statement_sql[stmt], journal.name,
+												journal.schema),
 									   statement_nargs[stmt],
 									   (Oid *) statement_types[stmt]);
 
@@ -189,19 +274,36 @@ text_or_null(const char *s, bool *isnull)
 	return *isnull ? (Datum) 0 : CStringGetTextDatum(s);
 }
 
+/* A text argument and its SPI null flag. */
+static void
+set_text_arg(Datum *values, char *nulls, int i, const char *s)
+{
+	bool		isnull;
+
+	values[i] = text_or_null(s, &isnull);
+	nulls[i] = isnull ? 'n' : ' ';
+}
+
 int64
 bg_queue_record_sync(const BgCreditPayment *payment)
 {
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	const BgCaller *caller = &payment->caller;
+	Datum		values[10];
+	char		nulls[10];
 	bool		isnull;
 	int			rc;
 
-	values[0] = CStringGetTextDatum(payment->billogram_id);
-	values[1] = CStringGetTextDatum(payment->mode);
-	values[2] = text_or_null(payment->amount, &isnull);
-	nulls[2] = isnull ? 'n' : ' ';
-	values[3] = CStringGetTextDatum(payment->body);
+	set_text_arg(values, nulls, 0, payment->billogram_id);
+	set_text_arg(values, nulls, 1, payment->mode);
+	set_text_arg(values, nulls, 2, payment->amount);
+	set_text_arg(values, nulls, 3, payment->body);
+	set_text_arg(values, nulls, 4, NameStr(caller->role));
+	set_text_arg(values, nulls, 5, NameStr(caller->effective_role));
+	set_text_arg(values, nulls, 6, NameStr(caller->login_role));
+	set_text_arg(values, nulls, 7, NameStr(caller->database));
+	values[8] = Int32GetDatum(caller->pid);
+	nulls[8] = ' ';
+	set_text_arg(values, nulls, 9, caller->application_name);
 
 	rc = SPI_execute_plan(plan_for(STMT_RECORD_SYNC), values, nulls, false, 1);
 	check_spi(rc, SPI_OK_INSERT_RETURNING, "recording a synchronous call");
@@ -329,8 +431,8 @@ const char *
 bg_queue_finish(int64 id, bool is_sync, const BgReply *reply,
 				const char *body, size_t body_len)
 {
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		retry;
 	bool		isnull;
 	const char *state = outcome_state(is_sync, reply, &retry);
@@ -343,7 +445,10 @@ bg_queue_finish(int64 id, bool is_sync, const BgReply *reply,
 	nulls[3] = reply->http_status ? ' ' : 'n';
 	if (reply->outcome == BG_OUTCOME_OK)
 	{
-		values[4] = CStringGetTextDatum(pg_any_to_server(body, (int) body_len, PG_UTF8));
+		if (bg_journal_reply == BG_JOURNAL_REPLY_NONE)
+			nulls[4] = 'n';
+		else
+			values[4] = CStringGetTextDatum(pg_any_to_server(body, (int) body_len, PG_UTF8));
 		nulls[5] = 'n';
 	}
 	else
@@ -353,6 +458,7 @@ bg_queue_finish(int64 id, bool is_sync, const BgReply *reply,
 	}
 	values[6] = Int32GetDatum((int32) reply->retry_after);
 	values[7] = Int32GetDatum(bg_max_attempts);
+	values[8] = CStringGetTextDatum(bg_journal_reply_name());
 
 	rc = SPI_execute_plan(plan_for(STMT_FINISH), values, nulls, false, 0);
 	check_spi(rc, SPI_OK_SELECT, "recording an outcome");
@@ -367,15 +473,20 @@ bg_queue_save_snapshot(int64 id, const BgReply *reply,
 					   const char *body, size_t body_len)
 {
 	bool		ok = (reply->outcome == BG_OUTCOME_OK);
-	Datum		values[3];
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int			rc;
 
 	values[0] = Int64GetDatum(id);
-	values[1] = CStringGetTextDatum(ok ?
-									pg_any_to_server(body, (int) body_len, PG_UTF8) :
-									error_json(reply));
+	if (!ok)
+		values[1] = CStringGetTextDatum(error_json(reply));
+	else if (bg_journal_reply == BG_JOURNAL_REPLY_NONE)
+		nulls[1] = 'n';
+	else
+		values[1] = CStringGetTextDatum(pg_any_to_server(body, (int) body_len, PG_UTF8));
 	values[2] = BoolGetDatum(ok);
-	rc = SPI_execute_plan(plan_for(STMT_SNAPSHOT), values, NULL, false, 0);
+	values[3] = CStringGetTextDatum(bg_journal_reply_name());
+	rc = SPI_execute_plan(plan_for(STMT_SNAPSHOT), values, nulls, false, 0);
 	check_spi(rc, SPI_OK_UPDATE, "saving an invoice snapshot");
 }
 
@@ -399,7 +510,7 @@ bg_queue_recover(void)
 				   "RETURNING id, billogram_id, mode, amount, request_body) "
 				   "SELECT u.*, pg_notify('billogram_requests', "
 				   "json_build_object('id', u.id, 'state', 'in_doubt')::text) FROM u",
-				   journal);
+				   journal.name);
 	rc = SPI_execute(sql, false, 0);
 	check_spi(rc, SPI_OK_SELECT, "recovering requests left in state sending");
 	for (i = 0; i < SPI_processed; i++)
@@ -425,7 +536,7 @@ bg_queue_next_due(void)
 	int			rc;
 
 	sql = psprintf("SELECT min(next_attempt_at) FROM %s WHERE state = 'pending'",
-				   journal);
+				   journal.name);
 	rc = SPI_execute(sql, true, 1);
 	check_spi(rc, SPI_OK_SELECT, "looking for due payments");
 	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

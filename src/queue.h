@@ -28,7 +28,31 @@ typedef struct BgQueuedRequest
 /* Longest wait between two looks at the queue, in milliseconds. */
 #define BG_SWEEP_MS		10000
 
-extern const char *bg_journal_name(void);
+/*
+ * The journal's schema version this library's statements are written for:
+ * in a database whose extension is at another version the queue is not
+ * served and nothing is journaled, until ALTER EXTENSION billogram UPDATE.
+ */
+#define BG_SCHEMA_VERSION	"0.2"
+
+typedef enum BgJournalStatus
+{
+	BG_JOURNAL_MISSING,			/* no extension in this database */
+	BG_JOURNAL_WRONG_VERSION,	/* installed at another version */
+	BG_JOURNAL_READY
+} BgJournalStatus;
+
+/* Where the journal is, as bg_journal_lookup() found it. */
+typedef struct BgJournal
+{
+	const char *name;			/* schema-qualified, quoted as needed */
+	const char *schema;			/* the extension's schema, quoted */
+	Oid			owner;			/* the journal table's owner */
+	const char *version;		/* the extension's installed version */
+} BgJournal;
+
+/* Catalog lookups only, no SPI; cheap enough for every batch or row. */
+extern BgJournalStatus bg_journal_lookup(BgJournal *journal);
 extern bool bg_queue_installed(void);
 extern int64 bg_queue_record_sync(const BgCreditPayment *payment);
 extern List *bg_queue_claim(int max_rows);

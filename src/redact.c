@@ -17,10 +17,10 @@
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
 
+#include "credentials.h"
 #include "guc.h"
 #include "redact.h"
 
-#define BG_MASK "********"
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
@@ -39,7 +39,7 @@ masked(const char *text, const char *secret)
 	while (hit != NULL)
 	{
 		appendBinaryStringInfo(&buf, text, hit - text);
-		appendStringInfoString(&buf, BG_MASK);
+		appendStringInfoString(&buf, BG_PASSWORD_MASK);
 		text = hit + len;
 		hit = strstr(text, secret);
 	}
@@ -59,7 +59,7 @@ mask_field(char **field, const char *secret)
 static void
 redact_password(ErrorData *edata)
 {
-	const char *secret = bg_api_password;
+	const char *secret = bg_api_password_in_use();
 
 	/* the reload message carries the new value: never show it */
 	if (edata->message_id &&
@@ -67,7 +67,12 @@ redact_password(ErrorData *edata)
 		edata->message && strstr(edata->message, "\"billogram.api_password\""))
 		edata->message = pstrdup("parameter \"billogram.api_password\" changed");
 
-	if (secret != NULL && secret[0] != '\0')
+	/*
+	 * Only a password of the minimum length is looked for: that is the only
+	 * kind in use (shorter ones are refused), and a short string would be
+	 * found inside ordinary words.
+	 */
+	if (strlen(secret) >= BG_PASSWORD_MIN_LEN)
 	{
 		mask_field(&edata->message, secret);
 		mask_field(&edata->detail, secret);

@@ -11,7 +11,10 @@
  */
 #include "postgres.h"
 
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/numeric.h"
 
 #include "request.h"
@@ -144,4 +147,20 @@ bg_build_credit_payment(BgCreditPayment *req,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid mode \"%s\"", mode_str),
 				 errhint("Use mode 'remaining' or 'amount'.")));
+}
+
+void
+bg_identify_caller(BgCaller *caller)
+{
+	const char *appname = GetConfigOption("application_name", true, false);
+	char	   *dbname = get_database_name(MyDatabaseId);
+
+	memset(caller, 0, sizeof(*caller));
+	namestrcpy(&caller->role, GetUserNameFromId(GetOuterUserId(), false));
+	namestrcpy(&caller->effective_role, GetUserNameFromId(GetUserId(), false));
+	namestrcpy(&caller->login_role, GetUserNameFromId(GetSessionUserId(), false));
+	namestrcpy(&caller->database, dbname ? dbname : "");
+	caller->pid = MyProcPid;
+	strlcpy(caller->application_name, appname ? appname : "",
+			sizeof(caller->application_name));
 }

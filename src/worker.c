@@ -36,6 +36,7 @@
 #include "utils/timestamp.h"
 
 #include "channel.h"
+#include "credentials.h"
 #include "guc.h"
 #include "http.h"
 #include "queue.h"
@@ -422,6 +423,13 @@ billogram_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(bg_database, NULL, 0);
 	pgstat_report_appname("billogram worker");
 
+	/*
+	 * The worker runs as the bootstrap superuser: no object a database user
+	 * created may be picked up by name in its statements.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	bg_load_password_file();
+
 #if defined(__GLIBC__) && defined(M_TRIM_THRESHOLD)
 	mallopt(M_TRIM_THRESHOLD, BG_MALLOC_TRIM_THRESHOLD);
 #endif
@@ -442,6 +450,7 @@ billogram_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			bg_load_password_file();
 			bg_http_settings_changed();
 		}
 

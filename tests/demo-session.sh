@@ -109,10 +109,14 @@ SELECT billogram_credit_payment('2kAEEjE', 'amount', 10.001);
 
 \echo
 \echo '-- the trigger option: each committed insert is queued, then sent by the worker'
-CREATE TABLE payouts (id serial PRIMARY KEY, invoice text NOT NULL, amount numeric(12, 2));
+CREATE TABLE payouts (id serial PRIMARY KEY, invoice text NOT NULL, amount numeric(12, 2),
+                      mode text NOT NULL DEFAULT 'amount');
 CREATE TRIGGER register_payout AFTER INSERT ON payouts FOR EACH ROW
-    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount');
-INSERT INTO payouts (invoice, amount) VALUES ('7xQpRt2', 120.50), ('9LmNo3k', NULL);
+    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount', 'mode');
+INSERT INTO payouts (invoice, amount, mode) VALUES ('7xQpRt2', 120.50, 'amount'), ('9LmNo3k', NULL, 'remaining');
+\echo '-- a missing amount is refused, never paid out as the remaining sum'
+INSERT INTO payouts (invoice, amount) VALUES ('7xQpRt2', NULL);
+\echo SQLSTATE: :LAST_ERROR_SQLSTATE
 DO $$ BEGIN
     WHILE EXISTS (SELECT 1 FROM billogram_requests WHERE state IN ('pending', 'sending')) LOOP
         PERFORM pg_sleep(0.05);

@@ -1,0 +1,141 @@
+/*
+ * billogram 0.1 -> 0.2
+ *
+ * Closes the routes by which a role without a grant could queue a payment,
+ * records who caused each payment, stops a NULL trigger amount from paying
+ * out the remaining sum, and keeps customers' personal data out of the
+ * journal by default.  billogram--0.2.sql documents every object; the
+ * upgraded schema is the same as a fresh 0.2 one (a test compares them).
+ * CHANGELOG.md says what this changes for existing triggers and rows.
+ */
+
+-- complain if script is sourced in psql, rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION billogram UPDATE TO '0.2'" to load this file. \quit
+
+-- who caused each payment; NULL in rows journaled by 0.1
+ALTER TABLE billogram_requests
+    ADD COLUMN effective_role   name,
+    ADD COLUMN login_role       name,
+    ADD COLUMN database_name    name,
+    ADD COLUMN backend_pid      integer,
+    ADD COLUMN application_name text;
+
+-- the queuing functions run as their caller; the C code inserts as the
+-- journal's owner
+ALTER FUNCTION billogram_enqueue_credit_payment(text, text, numeric)
+    SECURITY INVOKER RESET search_path;
+ALTER FUNCTION billogram_payment_trigger()
+    SECURITY INVOKER RESET search_path;
+
+-- a trigger needs a grant: at CREATE TRIGGER for its creator, and at every
+-- row for the table's owner
+REVOKE ALL ON FUNCTION billogram_payment_trigger() FROM PUBLIC;
+
+-- SECURITY DEFINER functions: search_path pg_catalog only, journal named by
+-- schema
+CREATE OR REPLACE FUNCTION billogram_resolve(request_id bigint, action text)
+RETURNS billogram_requests
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r @extschema@.billogram_requests;
+BEGIN
+    IF action IS NULL OR action NOT IN ('resend', 'mark_done', 'mark_failed') THEN
+        RAISE EXCEPTION 'invalid action "%"', action
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''resend'', ''mark_done'' or ''mark_failed''.';
+    END IF;
+
+    SELECT * INTO r FROM @extschema@.billogram_requests WHERE id = request_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'billogram request % does not exist', request_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF r.state NOT IN ('in_doubt', 'failed') THEN
+        RAISE EXCEPTION 'billogram request % is %, only in_doubt and failed requests can be resolved',
+                        request_id, r.state
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+
+    UPDATE @extschema@.billogram_requests
+       SET state = CASE action WHEN 'resend' THEN 'pending'
+                               WHEN 'mark_done' THEN 'done'
+                               ELSE 'failed' END,
+           next_attempt_at = CASE WHEN action = 'resend' THEN now() ELSE next_attempt_at END,
+           finished_at = CASE WHEN action = 'resend' THEN NULL ELSE now() END,
+           resolution = concat_ws(E'\n', resolution,
+                                  format('%s by %s at %s (was %s)', action, session_user, now(), r.state))
+     WHERE id = request_id
+    RETURNING * INTO r;
+
+    IF action = 'resend' THEN
+        PERFORM @extschema@.billogram_wake_worker_at_commit();
+    ELSE
+        PERFORM pg_notify('billogram_requests',
+                          json_build_object('id', r.id, 'state', r.state)::text);
+    END IF;
+    RETURN r;
+END
+$$;
+
+-- purge: every finished row, on the strength of the EXECUTE grant alone
+-- (CREATE OR REPLACE keeps the grants a DBA gave)
+CREATE OR REPLACE FUNCTION billogram_purge(older_than interval)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM @extschema@.billogram_requests
+         WHERE state IN ('done', 'failed') AND finished_at < now() - older_than
+        RETURNING 1)
+    SELECT count(*) FROM gone;
+$$;
+
+REVOKE ALL ON FUNCTION billogram_purge(interval) FROM PUBLIC;
+
+/*
+ * billogram_invoice_summary(invoice, sent_at) RETURNS jsonb
+ *
+ * What the journal keeps of an invoice under billogram.journal_reply =
+ * 'summary': its id, number, state, currency and sums, and of its events
+ * only type, time, uuid and amount, for the events dated from five minutes
+ * before the request was sent (Billogram's clock may differ from ours).
+ * Times are compared as UTC; a time Billogram writes in Swedish local time
+ * reads as later, so the error only ever keeps an older event, never drops
+ * a new one.  An event whose time is not an ISO 8601 date is kept, since it
+ * cannot be placed.  Names, addresses, e-mail, identity numbers and the PDF are left
+ * out.  Used by the worker; also usable to shrink rows journaled in full:
+ *     UPDATE billogram_requests SET response = billogram_invoice_summary(response, sent_at);
+ * Privileges: EXECUTE for PUBLIC: it reads nothing but its arguments.
+ */
+CREATE FUNCTION billogram_invoice_summary(invoice jsonb, sent_at timestamptz)
+RETURNS jsonb
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'id', invoice -> 'id',
+        'invoice_no', invoice -> 'invoice_no',
+        'state', invoice -> 'state',
+        'currency', invoice -> 'currency',
+        'total_sum', invoice -> 'total_sum',
+        'remaining_sum', invoice -> 'remaining_sum',
+        'rounding_value', invoice -> 'rounding_value',
+        'detailed_sums', invoice -> 'detailed_sums',
+        'updated_at', invoice -> 'updated_at',
+        'events', (
+            SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                       'type', e -> 'type',
+                       'created_at', e -> 'created_at',
+                       'event_uuid', e -> 'event_uuid',
+                       'amount', e -> 'data' -> 'amount'))), '[]')
+              FROM jsonb_array_elements(CASE jsonb_typeof(invoice -> 'events')
+                                        WHEN 'array' THEN invoice -> 'events'
+                                        ELSE '[]' END) AS e
+             WHERE coalesce(e ->> 'created_at', '') !~ '^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d'
+                OR translate(left(e ->> 'created_at', 19), 'T', ' ')
+                   >= to_char((sent_at - interval '5 minutes') AT TIME ZONE 'UTC',
+                              'YYYY-MM-DD HH24:MI:SS'))));
+$$;

@@ -1,0 +1,369 @@
+/*
+ * billogram 0.2: register Billogram credit payments from SQL.
+ *
+ * The HTTP requests themselves are made by the extension's background
+ * worker, which exists only when billogram is listed in
+ * shared_preload_libraries.
+ *
+ * Who may move money: nobody but the roles a DBA grants, one grant per
+ * capability, each stated below:
+ *   pay now           EXECUTE ON FUNCTION billogram_credit_payment
+ *   queue a payment   EXECUTE ON FUNCTION billogram_enqueue_credit_payment
+ *   queue by trigger  EXECUTE ON FUNCTION billogram_payment_trigger, held
+ *                     by the owner of the table the trigger is on
+ *   resolve, resend   EXECUTE ON FUNCTION billogram_resolve
+ *   purge the journal EXECUTE ON FUNCTION billogram_purge
+ * PUBLIC holds none of them.  The functions that queue run as their caller,
+ * so that the journal names who asked; only their insert into the journal
+ * runs as its owner.  The SECURITY DEFINER functions pin search_path to
+ * pg_catalog and name the journal by schema, so no object a user created can
+ * run with their rights.
+ */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION billogram" to load this file. \quit
+
+/*
+ * billogram_credit_payment(id, mode, amount)
+ *
+ * Registers a payment on the stand-alone credit invoice `id` and returns the
+ * updated invoice (the reply's "data") as jsonb.
+ *   mode 'remaining': pays out the whole remaining amount; amount must be NULL.
+ *   mode 'amount':    pays out `amount`, which must be positive, finite and
+ *                     have at most two decimals.
+ * Invalid arguments raise SQLSTATE 22023 and nothing is sent.  Failures
+ * raise BG000 (no reply), BG001 (unusable reply), BG002 (worker lost the
+ * request) or BG followed by the HTTP status of an error reply (BG404...).
+ *
+ * The payment is made when the function runs and is not undone if the
+ * calling transaction rolls back.  VOLATILE and PARALLEL UNSAFE: every call
+ * moves money.  Not STRICT, so that NULL arguments get a clear error.
+ *
+ * Privileges: EXECUTE is revoked from PUBLIC; grant it to the roles that
+ * may register payments:
+ *     GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric) TO finance;
+ */
+CREATE FUNCTION billogram_credit_payment(id text, mode text, amount numeric DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'billogram_credit_payment'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric) FROM PUBLIC;
+
+COMMENT ON FUNCTION billogram_credit_payment(text, text, numeric) IS
+'Registers a payment on a Billogram credit invoice through the billogram worker; returns the updated invoice';
+
+/*
+ * The journal of credit-payment requests.
+ *
+ * One row per request, whatever its origin:
+ *   'sync'    billogram_credit_payment(); the worker records the row in its
+ *             own transaction before sending, so a payment that reached
+ *             Billogram is on record even if the caller rolled back;
+ *   'enqueue' billogram_enqueue_credit_payment();
+ *   'trigger' billogram_payment_trigger(), with the source table and the
+ *             source row's primary key.
+ *
+ * States: pending -> sending -> done | failed | in_doubt; a pending row
+ * whose attempt provably did not reach Billogram (or was answered 429/503)
+ * goes back to pending with a later next_attempt_at.  'sending' is
+ * committed before the request leaves, so after a crash a row in 'sending'
+ * becomes 'in_doubt' rather than being sent again.  in_doubt rows carry the
+ * reason in error and, in invoice_snapshot, the invoice as a GET returned it
+ * afterwards, for an operator to decide with billogram_resolve().
+ *
+ * Who caused each payment: created_by is the role that called or inserted
+ * (SET ROLE counts, SECURITY DEFINER does not), effective_role the role in
+ * effect at that moment (it differs inside a SECURITY DEFINER function),
+ * login_role the session's authenticated role; database_name, backend_pid
+ * and application_name say where the call came from (synchronous calls may
+ * come from any database).  Rows from 0.1 have only created_by, which then
+ * held session_user.
+ *
+ * What it keeps of an invoice (response, invoice_snapshot) follows the
+ * superuser setting billogram.journal_reply: by default a summary without
+ * personal data (see billogram_invoice_summary below); 'full' keeps the
+ * whole invoice, names, addresses and identity numbers included; 'none'
+ * keeps nothing.
+ *
+ * Privileges: no access for PUBLIC; superusers, or roles granted access
+ * explicitly, read it.  Writes go through the functions below; a role
+ * granted INSERT or UPDATE here (or pg_write_all_data) could queue payments
+ * directly, so grant no more than SELECT.
+ * Its rows are data: pg_dump dumps them (pg_extension_config_dump).
+ */
+CREATE TABLE billogram_requests (
+    id               bigserial PRIMARY KEY,
+    origin           text NOT NULL CHECK (origin IN ('sync', 'enqueue', 'trigger')),
+    billogram_id     text NOT NULL,
+    mode             text NOT NULL CHECK (mode IN ('remaining', 'amount')),
+    amount           numeric CHECK ((mode = 'amount') = (amount IS NOT NULL)),
+    request_body     text NOT NULL,
+    state            text NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'sending', 'done', 'failed', 'in_doubt')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    created_by       name NOT NULL DEFAULT session_user,
+    sent_at          timestamptz,
+    finished_at      timestamptz,
+    http_status      integer,
+    response         jsonb,
+    error            jsonb,
+    invoice_snapshot jsonb,
+    snapshot_at      timestamptz,
+    source_table     text,
+    source_key       jsonb,
+    resolution       text,
+    effective_role   name,
+    login_role       name,
+    database_name    name,
+    backend_pid      integer,
+    application_name text
+);
+
+COMMENT ON TABLE billogram_requests IS
+'Journal and outbox of Billogram credit-payment requests';
+
+-- the worker's claim: due pending rows, oldest first
+CREATE INDEX billogram_requests_pending_idx
+    ON billogram_requests (next_attempt_at, id) WHERE state = 'pending';
+-- purge and status by state
+CREATE INDEX billogram_requests_state_idx ON billogram_requests (state, finished_at);
+
+/*
+ * Every done row stores the invoice (several kB of JSON).  lz4 compresses
+ * it several times faster than the default pglz, which profiling showed to
+ * be the largest single cost of recording an outcome; used where the
+ * server was built with it.
+ */
+DO $$
+BEGIN
+    IF 'lz4' = ANY (SELECT unnest(enumvals) FROM pg_catalog.pg_settings
+                     WHERE name = 'default_toast_compression') THEN
+        ALTER TABLE billogram_requests
+            ALTER COLUMN response SET COMPRESSION lz4,
+            ALTER COLUMN invoice_snapshot SET COMPRESSION lz4;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON billogram_requests FROM PUBLIC;
+REVOKE ALL ON SEQUENCE billogram_requests_id_seq FROM PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('billogram_requests', '');
+SELECT pg_catalog.pg_extension_config_dump('billogram_requests_id_seq', '');
+
+/*
+ * billogram_enqueue_credit_payment(id, mode, amount) RETURNS bigint
+ *
+ * Queues a credit payment, validated exactly like billogram_credit_payment()
+ * (22023 and nothing queued on bad input), and returns the request's id.
+ * It is sent by the worker once, and only if, the calling transaction
+ * commits.  Runs as its caller, whose roles the journal records; the row
+ * itself is inserted as the journal's owner, so granted roles need no
+ * privileges on billogram_requests.
+ * Privileges: EXECUTE revoked from PUBLIC; grant it like the synchronous
+ * function.
+ */
+CREATE FUNCTION billogram_enqueue_credit_payment(id text, mode text, amount numeric DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'billogram_enqueue_credit_payment'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) FROM PUBLIC;
+
+/*
+ * billogram_payment_trigger(id_column [, amount_column [, mode_column]])
+ *
+ * AFTER INSERT ... FOR EACH ROW trigger function.  Each inserted row queues
+ * a credit payment on the invoice named by id_column:
+ *   one argument      mode 'remaining': the whole remaining sum;
+ *   two arguments     mode 'amount', of amount_column; a NULL amount fails
+ *                     the INSERT with 22023 and queues nothing (it is never
+ *                     taken to mean "everything");
+ *   three arguments   the mode in mode_column ('amount' or 'remaining'; NULL
+ *                     fails with 22023), the amount in amount_column, NULL
+ *                     for 'remaining'.
+ * Column names are read as SQL identifiers: 'amount', or '"Amount Due"' for
+ * a quoted name.  Any value that billogram_credit_payment() would refuse
+ * fails the INSERT with 22023.
+ *
+ *   CREATE TRIGGER register_payout AFTER INSERT ON payments FOR EACH ROW
+ *       EXECUTE FUNCTION billogram_payment_trigger('billogram_id', 'amount');
+ *
+ * Privileges: EXECUTE revoked from PUBLIC.  CREATE TRIGGER requires it of
+ * the role creating the trigger, and every row the trigger fires for
+ * requires that the owner of the table holds it then (42501 otherwise):
+ * PostgreSQL checks a trigger function's EXECUTE only at CREATE TRIGGER, so
+ * the function checks again, and a revoked grant or a table given to
+ * another owner stops its trigger at once.  Any role that may INSERT into
+ * the table (or COPY into it) fires the trigger and is recorded as the
+ * payment's creator; it needs no grant of its own.
+ *     GRANT EXECUTE ON FUNCTION billogram_payment_trigger() TO payments_owner;
+ */
+CREATE FUNCTION billogram_payment_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'billogram_payment_trigger'
+LANGUAGE C;
+
+REVOKE ALL ON FUNCTION billogram_payment_trigger() FROM PUBLIC;
+
+-- internal: wake the worker when the calling transaction commits; used by
+-- billogram_resolve().  No privilege for PUBLIC.
+CREATE FUNCTION billogram_wake_worker_at_commit()
+RETURNS void
+AS 'MODULE_PATHNAME', 'billogram_wake_worker_at_commit'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION billogram_wake_worker_at_commit() FROM PUBLIC;
+
+/*
+ * billogram_resolve(request_id, action) RETURNS billogram_requests
+ *
+ * An operator's decision on an 'in_doubt' or 'failed' row, after checking
+ * the invoice at Billogram:
+ *   'resend'      send it again (back to pending, attempts kept);
+ *   'mark_done'   the payment is registered at Billogram;
+ *   'mark_failed' it is not, and will not be sent.
+ * The decision, who took it and when are kept in the resolution column.
+ * Privileges: EXECUTE revoked from PUBLIC; grant it to operators.
+ * SECURITY DEFINER, so operators need no privileges on the journal;
+ * search_path is pg_catalog only and the journal is named by schema, so
+ * nothing an operator defined runs with the definer's rights.
+ */
+CREATE FUNCTION billogram_resolve(request_id bigint, action text)
+RETURNS billogram_requests
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r @extschema@.billogram_requests;
+BEGIN
+    IF action IS NULL OR action NOT IN ('resend', 'mark_done', 'mark_failed') THEN
+        RAISE EXCEPTION 'invalid action "%"', action
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''resend'', ''mark_done'' or ''mark_failed''.';
+    END IF;
+
+    SELECT * INTO r FROM @extschema@.billogram_requests WHERE id = request_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'billogram request % does not exist', request_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF r.state NOT IN ('in_doubt', 'failed') THEN
+        RAISE EXCEPTION 'billogram request % is %, only in_doubt and failed requests can be resolved',
+                        request_id, r.state
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+
+    UPDATE @extschema@.billogram_requests
+       SET state = CASE action WHEN 'resend' THEN 'pending'
+                               WHEN 'mark_done' THEN 'done'
+                               ELSE 'failed' END,
+           next_attempt_at = CASE WHEN action = 'resend' THEN now() ELSE next_attempt_at END,
+           finished_at = CASE WHEN action = 'resend' THEN NULL ELSE now() END,
+           resolution = concat_ws(E'\n', resolution,
+                                  format('%s by %s at %s (was %s)', action, session_user, now(), r.state))
+     WHERE id = request_id
+    RETURNING * INTO r;
+
+    IF action = 'resend' THEN
+        PERFORM @extschema@.billogram_wake_worker_at_commit();
+    ELSE
+        PERFORM pg_notify('billogram_requests',
+                          json_build_object('id', r.id, 'state', r.state)::text);
+    END IF;
+    RETURN r;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_resolve(bigint, text) FROM PUBLIC;
+
+/*
+ * billogram_queue_status: one row per state present, with the age of the
+ * oldest pending row and the most recent error.
+ * Privileges: like billogram_requests, no access for PUBLIC.
+ */
+CREATE VIEW billogram_queue_status AS
+SELECT state,
+       count(*) AS requests,
+       CASE WHEN state = 'pending' THEN now() - min(created_at) END AS oldest_pending_age,
+       (array_agg(error ORDER BY coalesce(finished_at, sent_at) DESC NULLS LAST)
+            FILTER (WHERE error IS NOT NULL))[1] AS last_error
+  FROM billogram_requests
+ GROUP BY state;
+
+REVOKE ALL ON billogram_queue_status FROM PUBLIC;
+
+/*
+ * billogram_purge(older_than) RETURNS bigint
+ *
+ * Deletes the finished rows, 'done' and 'failed' (an operator's resolution
+ * of an in_doubt row ends in one of them), that finished longer ago than
+ * older_than, and returns how many.  Rows that still matter are never
+ * purged: 'pending' and 'sending' ones, and 'in_doubt' ones until an
+ * operator resolves them.  To purge on a schedule, with pg_cron:
+ *     SELECT cron.schedule('billogram-purge', '17 3 * * *',
+ *                          $$SELECT billogram_purge('90 days')$$);
+ * Privileges: EXECUTE revoked from PUBLIC; SECURITY DEFINER, so the grant
+ * alone is enough; search_path pinned as for billogram_resolve().
+ */
+CREATE FUNCTION billogram_purge(older_than interval)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM @extschema@.billogram_requests
+         WHERE state IN ('done', 'failed') AND finished_at < now() - older_than
+        RETURNING 1)
+    SELECT count(*) FROM gone;
+$$;
+
+REVOKE ALL ON FUNCTION billogram_purge(interval) FROM PUBLIC;
+
+/*
+ * billogram_invoice_summary(invoice, sent_at) RETURNS jsonb
+ *
+ * What the journal keeps of an invoice under billogram.journal_reply =
+ * 'summary': its id, number, state, currency and sums, and of its events
+ * only type, time, uuid and amount, for the events dated from five minutes
+ * before the request was sent (Billogram's clock may differ from ours).
+ * Times are compared as UTC; a time Billogram writes in Swedish local time
+ * reads as later, so the error only ever keeps an older event, never drops
+ * a new one.  An event whose time is not an ISO 8601 date is kept, since it
+ * cannot be placed.  Names, addresses, e-mail, identity numbers and the PDF are left
+ * out.  Used by the worker; also usable to shrink rows journaled in full:
+ *     UPDATE billogram_requests SET response = billogram_invoice_summary(response, sent_at);
+ * Privileges: EXECUTE for PUBLIC: it reads nothing but its arguments.
+ */
+CREATE FUNCTION billogram_invoice_summary(invoice jsonb, sent_at timestamptz)
+RETURNS jsonb
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'id', invoice -> 'id',
+        'invoice_no', invoice -> 'invoice_no',
+        'state', invoice -> 'state',
+        'currency', invoice -> 'currency',
+        'total_sum', invoice -> 'total_sum',
+        'remaining_sum', invoice -> 'remaining_sum',
+        'rounding_value', invoice -> 'rounding_value',
+        'detailed_sums', invoice -> 'detailed_sums',
+        'updated_at', invoice -> 'updated_at',
+        'events', (
+            SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                       'type', e -> 'type',
+                       'created_at', e -> 'created_at',
+                       'event_uuid', e -> 'event_uuid',
+                       'amount', e -> 'data' -> 'amount'))), '[]')
+              FROM jsonb_array_elements(CASE jsonb_typeof(invoice -> 'events')
+                                        WHEN 'array' THEN invoice -> 'events'
+                                        ELSE '[]' END) AS e
+             WHERE coalesce(e ->> 'created_at', '') !~ '^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d'
+                OR translate(left(e ->> 'created_at', 19), 'T', ' ')
+                   >= to_char((sent_at - interval '5 minutes') AT TIME ZONE 'UTC',
+                              'YYYY-MM-DD HH24:MI:SS'))));
+$$;

@@ -1,0 +1,151 @@
+--
+-- Money moves only for roles a DBA granted: every route to a payment tried
+-- as a role without grants (42501, nothing queued, nothing sent), the
+-- granted routes, and who the journal names for each.
+--
+\set VERBOSITY default
+CREATE ROLE regress_bg_nogrant;
+CREATE ROLE regress_bg_owner;            -- holds the trigger grant
+CREATE ROLE regress_bg_inserter;         -- may only INSERT into the owner's table
+CREATE ROLE regress_bg_payer;            -- may pay and queue
+CREATE SCHEMA regress_open;
+GRANT USAGE, CREATE ON SCHEMA regress_open TO PUBLIC;
+GRANT EXECUTE ON FUNCTION billogram_payment_trigger() TO regress_bg_owner;
+GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric) TO regress_bg_payer;
+GRANT EXECUTE ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) TO regress_bg_payer;
+
+-- PUBLIC holds no capability
+SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_may
+  FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'billogram'
+ ORDER BY 1;
+
+SET ROLE regress_bg_nogrant;
+-- 1. a temporary table of its own (PUBLIC holds TEMP on the database)
+CREATE TEMP TABLE t_temp (bid text, amt numeric);
+CREATE TRIGGER pay AFTER INSERT ON t_temp FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('bid', 'amt');
+\echo :LAST_ERROR_SQLSTATE
+-- 2. a table in a schema it may create in
+CREATE TABLE regress_open.t_own (bid text, amt numeric);
+CREATE TRIGGER pay AFTER INSERT ON regress_open.t_own FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('bid', 'amt');
+\echo :LAST_ERROR_SQLSTATE
+-- 3. a view of its own, with an INSTEAD OF trigger
+CREATE VIEW regress_open.v_own AS SELECT * FROM regress_open.t_own;
+CREATE TRIGGER pay INSTEAD OF INSERT ON regress_open.v_own FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('bid', 'amt');
+\echo :LAST_ERROR_SQLSTATE
+-- 4. calling the functions directly
+SELECT billogram_payment_trigger();
+\echo :LAST_ERROR_SQLSTATE
+SELECT billogram_enqueue_credit_payment('rtnogrant1', 'amount', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT billogram_credit_payment('rtnogrant1', 'amount', 1);
+\echo :LAST_ERROR_SQLSTATE
+-- 5. as a column default of its own table (checked at INSERT)
+CREATE TABLE regress_open.t_default (bid text,
+    req bigint DEFAULT billogram_enqueue_credit_payment('rtnogrant1', 'amount', 1));
+INSERT INTO regress_open.t_default (bid) VALUES ('x');
+\echo :LAST_ERROR_SQLSTATE
+-- 6. through a SECURITY DEFINER function of its own
+CREATE FUNCTION regress_open.pay_for_me() RETURNS bigint
+LANGUAGE sql SECURITY DEFINER
+AS $$ SELECT billogram_enqueue_credit_payment('rtnogrant1', 'amount', 1) $$;
+SELECT regress_open.pay_for_me();
+\echo :LAST_ERROR_SQLSTATE
+-- 7. writing the journal itself
+INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body)
+VALUES ('enqueue', 'rtnogrant1', 'amount', 1, '{"mode":"amount","amount":1}');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+-- 8. a trigger created while the grant was held, fired after it was revoked
+SET ROLE regress_bg_owner;
+CREATE TABLE regress_open.payouts (bid text PRIMARY KEY, amt numeric);
+CREATE TRIGGER pay AFTER INSERT ON regress_open.payouts FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('bid', 'amt');
+GRANT INSERT, SELECT ON regress_open.payouts TO regress_bg_inserter;
+INSERT INTO regress_open.payouts VALUES ('rtowner1', 1.25);
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION billogram_payment_trigger() FROM regress_bg_owner;
+SET ROLE regress_bg_owner;
+INSERT INTO regress_open.payouts VALUES ('rtrevoked1', 1);
+\echo :LAST_ERROR_SQLSTATE
+-- ... and by COPY
+COPY regress_open.payouts FROM stdin;
+rtrevoked2	1
+\.
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+-- ... and by a role that may insert into the table
+SET ROLE regress_bg_inserter;
+INSERT INTO regress_open.payouts VALUES ('rtrevoked3', 1);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+-- 9. a table given to an owner without the grant stops queuing too
+GRANT EXECUTE ON FUNCTION billogram_payment_trigger() TO regress_bg_owner;
+ALTER TABLE regress_open.payouts OWNER TO regress_bg_nogrant;
+INSERT INTO regress_open.payouts VALUES ('rtgiven1', 1);
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE regress_open.payouts OWNER TO regress_bg_owner;
+
+-- 10. a role without grants inserting through a view of its own over the
+-- owner's table: the view's owner needs INSERT there
+SET ROLE regress_bg_nogrant;
+CREATE VIEW regress_open.v_payouts AS SELECT * FROM regress_open.payouts;
+INSERT INTO regress_open.v_payouts VALUES ('rtview1', 1);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+-- nothing of the above reached the journal or Billogram
+SELECT count(*) AS refused_queued FROM billogram_requests
+ WHERE billogram_id IN ('rtnogrant1', 'rtrevoked1', 'rtrevoked2', 'rtrevoked3', 'rtgiven1', 'rtview1');
+
+-- The granted routes.  A role with only INSERT on the owner's table fires
+-- the trigger and is named as the payment's creator; COPY fires it as well.
+SET ROLE regress_bg_inserter;
+INSERT INTO regress_open.payouts VALUES ('rtinserter1', 1.50);
+COPY regress_open.payouts FROM stdin;
+rtcopy1	1.75
+\.
+RESET ROLE;
+
+-- a granted payer, synchronously and queued, directly and from inside a
+-- SECURITY DEFINER function of the payer's, called by another role
+SET ROLE regress_bg_payer;
+SET application_name = 'regress payer';
+SELECT inv->>'id' AS paid FROM billogram_credit_payment('rtsync1', 'amount', 2) AS inv;
+SELECT billogram_enqueue_credit_payment('rtenqueue1', 'amount', 3) > 0 AS queued;
+CREATE FUNCTION regress_open.payer_pays(bid text) RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
+AS $$ SELECT public.billogram_enqueue_credit_payment(bid, 'amount', 4) $$;
+GRANT EXECUTE ON FUNCTION regress_open.payer_pays(text) TO regress_bg_inserter;
+RESET application_name;
+RESET ROLE;
+SET ROLE regress_bg_inserter;
+SELECT regress_open.payer_pays('rtdefiner1') > 0 AS queued;
+RESET ROLE;
+SELECT wait_for_queue();
+
+-- who the journal names: created_by is the role that called or inserted,
+-- effective_role the one in effect (the definer inside SECURITY DEFINER)
+SELECT billogram_id, origin, state, created_by, effective_role,
+       login_role = session_user AS login_is_session,
+       database_name = current_database() AS database_ok,
+       backend_pid = pg_backend_pid() AS pid_ok, application_name
+  FROM billogram_requests
+ WHERE billogram_id IN ('rtowner1', 'rtinserter1', 'rtcopy1', 'rtsync1', 'rtenqueue1', 'rtdefiner1')
+ ORDER BY id;
+-- each sent once; none of the refused ones
+SELECT r->>'id' AS id, count(*) AS times_sent FROM mock_requests('') r
+ WHERE r->>'method' = 'POST' AND r->>'id' LIKE 'rt%'
+ GROUP BY 1 ORDER BY 1;
+
+DROP TABLE pg_temp.t_temp;
+DROP SCHEMA regress_open CASCADE;
+REVOKE ALL ON FUNCTION billogram_payment_trigger() FROM regress_bg_owner;
+REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric) FROM regress_bg_payer;
+REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) FROM regress_bg_payer;
+DROP ROLE regress_bg_nogrant, regress_bg_owner, regress_bg_inserter, regress_bg_payer;
