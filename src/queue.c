@@ -195,7 +195,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	" finished_at = CASE WHEN $3 AND r.attempts < $8 THEN NULL ELSE clock_timestamp() END,"
 	" http_status = $4,"
 	" response = CASE WHEN $2 <> 'done' THEN NULL WHEN $9 = 'full' THEN $5::jsonb -> 'data'"
-	"   ELSE %2$s.billogram_invoice_summary($5::jsonb -> 'data', r.sent_at) END,"
+	"   ELSE %2$s.billogram_invoice_summary($5::jsonb -> 'data', coalesce(r.sent_at, r.created_at)) END,"
 	" error = $6::jsonb "
 	" WHERE r.id = $1 RETURNING r.id, r.state) "
 	"SELECT u.state, CASE WHEN u.state <> 'pending' THEN "
@@ -209,7 +209,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	[STMT_SNAPSHOT] =
 	"UPDATE %1$s SET invoice_snapshot = CASE WHEN NOT $3 THEN jsonb_build_object('error', $2::jsonb) "
 	"WHEN $4 = 'full' THEN $2::jsonb -> 'data' "
-	"ELSE %2$s.billogram_invoice_summary($2::jsonb -> 'data', sent_at) END, "
+	"ELSE %2$s.billogram_invoice_summary($2::jsonb -> 'data', coalesce(sent_at, created_at)) END, "
 	"snapshot_at = clock_timestamp() WHERE id = $1",
 };
 

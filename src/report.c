@@ -10,6 +10,7 @@
  */
 #include "postgres.h"
 
+#include "queue.h"
 #include "report.h"
 
 /* BG followed by the three digits of the HTTP status, e.g. BG404. */
@@ -119,10 +120,10 @@ bg_report_failure(int elevel, const char *id, const BgReply *reply)
 		case BG_OUTCOME_NOT_INSTALLED:
 			ereport(elevel,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("the billogram extension is not installed in the worker's database \"%s\"",
-							reply->message),
+					 errmsg("the billogram extension is not installed, or not at version %s, in the worker's database \"%s\"",
+							BG_SCHEMA_VERSION, reply->message),
 					 errdetail("Nothing was sent to Billogram: every payment is journaled in billogram_requests first."),
-					 errhint("Run CREATE EXTENSION billogram in database \"%s\" (billogram.database).",
+					 errhint("Run CREATE EXTENSION billogram, or ALTER EXTENSION billogram UPDATE, in database \"%s\" (billogram.database).",
 							 reply->message)));
 			break;
 		case BG_OUTCOME_WORKER:

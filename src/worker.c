@@ -96,6 +96,15 @@ typedef struct BgJob
 static MemoryContext jobs_cxt = NULL;
 static List *finished_jobs = NIL;
 static bool queue_woken = true;
+
+/*
+ * Whether rows a previous worker left in 'sending' have been made in_doubt:
+ * done when the journal first becomes usable, at start or once CREATE or
+ * ALTER EXTENSION ... UPDATE has made it so.  Nothing can have been sent
+ * through a journal this worker could not use, so every 'sending' row then
+ * is a previous worker's.
+ */
+static bool journal_recovered = false;
 static TimestampTz queue_next_due = 0;
 
 static BgJob *
@@ -199,8 +208,19 @@ journal_batch(List *taken, List **done, List **snapshots)
 	pgstat_report_activity(STATE_RUNNING, "billogram: journal batch");
 
 	installed = bg_queue_installed();
+	if (installed && !journal_recovered)
+	{
+		foreach(lc, bg_queue_recover())
+		{
+			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
+
+			*snapshots = keep(*snapshots, new_job(JOB_SNAPSHOT, &q->payment, q->id));
+		}
+		journal_recovered = true;
+	}
 	if (!installed)
 	{
+		journal_recovered = false;
 		/* nothing to claim until CREATE EXTENSION: just sweep now and then */
 		queue_woken = false;
 		queue_next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BG_SWEEP_MS);
@@ -385,34 +405,6 @@ ms_until_queue_due(void)
 												  queue_next_due));
 }
 
-/* Rows a previous worker left in 'sending' become in_doubt. */
-static void
-recover_journal(void)
-{
-	List	   *snapshots = NIL;
-	ListCell   *lc;
-
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (bg_queue_installed())
-	{
-		foreach(lc, bg_queue_recover())
-		{
-			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
-
-			snapshots = keep(snapshots, new_job(JOB_SNAPSHOT, &q->payment, q->id));
-		}
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-
-	foreach(lc, snapshots)
-		start_job((BgJob *) lfirst(lc));
-	list_free(snapshots);
-}
-
 void
 billogram_worker_main(Datum main_arg)
 {
@@ -438,7 +430,6 @@ billogram_worker_main(Datum main_arg)
 									 ALLOCSET_DEFAULT_SIZES);
 	bg_channel_attach_worker();
 	bg_http_init(transfer_finished);
-	recover_journal();
 	ereport(LOG,
 			(errmsg("billogram worker started, API at %s", bg_api_url)));
 

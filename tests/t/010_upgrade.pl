@@ -1,0 +1,149 @@
+# The upgrade from 0.1 to 0.2: a journal with rows in every state, created
+# by 0.1's script; the 0.2 library serves nothing until ALTER EXTENSION
+# UPDATE; then every behaviour of 0.2 on those rows, the same schema as a
+# fresh 0.2, and a pg_dump and restore of the updated database.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::Bin;
+use BgTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $mock = BgTest->start_mock;
+my $node = PostgreSQL::Test::Cluster->new('upgrade');
+$node->init;
+$node->append_conf('postgresql.conf', $mock->config);
+$node->start;
+$node->safe_psql('postgres', "CREATE EXTENSION billogram VERSION '0.1'");
+BgTest::worker_pid($node);
+
+# 0.1's journal, with a row in every state as 0.1 left them
+$node->safe_psql('postgres', q{
+	INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body, state, finished_at, created_by)
+	VALUES ('enqueue', 'upPending1', 'amount', 2.50, '{"mode":"amount","amount":2.50}', 'pending', NULL, 'alice'),
+	       ('trigger', 'upPending2', 'remaining', NULL, '{"mode":"remaining"}', 'pending', NULL, 'alice'),
+	       ('enqueue', 'upSending1', 'amount', 3, '{"mode":"amount","amount":3}', 'sending', NULL, 'bob'),
+	       ('sync', 'upDone1', 'amount', 4, '{"mode":"amount","amount":4}', 'done', now() - interval '2 days', 'bob'),
+	       ('enqueue', 'upFailed1', 'amount', 5, '{"mode":"amount","amount":5}', 'failed', now() - interval '2 days', 'carol'),
+	       ('enqueue', 'upDoubt1', 'amount', 6, '{"mode":"amount","amount":6}', 'in_doubt', now() - interval '2 days', 'carol');
+	UPDATE billogram_requests SET response = '{"id": "upDone1", "customer": {"name": "Anna"}}' WHERE billogram_id = 'upDone1';
+	CREATE TABLE payouts (id serial PRIMARY KEY, invoice text, amount numeric);
+	CREATE TRIGGER pay AFTER INSERT ON payouts FOR EACH ROW
+	    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount');
+	CREATE ROLE clerk;
+	GRANT EXECUTE ON FUNCTION billogram_purge(interval) TO clerk;
+});
+
+# The library is 0.2: with the database at 0.1 it sends nothing and says why.
+my ($state, $out, $err) = BgTest::call($node,
+	"SELECT billogram_credit_payment('upSync0', 'amount', 1)");
+is($state, '55000', 'a synchronous call before the update is refused');
+like($err, qr/not at version 0\.2/, 'saying the extension is not at 0.2');
+like($err, qr/ALTER EXTENSION billogram UPDATE/, 'with the command that fixes it');
+($state, $out, $err) = BgTest::call($node,
+	"SELECT billogram_enqueue_credit_payment('upQueue0', 'amount', 1)");
+is($state, '55000', 'queuing before the update is refused');
+ok($node->wait_for_log(qr/is at version 0\.1, this library needs 0\.2/),
+	'the worker logs that it waits for the update');
+is(scalar @{ $mock->requests }, 0, 'nothing was sent before the update');
+
+$node->safe_psql('postgres', 'ALTER EXTENSION billogram UPDATE');
+is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'billogram'"),
+	'0.2', 'updated to 0.2');
+
+# The worker takes the journal up within its sweep interval: the pending
+# rows are sent once each, the row left in 'sending' becomes in_doubt.
+ok(BgTest::wait_settled($node, 60), 'the queue inherited from 0.1 drains');
+is($node->safe_psql('postgres',
+	"SELECT string_agg(billogram_id || '=' || state, ',' ORDER BY id) FROM billogram_requests"),
+	'upPending1=done,upPending2=done,upSending1=in_doubt,upDone1=done,upFailed1=failed,upDoubt1=in_doubt',
+	'every row is where 0.2 puts it');
+is_deeply($mock->post_counts(qr/^up/), { upPending1 => 1, upPending2 => 1 },
+	'the pending rows were sent once each, nothing else was');
+$node->poll_query_until('postgres',
+	"SELECT invoice_snapshot IS NOT NULL FROM billogram_requests WHERE billogram_id = 'upSending1'")
+  or die 'no snapshot';
+ok(1, 'the row found in sending got its invoice snapshot');
+is($node->safe_psql('postgres',
+	"SELECT created_by || ' ' || coalesce(effective_role::text, '-') FROM billogram_requests WHERE billogram_id = 'upPending1'"),
+	'alice -', "0.1's rows keep created_by; the new columns are empty");
+
+# 0.2's behaviour on 0.1's rows and objects
+($state) = BgTest::call($node, "INSERT INTO payouts (invoice, amount) VALUES ('upNull1', NULL)");
+is($state, '22023', "0.1's trigger refuses a NULL amount after the update");
+is($node->safe_psql('postgres', "SELECT has_function_privilege('public', 'billogram_payment_trigger()', 'EXECUTE')"),
+	'f', 'PUBLIC lost EXECUTE on the trigger function');
+is($node->safe_psql('postgres', q{
+	SELECT (billogram_resolve(id, 'mark_done')).state FROM billogram_requests WHERE billogram_id = 'upDoubt1'}),
+	'done', "an in_doubt row from 0.1 is resolved");
+is($node->safe_psql('postgres', q{
+	SELECT (billogram_resolve(id, 'resend')).state FROM billogram_requests WHERE billogram_id = 'upFailed1'}),
+	'pending', "a failed row from 0.1 can be sent again");
+ok(BgTest::wait_settled($node, 60), 'and it is');
+is(scalar @{ $mock->posts('upFailed1') }, 1, 'once');
+($state, $out) = BgTest::call($node, q{
+	SET ROLE clerk;
+	SELECT billogram_purge('1 day')});
+is($out, '1', "purge, granted under 0.1, now removes old finished rows of every kind");
+is($node->safe_psql('postgres', "SELECT count(*) FROM billogram_requests WHERE billogram_id = 'upDone1'"),
+	'0', 'the old done row with personal data is gone');
+($state, $out) = BgTest::call($node, q{
+	SELECT billogram_credit_payment('upSync1', 'amount', 1) ->> 'id'});
+is($out, 'upSync1', 'synchronous calls work after the update');
+
+# The upgraded schema is the one a fresh 0.2 installs.
+my $describe = q{
+	SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+	  SELECT format('column %s.%s %s %s %s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+	                a.attnotnull, pg_get_expr(d.adbin, d.adrelid)) AS x
+	    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+	    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+	   WHERE c.relname IN ('billogram_requests', 'billogram_queue_status') AND a.attnum > 0 AND NOT a.attisdropped
+	  UNION ALL
+	  SELECT format('constraint %s', pg_get_constraintdef(oid)) FROM pg_constraint
+	   WHERE conrelid = 'billogram_requests'::regclass
+	  UNION ALL
+	  SELECT format('index %s', pg_get_indexdef(indexrelid)) FROM pg_index
+	   WHERE indrelid = 'billogram_requests'::regclass
+	  UNION ALL
+	  SELECT format('acl %s %s', relname, relacl) FROM pg_class
+	   WHERE relname LIKE 'billogram%' AND relkind IN ('r', 'v', 'S')
+	  UNION ALL
+	  SELECT format('function %s %s %s %s %s %s', p.oid::regprocedure, p.prosecdef, p.proconfig,
+	                p.provolatile, p.proacl, md5(p.prosrc))
+	    FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+	   WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram')
+	  UNION ALL
+	  SELECT format('view %s', pg_get_viewdef('billogram_queue_status'::regclass))
+	  UNION ALL
+	  SELECT format('compression %s %s', attname, attcompression) FROM pg_attribute
+	   WHERE attrelid = 'billogram_requests'::regclass AND attnum > 0
+	) s};
+$node->safe_psql('postgres', 'REVOKE ALL ON FUNCTION billogram_purge(interval) FROM clerk');
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('fresh', 'CREATE EXTENSION billogram');
+my $upgraded = $node->safe_psql('postgres', $describe);
+my $fresh = $node->safe_psql('fresh', $describe);
+ok(length($fresh) > 1000, 'the schema description is not empty');
+is($upgraded, $fresh, 'the upgraded schema is identical to a fresh 0.2');
+
+# pg_dump and restore of the updated database: the rows come back, 0.2.
+my $dump = $node->basedir . '/upgraded.dump';
+$node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('postgres') ], 'pg_dump');
+$node->safe_psql('postgres', 'CREATE DATABASE restored');
+$node->command_ok([ 'pg_restore', '-d', $node->connstr('restored'), $dump ], 'pg_restore');
+is($node->safe_psql('restored', "SELECT extversion FROM pg_extension WHERE extname = 'billogram'"),
+	'0.2', 'restored at 0.2');
+is($node->safe_psql('restored',
+	'SELECT string_agg(billogram_id || state, \',\' ORDER BY id) FROM billogram_requests'),
+	$node->safe_psql('postgres',
+	'SELECT string_agg(billogram_id || state, \',\' ORDER BY id) FROM billogram_requests'),
+	'with the same journal rows');
+is($node->safe_psql('restored', 'SELECT count(*) FROM billogram_requests WHERE effective_role IS NOT NULL'),
+	$node->safe_psql('postgres', 'SELECT count(*) FROM billogram_requests WHERE effective_role IS NOT NULL'),
+	'and their 0.2 columns');
+
+done_testing();
