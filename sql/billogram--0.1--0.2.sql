@@ -2,6 +2,7 @@
  * billogram 0.1 -> 0.2
  *
  * Closes the routes by which a role without a grant could queue a payment,
+ * holds rows that came with a dump or copy from another cluster,
  * records who caused each payment, stops a NULL trigger amount from paying
  * out the remaining sum, and keeps customers' personal data out of the
  * journal by default.  billogram--0.2.sql documents every object; the
@@ -18,7 +19,22 @@ ALTER TABLE billogram_requests
     ADD COLUMN login_role       name,
     ADD COLUMN database_name    name,
     ADD COLUMN backend_pid      integer,
-    ADD COLUMN application_name text;
+    ADD COLUMN application_name text,
+    ADD COLUMN made_in_system   bigint,
+    ADD COLUMN made_in_database oid,
+    ADD COLUMN held_at          timestamptz;
+
+-- where each row was made: the rows 0.1 journaled here are taken to be this
+-- server's, as 0.1 would have sent them
+UPDATE billogram_requests
+   SET made_in_system = (SELECT system_identifier FROM pg_control_system()),
+       made_in_database = (SELECT oid FROM pg_database WHERE datname = current_database());
+
+-- a new state, 'held', for rows that came from another cluster or database
+ALTER TABLE billogram_requests
+    DROP CONSTRAINT billogram_requests_state_check,
+    ADD CONSTRAINT billogram_requests_state_check
+        CHECK (state IN ('pending', 'sending', 'done', 'failed', 'in_doubt', 'held'));
 
 -- the queuing functions run as their caller; the C code inserts as the
 -- journal's owner
@@ -30,6 +46,17 @@ ALTER FUNCTION billogram_payment_trigger()
 -- a trigger needs a grant: at CREATE TRIGGER for its creator, and at every
 -- row for the table's owner
 REVOKE ALL ON FUNCTION billogram_payment_trigger() FROM PUBLIC;
+
+-- internal: who is deciding, for the operators' functions below (the role
+-- that called, SET ROLE counted, and the login role if it differs), which
+-- SQL cannot see inside a SECURITY DEFINER function.  No privilege for
+-- PUBLIC; the SECURITY DEFINER functions call it as its owner.
+CREATE FUNCTION billogram_caller()
+RETURNS text
+AS 'MODULE_PATHNAME', 'billogram_caller'
+LANGUAGE C STABLE;
+
+REVOKE ALL ON FUNCTION billogram_caller() FROM PUBLIC;
 
 -- SECURITY DEFINER functions: search_path pg_catalog only, journal named by
 -- schema
@@ -65,7 +92,7 @@ BEGIN
            next_attempt_at = CASE WHEN action = 'resend' THEN now() ELSE next_attempt_at END,
            finished_at = CASE WHEN action = 'resend' THEN NULL ELSE now() END,
            resolution = concat_ws(E'\n', resolution,
-                                  format('%s by %s at %s (was %s)', action, session_user, now(), r.state))
+                                  format('%s by %s at %s (was %s)', action, @extschema@.billogram_caller(), now(), r.state))
      WHERE id = request_id
     RETURNING * INTO r;
 
@@ -139,3 +166,65 @@ AS $$
                    >= to_char((sent_at - interval '5 minutes') AT TIME ZONE 'UTC',
                               'YYYY-MM-DD HH24:MI:SS'))));
 $$;
+
+-- rows that came from elsewhere: released or failed by an operator
+CREATE FUNCTION billogram_release_held(request_id bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE @extschema@.billogram_requests
+       SET state = 'pending',
+           next_attempt_at = now(),
+           resolution = concat_ws(E'\n', resolution,
+                                  format('released by %s at %s (held since %s, made in system %s database %s)',
+                                         @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database)),
+           made_in_system = (SELECT system_identifier FROM pg_control_system()),
+           made_in_database = (SELECT oid FROM pg_database WHERE datname = current_database()),
+           held_at = NULL
+     WHERE state = 'held' AND (request_id IS NULL OR id = request_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM @extschema@.billogram_wake_worker_at_commit();
+    END IF;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_release_held(bigint) FROM PUBLIC;
+
+CREATE FUNCTION billogram_fail_held(request_id bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE @extschema@.billogram_requests
+       SET state = 'failed',
+           finished_at = now(),
+           resolution = concat_ws(E'\n', resolution,
+                                  format('mark_failed by %s at %s (held since %s, made in system %s database %s)',
+                                         @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database))
+     WHERE state = 'held' AND (request_id IS NULL OR id = request_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_fail_held(bigint) FROM PUBLIC;
+
+-- the status view says since when rows are held
+CREATE OR REPLACE VIEW billogram_queue_status AS
+SELECT state,
+       count(*) AS requests,
+       CASE WHEN state = 'pending' THEN now() - min(created_at) END AS oldest_pending_age,
+       (array_agg(error ORDER BY coalesce(finished_at, sent_at) DESC NULLS LAST)
+            FILTER (WHERE error IS NOT NULL))[1] AS last_error,
+       CASE WHEN state = 'held' THEN min(held_at) END AS held_since
+  FROM billogram_requests
+ GROUP BY state;

@@ -12,6 +12,9 @@
  *   queue by trigger  EXECUTE ON FUNCTION billogram_payment_trigger, held
  *                     by the owner of the table the trigger is on
  *   resolve, resend   EXECUTE ON FUNCTION billogram_resolve
+ *   release or fail rows that came from elsewhere
+ *                     EXECUTE ON FUNCTION billogram_release_held,
+ *                     billogram_fail_held
  *   purge the journal EXECUTE ON FUNCTION billogram_purge
  * PUBLIC holds none of them.  The functions that queue run as their caller,
  * so that the journal names who asked; only their insert into the journal
@@ -64,7 +67,8 @@ COMMENT ON FUNCTION billogram_credit_payment(text, text, numeric) IS
  *   'trigger' billogram_payment_trigger(), with the source table and the
  *             source row's primary key.
  *
- * States: pending -> sending -> done | failed | in_doubt; a pending row
+ * States: pending -> sending -> done | failed | in_doubt, and held (below)
+ * for rows made elsewhere; a pending row
  * whose attempt provably did not reach Billogram (or was answered 429/503)
  * goes back to pending with a later next_attempt_at.  'sending' is
  * committed before the request leaves, so after a crash a row in 'sending'
@@ -86,6 +90,17 @@ COMMENT ON FUNCTION billogram_credit_payment(text, text, numeric) IS
  * whole invoice, names, addresses and identity numbers included; 'none'
  * keeps nothing.
  *
+ * Where each row was made: made_in_system is the cluster's system
+ * identifier (pg_control_system()) and made_in_database the OID of the
+ * database whose journal took it.  The worker sends only rows made where it
+ * runs.  Rows that arrive any other way, with a restored dump, pg_upgrade or
+ * a copy brought up as another cluster, may have been sent already by the
+ * server that made them: pending ones become 'held' (held_at says since
+ * when) and wait for an operator's billogram_release_held() or
+ * billogram_fail_held(); one found in 'sending' becomes 'in_doubt'.  A
+ * promoted standby has its primary's system identifier and goes on with
+ * the queue it inherited.  NULL (a row written by hand) counts as elsewhere.
+ *
  * Privileges: no access for PUBLIC; superusers, or roles granted access
  * explicitly, read it.  Writes go through the functions below; a role
  * granted INSERT or UPDATE here (or pg_write_all_data) could queue payments
@@ -100,7 +115,7 @@ CREATE TABLE billogram_requests (
     amount           numeric CHECK ((mode = 'amount') = (amount IS NOT NULL)),
     request_body     text NOT NULL,
     state            text NOT NULL DEFAULT 'pending'
-                     CHECK (state IN ('pending', 'sending', 'done', 'failed', 'in_doubt')),
+                     CHECK (state IN ('pending', 'sending', 'done', 'failed', 'in_doubt', 'held')),
     attempts         integer NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
     created_at       timestamptz NOT NULL DEFAULT now(),
@@ -119,7 +134,10 @@ CREATE TABLE billogram_requests (
     login_role       name,
     database_name    name,
     backend_pid      integer,
-    application_name text
+    application_name text,
+    made_in_system   bigint,
+    made_in_database oid,
+    held_at          timestamptz
 );
 
 COMMENT ON TABLE billogram_requests IS
@@ -218,6 +236,17 @@ LANGUAGE C VOLATILE;
 
 REVOKE ALL ON FUNCTION billogram_wake_worker_at_commit() FROM PUBLIC;
 
+-- internal: who is deciding, for the operators' functions below (the role
+-- that called, SET ROLE counted, and the login role if it differs), which
+-- SQL cannot see inside a SECURITY DEFINER function.  No privilege for
+-- PUBLIC; the SECURITY DEFINER functions call it as its owner.
+CREATE FUNCTION billogram_caller()
+RETURNS text
+AS 'MODULE_PATHNAME', 'billogram_caller'
+LANGUAGE C STABLE;
+
+REVOKE ALL ON FUNCTION billogram_caller() FROM PUBLIC;
+
 /*
  * billogram_resolve(request_id, action) RETURNS billogram_requests
  *
@@ -264,7 +293,7 @@ BEGIN
            next_attempt_at = CASE WHEN action = 'resend' THEN now() ELSE next_attempt_at END,
            finished_at = CASE WHEN action = 'resend' THEN NULL ELSE now() END,
            resolution = concat_ws(E'\n', resolution,
-                                  format('%s by %s at %s (was %s)', action, session_user, now(), r.state))
+                                  format('%s by %s at %s (was %s)', action, @extschema@.billogram_caller(), now(), r.state))
      WHERE id = request_id
     RETURNING * INTO r;
 
@@ -281,8 +310,72 @@ $$;
 REVOKE ALL ON FUNCTION billogram_resolve(bigint, text) FROM PUBLIC;
 
 /*
+ * billogram_release_held(request_id DEFAULT NULL) RETURNS bigint
+ * billogram_fail_held(request_id DEFAULT NULL) RETURNS bigint
+ *
+ * An operator's decision on 'held' rows (all of them, or the one given),
+ * rows that came from another cluster or database (see the journal above).
+ * Release only once the server they came from is stopped, or has been
+ * checked not to have sent them: each released row becomes this server's,
+ * back in the queue, and is sent.  Fail marks them failed instead, never to
+ * be sent.  Both return how many rows they changed and record who decided,
+ * when, and where the row was made, in resolution.
+ * Privileges: EXECUTE revoked from PUBLIC; SECURITY DEFINER with
+ * search_path pinned, as for billogram_resolve().
+ */
+CREATE FUNCTION billogram_release_held(request_id bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE @extschema@.billogram_requests
+       SET state = 'pending',
+           next_attempt_at = now(),
+           resolution = concat_ws(E'\n', resolution,
+                                  format('released by %s at %s (held since %s, made in system %s database %s)',
+                                         @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database)),
+           made_in_system = (SELECT system_identifier FROM pg_control_system()),
+           made_in_database = (SELECT oid FROM pg_database WHERE datname = current_database()),
+           held_at = NULL
+     WHERE state = 'held' AND (request_id IS NULL OR id = request_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM @extschema@.billogram_wake_worker_at_commit();
+    END IF;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_release_held(bigint) FROM PUBLIC;
+
+CREATE FUNCTION billogram_fail_held(request_id bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE @extschema@.billogram_requests
+       SET state = 'failed',
+           finished_at = now(),
+           resolution = concat_ws(E'\n', resolution,
+                                  format('mark_failed by %s at %s (held since %s, made in system %s database %s)',
+                                         @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database))
+     WHERE state = 'held' AND (request_id IS NULL OR id = request_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_fail_held(bigint) FROM PUBLIC;
+
+/*
  * billogram_queue_status: one row per state present, with the age of the
- * oldest pending row and the most recent error.
+ * oldest pending row, the most recent error, and since when rows are held.
  * Privileges: like billogram_requests, no access for PUBLIC.
  */
 CREATE VIEW billogram_queue_status AS
@@ -290,7 +383,8 @@ SELECT state,
        count(*) AS requests,
        CASE WHEN state = 'pending' THEN now() - min(created_at) END AS oldest_pending_age,
        (array_agg(error ORDER BY coalesce(finished_at, sent_at) DESC NULLS LAST)
-            FILTER (WHERE error IS NOT NULL))[1] AS last_error
+            FILTER (WHERE error IS NOT NULL))[1] AS last_error,
+       CASE WHEN state = 'held' THEN min(held_at) END AS held_since
   FROM billogram_requests
  GROUP BY state;
 

@@ -168,9 +168,11 @@ insert_pending(const BgCreditPayment *payment, const char *origin,
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
-	Datum		args[13];
-	char		nulls[13];
+	Datum		args[15];
+	char		nulls[15];
 	bool		isnull;
+	int64		system;
+	Oid			database;
 	int64		id;
 	int			rc;
 
@@ -186,21 +188,22 @@ insert_pending(const BgCreditPayment *payment, const char *origin,
 	SPI_connect();
 	if (plan == NULL || strcmp(plan_journal, journal->name) != 0)
 	{
-		Oid			types[13] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		Oid			types[15] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 			TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
-		TEXTOID};
+		TEXTOID, INT8OID, OIDOID};
 		char	   *sql;
 
 		sql = psprintf("INSERT INTO %s (origin, billogram_id, mode, amount, "
 					   "request_body, source_table, source_key, created_by, "
 					   "effective_role, login_role, database_name, backend_pid, "
-					   "application_name) "
+					   "application_name, made_in_system, made_in_database) "
 					   "VALUES ($1, $2, $3, $4::pg_catalog.numeric, $5, $6, "
-					   "$7::pg_catalog.jsonb, $8, $9, $10, $11, $12, $13) RETURNING id",
+					   "$7::pg_catalog.jsonb, $8, $9, $10, $11, $12, $13, $14, $15) "
+					   "RETURNING id",
 					   journal->name);
 		if (plan)
 			SPI_freeplan(plan);
-		plan = SPI_prepare(sql, 13, types);
+		plan = SPI_prepare(sql, 15, types);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the queue insert: %s",
 				 SPI_result_code_string(SPI_result));
@@ -224,6 +227,10 @@ insert_pending(const BgCreditPayment *payment, const char *origin,
 	args[11] = Int32GetDatum(caller->pid);
 	nulls[11] = ' ';
 	args[12] = text_arg(caller->application_name, &nulls[12]);
+	bg_journal_origin(&system, &database);
+	args[13] = Int64GetDatum(system);
+	args[14] = ObjectIdGetDatum(database);
+	nulls[13] = nulls[14] = ' ';
 
 	rc = SPI_execute_plan(plan, args, nulls, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING)

@@ -19,6 +19,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xlog.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
@@ -26,9 +27,10 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
 #include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -114,6 +116,20 @@ bg_journal_lookup(BgJournal *journal)
 	return BG_JOURNAL_READY;
 }
 
+/*
+ * Where a row is made: this cluster (its system identifier) and this
+ * database.  A worker sends only the rows made where it runs; rows that came
+ * with a dump or a copy from elsewhere are held (see bg_queue_hold_foreign).
+ * A promoted standby keeps its primary's system identifier, so it goes on
+ * with the queue it inherited.
+ */
+void
+bg_journal_origin(int64 *system, Oid *database)
+{
+	*system = (int64) GetSystemIdentifier();
+	*database = MyDatabaseId;
+}
+
 /* the journal of the current batch, set by bg_queue_installed() */
 static BgJournal journal;
 static bool wrong_version_logged = false;
@@ -157,24 +173,30 @@ typedef enum BgStatement
 	STMT_RECORD_SYNC,
 	STMT_CLAIM,
 	STMT_FINISH,
+	STMT_HOLD,
 	STMT_SNAPSHOT,
 	NUM_STATEMENTS
 } BgStatement;
 
 static const char *const statement_sql[NUM_STATEMENTS] = {
-	/* $5 to $10: the caller, see BgCaller */
+	/* $5 to $10: the caller, see BgCaller; $11, $12: bg_journal_origin() */
 	[STMT_RECORD_SYNC] =
 	"INSERT INTO %1$s (origin, billogram_id, mode, amount, request_body, "
 	"state, attempts, sent_at, created_by, effective_role, login_role, "
-	"database_name, backend_pid, application_name) "
+	"database_name, backend_pid, application_name, made_in_system, "
+	"made_in_database) "
 	"VALUES ('sync', $1, $2, $3::numeric, $4, 'sending', 1, now(), "
-	"$5, $6, $7, $8, $9, $10) RETURNING id",
+	"$5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
 
-	/* $2, $3: the claim cursor, see bg_queue_claim() */
+	/*
+	 * $2, $3: the claim cursor, see bg_queue_claim(); $4, $5: only rows
+	 * made here, see bg_journal_origin()
+	 */
 	[STMT_CLAIM] =
 	"UPDATE %1$s r SET state = 'sending', attempts = r.attempts + 1, sent_at = now() "
 	"WHERE r.id IN (SELECT id FROM %1$s WHERE state = 'pending' "
 	"AND next_attempt_at <= now() AND (next_attempt_at, id) > ($2, $3) "
+	"AND made_in_system = $4 AND made_in_database = $5 "
 	"ORDER BY next_attempt_at, id "
 	"LIMIT $1 FOR UPDATE SKIP LOCKED) "
 	"RETURNING r.id, r.billogram_id, r.mode, r.amount, r.request_body, r.next_attempt_at",
@@ -202,6 +224,21 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	" pg_notify('billogram_requests', json_build_object('id', u.id, 'state', u.state)::text) END "
 	"FROM u",
 
+	/* $1, $2: where this worker runs, see bg_journal_origin() */
+	[STMT_HOLD] =
+	"WITH h AS (UPDATE %1$s SET "
+	" state = CASE state WHEN 'pending' THEN 'held' ELSE 'in_doubt' END,"
+	" held_at = CASE state WHEN 'pending' THEN clock_timestamp() END,"
+	" finished_at = CASE state WHEN 'sending' THEN clock_timestamp() END,"
+	" error = CASE state WHEN 'sending' THEN jsonb_build_object('kind', 'copy',"
+	"   'message', 'found in state sending in a copy of another database or cluster',"
+	"   'may_have_reached_billogram', true) ELSE error END "
+	" WHERE state IN ('pending', 'sending') "
+	" AND (made_in_system IS DISTINCT FROM $1 OR made_in_database IS DISTINCT FROM $2) "
+	" RETURNING state) "
+	"SELECT count(*) FILTER (WHERE state = 'held'), count(*) FILTER (WHERE state = 'in_doubt') "
+	"FROM h",
+
 	/*
 	 * $2: the GET's body on success (NULL for journal_reply 'none'), else
 	 * the error as JSON; $4: billogram.journal_reply
@@ -213,11 +250,12 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"snapshot_at = clock_timestamp() WHERE id = $1",
 };
 
-static const int statement_nargs[NUM_STATEMENTS] = {10, 3, 9, 4};
-static const Oid statement_types[NUM_STATEMENTS][10] = {
+static const int statement_nargs[NUM_STATEMENTS] = {12, 5, 9, 2, 4};
+static const Oid statement_types[NUM_STATEMENTS][12] = {
 	[STMT_RECORD_SYNC] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID},
-	[STMT_CLAIM] = {INT4OID, TIMESTAMPTZOID, INT8OID},
+	TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, INT8OID, OIDOID},
+	[STMT_CLAIM] = {INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, OIDOID},
+	[STMT_HOLD] = {INT8OID, OIDOID},
 	[STMT_FINISH] = {INT8OID, TEXTOID, BOOLOID, INT4OID, TEXTOID, TEXTOID,
 	INT4OID, INT4OID, TEXTOID},
 	[STMT_SNAPSHOT] = {INT8OID, TEXTOID, BOOLOID, TEXTOID},
@@ -288,9 +326,11 @@ int64
 bg_queue_record_sync(const BgCreditPayment *payment)
 {
 	const BgCaller *caller = &payment->caller;
-	Datum		values[10];
-	char		nulls[10];
+	Datum		values[12];
+	char		nulls[12];
 	bool		isnull;
+	int64		system;
+	Oid			database;
 	int			rc;
 
 	set_text_arg(values, nulls, 0, payment->billogram_id);
@@ -304,6 +344,10 @@ bg_queue_record_sync(const BgCreditPayment *payment)
 	values[8] = Int32GetDatum(caller->pid);
 	nulls[8] = ' ';
 	set_text_arg(values, nulls, 9, caller->application_name);
+	bg_journal_origin(&system, &database);
+	values[10] = Int64GetDatum(system);
+	values[11] = ObjectIdGetDatum(database);
+	nulls[10] = nulls[11] = ' ';
 
 	rc = SPI_execute_plan(plan_for(STMT_RECORD_SYNC), values, nulls, false, 1);
 	check_spi(rc, SPI_OK_INSERT_RETURNING, "recording a synchronous call");
@@ -353,15 +397,20 @@ List *
 bg_queue_claim(int max_rows)
 {
 	List	   *claimed = NIL;
-	Datum		args[3];
+	Datum		args[5];
+	int64		system;
+	Oid			database;
 	int			rc;
 	uint64		i;
 
 	if (max_rows <= 0)
 		return NIL;
+	bg_journal_origin(&system, &database);
 	args[0] = Int32GetDatum(max_rows);
 	args[1] = TimestampTzGetDatum(claim_after_at);
 	args[2] = Int64GetDatum(claim_after_id);
+	args[3] = Int64GetDatum(system);
+	args[4] = ObjectIdGetDatum(database);
 	rc = SPI_execute_plan(plan_for(STMT_CLAIM), args, NULL, false, 0);
 	check_spi(rc, SPI_OK_UPDATE_RETURNING, "claiming queued payments");
 
@@ -522,6 +571,42 @@ bg_queue_recover(void)
 						list_length(found)),
 				 errhint("Check each invoice and resolve them with billogram_resolve().")));
 	return found;
+}
+
+/*
+ * Rows that came from elsewhere, with a restored dump or a copy made by
+ * another cluster or database, are never sent on their own: the server
+ * that made them may have sent them since.  Pending ones become 'held'
+ * until an operator releases them (billogram_release_held()); one caught in
+ * 'sending' becomes in_doubt.  The claim skips them anyway; this puts them
+ * where the status view and the operator see them, and says so in the log.
+ */
+void
+bg_queue_hold_foreign(void)
+{
+	Datum		args[2];
+	int64		system;
+	Oid			database;
+	int64		held;
+	int64		doubted;
+	bool		isnull;
+	int			rc;
+
+	bg_journal_origin(&system, &database);
+	args[0] = Int64GetDatum(system);
+	args[1] = ObjectIdGetDatum(database);
+	rc = SPI_execute_plan(plan_for(STMT_HOLD), args, NULL, false, 0);
+	check_spi(rc, SPI_OK_SELECT, "holding requests made elsewhere");
+	held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	doubted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (held + doubted > 0)
+		ereport(WARNING,
+				(errmsg("billogram worker: %lld request(s) made in another cluster or database are held, not sent",
+						(long long) (held + doubted)),
+				 errdetail("%lld pending request(s) are now held, %lld found in state sending are now in_doubt. "
+						   "They came with a restored dump or a copy of the data: the server that made them may have sent them already.",
+						   (long long) held, (long long) doubted),
+				 errhint("Check that the server they came from is stopped or has not sent them, then call billogram_release_held() or billogram_fail_held().")));
 }
 
 /* When the queue next needs a look: the earliest due row, or a sweep. */

@@ -53,7 +53,9 @@ typedef struct BgJournal
 
 /* Catalog lookups only, no SPI; cheap enough for every batch or row. */
 extern BgJournalStatus bg_journal_lookup(BgJournal *journal);
+extern void bg_journal_origin(int64 *system, Oid *database);
 extern bool bg_queue_installed(void);
+extern void bg_queue_hold_foreign(void);
 extern int64 bg_queue_record_sync(const BgCreditPayment *payment);
 extern List *bg_queue_claim(int max_rows);
 extern const char *bg_queue_finish(int64 id, bool is_sync, const BgReply *reply,

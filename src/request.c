@@ -164,3 +164,24 @@ bg_identify_caller(BgCaller *caller)
 	strlcpy(caller->application_name, appname ? appname : "",
 			sizeof(caller->application_name));
 }
+
+PG_FUNCTION_INFO_V1(billogram_caller);
+
+/*
+ * Who is deciding, for the resolution column of an operator's functions:
+ * the role that called (SET ROLE counts), which a SECURITY DEFINER
+ * function cannot see from SQL (current_user is its owner there, and
+ * session_user ignores SET ROLE), with the login role when it differs.
+ */
+Datum
+billogram_caller(PG_FUNCTION_ARGS)
+{
+	BgCaller	caller;
+
+	bg_identify_caller(&caller);
+	if (strcmp(NameStr(caller.role), NameStr(caller.login_role)) == 0)
+		PG_RETURN_TEXT_P(cstring_to_text(NameStr(caller.role)));
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%s (login %s)",
+											  NameStr(caller.role),
+											  NameStr(caller.login_role))));
+}

@@ -105,6 +105,9 @@ static bool queue_woken = true;
  * is a previous worker's.
  */
 static bool journal_recovered = false;
+
+/* Next look for rows that came from elsewhere (bg_queue_hold_foreign). */
+static TimestampTz hold_check_due = 0;
 static TimestampTz queue_next_due = 0;
 
 static BgJob *
@@ -217,6 +220,12 @@ journal_batch(List *taken, List **done, List **snapshots)
 			*snapshots = keep(*snapshots, new_job(JOB_SNAPSHOT, &q->payment, q->id));
 		}
 		journal_recovered = true;
+		hold_check_due = 0;
+	}
+	if (installed && GetCurrentTimestamp() >= hold_check_due)
+	{
+		bg_queue_hold_foreign();
+		hold_check_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BG_SWEEP_MS);
 	}
 	if (!installed)
 	{
