@@ -22,12 +22,13 @@ OBJS = \
 	src/reply.o \
 	src/report.o \
 	src/request.o \
+	src/stats.o \
 	src/worker.o
 DATA = sql/billogram--0.1.sql sql/billogram--0.2.sql sql/billogram--0.1--0.2.sql
 PGFILEDESC = "billogram - Billogram credit payments from SQL"
 
 # pg_regress is run by tests/run.sh against a cluster it configures itself
-REGRESS = setup credit_payment bad_input api_errors transport privileges routes queue copies
+REGRESS = setup credit_payment bad_input api_errors transport privileges routes queue copies health
 
 PG_CPPFLAGS = $(shell pkg-config --cflags libcurl jansson 2>/dev/null)
 SHLIB_LINK = $(shell pkg-config --libs libcurl jansson 2>/dev/null || echo -lcurl -ljansson)

@@ -16,6 +16,7 @@
  *                     EXECUTE ON FUNCTION billogram_release_held,
  *                     billogram_fail_held
  *   purge the journal EXECUTE ON FUNCTION billogram_purge
+ *   watch the worker  SELECT ON billogram_health (granted to pg_monitor)
  * PUBLIC holds none of them.  The functions that queue run as their caller,
  * so that the journal names who asked; only their insert into the journal
  * runs as its owner.  The SECURITY DEFINER functions pin search_path to
@@ -389,6 +390,35 @@ SELECT state,
  GROUP BY state;
 
 REVOKE ALL ON billogram_queue_status FROM PUBLIC;
+
+/*
+ * billogram_health: is the worker healthy?  One row: the worker's pid and
+ * start time (NULL while none runs), transfers in flight and connections
+ * open to the API, what became of the requests since it started (done,
+ * failed, in_doubt, retried: back to pending to be tried again), transfers
+ * finished, the p50 and p99 of the last 1024 transfers' times in ms, and
+ * the last error with its time.  The counters start with each worker.
+ * What to alert on is in the README.
+ * Privileges: PUBLIC has none; pg_monitor, the role monitoring agents are
+ * given, may read it.  Nothing in it moves money or shows personal data.
+ */
+CREATE FUNCTION billogram_worker_status(
+    OUT pid integer, OUT started_at timestamptz,
+    OUT in_flight integer, OUT connections integer,
+    OUT done bigint, OUT failed bigint, OUT in_doubt bigint, OUT retried bigint,
+    OUT transfers bigint, OUT latency_p50_ms float8, OUT latency_p99_ms float8,
+    OUT last_error text, OUT last_error_at timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'billogram_worker_status'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION billogram_worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION billogram_worker_status() TO pg_monitor;
+
+CREATE VIEW billogram_health AS SELECT * FROM billogram_worker_status();
+
+REVOKE ALL ON billogram_health FROM PUBLIC;
+GRANT SELECT ON billogram_health TO pg_monitor;
 
 /*
  * billogram_purge(older_than) RETURNS bigint

@@ -18,6 +18,7 @@
 #include "channel.h"
 #include "guc.h"
 #include "redact.h"
+#include "stats.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -34,5 +35,6 @@ _PG_init(void)
 		return;
 
 	bg_channel_install_hooks();
+	bg_stats_install_hooks();
 	bg_register_worker();
 }

@@ -21,6 +21,9 @@
  */
 #include "postgres.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <curl/curl.h>
 
 #include "miscadmin.h"
@@ -32,6 +35,7 @@
 #include "credentials.h"
 #include "guc.h"
 #include "http.h"
+#include "stats.h"
 
 /* Connections idle longer than this are not reused: servers close them. */
 #define BG_MAX_IDLE_CONNECTION_SECS 50
@@ -68,6 +72,7 @@ static struct curl_slist *json_headers = NULL;
 static BgTransferDone transfer_done = NULL;
 static MemoryContext http_cxt = NULL;
 static int	in_flight = 0;
+static int	open_connections = 0;	/* sockets curl has open, for stats */
 
 /* settings the multi handle was built with */
 static char *built_ca_file = NULL;
@@ -353,6 +358,28 @@ api_url_for(BgTransfer *t, const char *path_format, const char *billogram_id)
 	return url;
 }
 
+/*
+ * curl opens and closes its sockets through these, so that the connections
+ * the worker holds (in use or kept alive in the pool) can be counted.
+ */
+static curl_socket_t
+open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	curl_socket_t fd = socket(address->family, address->socktype,
+							  address->protocol);
+
+	if (fd != CURL_SOCKET_BAD)
+		bg_stats_set_load(in_flight, ++open_connections);
+	return fd;
+}
+
+static int
+close_socket(void *arg, curl_socket_t fd)
+{
+	bg_stats_set_load(in_flight, --open_connections);
+	return close(fd);
+}
+
 static void
 set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 {
@@ -401,6 +428,8 @@ set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
 	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long) BG_MAX_IDLE_CONNECTION_SECS);
 }
 
@@ -443,6 +472,7 @@ add_transfer(BgTransfer *t, const char *path_format, const char *billogram_id)
 				(errmsg("could not start a libcurl transfer: %s",
 						curl_multi_strerror(mrc))));
 	in_flight++;
+	bg_stats_set_load(in_flight, open_connections);
 }
 
 void
@@ -522,10 +552,13 @@ finish_transfer(CURL *easy, CURLcode result)
 {
 	BgTransfer *t = NULL;
 	long		http_status = 0;
+	curl_off_t	total_us = 0;
 	BgReply		reply;
 
 	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &t);
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
+	if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us) == CURLE_OK)
+		bg_stats_transfer_finished((long) total_us);
 
 	if (result == CURLE_OK)
 		bg_classify_reply(&reply, http_status, t->resp, t->resp_len);
@@ -542,6 +575,7 @@ finish_transfer(CURL *easy, CURLcode result)
 	curl_multi_remove_handle(multi, easy);
 	curl_easy_cleanup(easy);
 	in_flight--;
+	bg_stats_set_load(in_flight, open_connections);
 
 	transfer_done(t->job, &reply, t->resp, t->resp_len);
 	MemoryContextDelete(t->cxt);

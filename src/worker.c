@@ -41,6 +41,7 @@
 #include "http.h"
 #include "queue.h"
 #include "report.h"
+#include "stats.h"
 #include "worker.h"
 
 /* Seconds before the postmaster restarts a worker that exited with error. */
@@ -254,6 +255,12 @@ journal_batch(List *taken, List **done, List **snapshots)
 												&job->reply, job->body,
 												job->body_len);
 
+			bg_stats_outcome_of(state);
+			if (job->reply.outcome != BG_OUTCOME_OK)
+				bg_stats_error(psprintf("credit payment on %s: %s",
+										job->payment.billogram_id,
+										job->reply.message));
+
 			if (strcmp(state, "in_doubt") == 0)
 				*snapshots = keep(*snapshots,
 								  new_job(JOB_SNAPSHOT, &job->payment,
@@ -438,6 +445,7 @@ billogram_worker_main(Datum main_arg)
 	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "billogram jobs",
 									 ALLOCSET_DEFAULT_SIZES);
 	bg_channel_attach_worker();
+	bg_stats_worker_started();
 	bg_http_init(transfer_finished);
 	ereport(LOG,
 			(errmsg("billogram worker started, API at %s", bg_api_url)));

@@ -1,0 +1,41 @@
+--
+-- billogram_health: the worker's own answer to "is it healthy?", readable
+-- by monitoring roles (pg_monitor) and nobody else without a grant.
+--
+\set VERBOSITY default
+
+-- a request Billogram asks to retry (503) counts as retried
+SELECT billogram_enqueue_credit_payment('e503health', 'amount', 1) > 0 AS queued;
+DO $$
+BEGIN
+	FOR i IN 1 .. 300 LOOP
+		EXIT WHEN (SELECT attempts >= 2 FROM billogram_requests WHERE billogram_id = 'e503health');
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+END
+$$;
+
+-- after the earlier tests' payments, refusals and doubts
+SELECT h.pid = a.pid AS is_the_worker, h.started_at <= now() AS started,
+       h.in_flight >= 0 AS in_flight_known, h.connections >= 1 AS keeps_connections,
+       h.done > 0 AS has_done, h.failed > 0 AS has_failed, h.in_doubt > 0 AS has_in_doubt,
+       h.retried > 0 AS has_retried, h.transfers >= h.done + h.failed AS transfers_counted,
+       h.latency_p50_ms > 0 AND h.latency_p99_ms >= h.latency_p50_ms AS latencies,
+       h.last_error IS NOT NULL AND h.last_error_at <= now() AS has_last_error
+  FROM billogram_health h, pg_stat_activity a
+ WHERE a.backend_type = 'billogram worker';
+
+-- the view's and the function's privileges
+CREATE ROLE regress_bg_watcher;
+CREATE ROLE regress_bg_agent;
+GRANT pg_monitor TO regress_bg_agent;
+SET ROLE regress_bg_watcher;
+SELECT count(*) FROM billogram_health;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM billogram_worker_status();
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SET ROLE regress_bg_agent;
+SELECT count(*) AS rows_for_monitoring FROM billogram_health WHERE pid IS NOT NULL;
+RESET ROLE;
+DROP ROLE regress_bg_watcher, regress_bg_agent;
