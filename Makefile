@@ -11,6 +11,7 @@ EXTENSION = billogram
 MODULE_big = billogram
 OBJS = \
 	src/billogram.o \
+	src/callback.o \
 	src/channel.o \
 	src/credentials.o \
 	src/credit_payment.o \
@@ -28,7 +29,7 @@ DATA = sql/billogram--0.1.sql sql/billogram--0.2.sql sql/billogram--0.1--0.2.sql
 PGFILEDESC = "billogram - Billogram credit payments from SQL"
 
 # pg_regress is run by tests/run.sh against a cluster it configures itself
-REGRESS = setup credit_payment bad_input api_errors transport privileges routes queue copies health
+REGRESS = setup credit_payment bad_input api_errors transport privileges routes queue copies health callbacks
 
 PG_CPPFLAGS = $(shell pkg-config --cflags libcurl jansson 2>/dev/null)
 SHLIB_LINK = $(shell pkg-config --libs libcurl jansson 2>/dev/null || echo -lcurl -ljansson)

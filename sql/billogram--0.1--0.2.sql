@@ -258,3 +258,103 @@ CREATE VIEW billogram_health AS SELECT * FROM billogram_worker_status();
 
 REVOKE ALL ON billogram_health FROM PUBLIC;
 GRANT SELECT ON billogram_health TO pg_monitor;
+
+-- Billogram's callbacks
+/*
+ * Billogram's callbacks, verified and recorded from SQL.
+ *
+ * An application or a PostgREST endpoint that receives Billogram's POST
+ * hands the Billogram-Request-Timestamp header, the Billogram-Signature
+ * header and the raw body, as received, to billogram_record_callback(),
+ * and answers Billogram {"status": "OK"} only if it returned.
+ *
+ * billogram_verify_callback(timestamp, signature, body) RETURNS boolean
+ *   true when signature is HMAC-SHA256(billogram.callback_sign_key,
+ *   timestamp || ':' || body), in hex or base64 (Billogram does not say
+ *   which), compared in constant time, and timestamp is within
+ *   billogram.callback_max_age (5 minutes) of now.  Errors with 55000 when
+ *   no sign key is set.
+ *   Privileges: EXECUTE revoked from PUBLIC.
+ *
+ * billogram_events: one row per event Billogram told us of, keyed on its
+ * event_uuid, so a callback Billogram repeats (it retries until answered)
+ * is recorded once.  Only the event is kept, not the invoice the callback
+ * carries with it, which holds the customer's personal data.
+ *   Privileges: no access for PUBLIC; written by billogram_record_callback.
+ *
+ * billogram_record_callback(timestamp, signature, body) RETURNS text
+ *   Verifies the callback (28000 when the signature or the timestamp is
+ *   refused, nothing recorded), then records a BillogramEvent callback's
+ *   event: 'recorded', or 'duplicate' for an event_uuid already there.
+ *   Other callback types are accepted and not recorded: 'ignored'.
+ *   Privileges: EXECUTE revoked from PUBLIC; grant it to the role the
+ *   receiving endpoint connects as.  SECURITY DEFINER, search_path pinned.
+ */
+CREATE FUNCTION billogram_verify_callback("timestamp" text, signature text, body text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'billogram_verify_callback'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION billogram_verify_callback(text, text, text) FROM PUBLIC;
+
+CREATE TABLE billogram_events (
+    event_uuid    text PRIMARY KEY,
+    billogram_id  text,
+    type          text,
+    created_at    text,
+    amount        numeric,
+    event         jsonb NOT NULL,
+    callback_id   text,
+    received_at   timestamptz NOT NULL DEFAULT now(),
+    received_by   text NOT NULL
+);
+
+CREATE INDEX billogram_events_billogram_idx ON billogram_events (billogram_id, received_at);
+
+COMMENT ON TABLE billogram_events IS
+'Events Billogram reported through signed callbacks, once each';
+
+REVOKE ALL ON billogram_events FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('billogram_events', '');
+
+CREATE FUNCTION billogram_record_callback("timestamp" text, signature text, body text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cb jsonb;
+    ev jsonb;
+    n bigint;
+BEGIN
+    -- $1, $2, $3: timestamp, signature, body (timestamp is also a type name)
+    IF NOT @extschema@.billogram_verify_callback($1, $2, $3) THEN
+        RAISE EXCEPTION 'billogram callback refused: bad signature or stale timestamp'
+            USING ERRCODE = 'invalid_authorization_specification',
+                  DETAIL = 'Nothing was recorded.',
+                  HINT = 'Pass the Billogram-Request-Timestamp and Billogram-Signature headers and the body exactly as received; check billogram.callback_sign_key.';
+    END IF;
+    cb := $3::jsonb;
+    IF cb ->> 'callback_type' IS DISTINCT FROM 'BillogramEvent' THEN
+        RETURN 'ignored';
+    END IF;
+    ev := cb -> 'event';
+    IF jsonb_typeof(ev) IS DISTINCT FROM 'object' OR ev ->> 'event_uuid' IS NULL THEN
+        RAISE EXCEPTION 'billogram callback has no event with an event_uuid'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO @extschema@.billogram_events
+           (event_uuid, billogram_id, type, created_at, amount, event, callback_id, received_by)
+    VALUES (ev ->> 'event_uuid',
+            coalesce(ev ->> 'billogram_id', cb -> 'billogram' ->> 'id'),
+            ev ->> 'type', ev ->> 'created_at',
+            CASE WHEN jsonb_typeof(ev -> 'data' -> 'amount') = 'number'
+                 THEN (ev -> 'data' ->> 'amount')::numeric END,
+            ev, cb ->> 'callback_id', @extschema@.billogram_caller())
+    ON CONFLICT (event_uuid) DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN CASE WHEN n = 1 THEN 'recorded' ELSE 'duplicate' END;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_record_callback(text, text, text) FROM PUBLIC;

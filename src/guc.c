@@ -33,6 +33,8 @@ int			bg_max_response_kb = 16 * 1024;
 int			bg_max_attempts = 10;
 bool		bg_allow_insecure_http = false;
 char	   *bg_api_password_file = NULL;
+char	   *bg_callback_sign_key = NULL;
+int			bg_callback_max_age_s = 300;
 int			bg_journal_reply = BG_JOURNAL_REPLY_SUMMARY;
 
 static const struct config_enum_entry journal_reply_options[] = {
@@ -54,21 +56,38 @@ bg_journal_reply_name(void)
  * message never quotes the value.
  */
 static bool
-check_api_password(char **newval, void **extra, GucSource source)
+check_secret(const char *value, const char *setting)
 {
-	if (*newval == NULL || (*newval)[0] == '\0' ||
-		strlen(*newval) >= BG_PASSWORD_MIN_LEN)
+	if (value == NULL || value[0] == '\0' || strlen(value) >= BG_PASSWORD_MIN_LEN)
 		return true;
-	GUC_check_errmsg("billogram.api_password is too short");
-	GUC_check_errdetail("An API password must have at least %d characters; the value was not used.",
+	GUC_check_errmsg("%s is too short", setting);
+	GUC_check_errdetail("It must have at least %d characters; the value was not used.",
 						BG_PASSWORD_MIN_LEN);
 	return false;
+}
+
+static bool
+check_api_password(char **newval, void **extra, GucSource source)
+{
+	return check_secret(*newval, "billogram.api_password");
+}
+
+static bool
+check_callback_sign_key(char **newval, void **extra, GucSource source)
+{
+	return check_secret(*newval, "billogram.callback_sign_key");
 }
 
 static const char *
 show_api_password(void)
 {
 	return (bg_api_password && bg_api_password[0]) ? BG_PASSWORD_MASK : "";
+}
+
+static const char *
+show_callback_sign_key(void)
+{
+	return (bg_callback_sign_key && bg_callback_sign_key[0]) ? BG_PASSWORD_MASK : "";
 }
 
 /*
@@ -198,6 +217,22 @@ bg_define_settings(bool preloading)
 							&bg_max_attempts,
 							10, 1, 1000,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("billogram.callback_sign_key",
+							   "Sign key of the Billogram account, which callbacks are signed with.",
+							   "Shown masked to every role.",
+							   &bg_callback_sign_key,
+							   "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   check_callback_sign_key, NULL, show_callback_sign_key);
+
+	DefineCustomIntVariable("billogram.callback_max_age",
+							"How far a callback's timestamp may be from now and still be accepted.",
+							"Older (or later) callbacks are refused, so that a captured one cannot be replayed.",
+							&bg_callback_max_age_s,
+							300, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("billogram");

@@ -19,6 +19,8 @@ extern int	bg_max_response_kb;
 extern int	bg_max_attempts;
 extern bool bg_allow_insecure_http;
 extern char *bg_api_password_file;
+extern char *bg_callback_sign_key;
+extern int	bg_callback_max_age_s;
 
 /* billogram.journal_reply: what the journal keeps of an invoice */
 typedef enum BgJournalReply

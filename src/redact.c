@@ -56,33 +56,47 @@ mask_field(char **field, const char *secret)
 		*field = m;
 }
 
+/* Mask one secret wherever a message could carry it. */
 static void
-redact_password(ErrorData *edata)
+mask_secret(ErrorData *edata, const char *secret)
 {
-	const char *secret = bg_api_password_in_use();
-
-	/* the reload message carries the new value: never show it */
-	if (edata->message_id &&
-		strcmp(edata->message_id, "parameter \"%s\" changed to \"%s\"") == 0 &&
-		edata->message && strstr(edata->message, "\"billogram.api_password\""))
-		edata->message = pstrdup("parameter \"billogram.api_password\" changed");
-
 	/*
-	 * Only a password of the minimum length is looked for: that is the only
+	 * Only a secret of the minimum length is looked for: that is the only
 	 * kind in use (shorter ones are refused), and a short string would be
 	 * found inside ordinary words.
 	 */
-	if (strlen(secret) >= BG_PASSWORD_MIN_LEN)
-	{
-		mask_field(&edata->message, secret);
-		mask_field(&edata->detail, secret);
-		mask_field(&edata->detail_log, secret);
-		mask_field(&edata->hint, secret);
-		mask_field(&edata->context, secret);
-		mask_field(&edata->internalquery, secret);
-		if (debug_query_string && strstr(debug_query_string, secret))
-			edata->hide_stmt = true;
-	}
+	if (secret == NULL || strlen(secret) < BG_PASSWORD_MIN_LEN)
+		return;
+	mask_field(&edata->message, secret);
+	mask_field(&edata->detail, secret);
+	mask_field(&edata->detail_log, secret);
+	mask_field(&edata->hint, secret);
+	mask_field(&edata->context, secret);
+	mask_field(&edata->internalquery, secret);
+	if (debug_query_string && strstr(debug_query_string, secret))
+		edata->hide_stmt = true;
+}
+
+/* The reload message carries the new value: never show it. */
+static void
+hide_reloaded_value(ErrorData *edata, const char *setting)
+{
+	char	   *quoted = psprintf("\"%s\"", setting);
+
+	if (edata->message_id &&
+		strcmp(edata->message_id, "parameter \"%s\" changed to \"%s\"") == 0 &&
+		edata->message && strstr(edata->message, quoted))
+		edata->message = psprintf("parameter %s changed", quoted);
+	pfree(quoted);
+}
+
+static void
+redact_secrets(ErrorData *edata)
+{
+	hide_reloaded_value(edata, "billogram.api_password");
+	hide_reloaded_value(edata, "billogram.callback_sign_key");
+	mask_secret(edata, bg_api_password_in_use());
+	mask_secret(edata, bg_callback_sign_key);
 
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
@@ -92,5 +106,5 @@ void
 bg_install_log_redaction(void)
 {
 	prev_emit_log_hook = emit_log_hook;
-	emit_log_hook = redact_password;
+	emit_log_hook = redact_secrets;
 }
