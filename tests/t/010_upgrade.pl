@@ -101,13 +101,14 @@ my $describe = q{
 	                a.attnotnull, pg_get_expr(d.adbin, d.adrelid)) AS x
 	    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
 	    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-	   WHERE c.relname IN ('billogram_requests', 'billogram_queue_status') AND a.attnum > 0 AND NOT a.attisdropped
+	   WHERE c.relname IN ('billogram_requests', 'billogram_queue_status', 'billogram_events', 'billogram_health')
+	     AND a.attnum > 0 AND NOT a.attisdropped
 	  UNION ALL
 	  SELECT format('constraint %s', pg_get_constraintdef(oid)) FROM pg_constraint
-	   WHERE conrelid = 'billogram_requests'::regclass
+	   WHERE conrelid IN ('billogram_requests'::regclass, 'billogram_events'::regclass)
 	  UNION ALL
 	  SELECT format('index %s', pg_get_indexdef(indexrelid)) FROM pg_index
-	   WHERE indrelid = 'billogram_requests'::regclass
+	   WHERE indrelid IN ('billogram_requests'::regclass, 'billogram_events'::regclass)
 	  UNION ALL
 	  SELECT format('acl %s %s', relname, relacl) FROM pg_class
 	   WHERE relname LIKE 'billogram%' AND relkind IN ('r', 'v', 'S')
