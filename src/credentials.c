@@ -15,8 +15,9 @@
  * owned by the server's user with no access for group or others, or owned
  * by root and at most group-readable.  A file that breaks the rule, cannot
  * be read or holds a too-short password is not used, with a WARNING: the
- * worker then sends no password and every call fails with Billogram's 401,
- * rather than falling back silently to another credential.
+ * worker then has no password, refuses calls before sending anything and
+ * keeps queued payments waiting, rather than falling back silently to
+ * another credential.
  *
  *-------------------------------------------------------------------------
  */

@@ -22,10 +22,39 @@
 /* Nesting deeper than this is not an invoice; refuse before recursing. */
 #define BG_MAX_JSON_DEPTH	64
 
+/*
+ * Copy src into dst, cut if it must be at a UTF-8 character boundary.
+ * Billogram's messages are UTF-8 (Swedish, mostly): half a character at the
+ * end would make the whole text invalid, and jansson and PostgreSQL then
+ * refuse all of it, not just the last character.  At most three bytes are
+ * given up (a character is at most four); text that is not UTF-8 anyway is
+ * cut where it is.
+ */
 static void
 copy_text(char *dst, size_t dstlen, const char *src)
 {
-	snprintf(dst, dstlen, "%s", src ? src : "");
+	size_t		len;
+	int			back = 0;
+
+	if (dstlen == 0)
+		return;
+	if (src == NULL)
+		src = "";
+	len = strlen(src);
+	if (len >= dstlen)
+	{
+		len = dstlen - 1;
+		/* src[len] is the first byte left out: not inside a character */
+		while (len > 0 && back < 3 && ((unsigned char) src[len] & 0xC0) == 0x80)
+		{
+			len--;
+			back++;
+		}
+		if (((unsigned char) src[len] & 0xC0) == 0x80)
+			len = dstlen - 1;
+	}
+	memcpy(dst, src, len);
+	dst[len] = '\0';
 }
 
 /*
@@ -107,17 +136,23 @@ fill_error_details(BgReply *reply, json_t *root)
 	if (json_is_string(message))
 		copy_text(reply->message, sizeof(reply->message), json_string_value(message));
 	if (json_is_string(field))
+	{
 		copy_text(reply->field, sizeof(reply->field), json_string_value(field));
+		copy_text(reply->field_name, sizeof(reply->field_name),
+				  json_string_value(field));
+	}
 	if (json_is_array(field_path) && json_array_size(field_path) > 0)
 	{
 		char	   *path = json_dumps(field_path, JSON_COMPACT);
 
 		if (path)
 		{
-			size_t		used = strlen(reply->field);
+			char		both[2 * BG_REPLY_TEXT_LEN];
 
-			snprintf(reply->field + used, sizeof(reply->field) - used,
-					 "%sfield_path %s", used ? ", " : "", path);
+			/* built whole, then cut at a character boundary */
+			snprintf(both, sizeof(both), "%s%sfield_path %s", reply->field,
+					 reply->field[0] ? ", " : "", path);
+			copy_text(reply->field, sizeof(reply->field), both);
 			free(path);
 		}
 	}
@@ -196,10 +231,13 @@ bg_classify_reply(BgReply *reply, long http_status, const char *body, size_t len
 	else if (strcmp(json_string_value(status), "OK") != 0)
 	{
 		/* an error envelope inside a 200: report it, but as unusable */
+		char		whole[BG_REPLY_STATUS_LEN + BG_REPLY_TEXT_LEN + 32];
+
 		fill_error_details(reply, root);
-		snprintf(why, sizeof(why), "HTTP 200 with status \"%s\": %s",
+		/* built whole, then cut at a character boundary by bad_reply() */
+		snprintf(whole, sizeof(whole), "HTTP 200 with status \"%s\": %s",
 				 reply->status, reply->message);
-		bad_reply(reply, why);
+		bad_reply(reply, whole);
 	}
 	else if (!json_is_object(json_object_get(root, "data")))
 		bad_reply(reply, "the body's \"data\" is missing or not an object");
@@ -231,6 +269,8 @@ bg_reply_error_json(const BgReply *reply, const char *sqlstate)
 		[BG_OUTCOME_TRANSPORT] = "no_reply",
 		[BG_OUTCOME_WORKER] = "worker",
 		[BG_OUTCOME_NOT_INSTALLED] = "not_installed",
+		[BG_OUTCOME_NOT_RECORDED] = "not_recorded",
+		[BG_OUTCOME_NO_CREDENTIALS] = "no_credentials",
 	};
 	json_t	   *obj;
 	char	   *text;

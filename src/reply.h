@@ -21,11 +21,15 @@ typedef enum BgOutcome
 	BG_OUTCOME_BAD_REPLY,		/* an answer we cannot use */
 	BG_OUTCOME_TRANSPORT,		/* no complete answer at all */
 	BG_OUTCOME_WORKER,			/* the worker lost the request */
-	BG_OUTCOME_NOT_INSTALLED	/* no journal in billogram.database */
+	BG_OUTCOME_NOT_INSTALLED,	/* no journal in billogram.database */
+	BG_OUTCOME_NOT_RECORDED,	/* not sent: its journal row could not be
+								 * written */
+	BG_OUTCOME_NO_CREDENTIALS	/* not sent: no API user or password set */
 } BgOutcome;
 
 #define BG_REPLY_STATUS_LEN		64
 #define BG_REPLY_TEXT_LEN		512
+#define BG_REPLY_FIELD_LEN		128
 
 /*
  * A fixed-size summary, so it can be copied through shared memory as is.
@@ -42,6 +46,7 @@ typedef struct BgReply
 	char		status[BG_REPLY_STATUS_LEN];	/* Billogram's "status" */
 	char		message[BG_REPLY_TEXT_LEN]; /* data.message or our reason */
 	char		field[BG_REPLY_TEXT_LEN];	/* data.field and field_path */
+	char		field_name[BG_REPLY_FIELD_LEN]; /* data.field alone */
 } BgReply;
 
 /*

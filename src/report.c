@@ -6,9 +6,28 @@
  * Each message says what happened and, as a payments engineer needs to know
  * first, whether the payment may have been registered at Billogram.
  *
+ * What a program reads, without parsing the message:
+ *
+ *	- the SQLSTATE: BG followed by the HTTP status for an answer from
+ *	  Billogram (BG400, BG403, ...), and the BG0xx and standard codes below;
+ *	- when Billogram named its own status, the DETAIL begins with exactly
+ *
+ *		billogram_status=<STATUS>
+ *		field=<field>
+ *
+ *	  one per line, the second only when Billogram named a field; the prose
+ *	  follows on the next line.  STATUS is Billogram's "status" as sent (for
+ *	  example INVALID_OBJECT_STATE) and field its data.field.  In PL/pgSQL:
+ *	  GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL, then
+ *	  substring(d from '^billogram_status=([^\n]*)') and
+ *	  substring(d from '\nfield=([^\n]*)').  This format is fixed: new
+ *	  lines may only ever be added after these.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include "lib/stringinfo.h"
 
 #include "queue.h"
 #include "report.h"
@@ -41,7 +60,10 @@ bg_reply_sqlstate(const BgReply *reply)
 		case BG_OUTCOME_WORKER:
 			return ERRCODE_BILLOGRAM_WORKER_LOST;
 		case BG_OUTCOME_NOT_INSTALLED:
+		case BG_OUTCOME_NO_CREDENTIALS:
 			return ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+		case BG_OUTCOME_NOT_RECORDED:
+			return ERRCODE_BILLOGRAM_NOT_RECORDED;
 	}
 	return ERRCODE_INTERNAL_ERROR;
 }
@@ -63,6 +85,9 @@ report_api_error(int elevel, const char *id, const BgReply *reply)
 							   reply->http_status == 503);
 	bool		is_redirect = (reply->http_status >= 300 &&
 							   reply->http_status < 400);
+	bool		auth = (reply->http_status == 401 ||
+						reply->http_status == 403);
+	StringInfoData detail;
 
 	if (reply->status[0] == '\0')
 	{
@@ -74,19 +99,29 @@ report_api_error(int elevel, const char *id, const BgReply *reply)
 				 errdetail("The reply carried no Billogram error. %s",
 						   reached_detail(reply)),
 				 retry_later ? errhint("Billogram asks to try again later.") :
-				 is_redirect ? errhint("Redirects are not followed: following one would send the payment again, elsewhere. Check billogram.api_url.") : 0));
+				 is_redirect ? errhint("Redirects are not followed: following one would send the payment again, elsewhere. Check billogram.api_url.") :
+				 auth ? errhint(BG_CREDENTIALS_HINT) : 0));
 		return;
 	}
+
+	/* the fixed lines of the file header first, then the prose */
+	initStringInfo(&detail);
+	appendStringInfo(&detail, "billogram_status=%s\n", reply->status);
+	if (reply->field_name[0])
+		appendStringInfo(&detail, "field=%s\n", reply->field_name);
+	if (reply->field[0])
+		appendStringInfo(&detail, "Field: %s. ", reply->field);
+	appendStringInfoString(&detail, reached_detail(reply));
 
 	ereport(elevel,
 			(errcode(sqlstate_for_http_status(reply->http_status)),
 			 errmsg("Billogram refused the credit payment on %s: HTTP %ld %s: %s",
 					id, reply->http_status, reply->status,
 					reply->message[0] ? reply->message : "(no message)"),
-			 reply->field[0] ?
-			 errdetail("Field: %s. %s", reply->field, reached_detail(reply)) :
-			 errdetail("%s", reached_detail(reply)),
-			 retry_later ? errhint("Billogram asks to try again later.") : 0));
+			 errdetail_internal("%s", detail.data),
+			 retry_later ? errhint("Billogram asks to try again later.") :
+			 auth ? errhint(BG_CREDENTIALS_HINT) : 0));
+	pfree(detail.data);
 }
 
 void
@@ -125,6 +160,22 @@ bg_report_failure(int elevel, const char *id, const BgReply *reply)
 					 errdetail("Nothing was sent to Billogram: every payment is journaled in billogram_requests first."),
 					 errhint("Run CREATE EXTENSION billogram, or ALTER EXTENSION billogram UPDATE, in database \"%s\" (billogram.database).",
 							 reply->message)));
+			break;
+		case BG_OUTCOME_NOT_RECORDED:
+			ereport(elevel,
+					(errcode(ERRCODE_BILLOGRAM_NOT_RECORDED),
+					 errmsg("the credit payment on %s was not sent: the billogram worker could not record it in billogram_requests",
+							id),
+					 errdetail("%s %s", reply->message, reached_detail(reply)),
+					 errhint("Nothing was sent, so the call can be made again. The server log has the worker's error.")));
+			break;
+		case BG_OUTCOME_NO_CREDENTIALS:
+			ereport(elevel,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("no Billogram API credentials are configured: the credit payment on %s was not sent",
+							id),
+					 errdetail("%s. %s", reply->message, reached_detail(reply)),
+					 errhint(BG_CREDENTIALS_HINT)));
 			break;
 		case BG_OUTCOME_WORKER:
 			ereport(elevel,

@@ -14,6 +14,16 @@
  * is bounded by its timeout) so their callers get a real answer, and exits;
  * whatever is still submitted is answered "not sent".
  *
+ * An ERROR does not end it: like the bgwriter it recovers in a sigsetjmp
+ * block (aborts the transaction, resets the batch's memory) and goes on,
+ * with its transfers in flight and its connections.  What the failed batch
+ * was doing decides what happens next: outcomes that could not be journaled
+ * are kept and written again with backoff; synchronous requests whose
+ * 'sending' row was not committed are not sent and their callers are told.
+ * Every statement waits for a lock at most BG_LOCK_TIMEOUT, so a lock on the
+ * journal turns into such an error, not into a stall of every payment.  It
+ * exits only on FATAL, SIGTERM or postmaster death.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -24,6 +34,8 @@
 
 #include "access/xact.h"
 #include "executor/spi.h"
+#include "storage/lwlock.h"
+#include "utils/timeout.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -46,6 +58,17 @@
 
 /* Seconds before the postmaster restarts a worker that exited with error. */
 #define BG_WORKER_RESTART_SECS	5
+
+/*
+ * The longest any statement of the worker waits for a lock.  While it waits
+ * nothing else moves, not even the transfers in flight, so it is short; a
+ * lock held longer fails the batch, which is then retried with backoff.
+ */
+#define BG_LOCK_TIMEOUT			"1s"
+
+/* Backoff of journal writes that failed: doubling from min to max. */
+#define BG_RETRY_MIN_MS			100
+#define BG_RETRY_MAX_MS			30000
 
 /*
  * Free heap glibc may keep rather than give back to the kernel.  Each
@@ -88,28 +111,61 @@ typedef struct BgJob
 	int			timeout_ms;
 	int64		request_id;		/* journal row, 0 if none */
 	BgCreditPayment payment;
+	bool		started;		/* handed to the HTTP engine */
 	/* filled in when the transfer is over */
 	BgReply		reply;
 	char	   *body;
 	size_t		body_len;
+	bool		answered;		/* its synchronous caller has been answered */
+	/* when journaling its outcome failed: not again before retry_at */
+	TimestampTz retry_at;
+	int			retry_ms;
 } BgJob;
 
+/* jobs live here until freed one by one; the lists of a batch, in batch_cxt */
 static MemoryContext jobs_cxt = NULL;
-static List *finished_jobs = NIL;
+static MemoryContext batch_cxt = NULL;
+static List *finished_jobs = NIL;	/* in jobs_cxt: filled between batches */
 static bool queue_woken = true;
 
 /*
- * Whether rows a previous worker left in 'sending' have been made in_doubt:
- * done when the journal first becomes usable, at start or once CREATE or
- * ALTER EXTENSION ... UPDATE has made it so.  Nothing can have been sent
- * through a journal this worker could not use, so every 'sending' row then
- * is a previous worker's.
+ * Whether the journal was usable at the last batch.  Rows a previous worker
+ * left in 'sending' are made in_doubt when it becomes usable: at start
+ * (recover_journal) or once CREATE or ALTER EXTENSION ... UPDATE has made it
+ * so (journal_batch).  Nothing can have been sent through a journal this
+ * worker could not use, so every 'sending' row then is a previous worker's.
  */
-static bool journal_recovered = false;
+static bool journal_was_ready = false;
 
 /* Next look for rows that came from elsewhere (bg_queue_hold_foreign). */
 static TimestampTz hold_check_due = 0;
 static TimestampTz queue_next_due = 0;
+
+/*
+ * What the batch in progress has done that an ERROR must undo or finish:
+ * the synchronous requests it took from the channel, the jobs it created,
+ * the finished job whose outcome it was writing (or whose caller it was
+ * answering), and the jobs committed as 'sending' but not yet started.
+ */
+static List *batch_taken = NIL;
+static List *batch_created = NIL;
+static List *batch_starting = NIL;
+static BgJob *batch_writing = NULL;
+static BgJob *batch_answering = NULL;
+
+/*
+ * Backoff of the journal as a whole (claims, recovery), after a failed
+ * batch nobody in particular could be blamed for, such as a lock timeout.
+ */
+static TimestampTz journal_retry_at = 0;
+static int	journal_retry_ms = 0;
+static bool journal_recovered = false;
+
+/* when pending statistics are next due to be flushed; 0 if none pending */
+static TimestampTz stats_flush_at = 0;
+
+/* logged once per configuration: queued payments wait for credentials */
+static bool warned_no_credentials = false;
 
 static BgJob *
 new_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
@@ -152,17 +208,28 @@ transfer_finished(void *arg, const BgReply *reply, const char *body, size_t body
 }
 
 /*
- * Append to a list that outlives the batch's transaction: SPI's memory,
- * current during the batch, is gone after SPI_finish().
+ * Append to a list of the batch: it outlives the batch's transaction (SPI's
+ * memory, current during the batch, is gone after SPI_finish()) and is
+ * freed with batch_cxt when the batch ends or fails.
  */
 static List *
 keep(List *list, BgJob *job)
 {
-	MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+	MemoryContext old = MemoryContextSwitchTo(batch_cxt);
 
 	list = lappend(list, job);
 	MemoryContextSwitchTo(old);
 	return list;
+}
+
+/* A job the batch made: freed by the error recovery if the batch fails. */
+static BgJob *
+new_batch_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
+{
+	BgJob	   *job = new_job(kind, payment, request_id);
+
+	batch_created = keep(batch_created, job);
+	return job;
 }
 
 static void
@@ -172,25 +239,60 @@ start_job(BgJob *job)
 		bg_http_start_get_invoice(job, job->payment.billogram_id, job->timeout_ms);
 	else
 		bg_http_start_credit_payment(job, &job->payment, job->timeout_ms);
+	job->started = true;
 }
 
-/* Answer a synchronous caller whose request was never sent. */
 static void
-refuse_not_installed(int slotno)
+answer(BgJob *job, const BgReply *reply, const char *body, size_t body_len)
+{
+	batch_answering = job;
+	bg_channel_post_reply(job->slotno, reply, body, body_len);
+	job->answered = true;
+	batch_answering = NULL;
+}
+
+/* Answer a synchronous caller whose request is not sent, with outcome. */
+static void
+refuse(BgJob *job, BgOutcome outcome, const char *why)
 {
 	BgReply		reply;
 
 	memset(&reply, 0, sizeof(reply));
-	reply.outcome = BG_OUTCOME_NOT_INSTALLED;
-	strlcpy(reply.message, bg_database, sizeof(reply.message));
-	bg_channel_post_reply(slotno, &reply, NULL, 0);
+	reply.outcome = outcome;
+	strlcpy(reply.message, why, sizeof(reply.message));
+	answer(job, &reply, NULL, 0);
+}
+
+/* Why no credentials can be sent, naming the setting; NULL if they can. */
+static const char *
+missing_credentials(void)
+{
+	if (bg_api_user == NULL || bg_api_user[0] == '\0')
+		return "billogram.api_user is empty";
+	if (bg_api_password_in_use()[0] != '\0')
+		return NULL;
+	if (bg_api_password_file && bg_api_password_file[0] != '\0')
+		return "the file named by billogram.api_password_file could not be used (the server log says why)";
+	return "billogram.api_password is empty";
+}
+
+static TimestampTz
+backoff(int *delay_ms)
+{
+	*delay_ms = (*delay_ms == 0) ? BG_RETRY_MIN_MS :
+		Min(*delay_ms * 2, BG_RETRY_MAX_MS);
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), *delay_ms);
 }
 
 /*
  * One batch of database work in one transaction: record the outcome of
- * every finished transfer, journal the synchronous requests just taken and
- * claim due queued rows.  Returns the jobs to start, appends the finished
- * jobs to *done and the snapshots to take to *snapshots.
+ * every finished transfer that is due, journal the synchronous requests in
+ * batch_taken and claim due queued rows.  Returns the jobs to start, sets
+ * *recorded to the finished jobs whose outcome it wrote and appends the
+ * snapshots to take to *snapshots.  Each journal write names its job in
+ * batch_writing, so that when one fails the error recovery knows whose
+ * write to retry later; the others are simply tried again in the next
+ * batch.
  *
  * The commit is durable when the batch is about to send anything: 'sending'
  * must be on disk before a request leaves.  A batch that only records
@@ -198,12 +300,17 @@ refuse_not_installed(int slotno)
  * would be found in 'sending' and become in_doubt, never re-sent.
  */
 static List *
-journal_batch(List *taken, List **done, List **snapshots)
+journal_batch(List **recorded, List **snapshots)
 {
 	List	   *to_start = NIL;
+	List	   *waiting = NIL;
 	ListCell   *lc;
 	bool		installed;
 	int			capacity;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		journal_due = (now >= journal_retry_at);
+	const char *no_credentials = missing_credentials();
+	MemoryContext old;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -212,15 +319,15 @@ journal_batch(List *taken, List **done, List **snapshots)
 	pgstat_report_activity(STATE_RUNNING, "billogram: journal batch");
 
 	installed = bg_queue_installed();
-	if (installed && !journal_recovered)
+	if (installed && !journal_was_ready)
 	{
 		foreach(lc, bg_queue_recover())
 		{
 			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
 
-			*snapshots = keep(*snapshots, new_job(JOB_SNAPSHOT, &q->payment, q->id));
+			*snapshots = keep(*snapshots,
+							  new_batch_job(JOB_SNAPSHOT, &q->payment, q->id));
 		}
-		journal_recovered = true;
 		hold_check_due = 0;
 	}
 	if (installed && GetCurrentTimestamp() >= hold_check_due)
@@ -230,25 +337,28 @@ journal_batch(List *taken, List **done, List **snapshots)
 	}
 	if (!installed)
 	{
-		journal_recovered = false;
 		/* nothing to claim until CREATE EXTENSION: just sweep now and then */
 		queue_woken = false;
-		queue_next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BG_SWEEP_MS);
+		queue_next_due = TimestampTzPlusMilliseconds(now, BG_SWEEP_MS);
 	}
 
 	foreach(lc, finished_jobs)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
 
+		if (!journal_due || job->retry_at > now)
+		{
+			waiting = keep(waiting, job);
+			continue;
+		}
+		batch_writing = job;
 		if (job->kind == JOB_SNAPSHOT)
 		{
 			if (installed)
 				bg_queue_save_snapshot(job->request_id, &job->reply,
 									   job->body, job->body_len);
-			*done = keep(*done, job);
-			continue;
 		}
-		if (installed && job->request_id != 0)
+		else if (installed && job->request_id != 0)
 		{
 			const char *state = bg_queue_finish(job->request_id,
 												job->kind == JOB_SYNC,
@@ -263,24 +373,28 @@ journal_batch(List *taken, List **done, List **snapshots)
 
 			if (strcmp(state, "in_doubt") == 0)
 				*snapshots = keep(*snapshots,
-								  new_job(JOB_SNAPSHOT, &job->payment,
-										  job->request_id));
+								  new_batch_job(JOB_SNAPSHOT, &job->payment,
+												job->request_id));
 			if (strcmp(state, "pending") == 0)
 				queue_woken = true;
 		}
-		*done = keep(*done, job);
+		*recorded = keep(*recorded, job);
 	}
-	list_free(finished_jobs);
-	finished_jobs = NIL;
+	batch_writing = NULL;
 
-	foreach(lc, taken)
+	foreach(lc, batch_taken)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
 
 		if (!installed)
 		{
-			refuse_not_installed(job->slotno);
-			*done = keep(*done, job);
+			refuse(job, BG_OUTCOME_NOT_INSTALLED, bg_database);
+			continue;
+		}
+		if (no_credentials)
+		{
+			/* Billogram would answer 401: say why without asking it */
+			refuse(job, BG_OUTCOME_NO_CREDENTIALS, no_credentials);
 			continue;
 		}
 		job->request_id = bg_queue_record_sync(&job->payment);
@@ -291,29 +405,44 @@ journal_batch(List *taken, List **done, List **snapshots)
 								 "no connection to the API became free within billogram.timeout",
 								 false);
 			(void) bg_queue_finish(job->request_id, true, &job->reply, NULL, 0);
-			bg_channel_post_reply(job->slotno, &job->reply, NULL, 0);
-			*done = keep(*done, job);
+			answer(job, &job->reply, NULL, 0);
 			continue;
 		}
 		to_start = keep(to_start, job);
 	}
 
 	capacity = bg_max_connections - bg_http_in_flight() - list_length(to_start);
-	if (installed && capacity > 0 &&
-		(queue_woken || GetCurrentTimestamp() >= queue_next_due))
+	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&
+		(queue_woken || now >= queue_next_due))
 	{
-		List	   *claimed = bg_queue_claim(capacity);
-
-		foreach(lc, claimed)
+		if (no_credentials)
 		{
-			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
-
-			to_start = keep(to_start, new_job(JOB_QUEUED, &q->payment, q->id));
+			/* they stay pending; a reload with credentials wakes us */
+			if (!warned_no_credentials)
+				ereport(WARNING,
+						(errmsg("billogram worker: queued payments are not sent: %s",
+								no_credentials),
+						 errhint(BG_CREDENTIALS_HINT)));
+			warned_no_credentials = true;
+			queue_woken = false;
+			queue_next_due = TimestampTzPlusMilliseconds(now, BG_SWEEP_MS);
 		}
-		/* a full batch means more may be waiting: look again next time */
-		queue_woken = (list_length(claimed) == capacity);
-		if (!queue_woken)
-			queue_next_due = bg_queue_next_due();
+		else
+		{
+			List	   *claimed = bg_queue_claim(capacity);
+
+			foreach(lc, claimed)
+			{
+				BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
+
+				to_start = keep(to_start,
+								new_batch_job(JOB_QUEUED, &q->payment, q->id));
+			}
+			/* a full batch means more may be waiting: look again next time */
+			queue_woken = (list_length(claimed) == capacity);
+			if (!queue_woken)
+				queue_next_due = bg_queue_next_due();
+		}
 	}
 
 	if (to_start == NIL)
@@ -325,6 +454,15 @@ journal_batch(List *taken, List **done, List **snapshots)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	journal_was_ready = installed;
+
+	/* committed: what waits for its backoff is all that is left to write */
+	old = MemoryContextSwitchTo(jobs_cxt);
+	list_free(finished_jobs);
+	finished_jobs = list_copy(waiting);
+	MemoryContextSwitchTo(old);
+	if (journal_due)
+		journal_retry_ms = 0;
 	return to_start;
 }
 
@@ -334,18 +472,18 @@ take_submitted_requests(void)
 {
 	List	   *taken = NIL;
 	BgTakenRequest req;
-	MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
 	int			room = bg_max_connections - bg_http_in_flight();
 
+	if (ShutdownRequestPending || !journal_recovered)
+		return NIL;
 	while (room-- > 0 && bg_http_can_start() && bg_channel_take(&req))
 	{
 		BgJob	   *job = new_job(JOB_SYNC, &req.payment, 0);
 
 		job->slotno = req.slotno;
 		job->timeout_ms = req.timeout_ms;
-		taken = lappend(taken, job);
+		taken = keep(taken, job);
 	}
-	MemoryContextSwitchTo(old);
 	return taken;
 }
 
@@ -364,8 +502,8 @@ answer_sync_callers(void)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
 
-		if (job->kind == JOB_SYNC)
-			bg_channel_post_reply(job->slotno, &job->reply, job->body, job->body_len);
+		if (job->kind == JOB_SYNC && !job->answered)
+			answer(job, &job->reply, job->body, job->body_len);
 	}
 }
 
@@ -376,60 +514,263 @@ free_jobs(List *jobs)
 
 	foreach(lc, jobs)
 		free_job((BgJob *) lfirst(lc));
-	list_free(jobs);
+}
+
+/* Is the outcome of some finished transfer due to be written? */
+static bool
+outcome_due(TimestampTz now)
+{
+	ListCell   *lc;
+
+	if (now < journal_retry_at)
+		return false;
+	foreach(lc, finished_jobs)
+	{
+		if (((BgJob *) lfirst(lc))->retry_at <= now)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Start what a committed batch left to start.  From here on the batch
+ * cannot be undone: an ERROR while starting finishes the jobs not yet
+ * started as never sent (see recover_from_error()).
+ */
+static void
+start_committed(List *to_start)
+{
+	ListCell   *lc;
+
+	batch_created = NIL;
+	batch_starting = to_start;
+	foreach(lc, to_start)
+		start_job((BgJob *) lfirst(lc));
+	batch_starting = NIL;
+}
+
+/* Rows a previous worker left in 'sending' become in_doubt. */
+static void
+recover_journal(void)
+{
+	List	   *snapshots = NIL;
+	ListCell   *lc;
+	bool		installed;
+
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	installed = bg_queue_installed();
+	if (installed)
+	{
+		foreach(lc, bg_queue_recover())
+		{
+			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
+
+			snapshots = keep(snapshots,
+							 new_batch_job(JOB_SNAPSHOT, &q->payment, q->id));
+		}
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	journal_recovered = true;
+	journal_was_ready = installed;
+	journal_retry_ms = 0;
+
+	start_committed(snapshots);
+	MemoryContextReset(batch_cxt);
+}
+
+/*
+ * Flush the statistics the batches gathered (the journal's updates and dead
+ * rows, for autovacuum), as PostgreSQL's own workers do after each unit of
+ * work.  force: the second of pgstat's rate limit has passed.
+ */
+static void
+report_stats(bool force)
+{
+	long		next_ms = pgstat_report_stat(force);
+
+	/*
+	 * What could not be flushed yet (pgstat flushes at most once a second)
+	 * is forced out a second later, not in the 10 s pgstat suggests for an
+	 * idle backend: the journal's churn should reach autovacuum while the
+	 * worker keeps busy.  Forced, because outside a transaction pgstat
+	 * measures the second from the last commit, and an idle worker makes
+	 * none.
+	 */
+	stats_flush_at = (next_ms > 0) ?
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Min(next_ms, 1000)) : 0;
 }
 
 static void
 run_batch(void)
 {
-	List	   *taken = take_submitted_requests();
-	List	   *done = NIL;
+	TimestampTz now = GetCurrentTimestamp();
+	List	   *recorded = NIL;
 	List	   *snapshots = NIL;
 	List	   *to_start;
 	ListCell   *lc;
 
-	if (taken == NIL && finished_jobs == NIL &&
-		!(bg_http_can_start() &&
-		  (queue_woken || GetCurrentTimestamp() >= queue_next_due)))
+	if (!journal_recovered)
+	{
+		if (now >= journal_retry_at)
+			recover_journal();
+		return;
+	}
+
+	batch_taken = take_submitted_requests();
+	if (batch_taken == NIL && !outcome_due(now) &&
+		!(bg_http_can_start() && !ShutdownRequestPending &&
+		  now >= journal_retry_at &&
+		  (queue_woken || now >= queue_next_due)))
 		return;
 
 	answer_sync_callers();
-	to_start = journal_batch(taken, &done, &snapshots);
-	free_jobs(done);
-	foreach(lc, to_start)
-		start_job((BgJob *) lfirst(lc));
-	foreach(lc, snapshots)
-		start_job((BgJob *) lfirst(lc));
-	list_free(taken);
-	list_free(to_start);
-	list_free(snapshots);
+	to_start = journal_batch(&recorded, &snapshots);
+
+	/* the outcomes written and the refused callers are done with */
+	free_jobs(recorded);
+	foreach(lc, batch_taken)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		if (job->answered)
+			free_job(job);
+	}
+	batch_taken = NIL;
+
+	if (ShutdownRequestPending)
+	{
+		/* no new GETs now: the rows stay in_doubt, without a snapshot */
+		free_jobs(snapshots);
+		snapshots = NIL;
+	}
+	start_committed(list_concat(to_start, snapshots));
+	MemoryContextReset(batch_cxt);
+	report_stats(false);
 }
 
 /*
- * How long the event loop may sleep before the queue needs a look: not at
- * all when woken with room to send, never while every connection is busy
- * (a finished transfer wakes the loop anyway).
+ * After an ERROR, with the transaction aborted: finish or undo what the
+ * batch in progress was doing, so the loop can go on.  why and sqlerrcode
+ * are the error's.
+ */
+static void
+recover_from_error(const char *why, int sqlerrcode)
+{
+	char		reason[BG_REPLY_TEXT_LEN];
+	BgReply		reply;
+	ListCell   *lc;
+
+	bg_stats_error(why);
+	if (batch_answering)
+	{
+		/* the reply did not get through (no DSM segment?): the bare outcome */
+		BgJob	   *job = batch_answering;
+
+		batch_answering = NULL;
+		job->answered = true;
+		memset(&reply, 0, sizeof(reply));
+		reply.outcome = BG_OUTCOME_WORKER;
+		reply.may_have_reached = job->reply.may_have_reached;
+		snprintf(reply.message, sizeof(reply.message),
+				 "its reply could not be handed over: %s", why);
+		bg_channel_post_reply(job->slotno, &reply, NULL, 0);
+	}
+
+	/*
+	 * A write that failed on its own row (a constraint, a trigger) backs off
+	 * alone, so that the others are written meanwhile; anything else, and a
+	 * lock that fails every write alike, backs off the whole journal.
+	 */
+	if (batch_writing == NULL || sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+		journal_retry_at = backoff(&journal_retry_ms);
+	if (batch_writing)
+	{
+		/* kept in finished_jobs, and written later than the others */
+		batch_writing->retry_at = backoff(&batch_writing->retry_ms);
+		ereport(LOG,
+				(errmsg("billogram worker: the outcome of request %lld is not recorded yet; next try in %d ms",
+						(long long) batch_writing->request_id,
+						batch_writing->retry_ms)));
+		batch_writing = NULL;
+	}
+	else if (!journal_recovered)
+		ereport(LOG,
+				(errmsg("billogram worker: recovery of the journal failed; next try in %d ms",
+						journal_retry_ms)));
+
+	/* no 'sending' row was committed for these: they are not sent */
+	snprintf(reason, sizeof(reason), "%s.", why);
+	foreach(lc, batch_taken)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		if (!job->answered)
+			refuse(job, BG_OUTCOME_NOT_RECORDED, reason);
+		free_job(job);
+	}
+	free_jobs(batch_created);
+
+	/* committed as 'sending' but never handed to curl: certainly not sent */
+	snprintf(reason, sizeof(reason), "the worker could not start the request: %s", why);
+	foreach(lc, batch_starting)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		if (job->started)
+			continue;
+		bg_transport_failure(&reply, reason, false);
+		transfer_finished(job, &reply, NULL, 0);
+	}
+
+	batch_taken = NIL;
+	batch_created = NIL;
+	batch_starting = NIL;
+	MemoryContextReset(batch_cxt);
+}
+
+/*
+ * How long the event loop may sleep before something is due: the queue
+ * (not at all when woken with room to send, never while every connection
+ * is busy), an outcome to write again, statistics to flush.  A finished
+ * transfer or a new request wakes the loop anyway.
  */
 static long
-ms_until_queue_due(void)
+ms_until_due(void)
 {
-	if (ShutdownRequestPending || !bg_http_can_start())
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz wake = DT_NOEND;
+	ListCell   *lc;
+
+	if (!journal_recovered)
+		wake = journal_retry_at;
+	foreach(lc, finished_jobs)
+		wake = Min(wake, Max(((BgJob *) lfirst(lc))->retry_at, journal_retry_at));
+	if (journal_recovered && !ShutdownRequestPending && bg_http_can_start())
+		wake = Min(wake, Max(queue_woken ? now : queue_next_due, journal_retry_at));
+	if (stats_flush_at != 0)
+		wake = Min(wake, stats_flush_at);
+	if (wake == DT_NOEND)
 		return -1;
-	if (queue_woken || finished_jobs != NIL)
-		return 0;
-	return Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-												  queue_next_due));
+	return Max(0, TimestampDifferenceMilliseconds(now, wake));
 }
 
 void
 billogram_worker_main(Datum main_arg)
 {
+	sigjmp_buf	local_sigjmp_buf;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(bg_database, NULL, 0);
 	pgstat_report_appname("billogram worker");
+	/* overrides any ALTER ROLE or ALTER DATABASE setting: see its comment */
+	SetConfigOption("lock_timeout", BG_LOCK_TIMEOUT, PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * The worker runs as the bootstrap superuser: no object a database user
@@ -444,11 +785,44 @@ billogram_worker_main(Datum main_arg)
 
 	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "billogram jobs",
 									 ALLOCSET_DEFAULT_SIZES);
+	batch_cxt = AllocSetContextCreate(TopMemoryContext, "billogram batch",
+									  ALLOCSET_DEFAULT_SIZES);
 	bg_channel_attach_worker();
 	bg_stats_worker_started();
 	bg_http_init(transfer_finished);
 	ereport(LOG,
 			(errmsg("billogram worker started, API at %s", bg_api_url)));
+
+	/*
+	 * An ERROR anywhere in the loop lands here, as in the bgwriter: report
+	 * it, clean up, and go on.  The transfers in flight are curl's, outside
+	 * any transaction, and go on too.
+	 */
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		ErrorData  *edata;
+
+		/* since not using PG_TRY, must reset error stack by hand */
+		error_context_stack = NULL;
+		HOLD_INTERRUPTS();
+		disable_all_timeouts(false);
+		QueryCancelPending = false;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		LWLockReleaseAll();
+		pgstat_report_wait_end();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		MemoryContextSwitchTo(TopMemoryContext);
+		FlushErrorState();
+
+		recover_from_error(edata->message, edata->sqlerrcode);
+		FreeErrorData(edata);
+		RESUME_INTERRUPTS();
+	}
+	PG_exception_stack = &local_sigjmp_buf;
 
 	for (;;)
 	{
@@ -460,27 +834,20 @@ billogram_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			bg_load_password_file();
 			bg_http_settings_changed();
+			/* new credentials may let queued payments go */
+			warned_no_credentials = false;
+			queue_woken = true;
 		}
 
-		if (ShutdownRequestPending)
-		{
-			/* record what finished; take nothing new */
-			if (finished_jobs != NIL)
-			{
-				List	   *done = NIL;
-				List	   *snapshots = NIL;
+		/* on shutdown: record what finished, take and claim nothing new */
+		run_batch();
+		if (ShutdownRequestPending && bg_http_in_flight() == 0)
+			break;
 
-				answer_sync_callers();
-				(void) journal_batch(NIL, &done, &snapshots);
-				free_jobs(done);
-			}
-			if (bg_http_in_flight() == 0)
-				break;
-		}
-		else
-			run_batch();
+		if (stats_flush_at != 0 && GetCurrentTimestamp() >= stats_flush_at)
+			report_stats(true);
 
-		(void) bg_http_wait(ms_until_queue_due());
+		(void) bg_http_wait(ms_until_due());
 		if (bg_channel_queue_woken())
 			queue_woken = true;
 	}

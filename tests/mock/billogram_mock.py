@@ -44,12 +44,16 @@ PAY_RE = re.compile(r"/api/v2/billogram/([^/]+)/command/credit-payment/?\Z")
 GET_RE = re.compile(r"/api/v2/billogram/([^/]+)/?\Z")
 MAGIC_RE = re.compile(
     r"(nf|e400|e401|e403|e409|e429|e500|e502|e503|e504|slow(?P<ms>[0-9]+)|"
-    r"drop|cut|trunc|notjson|empty|wrongtype|nodata|nostatus|okerr|created|"
+    r"drop|cut|trunc|notjson|empty|wrongtype|nodata|nostatus|okerr|created|longsv|"
     r"huge(?P<mib>[0-9]+)|bigok|bighdr|deep|nul|badutf|silent|trickle|redirect)")
 
 # Magic ids whose reply is fixed and that never touch the invoice.
 FIXED_FAULTS = {"nf", "e400", "e401", "e403", "e409", "e429", "e500",
-                "e502", "e503", "okerr", "redirect"}
+                "e502", "e503", "okerr", "redirect", "longsv"}
+
+# A 600-byte Swedish message: byte 511 falls inside a two-byte character,
+# where a client that cuts by bytes splits it.
+LONG_SWEDISH = "Felaktigt belopp: " + "\u00e5\u00e4\u00f6" * 100
 # Magic ids whose payment is applied and whose delivery is then broken,
 # whatever the reply (success or error) would have been.
 TRANSPORT_FAULTS = {"drop", "cut", "trickle"}
@@ -215,6 +219,8 @@ def fixed_fault(name):
         # invoice "redirtarget" instead
         return Resp(307, b"", None, headers=[
             ("Location", "/api/v2/billogram/redirtarget/command/credit-payment")])
+    if name == "longsv":
+        return err(400, "INVALID_PARAMETER", LONG_SWEDISH, field="amount")
     if name == "okerr":
         return Resp(200, b'{"status":"INVALID_PARAMETER","data":'
                          b'{"message":"error inside a 200"}}')

@@ -69,10 +69,15 @@ like(reload_until(qr/^BG403$/), qr/^BG403$/, 'a wrong password in the file: BG40
 ($state, $out, $err) = pay('cred');
 like($err, qr/INVALID_AUTH/, "with Billogram's status");
 
-# A file others can read is not used: a warning, and no password is sent.
+# A file others can read is not used: a warning, and calls are refused
+# before anything is sent, since there is no password to send.
 write_password($BgTest::PASSWORD, 0644);
-like(reload_until(qr/^BG40[13]$/), qr/^BG40[13]$/,
-	'a world-readable file is not used: Billogram refuses the call');
+my $posts_before = scalar @{ $mock->posts };
+is(reload_until(qr/^55000$/), '55000',
+	'a world-readable file is not used: calls are refused (55000)');
+($state, $out, $err) = pay('cred');
+like($err, qr/billogram.api_password_file could not be used/, 'naming the password file');
+is(scalar @{ $mock->posts }, $posts_before, 'and nothing is sent');
 my $log = slurp_file($node->logfile);
 like($log, qr/password file ".*" is not used: group or other users can access it/,
 	'the log says why the file is not used');
@@ -83,7 +88,7 @@ is(BgTest::worker_pid($node), $pid, 'all without restarting the worker');
 
 # A missing file: not used, and the log says so.
 unlink $file;
-like(reload_until(qr/^BG40[13]$/), qr/^BG40[13]$/, 'a missing file: refused by Billogram');
+is(reload_until(qr/^55000$/), '55000', 'a missing file: calls are refused');
 like(slurp_file($node->logfile), qr/password file ".*" is not used: No such file/,
 	'the log names the missing file');
 write_password($BgTest::PASSWORD, 0600);
