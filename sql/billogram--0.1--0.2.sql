@@ -22,7 +22,8 @@ ALTER TABLE billogram_requests
     ADD COLUMN application_name text,
     ADD COLUMN made_in_system   bigint,
     ADD COLUMN made_in_database oid,
-    ADD COLUMN held_at          timestamptz;
+    ADD COLUMN held_at          timestamptz,
+    ADD COLUMN pending_since    timestamptz NOT NULL DEFAULT now();
 
 -- where each row was made: the rows 0.1 journaled here are taken to be this
 -- server's, as 0.1 would have sent them
@@ -90,6 +91,7 @@ BEGIN
                                WHEN 'mark_done' THEN 'done'
                                ELSE 'failed' END,
            next_attempt_at = CASE WHEN action = 'resend' THEN now() ELSE next_attempt_at END,
+           pending_since = CASE WHEN action = 'resend' THEN now() ELSE pending_since END,
            finished_at = CASE WHEN action = 'resend' THEN NULL ELSE now() END,
            resolution = concat_ws(E'\n', resolution,
                                   format('%s by %s at %s (was %s)', action, @extschema@.billogram_caller(), now(), r.state))
@@ -179,6 +181,7 @@ BEGIN
     UPDATE @extschema@.billogram_requests
        SET state = 'pending',
            next_attempt_at = now(),
+           pending_since = now(),
            resolution = concat_ws(E'\n', resolution,
                                   format('released by %s at %s (held since %s, made in system %s database %s)',
                                          @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database)),

@@ -92,6 +92,11 @@ COMMENT ON FUNCTION billogram_credit_payment(text, text, numeric) IS
  * whole invoice, names, addresses and identity numbers included; 'none'
  * keeps nothing.
  *
+ * pending_since is when the row last became pending (queued, resent or
+ * released): a request that provably did not reach Billogram, or that
+ * Billogram asked to retry, is tried again while it has been pending for
+ * less than billogram.retry_for, and only then marked failed.
+ *
  * Where each row was made: made_in_system is the cluster's system
  * identifier (pg_control_system()) and made_in_database the OID of the
  * database whose journal took it.  The worker sends only rows made where it
@@ -139,7 +144,8 @@ CREATE TABLE billogram_requests (
     application_name text,
     made_in_system   bigint,
     made_in_database oid,
-    held_at          timestamptz
+    held_at          timestamptz,
+    pending_since    timestamptz NOT NULL DEFAULT now()
 );
 
 COMMENT ON TABLE billogram_requests IS
@@ -293,6 +299,7 @@ BEGIN
                                WHEN 'mark_done' THEN 'done'
                                ELSE 'failed' END,
            next_attempt_at = CASE WHEN action = 'resend' THEN now() ELSE next_attempt_at END,
+           pending_since = CASE WHEN action = 'resend' THEN now() ELSE pending_since END,
            finished_at = CASE WHEN action = 'resend' THEN NULL ELSE now() END,
            resolution = concat_ws(E'\n', resolution,
                                   format('%s by %s at %s (was %s)', action, @extschema@.billogram_caller(), now(), r.state))
@@ -336,6 +343,7 @@ BEGIN
     UPDATE @extschema@.billogram_requests
        SET state = 'pending',
            next_attempt_at = now(),
+           pending_since = now(),
            resolution = concat_ws(E'\n', resolution,
                                   format('released by %s at %s (held since %s, made in system %s database %s)',
                                          @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database)),

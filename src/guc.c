@@ -30,7 +30,7 @@ char	   *bg_database = NULL;
 int			bg_timeout_ms = 30000;
 int			bg_max_connections = 8;
 int			bg_max_response_kb = 16 * 1024;
-int			bg_max_attempts = 10;
+int			bg_retry_for_s = 6 * 3600;
 bool		bg_allow_insecure_http = false;
 char	   *bg_api_password_file = NULL;
 char	   *bg_callback_sign_key = NULL;
@@ -210,13 +210,14 @@ bg_define_settings(bool preloading)
 							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
-	DefineCustomIntVariable("billogram.max_attempts",
-							"Attempts at sending a queued payment before it is marked failed.",
-							"Only requests that provably did not reach Billogram, or that "
-							"Billogram asked to retry (429, 503), are tried again.",
-							&bg_max_attempts,
-							10, 1, 1000,
-							PGC_SIGHUP, 0,
+	DefineCustomIntVariable("billogram.retry_for",
+							"How long a queued payment that did not reach Billogram is tried again before it is marked failed.",
+							"Counted from when it was queued (or resent, or released). Only requests that "
+							"provably did not reach Billogram, or that Billogram asked to retry (429, 503), "
+							"are tried again, with backoff from 1 s to 5 min.",
+							&bg_retry_for_s,
+							6 * 3600, 1, 30 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("billogram.callback_sign_key",

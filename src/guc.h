@@ -16,7 +16,7 @@ extern char *bg_database;
 extern int	bg_timeout_ms;
 extern int	bg_max_connections;
 extern int	bg_max_response_kb;
-extern int	bg_max_attempts;
+extern int	bg_retry_for_s;
 extern bool bg_allow_insecure_http;
 extern char *bg_api_password_file;
 extern char *bg_callback_sign_key;

@@ -11,6 +11,13 @@
  * worker sleeps in WaitEventSetWait on those sockets, its latch and postmaster
  * death, and never polls.
  *
+ * When Billogram answers 429 or 503 it is asking every request to wait, not
+ * just that one: the engine then starts nothing for the Retry-After (or its
+ * own backoff, 1 s doubling to 5 minutes, when there is none), then lets
+ * one request through as a probe, and only when that one is answered
+ * otherwise goes back to full concurrency.  Requests refused meanwhile are
+ * not sent at all.
+ *
  * A credit payment is not idempotent, so a request body, once handed to
  * curl, is never handed over again: the body is given through a read
  * callback whose seek callback refuses to rewind.  That turns curl's silent
@@ -73,6 +80,14 @@ static BgTransferDone transfer_done = NULL;
 static MemoryContext http_cxt = NULL;
 static int	in_flight = 0;
 static int	open_connections = 0;	/* sockets curl has open, for stats */
+
+/* the pause Billogram asked for (429, 503), see bg_http_paused() */
+#define BG_PAUSE_MIN_MS		1000
+#define BG_PAUSE_MAX_MS		(5 * 60 * 1000)
+static TimestampTz paused_until = 0;
+static int	pause_ms = 0;		/* the last pause; doubles while refused */
+static long pause_status = 0;	/* the HTTP status that asked for it */
+static bool probing = false;	/* one request at a time until answered */
 
 /* settings the multi handle was built with */
 static char *built_ca_file = NULL;
@@ -324,7 +339,79 @@ bg_http_settings_changed(void)
 bool
 bg_http_can_start(void)
 {
+	if (paused_until != 0 && GetCurrentTimestamp() < paused_until)
+		return false;
+	if (probing && in_flight > 0)
+		return false;
 	return !rebuild_when_idle && in_flight < bg_max_connections;
+}
+
+/*
+ * How many transfers may start now: none during a pause, one at a time
+ * while probing after it, else up to billogram.max_connections.
+ */
+int
+bg_http_room(void)
+{
+	if (!bg_http_can_start())
+		return 0;
+	if (probing)
+		return 1 - in_flight;
+	return bg_max_connections - in_flight;
+}
+
+/*
+ * Whether sending is paused because Billogram asked to wait; if so, fills
+ * *refusal with what to tell a caller whose request is therefore not sent.
+ */
+bool
+bg_http_paused(BgReply *refusal)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (paused_until == 0 || now >= paused_until)
+		return false;
+	memset(refusal, 0, sizeof(*refusal));
+	refusal->outcome = BG_OUTCOME_PAUSED;
+	refusal->http_status = pause_status;
+	refusal->retry_after = (TimestampDifferenceMilliseconds(now, paused_until) + 999) / 1000;
+	snprintf(refusal->message, sizeof(refusal->message),
+			 "sending to Billogram is paused for another %ld s",
+			 refusal->retry_after);
+	return true;
+}
+
+/*
+ * Every answer adjusts the pause: a 429 or 503 starts one (or, from the
+ * probe, a longer one); anything else Billogram answered ends probing.
+ */
+static void
+adjust_pause(const BgReply *reply)
+{
+	if (bg_reply_asks_to_wait(reply))
+	{
+		int			wait_ms;
+
+		pause_ms = (pause_ms == 0) ? BG_PAUSE_MIN_MS :
+			Min(pause_ms * 2, BG_PAUSE_MAX_MS);
+		wait_ms = Max(pause_ms, (int) Min(reply->retry_after, 86400) * 1000);
+		if (!probing || GetCurrentTimestamp() >= paused_until)
+			ereport(LOG,
+					(errmsg("billogram worker: Billogram answered HTTP %ld; sending is paused for %d ms, then one request probes",
+							reply->http_status, wait_ms)));
+		paused_until = Max(paused_until,
+						   TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms));
+		pause_status = reply->http_status;
+		probing = true;
+	}
+	else if (reply->http_status != 0 && probing)
+	{
+		ereport(LOG,
+				(errmsg("billogram worker: Billogram answers again; sending resumes")));
+		probing = false;
+		pause_ms = 0;
+		paused_until = 0;
+	}
 }
 
 int
@@ -572,6 +659,7 @@ finish_transfer(CURL *easy, CURLcode result)
 			reply.retry_after = (long) Min(retry_after, 86400);
 	}
 
+	adjust_pause(&reply);
 	curl_multi_remove_handle(multi, easy);
 	curl_easy_cleanup(easy);
 	in_flight--;
@@ -663,11 +751,18 @@ static long
 wait_timeout(long max_wait_ms)
 {
 	long		timer_ms;
+	TimestampTz now = GetCurrentTimestamp();
 
+	/* the end of a pause is when sending may start again */
+	if (paused_until > now)
+	{
+		long		pause_left = TimestampDifferenceMilliseconds(now, paused_until) + 1;
+
+		max_wait_ms = (max_wait_ms < 0) ? pause_left : Min(max_wait_ms, pause_left);
+	}
 	if (!timer_armed)
 		return max_wait_ms;
-	timer_ms = Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-													  timer_deadline));
+	timer_ms = Max(0, TimestampDifferenceMilliseconds(now, timer_deadline));
 	return (max_wait_ms < 0) ? timer_ms : Min(timer_ms, max_wait_ms);
 }
 

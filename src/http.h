@@ -21,6 +21,8 @@ typedef void (*BgTransferDone) (void *job, const BgReply *reply,
 extern void bg_http_init(BgTransferDone on_done);
 extern void bg_http_settings_changed(void);
 extern bool bg_http_can_start(void);
+extern bool bg_http_paused(BgReply *refusal);
+extern int	bg_http_room(void);
 extern int	bg_http_in_flight(void);
 extern void bg_http_start_credit_payment(void *job, const BgCreditPayment *payment,
 										 int timeout_ms);

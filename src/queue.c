@@ -203,18 +203,20 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 
 	/*
 	 * $1 id, $2 final state, $3 retry?, $4 HTTP status, $5 body, $6 error,
-	 * $7 Retry-After seconds, $8 max attempts, $9 billogram.journal_reply
-	 * ('none' passes no body).  A retry waits 1 s doubling up to 5 min,
-	 * with jitter, and at least Retry-After.
+	 * $7 Retry-After seconds, $8 billogram.retry_for in seconds, $9
+	 * billogram.journal_reply ('none' passes no body).  A retry waits 1 s
+	 * doubling up to 5 min, with jitter, and at least Retry-After; it is
+	 * made only while the row has been pending for less than retry_for:
+	 * an outage fails payments by its length, not by a count of tries.
 	 */
 	[STMT_FINISH] =
 	"WITH u AS (UPDATE %1$s r SET "
-	" state = CASE WHEN $3 AND r.attempts < $8 THEN 'pending' ELSE $2 END,"
-	" next_attempt_at = CASE WHEN $3 AND r.attempts < $8 THEN now() + greatest("
+	" state = CASE WHEN $3 AND r.pending_since > now() - make_interval(secs => $8) THEN 'pending' ELSE $2 END,"
+	" next_attempt_at = CASE WHEN $3 AND r.pending_since > now() - make_interval(secs => $8) THEN now() + greatest("
 	"   make_interval(secs => $7),"
 	"   make_interval(secs => least(300, 2 ^ (r.attempts - 1)) * (0.5 + random() / 2)))"
 	"   ELSE r.next_attempt_at END,"
-	" finished_at = CASE WHEN $3 AND r.attempts < $8 THEN NULL ELSE clock_timestamp() END,"
+	" finished_at = CASE WHEN $3 AND r.pending_since > now() - make_interval(secs => $8) THEN NULL ELSE clock_timestamp() END,"
 	" http_status = $4,"
 	" response = CASE WHEN $2 <> 'done' THEN NULL WHEN $9 = 'full' THEN $5::jsonb -> 'data'"
 	"   ELSE %2$s.billogram_invoice_summary($5::jsonb -> 'data', coalesce(r.sent_at, r.created_at)) END,"
@@ -465,9 +467,7 @@ outcome_state(bool is_sync, const BgReply *reply, bool *retry)
 	if (reply->may_have_reached)
 		return "in_doubt";
 	if (!is_sync &&
-		((reply->outcome == BG_OUTCOME_TRANSPORT) ||
-		 (reply->outcome == BG_OUTCOME_API_ERROR &&
-		  (reply->http_status == 429 || reply->http_status == 503))))
+		(reply->outcome == BG_OUTCOME_TRANSPORT || bg_reply_asks_to_wait(reply)))
 		*retry = true;
 	return "failed";
 }
@@ -506,7 +506,7 @@ bg_queue_finish(int64 id, bool is_sync, const BgReply *reply,
 		values[5] = CStringGetTextDatum(error_json(reply));
 	}
 	values[6] = Int32GetDatum((int32) reply->retry_after);
-	values[7] = Int32GetDatum(bg_max_attempts);
+	values[7] = Int32GetDatum(bg_retry_for_s);
 	values[8] = CStringGetTextDatum(bg_journal_reply_name());
 
 	rc = SPI_execute_plan(plan_for(STMT_FINISH), values, nulls, false, 0);

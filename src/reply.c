@@ -158,6 +158,13 @@ fill_error_details(BgReply *reply, json_t *root)
 	}
 }
 
+bool
+bg_reply_asks_to_wait(const BgReply *reply)
+{
+	return reply->outcome == BG_OUTCOME_API_ERROR &&
+		(reply->http_status == 429 || reply->http_status == 503);
+}
+
 static void
 classify_error_reply(BgReply *reply, long http_status,
 					 const char *body, size_t len)

@@ -24,7 +24,9 @@ typedef enum BgOutcome
 	BG_OUTCOME_NOT_INSTALLED,	/* no journal in billogram.database */
 	BG_OUTCOME_NOT_RECORDED,	/* not sent: its journal row could not be
 								 * written */
-	BG_OUTCOME_NO_CREDENTIALS	/* not sent: no API user or password set */
+	BG_OUTCOME_NO_CREDENTIALS,	/* not sent: no API user or password set */
+	BG_OUTCOME_PAUSED			/* not sent: Billogram asked to wait
+								 * (http_status says how) */
 } BgOutcome;
 
 #define BG_REPLY_STATUS_LEN		64
@@ -61,6 +63,13 @@ extern void bg_classify_reply(BgReply *reply, long http_status,
  * when out of memory.
  */
 extern char *bg_reply_error_json(const BgReply *reply, const char *sqlstate);
+
+/*
+ * Whether Billogram asked to come back later (429 or 503): the request was
+ * not acted on, and the worker pauses all sending for a while.  The one
+ * place that rule is written.
+ */
+extern bool bg_reply_asks_to_wait(const BgReply *reply);
 
 /* Fill *reply for an exchange that never produced a complete reply. */
 extern void bg_transport_failure(BgReply *reply, const char *reason,

@@ -64,6 +64,9 @@ bg_reply_sqlstate(const BgReply *reply)
 			return ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
 		case BG_OUTCOME_NOT_RECORDED:
 			return ERRCODE_BILLOGRAM_NOT_RECORDED;
+		case BG_OUTCOME_PAUSED:
+			/* as the refusal that started the pause: "try again later" */
+			return sqlstate_for_http_status(reply->http_status);
 	}
 	return ERRCODE_INTERNAL_ERROR;
 }
@@ -81,8 +84,7 @@ reached_detail(const BgReply *reply)
 static void
 report_api_error(int elevel, const char *id, const BgReply *reply)
 {
-	bool		retry_later = (reply->http_status == 429 ||
-							   reply->http_status == 503);
+	bool		retry_later = bg_reply_asks_to_wait(reply);
 	bool		is_redirect = (reply->http_status >= 300 &&
 							   reply->http_status < 400);
 	bool		auth = (reply->http_status == 401 ||
@@ -168,6 +170,14 @@ bg_report_failure(int elevel, const char *id, const BgReply *reply)
 							id),
 					 errdetail("%s %s", reply->message, reached_detail(reply)),
 					 errhint("Nothing was sent, so the call can be made again. The server log has the worker's error.")));
+			break;
+		case BG_OUTCOME_PAUSED:
+			ereport(elevel,
+					(errcode(sqlstate_for_http_status(reply->http_status)),
+					 errmsg("the credit payment on %s was not sent: Billogram asked to wait (HTTP %ld)",
+							id, reply->http_status),
+					 errdetail("%s. %s", reply->message, reached_detail(reply)),
+					 errhint("Billogram asks to try again later.")));
 			break;
 		case BG_OUTCOME_NO_CREDENTIALS:
 			ereport(elevel,

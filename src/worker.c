@@ -411,7 +411,7 @@ journal_batch(List **recorded, List **snapshots)
 		to_start = keep(to_start, job);
 	}
 
-	capacity = bg_max_connections - bg_http_in_flight() - list_length(to_start);
+	capacity = bg_http_room() - list_length(to_start);
 	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&
 		(queue_woken || now >= queue_next_due))
 	{
@@ -466,17 +466,39 @@ journal_batch(List **recorded, List **snapshots)
 	return to_start;
 }
 
+/*
+ * While Billogram has asked to wait, synchronous callers are answered at
+ * once that their payment was not sent, rather than left to wait out their
+ * timeout; nothing of theirs is journaled.
+ */
+static void
+refuse_while_paused(void)
+{
+	BgReply		refusal;
+	BgTakenRequest req;
+
+	while (bg_http_paused(&refusal) && bg_channel_take(&req))
+	{
+		BgJob	   *job = new_job(JOB_SYNC, &req.payment, 0);
+
+		job->slotno = req.slotno;
+		answer(job, &refusal, NULL, 0);
+		free_job(job);
+	}
+}
+
 /* Synchronous requests waiting in the channel, as many as may start now. */
 static List *
 take_submitted_requests(void)
 {
 	List	   *taken = NIL;
 	BgTakenRequest req;
-	int			room = bg_max_connections - bg_http_in_flight();
+	int			room = bg_http_room();
 
 	if (ShutdownRequestPending || !journal_recovered)
 		return NIL;
-	while (room-- > 0 && bg_http_can_start() && bg_channel_take(&req))
+	refuse_while_paused();
+	while (room-- > 0 && bg_channel_take(&req))
 	{
 		BgJob	   *job = new_job(JOB_SYNC, &req.payment, 0);
 

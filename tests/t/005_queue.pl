@@ -14,7 +14,7 @@ use Test::More;
 use Time::HiRes qw(usleep);
 
 my $mock = BgTest->start_mock;
-my $node = $mock->new_node('queue', extra => "billogram.max_attempts = 30\n");
+my $node = $mock->new_node('queue', extra => "billogram.retry_for = '1h'\n");
 BgTest::worker_pid($node);
 $node->safe_psql('postgres', q{
 	CREATE TABLE payments (id bigserial PRIMARY KEY, invoice text NOT NULL, amount numeric(12, 2));
@@ -130,19 +130,6 @@ ok( $node->poll_query_until('postgres',
 	'with a snapshot of the invoice taken by GET');
 is(scalar @{ $mock->posts('e500q1') }, 1, 'the 500 was not re-sent');
 
-# --- retries stop at billogram.max_attempts ---
-$node->append_conf('postgresql.conf', "billogram.max_attempts = 2\n");
-$node->reload;
-sleep 1;
-$node->safe_psql('postgres', "INSERT INTO payments (invoice, amount) VALUES ('e429max', 1)");
-ok(BgTest::wait_settled($node), 'the always-429 row settled');
-is( $node->safe_psql('postgres',
-		"SELECT state || ' ' || attempts || ' ' || (error->>'sqlstate') || ' ' || (error->>'retry_after') FROM billogram_requests WHERE billogram_id = 'e429max'"),
-	'failed 2 BG429 1', 'after max_attempts a 429 row is failed, with the Retry-After it got');
-is(scalar @{ $mock->posts('e429max') }, 2, 'sent exactly max_attempts times');
-$node->append_conf('postgresql.conf', "billogram.max_attempts = 30\n");
-$node->reload;
-
 # --- the API down for a while, then back ---
 $mock->fault('{"mode":"down"}');
 $node->safe_psql('postgres',
@@ -200,6 +187,23 @@ my $dump = $node->safe_psql('postgres', 'SELECT 1') && do {
 };
 like($dump, qr/COPY public\.billogram_requests .* FROM stdin;\n/, 'pg_dump dumps billogram_requests rows');
 like($dump, qr/\tbulk1000\t/, 'including the queued payments');
+
+# --- retries stop after billogram.retry_for, counted from queuing ---
+# (last: the short window would fail the other tests' retries)
+$node->append_conf('postgresql.conf', "billogram.retry_for = '3s'\n");
+$node->reload;
+sleep 1;
+$node->safe_psql('postgres', "INSERT INTO payments (invoice, amount) VALUES ('e429max', 1)");
+ok(BgTest::wait_settled($node), 'the always-429 row settled');
+is( $node->safe_psql('postgres',
+		"SELECT state || ' ' || (error->>'sqlstate') || ' ' || (error->>'retry_after') FROM billogram_requests WHERE billogram_id = 'e429max'"),
+	'failed BG429 1', 'after retry_for a 429 row is failed, with the Retry-After it got');
+is( $node->safe_psql('postgres',
+		"SELECT attempts >= 2 AND finished_at - pending_since >= interval '3 s' FROM billogram_requests WHERE billogram_id = 'e429max'"),
+	't', 'tried more than once, and failed only once it had been pending for retry_for');
+is(scalar @{ $mock->posts('e429max') },
+	$node->safe_psql('postgres', "SELECT attempts FROM billogram_requests WHERE billogram_id = 'e429max'"),
+	'one POST per attempt');
 
 $node->stop;
 $mock->stop;
