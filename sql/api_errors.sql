@@ -20,11 +20,17 @@ SELECT billogram_credit_payment('e504a', 'amount', 10);
 SELECT billogram_credit_payment('e409a', 'amount', 10);
 \echo :LAST_ERROR_SQLSTATE
 
--- try again later
+-- try again later: a 429 pauses all sending, so the next call, at once,
+-- is refused unsent with the same SQLSTATE
 SELECT billogram_credit_payment('e429a', 'amount', 10);
 \echo :LAST_ERROR_SQLSTATE
 SELECT billogram_credit_payment('e503a', 'amount', 10);
 \echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS refused_call_sent FROM mock_requests('e503a');
+SELECT wait_for_sending();
+SELECT billogram_credit_payment('e503b', 'amount', 10);
+\echo :LAST_ERROR_SQLSTATE
+SELECT wait_for_sending();
 
 -- server errors whose body is HTML or empty still give the right code
 SELECT billogram_credit_payment('e500a', 'amount', 10);

@@ -504,8 +504,9 @@ REVOKE ALL ON FUNCTION billogram_record_callback(text, text, text) FROM PUBLIC;
  * start time (NULL while none runs), transfers in flight and connections
  * open to the API, what became of the requests since it started (done,
  * failed, in_doubt, retried: back to pending to be tried again), transfers
- * finished, the p50 and p99 of the last 1024 transfers' times in ms, and
- * the last error with its time.  The counters start with each worker.
+ * finished, the p50 and p99 of the last 1024 transfers' times in ms, the
+ * last error with its time, and paused_until: while Billogram has asked to
+ * wait (429, 503), when sending may start again (then one request probes).  The counters start with each worker.
  * What to alert on is in the README.
  * Privileges: PUBLIC has none; pg_monitor, the role monitoring agents are
  * given, may read it.  Nothing in it moves money or shows personal data.
@@ -515,7 +516,7 @@ CREATE FUNCTION billogram_worker_status(
     OUT in_flight integer, OUT connections integer,
     OUT done bigint, OUT failed bigint, OUT in_doubt bigint, OUT retried bigint,
     OUT transfers bigint, OUT latency_p50_ms float8, OUT latency_p99_ms float8,
-    OUT last_error text, OUT last_error_at timestamptz)
+    OUT last_error text, OUT last_error_at timestamptz, OUT paused_until timestamptz)
 RETURNS record
 AS 'MODULE_PATHNAME', 'billogram_worker_status'
 LANGUAGE C VOLATILE;

@@ -4,16 +4,24 @@
 --
 \set VERBOSITY default
 
--- a request Billogram asks to retry (503) counts as retried
+-- a request Billogram asks to retry (503) counts as retried, and pauses
+-- sending: the view says until when
 SELECT billogram_enqueue_credit_payment('e503health', 'amount', 1) > 0 AS queued;
+CREATE TEMP TABLE seen (paused boolean);
 DO $$
+DECLARE
+	saw_pause boolean := false;
 BEGIN
 	FOR i IN 1 .. 300 LOOP
-		EXIT WHEN (SELECT attempts >= 2 FROM billogram_requests WHERE billogram_id = 'e503health');
-		PERFORM pg_sleep(0.1);
+		saw_pause := saw_pause OR (SELECT paused_until > clock_timestamp() FROM billogram_health);
+		EXIT WHEN saw_pause AND
+			(SELECT attempts >= 2 FROM billogram_requests WHERE billogram_id = 'e503health');
+		PERFORM pg_sleep(0.05);
 	END LOOP;
+	INSERT INTO seen VALUES (saw_pause);
 END
 $$;
+SELECT paused AS paused_after_503 FROM seen;
 
 -- after the earlier tests' payments, refusals and doubts
 SELECT h.pid = a.pid AS is_the_worker, h.started_at <= now() AS started,

@@ -43,6 +43,21 @@ LANGUAGE sql AS $$ SELECT count(*) FROM mock_requests(invoice) r WHERE r->>'meth
 -- nothing has been sent yet
 SELECT mock_request_count('2kAEEjE');
 
+-- Wait (up to 30 s) until the worker may send again after a 429 or 503
+-- paused it.
+CREATE FUNCTION wait_for_sending() RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	FOR i IN 1 .. 300 LOOP
+		IF (SELECT paused_until IS NULL OR paused_until < clock_timestamp() FROM billogram_health) THEN
+			RETURN 'sending';
+		END IF;
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+	RETURN 'still paused after 30 s';
+END
+$$;
+
 -- Wait (up to 30 s) until the worker has finished every queued request.
 CREATE FUNCTION wait_for_queue() RETURNS text
 LANGUAGE plpgsql AS $$

@@ -403,6 +403,7 @@ adjust_pause(const BgReply *reply)
 						   TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms));
 		pause_status = reply->http_status;
 		probing = true;
+		bg_stats_set_pause(paused_until);
 	}
 	else if (reply->http_status != 0 && probing)
 	{
@@ -411,6 +412,7 @@ adjust_pause(const BgReply *reply)
 		probing = false;
 		pause_ms = 0;
 		paused_until = 0;
+		bg_stats_set_pause(0);
 	}
 }
 

@@ -6,8 +6,8 @@
  *
  * One answer to "is it healthy?": whether the worker runs and since when,
  * what it has in flight and how many connections it holds, what became of
- * the requests since it started, how long the recent ones took, and the
- * last error.  The worker writes, anyone granted the view reads; a spinlock
+ * the requests since it started, how long the recent ones took, the last
+ * error, and until when sending is paused because Billogram asked to wait.  The worker writes, anyone granted the view reads; a spinlock
  * guards the few words each side touches, and latencies are a ring of the
  * last BG_LATENCY_SAMPLES transfers, sorted only when someone asks.
  *
@@ -47,6 +47,7 @@ typedef struct BgStats
 	TimestampTz started_at;
 	int			in_flight;
 	int			connections;
+	TimestampTz paused_until;	/* 0 unless Billogram asked to wait */
 	int64		outcomes[BG_STAT_NUM_OUTCOMES];
 	int64		transfers;		/* finished, all kinds */
 	int32		latency_us[BG_LATENCY_SAMPLES];
@@ -105,6 +106,7 @@ worker_gone(int code, Datum arg)
 	stats->worker_pid = 0;
 	stats->in_flight = 0;
 	stats->connections = 0;
+	stats->paused_until = 0;
 	SpinLockRelease(&stats->mutex);
 }
 
@@ -140,6 +142,14 @@ bg_stats_set_load(int in_flight, int connections)
 	SpinLockAcquire(&stats->mutex);
 	stats->in_flight = in_flight;
 	stats->connections = connections;
+	SpinLockRelease(&stats->mutex);
+}
+
+void
+bg_stats_set_pause(TimestampTz until)
+{
+	SpinLockAcquire(&stats->mutex);
+	stats->paused_until = until;
 	SpinLockRelease(&stats->mutex);
 }
 
@@ -204,8 +214,8 @@ billogram_worker_status(PG_FUNCTION_ARGS)
 {
 	BgStats		copy;
 	TupleDesc	tupdesc;
-	Datum		values[13];
-	bool		nulls[13];
+	Datum		values[14];
+	bool		nulls[14];
 	int			n;
 	int			i;
 
@@ -244,6 +254,8 @@ billogram_worker_status(PG_FUNCTION_ARGS)
 	nulls[11] = nulls[12] = (copy.last_error_at == 0);
 	values[11] = CStringGetTextDatum(copy.last_error);
 	values[12] = TimestampTzGetDatum(copy.last_error_at);
+	nulls[13] = (copy.paused_until == 0);
+	values[13] = TimestampTzGetDatum(copy.paused_until);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -8,6 +8,8 @@
 #ifndef BILLOGRAM_STATS_H
 #define BILLOGRAM_STATS_H
 
+#include "datatype/timestamp.h"
+
 #include "reply.h"
 
 /* What became of a request, as counted since the worker started. */
@@ -27,6 +29,7 @@ extern void bg_stats_install_hooks(void);
 extern void bg_stats_worker_started(void);
 extern void bg_stats_transfer_finished(long total_us);
 extern void bg_stats_set_load(int in_flight, int connections);
+extern void bg_stats_set_pause(TimestampTz until);
 extern void bg_stats_count(BgStatOutcome outcome);
 extern void bg_stats_outcome_of(const char *state);
 extern void bg_stats_error(const char *message);

@@ -47,6 +47,10 @@ is($node->safe_psql('postgres', "SELECT try_pay('e403a', 'amount', 1)"),
 	'BG403 PERMISSION_DENIED -', 'PERMISSION_DENIED is told apart from INVALID_AUTH');
 is($node->safe_psql('postgres', "SELECT try_pay('e503a', 'amount', 1)"),
 	'BG503 - -', 'a reply without a Billogram status has no status line');
+# the 503 paused sending (014_pause): wait until the worker may send again
+$node->poll_query_until('postgres',
+	'SELECT paused_until IS NULL OR paused_until < clock_timestamp() FROM billogram_health')
+  or die 'still paused';
 
 my ($state, undef, $err) = BgTest::call($node,
 	"SELECT billogram_credit_payment('settled2', 'amount', 5000)");
