@@ -28,7 +28,20 @@ PGFILEDESC = "billogram - Billogram credit payments from SQL"
 # pg_regress is run by tests/run.sh against a cluster it configures itself
 REGRESS = setup credit_payment bad_input api_errors transport privileges queue
 
-PG_CPPFLAGS = $(shell pkg-config --cflags libcurl jansson 2>/dev/null)
+# The version is read from the control file, the one place it is written, so
+# that the User-Agent the worker sends (and META.json, checked by
+# tests/packaging.sh) cannot drift from the SQL version installed.
+EXTVERSION := $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" $(dir $(lastword $(MAKEFILE_LIST)))billogram.control)
+
+PG_CPPFLAGS = $(shell pkg-config --cflags libcurl jansson 2>/dev/null) -DBG_EXTVERSION=\"$(EXTVERSION)\"
+
+# Warnings are errors in the project's own builds (gcc 12 and 14, PostgreSQL
+# 15 and 17 are kept clean).  -Wno-unused-parameter because PostgreSQL's own
+# headers (ilist.h, bufpage.h, fmgr.h) and every callback signature have
+# parameters they do not use.  A build with a newer compiler that warns about
+# something new can still be had with "make WERROR=".
+WERROR ?= -Werror
+PG_CFLAGS += -Wall -Wextra $(WERROR) -Wno-unused-parameter
 SHLIB_LINK = $(shell pkg-config --libs libcurl jansson 2>/dev/null || echo -lcurl -ljansson)
 
 # SANITIZE=1: AddressSanitizer and UndefinedBehaviorSanitizer, every finding
