@@ -38,6 +38,7 @@ step() {
 }
 
 step "package list" bash "$top/tests/packages.sh"
+step "packaging files" bash "$top/tests/packaging.sh"
 
 # Objects of one build flavour must not end up linked into the other; make
 # clean would also remove the logs the last suite copied back.
