@@ -33,6 +33,11 @@
 #include "http.h"
 
 /* Connections idle longer than this are not reused: servers close them. */
+/* the Makefile passes the control file's default_version */
+#ifndef BG_EXTVERSION
+#error "BG_EXTVERSION is not defined: build with the project's Makefile"
+#endif
+
 #define BG_MAX_IDLE_CONNECTION_SECS 50
 
 typedef struct BgTransfer
@@ -64,6 +69,7 @@ typedef struct BgSocket
 static CURLM *multi = NULL;
 static CURLSH *share = NULL;	/* TLS sessions and DNS, across transfers */
 static struct curl_slist *json_headers = NULL;
+static char *user_agent = NULL;	/* "billogram/0.1 (+libcurl/8.1.2)" */
 static BgTransferDone transfer_done = NULL;
 static MemoryContext http_cxt = NULL;
 static int	in_flight = 0;
@@ -282,6 +288,7 @@ void
 bg_http_init(BgTransferDone on_done)
 {
 	CURLcode	rc;
+	MemoryContext oldcxt;
 
 	http_cxt = AllocSetContextCreate(TopMemoryContext, "billogram http",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -298,6 +305,18 @@ bg_http_init(BgTransferDone on_done)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
+
+	/*
+	 * Name the extension and its version in every request, so that the API's
+	 * operators can tell its traffic apart and ask about a given release; the
+	 * libcurl version is the one loaded at run time, which may be newer than
+	 * the one built against.  BG_EXTVERSION comes from the control file
+	 * through the Makefile.
+	 */
+	oldcxt = MemoryContextSwitchTo(http_cxt);
+	user_agent = psprintf("billogram/%s (+libcurl/%s)", BG_EXTVERSION,
+						  curl_version_info(CURLVERSION_NOW)->version);
+	MemoryContextSwitchTo(oldcxt);
 
 	transfer_done = on_done;
 	build_multi();
@@ -383,6 +402,7 @@ set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 	curl_easy_setopt(e, CURLOPT_USERNAME, bg_api_user ? bg_api_user : "");
 	curl_easy_setopt(e, CURLOPT_PASSWORD, bg_api_password ? bg_api_password : "");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, json_headers);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent);
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 
 	if (t->body_len > 0)
