@@ -112,7 +112,7 @@ bg_run_unprivileged() {
 	local rc=0
 	runuser -u "$BG_TEST_USER" -- env -i PATH=/usr/local/bin:/usr/bin:/bin \
 		HOME="$(getent passwd "$BG_TEST_USER" | cut -d: -f6)" LANG=C.UTF-8 \
-		CI="${CI:-}" BG_SANITIZE="${BG_SANITIZE:-0}" \
+		CI="${CI:-}" BG_SANITIZE="${BG_SANITIZE:-0}" BG_PG_MAJOR="$BG_PG_MAJOR" \
 		bash "$copy/$script" "$@" || rc=$?
 	local d
 	for d in ${BG_COPY_BACK:-}; do
