@@ -523,11 +523,35 @@ classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
 				 sent ? "" : " (still connecting)");
 	else if (t->resp_no_memory)
 		snprintf(reason, sizeof(reason), "out of memory while reading the reply");
-	else if (result == CURLE_OUT_OF_MEMORY)
+	else if (result == CURLE_OUT_OF_MEMORY
+#if LIBCURL_VERSION_NUM >= 0x080600
+			 || result == CURLE_TOO_LARGE
+#endif
+		)
 	{
-		/* libcurl's code for a header over its size limit, too */
+		/*
+		 * libcurl's code for a header over its size limit, too: before 8.6
+		 * CURLE_OUT_OF_MEMORY, from 8.6 on CURLE_TOO_LARGE (Debian 12 has
+		 * 7.88, Debian 13 has 8.14; both compiled).
+		 */
 		snprintf(reason, sizeof(reason),
 				 "libcurl gave up reading the reply (a header larger than libcurl accepts, or out of memory)");
+	}
+	else if (result == CURLE_PARTIAL_FILE)
+	{
+		/* curl's wording of a cut reply changed in 8.x; ours does not */
+		curl_off_t	expected = -1;
+		curl_off_t	received = 0;
+
+		curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected);
+		curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &received);
+		if (expected >= 0 && expected > received)
+			snprintf(reason, sizeof(reason),
+					 "the connection closed with %lld bytes of the reply missing",
+					 (long long) (expected - received));
+		else
+			snprintf(reason, sizeof(reason),
+					 "the connection closed before the end of the reply");
 	}
 	else
 		snprintf(reason, sizeof(reason), "%s",
