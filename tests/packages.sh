@@ -40,6 +40,11 @@ headers=$(printf '#include "postgres.h"\n#include <curl/curl.h>\n#include <janss
 		-M -E -x c - 2>/dev/null | tr ' \\' '\n\n' |
 	grep -E '/(postgres\.h|curl/curl\.h|jansson\.h)$' | sort -u)
 
+# libFuzzer's runtime as clang's driver links it (-###: print the commands,
+# run none); where it lives differs between clang 14 and 19
+fuzzer_runtime=$(clang -fsanitize=fuzzer -### -x c /dev/null -o /dev/null 2>&1 |
+	tr ' ' '\n' | tr -d '"' | grep -m1 '/libclang_rt\.fuzzer[-.]')
+
 files="$headers
 $pgxs
 $pgxs_top/src/test/regress/pg_regress
@@ -56,7 +61,7 @@ $(command -v prove)
 $(command -v openssl)
 $(command -v clang)
 $(perl -MIPC::Run -e 'print $INC{"IPC/Run.pm"}' 2>/dev/null)
-$(clang --print-runtime-dir)/libclang_rt.fuzzer-$(uname -m).a"
+$fuzzer_runtime"
 
 passed=0
 failed=0
