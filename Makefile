@@ -25,8 +25,11 @@ OBJS = \
 DATA = sql/billogram--0.1.sql
 PGFILEDESC = "billogram - Billogram credit payments from SQL"
 
-# pg_regress is run by tests/run.sh against a cluster it configures itself
+# pg_regress is run by tests/run.sh against a cluster it configures itself,
+# and by PGXS's make installcheck against the running server, which must be
+# configured as docs/installcheck.md says (checked first, REGRESS_PREP)
 REGRESS = setup credit_payment bad_input api_errors transport privileges queue
+REGRESS_PREP = installcheck-prereq
 
 # The version is read from the control file, the one place it is written, so
 # that the User-Agent the worker sends (and META.json, checked by
@@ -66,7 +69,17 @@ all:
 	@exit 1
 endif
 
-.PHONY: test demo bench sanitize-flags
+.PHONY: test demo bench sanitize-flags fresh-check installcheck-prereq
+
+installcheck-prereq:
+	@bash tests/installcheck-prereq.sh '$(bindir)/psql'
+
+# The fresh-machine rehearsal (root; not part of make test): make demo and
+# make test from a clone of HEAD in a minimal Debian root built by
+# mmdebstrap.  SUITE=trixie PG=17 for Debian 13 and PostgreSQL 17.
+SUITE ?= bookworm
+fresh-check:
+	bash tests/fresh-check.sh $(SUITE) $(PG)
 
 test:
 	bash tests/run.sh $(if $(filter 1,$(SANITIZE)),--sanitize-only)

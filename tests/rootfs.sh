@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Debian roots built with mmdebstrap, entered with chroot: used by
 # tests/fresh-check.sh (a minimal Debian as a new user has it) and by
 # tests/run.sh (PostgreSQL 17 on Debian 13).  Sourced after tests/lib.sh;
@@ -71,9 +72,27 @@ bg_root_mount() {
 	cp -L /etc/resolv.conf "$dir/etc/resolv.conf" 2>/dev/null || true
 }
 
+# End what still runs inside root $1 (a server left by an interrupted run):
+# the processes whose root directory is it, all started by us through it.
+bg_root_kill() {
+	local dir p pids=
+	dir=$(readlink -f "$1")
+	for p in /proc/[0-9]*; do
+		[ "$(readlink "$p/root" 2>/dev/null)" = "$dir" ] && pids="$pids ${p#/proc/}"
+	done
+	[ -n "$pids" ] || return 0
+	# shellcheck disable=SC2086
+	kill -TERM $pids 2>/dev/null
+	sleep 2
+	# shellcheck disable=SC2086
+	kill -KILL $pids 2>/dev/null
+	return 0
+}
+
 bg_root_umount() {
 	local dir=$1 m
 	[ -d "$dir" ] || return 0
+	bg_root_kill "$dir"
 	for m in $(bg_root_mounts "$dir"); do
 		umount "$m" 2>/dev/null || umount -l "$m" || true
 	done
