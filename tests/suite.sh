@@ -64,6 +64,17 @@ bg_stop_mock
 r_fail=$(grep -cE '^(not ok|test .* \.\.\. FAILED| .* \.\.\. FAILED)' "$work/regress.out" || true)
 r_pass=$(grep -cE '\.\.\. ok|^ok ' "$work/regress.out" || true)
 
+# BG_REGRESS_ONLY=1 (tests/run.sh --regress-only, the PostgreSQL 17 step):
+# pg_regress alone
+if [ "${BG_REGRESS_ONLY:-0}" = 1 ]; then
+	failed=$r_fail
+	[ $regress_rc = 0 ] || [ $r_fail -gt 0 ] || failed=$((failed + 1))
+	echo "pg_regress on PostgreSQL $BG_PG_MAJOR: $r_pass passed, $failed failed"
+	echo "$r_pass passed, $failed failed"
+	[ $failed = 0 ]
+	exit
+fi
+
 # ---- TAP ----
 export PERL5LIB="$pgxs/src/test/perl:$BG_TOP/tests/t"
 export PG_REGRESS="$pgxs/src/test/regress/pg_regress"
