@@ -86,6 +86,9 @@ clang
 # the libFuzzer and sanitizer runtimes: a Recommends of clang, so not
 # installed with --no-install-recommends
 libclang-rt-dev
+# builds the Debian 13 root of the PostgreSQL 17 step (tests/pg17.sh) and
+# of make fresh-check
+mmdebstrap
 LIST
 }
 

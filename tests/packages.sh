@@ -51,6 +51,7 @@ $pgxs_top/src/test/regress/pg_regress
 $pgxs_top/src/test/perl/PostgreSQL/Test/Cluster.pm
 $("$pg_config" --bindir)/postgres
 $("$pg_config" --bindir)/initdb
+$("$pg_config" --bindir)/psql
 $(gcc -print-file-name=libcurl.so)
 $(gcc -print-file-name=libjansson.so)
 $(gcc -print-file-name=libasan.so)
@@ -60,6 +61,7 @@ $(command -v prove)
 /usr/bin/python3
 $(command -v openssl)
 $(command -v clang)
+$(command -v mmdebstrap)
 $(perl -MIPC::Run -e 'print $INC{"IPC/Run.pm"}' 2>/dev/null)
 $fuzzer_runtime"
 
@@ -88,8 +90,8 @@ while read -r f; do
 		passed=$((passed + 1))
 	fi
 done <<<"$files"
-# each of the 19 lookups above must have found a file
-expected=19
+# each of the 21 lookups above must have found a file
+expected=21
 if [ $((passed + failed)) -ne $expected ]; then
 	echo "not ok - found $((passed + failed)) of the $expected files the build uses"
 	failed=$((failed + 1))
