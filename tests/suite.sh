@@ -79,6 +79,12 @@ fi
 export PERL5LIB="$pgxs/src/test/perl:$BG_TOP/tests/t"
 export PG_REGRESS="$pgxs/src/test/regress/pg_regress"
 export TESTDIR="$BG_TOP/tmp_check/tap"
+# Where the TAP clusters and logs go: from TESTDIR up to 15, from these two
+# from 17 on (without them 17 uses a relative tmp_check, and the servers,
+# whose working directory is their data directory, cannot find the mock's
+# CA file there).  The same place either way.
+export TESTDATADIR="$TESTDIR/tmp_check"
+export TESTLOGDIR="$TESTDIR/tmp_check/log"
 mkdir -p "$TESTDIR"
 prove_rc=0
 prove -v tests/t/*.pl > "$work/prove.out" 2>&1 || prove_rc=$?
