@@ -67,7 +67,7 @@ bg_root_mount "$root" || { echo "0 passed, 1 failed"; exit 1; }
 # A clone of HEAD, made inside the root by its own git from a bundle, as
 # `git clone` would make it on that machine.
 git -C "$top" bundle create "$root/tmp/billogram.bundle" HEAD 2>/dev/null &&
-	bg_root_run "$root" "git clone -q /tmp/billogram.bundle /root/billogram" ||
+	bg_root_run "$root" "git -c advice.detachedHead=false clone -q /tmp/billogram.bundle /root/billogram" ||
 	{ echo "fresh-check: could not clone HEAD into the root"; echo "0 passed, 1 failed"; exit 1; }
 
 # The README's commands, in order; PostgreSQL's major is the one installed.
