@@ -7,7 +7,7 @@
 # A root is built under a temporary name and renamed when mmdebstrap
 # succeeds, so a half-built root is never taken for a finished one.  While a
 # root is entered, /proc, /sys, /dev and a tmpfs on /dev/shm are mounted in
-# it; bg_root_remove refuses to delete a root that still has a mount in it
+# it (and /dev/pts); bg_root_remove refuses to delete a root that still has a mount in it
 # and deletes with --one-file-system besides, so that the host's /dev can
 # never go with it.
 
@@ -67,6 +67,8 @@ bg_root_mount() {
 	mount -t proc proc "$dir/proc" || return 1
 	mount -t sysfs sysfs "$dir/sys" || return 1
 	mount --bind /dev "$dir/dev" || return 1
+	# apt-get logs through a pseudo-terminal, and says so when there is none
+	mount --bind /dev/pts "$dir/dev/pts" || return 1
 	mount -t tmpfs -o mode=1777 tmpfs "$dir/dev/shm" || return 1
 	# apt-get in the root resolves names as the host does
 	cp -L /etc/resolv.conf "$dir/etc/resolv.conf" 2>/dev/null || true
