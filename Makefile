@@ -6,6 +6,11 @@
 #                           extension built plainly and built with sanitizers
 #   make test SANITIZE=1    only the suite, built with ASan and UBSan
 #   make bench              the benchmark
+#   make installcheck       pg_regress against a running server configured
+#                           as docs/installcheck.md says
+#   make fresh-check        (root) make demo and make test from a clone of
+#                           HEAD in a minimal Debian 12 root; SUITE=trixie
+#                           PG=17 for Debian 13 and PostgreSQL 17
 
 EXTENSION = billogram
 MODULE_big = billogram
