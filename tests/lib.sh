@@ -86,9 +86,10 @@ clang
 # the libFuzzer and sanitizer runtimes: a Recommends of clang, so not
 # installed with --no-install-recommends
 libclang-rt-dev
-# builds the Debian 13 root of the PostgreSQL 17 step (tests/pg17.sh) and
-# of make fresh-check
+# build and enter the Debian 13 root of the PostgreSQL 17 step
+# (tests/pg17.sh): mount is not in a minimal Debian
 mmdebstrap
+mount
 LIST
 }
 

@@ -62,6 +62,7 @@ $(command -v prove)
 $(command -v openssl)
 $(command -v clang)
 $(command -v mmdebstrap)
+$(command -v mount)
 $(perl -MIPC::Run -e 'print $INC{"IPC/Run.pm"}' 2>/dev/null)
 $fuzzer_runtime"
 
@@ -90,8 +91,8 @@ while read -r f; do
 		passed=$((passed + 1))
 	fi
 done <<<"$files"
-# each of the 21 lookups above must have found a file
-expected=21
+# each of the 22 lookups above must have found a file
+expected=22
 if [ $((passed + failed)) -ne $expected ]; then
 	echo "not ok - found $((passed + failed)) of the $expected files the build uses"
 	failed=$((failed + 1))
