@@ -79,6 +79,15 @@ while read -r f; do
 		continue
 	fi
 	owner=$(dpkg -S "$f" 2>/dev/null | head -n 1 | cut -d: -f1)
+	# merged /usr: dpkg may know the file under its other name (mount is
+	# /bin/mount in Debian 12, /usr/bin/mount in 13)
+	case $f in
+	/usr/bin/* | /usr/sbin/* | /usr/lib/*) alias=${f#/usr} ;;
+	/bin/* | /sbin/* | /lib/*) alias=/usr$f ;;
+	*) alias= ;;
+	esac
+	[ -z "$owner" ] && [ -n "$alias" ] &&
+		owner=$(dpkg -S "$alias" 2>/dev/null | head -n 1 | cut -d: -f1)
 	owner=${owner%%,*}
 	if [ -z "$owner" ]; then
 		echo "not ok - $f: no Debian package ships it"
