@@ -6,6 +6,11 @@
 #                           extension built plainly and built with sanitizers
 #   make test SANITIZE=1    only the suite, built with ASan and UBSan
 #   make bench              the benchmark
+#   make installcheck       pg_regress against a running server configured
+#                           as docs/installcheck.md says
+#   make fresh-check        (root) make demo and make test from a clone of
+#                           HEAD in a minimal Debian 12 root; SUITE=trixie
+#                           PG=17 for Debian 13 and PostgreSQL 17
 
 EXTENSION = billogram
 MODULE_big = billogram
@@ -28,10 +33,26 @@ OBJS = \
 DATA = sql/billogram--0.1.sql sql/billogram--0.2.sql sql/billogram--0.1--0.2.sql
 PGFILEDESC = "billogram - Billogram credit payments from SQL"
 
-# pg_regress is run by tests/run.sh against a cluster it configures itself
+# pg_regress is run by tests/run.sh against a cluster it configures itself,
+# and by PGXS's make installcheck against the running server, which must be
+# configured as docs/installcheck.md says (checked first, REGRESS_PREP)
 REGRESS = setup credit_payment bad_input api_errors transport privileges routes queue copies health callbacks
+REGRESS_PREP = installcheck-prereq
 
-PG_CPPFLAGS = $(shell pkg-config --cflags libcurl jansson 2>/dev/null)
+# The version is read from the control file, the one place it is written, so
+# that the User-Agent the worker sends (and META.json, checked by
+# tests/packaging.sh) cannot drift from the SQL version installed.
+EXTVERSION := $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" $(dir $(lastword $(MAKEFILE_LIST)))billogram.control)
+
+PG_CPPFLAGS = $(shell pkg-config --cflags libcurl jansson 2>/dev/null) -DBG_EXTVERSION=\"$(EXTVERSION)\"
+
+# Warnings are errors in the project's own builds (gcc 12 and 14, PostgreSQL
+# 15 and 17 are kept clean).  -Wno-unused-parameter because PostgreSQL's own
+# headers (ilist.h, bufpage.h, fmgr.h) and every callback signature have
+# parameters they do not use.  A build with a newer compiler that warns about
+# something new can still be had with "make WERROR=".
+WERROR ?= -Werror
+PG_CFLAGS += -Wall -Wextra $(WERROR) -Wno-unused-parameter
 SHLIB_LINK = $(shell pkg-config --libs libcurl jansson 2>/dev/null || echo -lcurl -ljansson)
 
 # SANITIZE=1: AddressSanitizer and UndefinedBehaviorSanitizer, every finding
@@ -56,7 +77,17 @@ all:
 	@exit 1
 endif
 
-.PHONY: test demo bench sanitize-flags
+.PHONY: test demo bench sanitize-flags fresh-check installcheck-prereq
+
+installcheck-prereq:
+	@bash tests/installcheck-prereq.sh '$(bindir)/psql'
+
+# The fresh-machine rehearsal (root; not part of make test): make demo and
+# make test from a clone of HEAD in a minimal Debian root built by
+# mmdebstrap.  SUITE=trixie PG=17 for Debian 13 and PostgreSQL 17.
+SUITE ?= bookworm
+fresh-check:
+	bash tests/fresh-check.sh $(SUITE) $(PG)
 
 test:
 	bash tests/run.sh $(if $(filter 1,$(SANITIZE)),--sanitize-only)

@@ -33,6 +33,13 @@ SELECT DISTINCT r->'headers'->>'content-type' AS content_type,
          'Basic ' || encode(convert_to('demo-user:demo-secret-8f3a', 'UTF8'), 'base64')
          AS basic_auth
   FROM mock_requests('2kAEEjE') AS r;
+-- every request so far names the extension, the control file's version
+-- and libcurl's (a request without one would show as a second row)
+SELECT DISTINCT regexp_replace(r->'headers'->>'user-agent', '/[0-9][0-9.]*', '/N', 'g') AS user_agent,
+       r->'headers'->>'user-agent' LIKE
+         'billogram/' || (SELECT default_version FROM pg_available_extensions
+                          WHERE name = 'billogram') || ' (+libcurl/%)' AS this_version
+  FROM mock_requests('') AS r;
 
 -- large amounts go out as the numeric's own text, never through a double
 SELECT billogram_credit_payment('bigamount1', 'amount', 1234567.89);

@@ -27,6 +27,10 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
+#if PG_VERSION_NUM >= 160000
+/* VARDATA_ANY and VARSIZE_ANY_EXHDR moved out of postgres.h in 16 */
+#include "varatt.h"
+#endif
 
 #include "guc.h"
 

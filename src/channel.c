@@ -355,6 +355,32 @@ report_abandoned(const BgCreditPayment *payment, BgSlotState was)
 				 errdetail("Its outcome is recorded in billogram_requests.")));
 }
 
+/*
+ * Wait for the reply in submitted slot slotno; the slot is a shared resource,
+ * so give it back if the wait is cut short (cancel, timeout, worker lost).
+ *
+ * A function of its own, never inlined, so that the frame holding PG_TRY's
+ * sigsetjmp has only these parameters, none of them changed after it.  Were
+ * submit() inlined into the same frame, its locals (the loop counter) would
+ * be live across sigsetjmp and might be clobbered by the longjmp, as gcc's
+ * -Wclobbered says.
+ */
+static pg_noinline void
+wait_or_abandon(const BgCreditPayment *payment, int slotno, int timeout_ms,
+				BgCallerReply *result)
+{
+	PG_TRY();
+	{
+		wait_for_reply(slotno, timeout_ms, result);
+	}
+	PG_CATCH();
+	{
+		report_abandoned(payment, abandon_slot(slotno));
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
 void
 bg_channel_call(const BgCreditPayment *payment, int timeout_ms,
 				BgCallerReply *result)
@@ -369,18 +395,7 @@ bg_channel_call(const BgCreditPayment *payment, int timeout_ms,
 	}
 
 	slotno = submit(payment, timeout_ms);
-
-	/* The slot is a shared resource: give it back if the wait is cut short */
-	PG_TRY();
-	{
-		wait_for_reply(slotno, timeout_ms, result);
-	}
-	PG_CATCH();
-	{
-		report_abandoned(payment, abandon_slot(slotno));
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
+	wait_or_abandon(payment, slotno, timeout_ms, result);
 }
 
 void

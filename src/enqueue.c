@@ -431,11 +431,13 @@ mode_from_row(Relation rel, HeapTuple tuple, int attnum)
 static char *
 source_key_json(Relation rel, HeapTuple tuple)
 {
-#if PG_VERSION_NUM >= 170000
-	Oid			pk = RelationGetPrimaryKeyIndex(rel, true);
-#else
+	/*
+	 * One argument in every supported major: 15 and 17 both declare
+	 * RelationGetPrimaryKeyIndex(Relation) in utils/relcache.h (checked by
+	 * building on each).  A major that changes it is not supported until it
+	 * has been built and tested here.
+	 */
 	Oid			pk = RelationGetPrimaryKeyIndex(rel);
-#endif
 	Relation	index;
 	StringInfoData buf;
 	int			i;

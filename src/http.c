@@ -45,6 +45,11 @@
 #include "stats.h"
 
 /* Connections idle longer than this are not reused: servers close them. */
+/* the Makefile passes the control file's default_version */
+#ifndef BG_EXTVERSION
+#error "BG_EXTVERSION is not defined: build with the project's Makefile"
+#endif
+
 #define BG_MAX_IDLE_CONNECTION_SECS 50
 
 typedef struct BgTransfer
@@ -76,6 +81,7 @@ typedef struct BgSocket
 static CURLM *multi = NULL;
 static CURLSH *share = NULL;	/* TLS sessions and DNS, across transfers */
 static struct curl_slist *json_headers = NULL;
+static char *user_agent = NULL;	/* "billogram/0.1 (+libcurl/8.1.2)" */
 static BgTransferDone transfer_done = NULL;
 static MemoryContext http_cxt = NULL;
 static int	in_flight = 0;
@@ -303,6 +309,7 @@ void
 bg_http_init(BgTransferDone on_done)
 {
 	CURLcode	rc;
+	MemoryContext oldcxt;
 
 	http_cxt = AllocSetContextCreate(TopMemoryContext, "billogram http",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -319,6 +326,18 @@ bg_http_init(BgTransferDone on_done)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
+
+	/*
+	 * Name the extension and its version in every request, so that the API's
+	 * operators can tell its traffic apart and ask about a given release; the
+	 * libcurl version is the one loaded at run time, which may be newer than
+	 * the one built against.  BG_EXTVERSION comes from the control file
+	 * through the Makefile.
+	 */
+	oldcxt = MemoryContextSwitchTo(http_cxt);
+	user_agent = psprintf("billogram/%s (+libcurl/%s)", BG_EXTVERSION,
+						  curl_version_info(CURLVERSION_NOW)->version);
+	MemoryContextSwitchTo(oldcxt);
 
 	transfer_done = on_done;
 	build_multi();
@@ -500,6 +519,7 @@ set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 	curl_easy_setopt(e, CURLOPT_USERNAME, bg_api_user ? bg_api_user : "");
 	curl_easy_setopt(e, CURLOPT_PASSWORD, bg_api_password_in_use());
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, json_headers);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent);
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 
 	if (t->body_len > 0)
@@ -623,11 +643,35 @@ classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
 				 sent ? "" : " (still connecting)");
 	else if (t->resp_no_memory)
 		snprintf(reason, sizeof(reason), "out of memory while reading the reply");
-	else if (result == CURLE_OUT_OF_MEMORY)
+	else if (result == CURLE_OUT_OF_MEMORY
+#if LIBCURL_VERSION_NUM >= 0x080600
+			 || result == CURLE_TOO_LARGE
+#endif
+		)
 	{
-		/* libcurl's code for a header over its size limit, too */
+		/*
+		 * libcurl's code for a header over its size limit, too: before 8.6
+		 * CURLE_OUT_OF_MEMORY, from 8.6 on CURLE_TOO_LARGE (Debian 12 has
+		 * 7.88, Debian 13 has 8.14; both compiled).
+		 */
 		snprintf(reason, sizeof(reason),
 				 "libcurl gave up reading the reply (a header larger than libcurl accepts, or out of memory)");
+	}
+	else if (result == CURLE_PARTIAL_FILE)
+	{
+		/* curl's wording of a cut reply changed in 8.x; ours does not */
+		curl_off_t	expected = -1;
+		curl_off_t	received = 0;
+
+		curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected);
+		curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &received);
+		if (expected >= 0 && expected > received)
+			snprintf(reason, sizeof(reason),
+					 "the connection closed with %lld bytes of the reply missing",
+					 (long long) (expected - received));
+		else
+			snprintf(reason, sizeof(reason),
+					 "the connection closed before the end of the reply");
 	}
 	else
 		snprintf(reason, sizeof(reason), "%s",

@@ -16,6 +16,10 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/numeric.h"
+#if PG_VERSION_NUM >= 160000
+/* VARDATA_ANY and VARSIZE_ANY_EXHDR moved out of postgres.h in 16 */
+#include "varatt.h"
+#endif
 
 #include "request.h"
 

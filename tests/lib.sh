@@ -6,7 +6,20 @@
 # unprivileged user $BG_TEST_USER in a copy of the tree that user owns.
 
 BG_TEST_USER=${BG_TEST_USER:-billogram}
-BG_PG_MAJOR=${BG_PG_MAJOR:-15}
+# The PostgreSQL major to build and test against: BG_PG_MAJOR if set, else
+# the newest server installed (Debian 13 ships 17, Debian 12 ships 15), else
+# 15, which the installer then installs.
+bg_installed_pg_major() {
+	local d major=
+	for d in /usr/lib/postgresql/*/bin/postgres; do
+		[ -x "$d" ] || continue
+		d=${d#/usr/lib/postgresql/}
+		d=${d%%/*}
+		[ -z "$major" ] || [ "$d" -gt "$major" ] && major=$d
+	done
+	echo "${major:-15}"
+}
+BG_PG_MAJOR=${BG_PG_MAJOR:-$(bg_installed_pg_major)}
 
 bg_log() { printf '==> %s\n' "$*" >&2; }
 
@@ -73,6 +86,10 @@ clang
 # the libFuzzer and sanitizer runtimes: a Recommends of clang, so not
 # installed with --no-install-recommends
 libclang-rt-dev
+# build and enter the Debian 13 root of the PostgreSQL 17 step
+# (tests/pg17.sh): mount is not in a minimal Debian
+mmdebstrap
+mount
 LIST
 }
 
@@ -112,7 +129,8 @@ bg_run_unprivileged() {
 	local rc=0
 	runuser -u "$BG_TEST_USER" -- env -i PATH=/usr/local/bin:/usr/bin:/bin \
 		HOME="$(getent passwd "$BG_TEST_USER" | cut -d: -f6)" LANG=C.UTF-8 \
-		CI="${CI:-}" BG_SANITIZE="${BG_SANITIZE:-0}" \
+		CI="${CI:-}" BG_SANITIZE="${BG_SANITIZE:-0}" BG_PG_MAJOR="$BG_PG_MAJOR" \
+		BG_REGRESS_ONLY="${BG_REGRESS_ONLY:-0}" \
 		bash "$copy/$script" "$@" || rc=$?
 	local d
 	for d in ${BG_COPY_BACK:-}; do

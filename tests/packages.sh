@@ -40,12 +40,18 @@ headers=$(printf '#include "postgres.h"\n#include <curl/curl.h>\n#include <janss
 		-M -E -x c - 2>/dev/null | tr ' \\' '\n\n' |
 	grep -E '/(postgres\.h|curl/curl\.h|jansson\.h)$' | sort -u)
 
+# libFuzzer's runtime as clang's driver links it (-###: print the commands,
+# run none); where it lives differs between clang 14 and 19
+fuzzer_runtime=$(clang -fsanitize=fuzzer -### -x c /dev/null -o /dev/null 2>&1 |
+	tr ' ' '\n' | tr -d '"' | grep -m1 '/libclang_rt\.fuzzer[-.]')
+
 files="$headers
 $pgxs
 $pgxs_top/src/test/regress/pg_regress
 $pgxs_top/src/test/perl/PostgreSQL/Test/Cluster.pm
 $("$pg_config" --bindir)/postgres
 $("$pg_config" --bindir)/initdb
+$("$pg_config" --bindir)/psql
 $(gcc -print-file-name=libcurl.so)
 $(gcc -print-file-name=libjansson.so)
 $(gcc -print-file-name=libasan.so)
@@ -55,8 +61,10 @@ $(command -v prove)
 /usr/bin/python3
 $(command -v openssl)
 $(command -v clang)
+$(command -v mmdebstrap)
+$(command -v mount)
 $(perl -MIPC::Run -e 'print $INC{"IPC/Run.pm"}' 2>/dev/null)
-$(clang --print-runtime-dir)/libclang_rt.fuzzer-$(uname -m).a"
+$fuzzer_runtime"
 
 passed=0
 failed=0
@@ -71,6 +79,15 @@ while read -r f; do
 		continue
 	fi
 	owner=$(dpkg -S "$f" 2>/dev/null | head -n 1 | cut -d: -f1)
+	# merged /usr: dpkg may know the file under its other name (mount is
+	# /bin/mount in Debian 12, /usr/bin/mount in 13)
+	case $f in
+	/usr/bin/* | /usr/sbin/* | /usr/lib/*) alias=${f#/usr} ;;
+	/bin/* | /sbin/* | /lib/*) alias=/usr$f ;;
+	*) alias= ;;
+	esac
+	[ -z "$owner" ] && [ -n "$alias" ] &&
+		owner=$(dpkg -S "$alias" 2>/dev/null | head -n 1 | cut -d: -f1)
 	owner=${owner%%,*}
 	if [ -z "$owner" ]; then
 		echo "not ok - $f: no Debian package ships it"
@@ -83,8 +100,8 @@ while read -r f; do
 		passed=$((passed + 1))
 	fi
 done <<<"$files"
-# each of the 19 lookups above must have found a file
-expected=19
+# each of the 22 lookups above must have found a file
+expected=22
 if [ $((passed + failed)) -ne $expected ]; then
 	echo "not ok - found $((passed + failed)) of the $expected files the build uses"
 	failed=$((failed + 1))

@@ -1,0 +1,118 @@
+# shellcheck shell=bash
+# Debian roots built with mmdebstrap, entered with chroot: used by
+# tests/fresh-check.sh (a minimal Debian as a new user has it) and by
+# tests/run.sh (PostgreSQL 17 on Debian 13).  Sourced after tests/lib.sh;
+# needs root.
+#
+# A root is built under a temporary name and renamed when mmdebstrap
+# succeeds, so a half-built root is never taken for a finished one.  While a
+# root is entered, /proc, /sys, /dev and a tmpfs on /dev/shm are mounted in
+# it (and /dev/pts); bg_root_remove refuses to delete a root that still has a mount in it
+# and deletes with --one-file-system besides, so that the host's /dev can
+# never go with it.
+
+# The Debian mirror the host's apt uses (its first deb source for the
+# main archive), so that roots come from where this machine's packages
+# come from; empty when none is found (mmdebstrap then uses its default).
+bg_root_mirror() {
+	{
+		sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null
+		sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]*\).*/\2/p' \
+			/etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
+	} | tr ' ' '\n' | grep -E '/debian/?$' | head -n 1
+}
+
+# bg_root_create SUITE DIR PACKAGE...: a root of Debian SUITE in DIR with
+# only apt's essentials and the packages named (mmdebstrap's apt variant).
+bg_root_create() {
+	local suite=$1 dir=$2
+	shift 2
+	if ! command -v mmdebstrap >/dev/null 2>&1; then
+		echo mmdebstrap | bg_install_packages || {
+			bg_log "cannot install mmdebstrap"
+			return 1
+		}
+	fi
+	local tmp=$dir.building.$$ mirror include
+	include=$(IFS=,; echo "$*")
+	mirror=$(bg_root_mirror)
+	bg_root_remove "$tmp" || return 1
+	mkdir -p "$(dirname "$dir")"
+	bg_log "building a $suite root in $dir with: $include"
+	# stdin from /dev/null: without a terminal, mmdebstrap would read
+	# sources from it
+	# shellcheck disable=SC2086
+	if ! mmdebstrap --variant=apt --include="$include" "$suite" "$tmp" $mirror \
+		</dev/null >"$tmp.log" 2>&1; then
+		tail -n 20 "$tmp.log" >&2
+		bg_root_remove "$tmp"
+		rm -f "$tmp.log"
+		bg_log "mmdebstrap $suite failed"
+		return 1
+	fi
+	rm -f "$tmp.log"
+	bg_root_remove "$dir" || return 1
+	mv "$tmp" "$dir"
+}
+
+# Mount points inside root $1 that are mounted now, deepest first.
+bg_root_mounts() {
+	local dir
+	dir=$(readlink -f "$1")
+	awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/self/mounts | sort -r
+}
+
+bg_root_mount() {
+	local dir=$1
+	mount -t proc proc "$dir/proc" || return 1
+	mount -t sysfs sysfs "$dir/sys" || return 1
+	mount --bind /dev "$dir/dev" || return 1
+	# apt-get logs through a pseudo-terminal, and says so when there is none
+	mount --bind /dev/pts "$dir/dev/pts" || return 1
+	mount -t tmpfs -o mode=1777 tmpfs "$dir/dev/shm" || return 1
+	# apt-get in the root resolves names as the host does
+	cp -L /etc/resolv.conf "$dir/etc/resolv.conf" 2>/dev/null || true
+}
+
+# End what still runs inside root $1 (a server left by an interrupted run):
+# the processes whose root directory is it, all started by us through it.
+bg_root_kill() {
+	local dir p pids=
+	dir=$(readlink -f "$1")
+	for p in /proc/[0-9]*; do
+		[ "$(readlink "$p/root" 2>/dev/null)" = "$dir" ] && pids="$pids ${p#/proc/}"
+	done
+	[ -n "$pids" ] || return 0
+	# shellcheck disable=SC2086
+	kill -TERM $pids 2>/dev/null
+	sleep 2
+	# shellcheck disable=SC2086
+	kill -KILL $pids 2>/dev/null
+	return 0
+}
+
+bg_root_umount() {
+	local dir=$1 m
+	[ -d "$dir" ] || return 0
+	bg_root_kill "$dir"
+	for m in $(bg_root_mounts "$dir"); do
+		umount "$m" 2>/dev/null || umount -l "$m" || true
+	done
+	[ -z "$(bg_root_mounts "$dir")" ]
+}
+
+bg_root_remove() {
+	local dir=$1
+	[ -e "$dir" ] || return 0
+	bg_root_umount "$dir" || { bg_log "mounts remain in $dir: not removing it"; return 1; }
+	rm -rf --one-file-system "$dir"
+}
+
+# bg_root_run DIR COMMAND: COMMAND by bash, as root in the chroot, with a
+# clean environment (CI passed through).
+bg_root_run() {
+	local dir=$1
+	shift
+	chroot "$dir" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+		HOME=/root LANG=C.UTF-8 TERM=dumb CI="${CI:-}" /bin/bash -c "$*"
+}
