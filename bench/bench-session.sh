@@ -26,10 +26,12 @@ export BG_TOP
 bench=$BG_TOP/bench
 
 smoke=${BENCH_SMOKE:-0}
+serve=0                       # --serve: set up, then wait for profiling
 for a in "$@"; do
 	case $a in
 	--smoke) smoke=1 ;;
-	*) echo "usage: $0 [--smoke]" >&2; exit 2 ;;
+	--serve) serve=1 ;;
+	*) echo "usage: $0 [--smoke | --serve]" >&2; exit 2 ;;
 	esac
 done
 
@@ -264,6 +266,19 @@ sync_ms() {
 }
 sync_ms "first call"
 bg_log "first synchronous call: $ms ms"
+
+# --serve: leave the stand-in API and the cluster up for profiling (perf,
+# pgbench by hand) until interrupted; the settings are in $work/serve.env.
+if [ "$serve" = 1 ]; then
+	cat >"$work/serve.env" <<ENV
+export PGHOST=$sockdir PGDATABASE=postgres PATH=$bindir:\$PATH
+BENCH_WORKER_PID=$wpid
+BENCH_FAST_URL=https://127.0.0.1:$FAST_PORT$api_path
+BENCH_DIR=$BG_TOP/bench
+ENV
+	bg_log "serving: . $work/serve.env; stop with Ctrl-C or kill $$"
+	while :; do sleep 1; done
+fi
 
 # Insert $1 rows (ids $2 || 1..$1) into payments in one transaction, unless
 # $1 is 0, then wait at most $3 s until no queued row is pending or sending.
