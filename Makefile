@@ -23,6 +23,7 @@ OBJS = \
 	src/enqueue.o \
 	src/guc.o \
 	src/http.o \
+	src/invoice.o \
 	src/json_span.o \
 	src/queue.o \
 	src/redact.o \
