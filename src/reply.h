@@ -35,9 +35,11 @@ typedef enum BgOutcome
 
 /*
  * A fixed-size summary, so it can be copied through shared memory as is.
- * For BG_OUTCOME_OK the reply body follows it in shared memory; the invoice
- * itself is built from that body by PostgreSQL's own JSON parser, which keeps
- * every amount exact.
+ * For BG_OUTCOME_OK the reply body follows it in shared memory, and
+ * data_offset and data_len say where in that body the "data" object's text
+ * is: it was validated by bg_classify_reply(), so it can be read in place
+ * (bg_invoice_summary(), json_span.h) without being parsed again.  Amounts
+ * are read from the text as written, never converted.
  */
 typedef struct BgReply
 {
@@ -49,11 +51,15 @@ typedef struct BgReply
 	char		message[BG_REPLY_TEXT_LEN]; /* data.message or our reason */
 	char		field[BG_REPLY_TEXT_LEN];	/* data.field and field_path */
 	char		field_name[BG_REPLY_FIELD_LEN]; /* data.field alone */
+	size_t		data_offset;	/* BG_OUTCOME_OK: "data" starts at this byte */
+	size_t		data_len;		/* ... and is this many bytes long */
 } BgReply;
 
 /*
  * Classify a complete HTTP reply.  body need not be NUL-terminated and may
- * contain anything.
+ * contain anything.  A key the classification reads ("status", "data", and
+ * in an error's data "message", "field", "field_path") given twice in its
+ * object makes the body unusable; other duplicates are not looked at.
  */
 extern void bg_classify_reply(BgReply *reply, long http_status,
 							  const char *body, size_t len);
