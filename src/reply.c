@@ -398,8 +398,12 @@ bg_transport_failure(BgReply *reply, const char *reason, bool may_have_reached)
 	copy_text(reply->message, sizeof(reply->message), reason);
 }
 
-char *
-bg_reply_error_json(const BgReply *reply, const char *sqlstate)
+/*
+ * The journal's name for an outcome.  An outcome added to BgOutcome without
+ * one here is "unknown", not a read past the table.
+ */
+static const char *
+outcome_kind(BgOutcome outcome)
 {
 	static const char *const kinds[] = {
 		[BG_OUTCOME_OK] = "ok",
@@ -410,7 +414,18 @@ bg_reply_error_json(const BgReply *reply, const char *sqlstate)
 		[BG_OUTCOME_NOT_INSTALLED] = "not_installed",
 		[BG_OUTCOME_NOT_RECORDED] = "not_recorded",
 		[BG_OUTCOME_NO_CREDENTIALS] = "no_credentials",
+		[BG_OUTCOME_PAUSED] = "paused",
 	};
+
+	if ((unsigned) outcome >= sizeof(kinds) / sizeof(kinds[0]) ||
+		kinds[outcome] == NULL)
+		return "unknown";
+	return kinds[outcome];
+}
+
+char *
+bg_reply_error_json(const BgReply *reply, const char *sqlstate)
+{
 	json_t	   *obj;
 	char	   *text;
 
@@ -422,7 +437,7 @@ bg_reply_error_json(const BgReply *reply, const char *sqlstate)
 
 	if (obj == NULL)
 		return NULL;
-	json_object_set_new(obj, "kind", json_string(kinds[reply->outcome]));
+	json_object_set_new(obj, "kind", json_string(outcome_kind(reply->outcome)));
 	json_object_set_new(obj, "sqlstate", json_string(sqlstate));
 	if (reply->status[0])
 		json_object_set_new(obj, "status", json_string(reply->status));
