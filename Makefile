@@ -104,7 +104,8 @@ bench:
 	@test -f bench/run.sh || { echo "no benchmark yet (issue: Benchmarks)" >&2; exit 1; }
 	bash bench/run.sh
 
-# libFuzzer over the reply classifier (clang from Debian); FUZZ_SECONDS=60
+# libFuzzer over the JSON scanner and the reply classifier (clang from
+# Debian); FUZZ_SECONDS=60 in all, split between them
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz:
