@@ -24,8 +24,8 @@ OBJS = \
 	src/guc.o \
 	src/http.o \
 	src/invoice.o \
+	src/journal.o \
 	src/json_span.o \
-	src/queue.o \
 	src/redact.o \
 	src/reply.o \
 	src/report.o \

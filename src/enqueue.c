@@ -46,7 +46,7 @@
 
 #include "channel.h"
 #include "guc.h"
-#include "queue.h"
+#include "journal.h"
 #include "request.h"
 
 PG_FUNCTION_INFO_V1(billogram_enqueue_credit_payment);
@@ -77,13 +77,6 @@ request_wake_at_commit(void)
 		xact_callback_registered = true;
 	}
 	wake_at_commit = true;
-}
-
-static Datum
-text_arg(const char *s, char *isnull)
-{
-	*isnull = (s == NULL || s[0] == '\0') ? 'n' : ' ';
-	return (*isnull == 'n') ? (Datum) 0 : CStringGetTextDatum(s);
 }
 
 /*
@@ -121,7 +114,7 @@ check_queue_is_served(void)
 static const BgJournal *
 journal_for_queuing(void)
 {
-	static BgJournal journal;
+	static BgJournal journal;	/* bg_journal_lookup() keeps it per command */
 
 	check_queue_is_served();
 	switch (bg_journal_lookup(&journal))
@@ -154,27 +147,18 @@ journal_for_queuing(void)
  * table's owner: nothing the caller defined can be reached from here.  An
  * error restores both at transaction or subtransaction abort.
  *
- * The statement is planned once per backend and kept: a trigger may insert
- * thousands of rows.
+ * The statement itself is journal.c's, planned once per backend: a trigger
+ * may insert thousands of rows.
  */
 static int64
 insert_pending(const BgCreditPayment *payment, const char *origin,
 			   const char *source_table, const char *source_key)
 {
-	static SPIPlanPtr plan = NULL;
-	static char *plan_journal = NULL;
 	const BgJournal *journal = journal_for_queuing();
-	const BgCaller *caller = &payment->caller;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
-	Datum		args[15];
-	char		nulls[15];
-	bool		isnull;
-	int64		system;
-	Oid			database;
 	int64		id;
-	int			rc;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(journal->owner,
@@ -186,58 +170,7 @@ insert_pending(const BgCreditPayment *payment, const char *origin,
 							 GUC_ACTION_SAVE, true, 0, false);
 
 	SPI_connect();
-	if (plan == NULL || strcmp(plan_journal, journal->name) != 0)
-	{
-		Oid			types[15] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-			TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
-		TEXTOID, INT8OID, OIDOID};
-		char	   *sql;
-
-		sql = psprintf("INSERT INTO %s (origin, billogram_id, mode, amount, "
-					   "request_body, source_table, source_key, created_by, "
-					   "effective_role, login_role, database_name, backend_pid, "
-					   "application_name, made_in_system, made_in_database) "
-					   "VALUES ($1, $2, $3, $4::pg_catalog.numeric, $5, $6, "
-					   "$7::pg_catalog.jsonb, $8, $9, $10, $11, $12, $13, $14, $15) "
-					   "RETURNING id",
-					   journal->name);
-		if (plan)
-			SPI_freeplan(plan);
-		plan = SPI_prepare(sql, 15, types);
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the queue insert: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		if (plan_journal)
-			pfree(plan_journal);
-		plan_journal = MemoryContextStrdup(TopMemoryContext, journal->name);
-	}
-
-	args[0] = text_arg(origin, &nulls[0]);
-	args[1] = text_arg(payment->billogram_id, &nulls[1]);
-	args[2] = text_arg(payment->mode, &nulls[2]);
-	args[3] = text_arg(payment->amount, &nulls[3]);
-	args[4] = text_arg(payment->body, &nulls[4]);
-	args[5] = text_arg(source_table, &nulls[5]);
-	args[6] = text_arg(source_key, &nulls[6]);
-	args[7] = text_arg(NameStr(caller->role), &nulls[7]);
-	args[8] = text_arg(NameStr(caller->effective_role), &nulls[8]);
-	args[9] = text_arg(NameStr(caller->login_role), &nulls[9]);
-	args[10] = text_arg(NameStr(caller->database), &nulls[10]);
-	args[11] = Int32GetDatum(caller->pid);
-	nulls[11] = ' ';
-	args[12] = text_arg(caller->application_name, &nulls[12]);
-	bg_journal_origin(&system, &database);
-	args[13] = Int64GetDatum(system);
-	args[14] = ObjectIdGetDatum(database);
-	nulls[13] = nulls[14] = ' ';
-
-	rc = SPI_execute_plan(plan, args, nulls, false, 1);
-	if (rc != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not queue the credit payment: %s",
-			 SPI_result_code_string(rc));
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									 SPI_tuptable->tupdesc, 1, &isnull));
+	id = bg_journal_insert(journal, payment, origin, source_table, source_key);
 	SPI_finish();
 
 	AtEOXact_GUC(true, save_nestlevel);

@@ -73,9 +73,11 @@ typedef struct BgTransfer
 typedef struct BgSocket
 {
 	curl_socket_t fd;
-	int			what;			/* CURL_POLL_IN, _OUT or _INOUT */
-	int			pos;			/* position in the wait event set */
+	int			what;			/* CURL_POLL_IN, _OUT, _INOUT; 0: idle in
+								 * curl's pool */
+	int			pos;			/* position in the wait event set, or -1 */
 	bool		changed;
+	bool		ignored;		/* idle and readable: left out of the set */
 } BgSocket;
 
 static CURLM *multi = NULL;
@@ -85,6 +87,15 @@ static char *user_agent = NULL;	/* "billogram/0.1 (+libcurl/8.1.2)" */
 static BgTransferDone transfer_done = NULL;
 static MemoryContext http_cxt = NULL;
 static int	in_flight = 0;
+
+/*
+ * Easy handles of finished transfers, reset and kept for the next ones:
+ * creating and destroying one per request was a measurable part of the
+ * worker's time.  At most billogram.max_connections are kept.
+ */
+static CURL **idle_handles = NULL;
+static int	nidle_handles = 0;
+static int	idle_handles_cap = 0;
 static int	open_connections = 0;	/* sockets curl has open, for stats */
 
 /* the pause Billogram asked for (429, 503), see bg_http_paused() */
@@ -126,10 +137,17 @@ on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 
 	if (what == CURL_POLL_REMOVE)
 	{
-		if (i < nsockets)
+		/*
+		 * Usually a transfer ended and its connection went back to curl's
+		 * pool, to be used again by the next one: it stays in the wait set,
+		 * watched only for the server closing it, so that the set is not
+		 * rebuilt twice per request.  close_socket() drops it for good.
+		 */
+		if (i < nsockets && sockets[i].what != 0)
 		{
-			sockets[i] = sockets[--nsockets];
-			sockets_added_or_removed = true;
+			sockets[i].what = 0;
+			sockets[i].changed = true;
+			sockets_changed = true;
 		}
 		return 0;
 	}
@@ -154,7 +172,15 @@ on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		}
 		sockets[i].fd = fd;
 		sockets[i].pos = -1;
+		sockets[i].ignored = false;
+		sockets[i].changed = false;
 		nsockets++;
+		sockets_added_or_removed = true;
+	}
+	else if (sockets[i].ignored)
+	{
+		/* curl uses it again: it was left out of the set, put it back */
+		sockets[i].ignored = false;
 		sockets_added_or_removed = true;
 	}
 	else if (sockets[i].what != what)
@@ -164,6 +190,23 @@ on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 	}
 	sockets[i].what = what;
 	return 0;
+}
+
+/* curl closed a socket: it leaves the wait set (and the fd may be reused). */
+static void
+forget_socket(curl_socket_t fd)
+{
+	int			i;
+
+	for (i = 0; i < nsockets; i++)
+	{
+		if (sockets[i].fd == fd)
+		{
+			sockets[i] = sockets[--nsockets];
+			sockets_added_or_removed = true;
+			return;
+		}
+	}
 }
 
 static int
@@ -292,6 +335,8 @@ rebuild_multi_if_due(void)
 {
 	if (!rebuild_when_idle || in_flight > 0)
 		return;
+	while (nidle_handles > 0)
+		curl_easy_cleanup(idle_handles[--nidle_handles]);
 	curl_multi_cleanup(multi);
 	multi = NULL;
 	/* cached sessions were verified against the old CA file */
@@ -484,6 +529,7 @@ open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *address)
 static int
 close_socket(void *arg, curl_socket_t fd)
 {
+	forget_socket(fd);
 	bg_stats_set_load(in_flight, --open_connections);
 	return close(fd);
 }
@@ -557,7 +603,7 @@ new_transfer(void *job, const char *body, int timeout_ms)
 	t->body_len = strlen(body);
 	memcpy(t->body, body, t->body_len);
 	t->resp_limit = (size_t) bg_max_response_kb * 1024;
-	t->easy = curl_easy_init();
+	t->easy = (nidle_handles > 0) ? idle_handles[--nidle_handles] : curl_easy_init();
 	if (t->easy == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
@@ -680,6 +726,31 @@ classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
 	reply->http_status = http_status;
 }
 
+/*
+ * Keep a finished transfer's handle for the next transfer, options reset
+ * (they are all set again), or clean it up when enough are kept.
+ */
+static void
+keep_or_clean_up(CURL *easy)
+{
+	if (nidle_handles >= bg_max_connections)
+	{
+		curl_easy_cleanup(easy);
+		return;
+	}
+	if (nidle_handles >= idle_handles_cap)
+	{
+		int			cap = Max(16, idle_handles_cap * 2);
+
+		idle_handles = idle_handles ?
+			repalloc(idle_handles, cap * sizeof(CURL *)) :
+			MemoryContextAlloc(http_cxt, cap * sizeof(CURL *));
+		idle_handles_cap = cap;
+	}
+	curl_easy_reset(easy);
+	idle_handles[nidle_handles++] = easy;
+}
+
 static void
 finish_transfer(CURL *easy, CURLcode result)
 {
@@ -707,7 +778,7 @@ finish_transfer(CURL *easy, CURLcode result)
 
 	adjust_pause(&reply);
 	curl_multi_remove_handle(multi, easy);
-	curl_easy_cleanup(easy);
+	keep_or_clean_up(easy);
 	in_flight--;
 	bg_stats_set_load(in_flight, open_connections);
 
@@ -734,11 +805,14 @@ finish_completed_transfers(void)
  * ---------------------------------------------------------------------
  */
 
+/* An idle pooled connection is watched for the server closing it. */
 static uint32
 wait_events_for(int what)
 {
 	uint32		events = 0;
 
+	if (what == 0)
+		return WL_SOCKET_READABLE;
 	if (what & CURL_POLL_IN)
 		events |= WL_SOCKET_READABLE;
 	if (what & CURL_POLL_OUT)
@@ -769,9 +843,9 @@ sync_wait_set(void)
 		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		for (i = 0; i < nsockets; i++)
 		{
-			sockets[i].pos = AddWaitEventToSet(wait_set,
-											   wait_events_for(sockets[i].what),
-											   sockets[i].fd, NULL, NULL);
+			sockets[i].pos = sockets[i].ignored ? -1 :
+				AddWaitEventToSet(wait_set, wait_events_for(sockets[i].what),
+								  sockets[i].fd, NULL, NULL);
 			sockets[i].changed = false;
 		}
 		sockets_added_or_removed = false;
@@ -782,12 +856,10 @@ sync_wait_set(void)
 		return;
 	for (i = 0; i < nsockets; i++)
 	{
-		if (sockets[i].changed)
-		{
+		if (sockets[i].changed && sockets[i].pos >= 0)
 			ModifyWaitEvent(wait_set, sockets[i].pos,
 							wait_events_for(sockets[i].what), NULL);
-			sockets[i].changed = false;
-		}
+		sockets[i].changed = false;
 	}
 	sockets_changed = false;
 }
@@ -810,6 +882,31 @@ wait_timeout(long max_wait_ms)
 		return max_wait_ms;
 	timer_ms = Max(0, TimestampDifferenceMilliseconds(now, timer_deadline));
 	return (max_wait_ms < 0) ? timer_ms : Min(timer_ms, max_wait_ms);
+}
+
+/*
+ * An idle pooled connection became readable: the server closed it (or sent
+ * something nobody asked for).  curl finds that out when it next takes the
+ * connection from its pool; until then it is left out of the wait set, or
+ * it would wake every wait.
+ */
+static bool
+idle_socket_stirred(pgsocket fd)
+{
+	int			i;
+
+	for (i = 0; i < nsockets; i++)
+	{
+		if (sockets[i].fd == fd)
+		{
+			if (sockets[i].what != 0)
+				return false;
+			sockets[i].ignored = true;
+			sockets_added_or_removed = true;
+			return true;
+		}
+	}
+	return false;
 }
 
 /*
@@ -840,6 +937,8 @@ bg_http_wait(long max_wait_ms)
 			latch_set = true;
 			continue;
 		}
+		if (idle_socket_stirred(events[i].fd))
+			continue;
 		if (events[i].events & WL_SOCKET_READABLE)
 			flags |= CURL_CSELECT_IN;
 		if (events[i].events & WL_SOCKET_WRITEABLE)

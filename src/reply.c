@@ -286,6 +286,14 @@ bg_reply_asks_to_wait(const BgReply *reply)
 		(reply->http_status == 429 || reply->http_status == 503);
 }
 
+bool
+bg_reply_worth_retrying(const BgReply *reply)
+{
+	if (reply->may_have_reached)
+		return false;
+	return reply->outcome == BG_OUTCOME_TRANSPORT || bg_reply_asks_to_wait(reply);
+}
+
 static void
 classify_error_reply(BgReply *reply, long http_status,
 					 const char *body, size_t len)

@@ -77,6 +77,13 @@ extern char *bg_reply_error_json(const BgReply *reply, const char *sqlstate);
  */
 extern bool bg_reply_asks_to_wait(const BgReply *reply);
 
+/*
+ * Whether a queued request that got this reply may be sent again: it
+ * certainly did not reach Billogram, or Billogram asked to come back later.
+ * The one place the retry rule is written.
+ */
+extern bool bg_reply_worth_retrying(const BgReply *reply);
+
 /* Fill *reply for an exchange that never produced a complete reply. */
 extern void bg_transport_failure(BgReply *reply, const char *reason,
 								 bool may_have_reached);

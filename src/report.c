@@ -29,7 +29,7 @@
 
 #include "lib/stringinfo.h"
 
-#include "queue.h"
+#include "journal.h"
 #include "report.h"
 
 /* BG followed by the three digits of the HTTP status, e.g. BG404. */

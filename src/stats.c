@@ -163,16 +163,25 @@ bg_stats_count(BgStatOutcome outcome)
 
 /* Count a journal row by the state its outcome put it in. */
 void
-bg_stats_outcome_of(const char *state)
+bg_stats_outcome_of(BgJournalState state)
 {
-	if (strcmp(state, "done") == 0)
-		bg_stats_count(BG_STAT_DONE);
-	else if (strcmp(state, "failed") == 0)
-		bg_stats_count(BG_STAT_FAILED);
-	else if (strcmp(state, "in_doubt") == 0)
-		bg_stats_count(BG_STAT_IN_DOUBT);
-	else if (strcmp(state, "pending") == 0)
-		bg_stats_count(BG_STAT_RETRIED);
+	switch (state)
+	{
+		case BG_STATE_DONE:
+			bg_stats_count(BG_STAT_DONE);
+			break;
+		case BG_STATE_FAILED:
+			bg_stats_count(BG_STAT_FAILED);
+			break;
+		case BG_STATE_IN_DOUBT:
+			bg_stats_count(BG_STAT_IN_DOUBT);
+			break;
+		case BG_STATE_PENDING:
+			bg_stats_count(BG_STAT_RETRIED);
+			break;
+		default:
+			break;
+	}
 }
 
 void

@@ -10,6 +10,7 @@
 
 #include "datatype/timestamp.h"
 
+#include "journal.h"
 #include "reply.h"
 
 /* What became of a request, as counted since the worker started. */
@@ -31,7 +32,7 @@ extern void bg_stats_transfer_finished(long total_us);
 extern void bg_stats_set_load(int in_flight, int connections);
 extern void bg_stats_set_pause(TimestampTz until);
 extern void bg_stats_count(BgStatOutcome outcome);
-extern void bg_stats_outcome_of(const char *state);
+extern void bg_stats_outcome_of(BgJournalState state);
 extern void bg_stats_error(const char *message);
 
 #endif							/* BILLOGRAM_STATS_H */

@@ -51,7 +51,7 @@
 #include "credentials.h"
 #include "guc.h"
 #include "http.h"
-#include "queue.h"
+#include "journal.h"
 #include "report.h"
 #include "stats.h"
 #include "worker.h"
@@ -65,6 +65,17 @@
  * lock held longer fails the batch, which is then retried with backoff.
  */
 #define BG_LOCK_TIMEOUT			"1s"
+
+/*
+ * How long a finished transfer's outcome may wait to be journaled with the
+ * next batch's claims or synchronous requests, rather than in a transaction
+ * of its own.  Under load it always shares one; with one synchronous caller
+ * at a time this halves the worker's transactions.  It changes nothing for
+ * a crash: an outcome committed a moment later, or an asynchronous commit
+ * lost, leaves the row in 'sending' either way, and it becomes in_doubt.
+ * Callers are answered at once regardless.
+ */
+#define BG_OUTCOME_DELAY_MS		5
 
 /* Backoff of journal writes that failed: doubling from min to max. */
 #define BG_RETRY_MIN_MS			100
@@ -116,8 +127,14 @@ typedef struct BgJob
 	BgReply		reply;
 	char	   *body;
 	size_t		body_len;
+	TimestampTz finished_at;
 	bool		answered;		/* its synchronous caller has been answered */
-	/* when journaling its outcome failed: not again before retry_at */
+	/*
+	 * When journaling its outcome failed: written alone from then on (so
+	 * that a row that cannot be written holds up no other), not again
+	 * before retry_at.
+	 */
+	bool		write_alone;
 	TimestampTz retry_at;
 	int			retry_ms;
 } BgJob;
@@ -137,20 +154,22 @@ static bool queue_woken = true;
  */
 static bool journal_was_ready = false;
 
-/* Next look for rows that came from elsewhere (bg_queue_hold_foreign). */
+/* Next look for rows that came from elsewhere (bg_journal_hold_foreign). */
 static TimestampTz hold_check_due = 0;
 static TimestampTz queue_next_due = 0;
 
 /*
  * What the batch in progress has done that an ERROR must undo or finish:
  * the synchronous requests it took from the channel, the jobs it created,
- * the finished job whose outcome it was writing (or whose caller it was
- * answering), and the jobs committed as 'sending' but not yet started.
+ * the finished jobs whose outcomes it was writing (together, or one alone)
+ * or whose caller it was answering, and the jobs committed as 'sending' but
+ * not yet started.
  */
 static List *batch_taken = NIL;
 static List *batch_created = NIL;
 static List *batch_starting = NIL;
 static BgJob *batch_writing = NULL;
+static List *batch_writing_together = NIL;
 static BgJob *batch_answering = NULL;
 
 /*
@@ -195,6 +214,7 @@ transfer_finished(void *arg, const BgReply *reply, const char *body, size_t body
 	MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
 
 	job->reply = *reply;
+	job->finished_at = GetCurrentTimestamp();
 	if (body_len > 0 && (reply->outcome == BG_OUTCOME_OK ||
 						 job->kind == JOB_SNAPSHOT))
 	{
@@ -284,15 +304,226 @@ backoff(int *delay_ms)
 	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), *delay_ms);
 }
 
+/* What became of a job whose outcome is now journaled. */
+static void
+outcome_recorded(BgJob *job, BgJournalState state, List **snapshots)
+{
+	bg_stats_outcome_of(state);
+	if (job->reply.outcome != BG_OUTCOME_OK)
+		bg_stats_error(psprintf("credit payment on %s: %s",
+								job->payment.billogram_id,
+								job->reply.message));
+	if (state == BG_STATE_IN_DOUBT)
+		*snapshots = keep(*snapshots,
+						  new_batch_job(JOB_SNAPSHOT, &job->payment,
+										job->request_id));
+	if (state == BG_STATE_PENDING)
+		queue_woken = true;
+}
+
+/* Journal the outcomes of jobs (credit payments) in one statement. */
+static void
+write_outcomes(List *jobs, List **snapshots)
+{
+	int			n = list_length(jobs);
+	BgFinished *finished = palloc0(n * sizeof(BgFinished));
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, jobs)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		finished[i].id = job->request_id;
+		finished[i].is_sync = (job->kind == JOB_SYNC);
+		finished[i].reply = &job->reply;
+		finished[i].invoice = bg_journal_invoice_text(&job->reply, job->body);
+		i++;
+	}
+	bg_journal_record_outcomes(finished, n);
+	i = 0;
+	foreach(lc, jobs)
+	{
+		BgFinished *f = &finished[i++];
+
+		/* a row purged meanwhile is counted but has no snapshot to take */
+		if (f->recorded)
+			outcome_recorded((BgJob *) lfirst(lc), f->state, snapshots);
+		else
+			bg_stats_outcome_of(f->state);
+	}
+}
+
+/*
+ * Journal what finished and is due: the outcomes of credit payments
+ * together, in one statement; snapshots, and outcomes that failed to be
+ * written before, one by one, each named in batch_writing so that the
+ * error recovery knows whose write to retry later.  Returns the jobs
+ * written; the ones not due yet are appended to *waiting.
+ */
+static List *
+record_finished(bool installed, bool journal_due, TimestampTz now,
+				List **waiting, List **snapshots)
+{
+	List	   *recorded = NIL;
+	List	   *together = NIL;
+	ListCell   *lc;
+
+	foreach(lc, finished_jobs)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		if (!journal_due || job->retry_at > now)
+		{
+			*waiting = keep(*waiting, job);
+			continue;
+		}
+		recorded = keep(recorded, job);
+		if (!installed || (job->kind != JOB_SNAPSHOT && job->request_id == 0))
+			continue;
+		if (job->kind == JOB_SNAPSHOT)
+		{
+			batch_writing = job;
+			bg_journal_save_snapshot(job->request_id, &job->reply,
+									 bg_journal_invoice_text(&job->reply, job->body));
+		}
+		else if (job->write_alone)
+		{
+			batch_writing = job;
+			write_outcomes(list_make1(job), snapshots);
+		}
+		else
+			together = keep(together, job);
+		batch_writing = NULL;
+	}
+	if (together != NIL)
+	{
+		batch_writing_together = together;
+		write_outcomes(together, snapshots);
+		batch_writing_together = NIL;
+	}
+	return recorded;
+}
+
+/*
+ * Journal the synchronous requests taken, in one statement; returns those
+ * to start.
+ */
+static List *
+record_sync_requests(bool installed, const char *no_credentials)
+{
+	List	   *to_record = NIL;
+	List	   *to_start = NIL;
+	const BgCreditPayment **payments;
+	int64	   *ids;
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, batch_taken)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		if (!installed)
+			refuse(job, BG_OUTCOME_NOT_INSTALLED, bg_database);
+		else if (no_credentials)
+		{
+			/* Billogram would answer 401: say why without asking it */
+			refuse(job, BG_OUTCOME_NO_CREDENTIALS, no_credentials);
+		}
+		else
+			to_record = keep(to_record, job);
+	}
+	if (to_record == NIL)
+		return NIL;
+
+	payments = palloc(list_length(to_record) * sizeof(BgCreditPayment *));
+	ids = palloc(list_length(to_record) * sizeof(int64));
+	foreach(lc, to_record)
+		payments[i++] = &((BgJob *) lfirst(lc))->payment;
+	bg_journal_insert_sync(payments, list_length(to_record), ids);
+
+	i = 0;
+	foreach(lc, to_record)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		job->request_id = ids[i++];
+		if (job->timeout_ms <= 0)
+		{
+			/* its caller's time ran out waiting for a free connection */
+			List	   *ignored = NIL;
+
+			bg_transport_failure(&job->reply,
+								 "no connection to the API became free within billogram.timeout",
+								 false);
+			write_outcomes(list_make1(job), &ignored);
+			answer(job, &job->reply, NULL, 0);
+			continue;
+		}
+		to_start = keep(to_start, job);
+	}
+	return to_start;
+}
+
+/*
+ * Whether a claim of queued rows is worth a batch now: when at least half
+ * the connections are free, or none is busy.  Every claim costs a durable
+ * commit before its requests may leave; claiming for each connection as it
+ * frees up made that one commit per payment or two.  A queued payment
+ * waits a fraction of a round trip more; synchronous calls are taken at
+ * once regardless.
+ */
+static bool
+claim_worthwhile(void)
+{
+	int			room = bg_http_room();
+
+	if (room <= 0)
+		return false;
+	return bg_http_in_flight() == 0 || room >= (bg_max_connections + 1) / 2;
+}
+
+/* Claim due queued rows for up to capacity free connections. */
+static List *
+claim_queued(int capacity, const char *no_credentials, TimestampTz now)
+{
+	List	   *to_start = NIL;
+	List	   *claimed;
+	ListCell   *lc;
+
+	if (no_credentials)
+	{
+		/* they stay pending; a reload with credentials wakes us */
+		if (!warned_no_credentials)
+			ereport(WARNING,
+					(errmsg("billogram worker: queued payments are not sent: %s",
+							no_credentials),
+					 errhint(BG_CREDENTIALS_HINT)));
+		warned_no_credentials = true;
+		queue_woken = false;
+		queue_next_due = TimestampTzPlusMilliseconds(now, BG_SWEEP_MS);
+		return NIL;
+	}
+	claimed = bg_journal_claim(capacity);
+	foreach(lc, claimed)
+	{
+		BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
+
+		to_start = keep(to_start, new_batch_job(JOB_QUEUED, &q->payment, q->id));
+	}
+	/* a full batch means more may be waiting: look again next time */
+	queue_woken = (list_length(claimed) == capacity);
+	if (!queue_woken)
+		queue_next_due = bg_journal_next_due();
+	return to_start;
+}
+
 /*
  * One batch of database work in one transaction: record the outcome of
  * every finished transfer that is due, journal the synchronous requests in
  * batch_taken and claim due queued rows.  Returns the jobs to start, sets
  * *recorded to the finished jobs whose outcome it wrote and appends the
- * snapshots to take to *snapshots.  Each journal write names its job in
- * batch_writing, so that when one fails the error recovery knows whose
- * write to retry later; the others are simply tried again in the next
- * batch.
+ * snapshots to take to *snapshots.
  *
  * The commit is durable when the batch is about to send anything: 'sending'
  * must be on disk before a request leaves.  A batch that only records
@@ -302,7 +533,7 @@ backoff(int *delay_ms)
 static List *
 journal_batch(List **recorded, List **snapshots)
 {
-	List	   *to_start = NIL;
+	List	   *to_start;
 	List	   *waiting = NIL;
 	ListCell   *lc;
 	bool		installed;
@@ -318,10 +549,10 @@ journal_batch(List **recorded, List **snapshots)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "billogram: journal batch");
 
-	installed = bg_queue_installed();
+	installed = bg_journal_open();
 	if (installed && !journal_was_ready)
 	{
-		foreach(lc, bg_queue_recover())
+		foreach(lc, bg_journal_recover())
 		{
 			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
 
@@ -332,7 +563,7 @@ journal_batch(List **recorded, List **snapshots)
 	}
 	if (installed && GetCurrentTimestamp() >= hold_check_due)
 	{
-		bg_queue_hold_foreign();
+		bg_journal_hold_foreign();
 		hold_check_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BG_SWEEP_MS);
 	}
 	if (!installed)
@@ -342,108 +573,15 @@ journal_batch(List **recorded, List **snapshots)
 		queue_next_due = TimestampTzPlusMilliseconds(now, BG_SWEEP_MS);
 	}
 
-	foreach(lc, finished_jobs)
-	{
-		BgJob	   *job = (BgJob *) lfirst(lc);
-
-		if (!journal_due || job->retry_at > now)
-		{
-			waiting = keep(waiting, job);
-			continue;
-		}
-		batch_writing = job;
-		if (job->kind == JOB_SNAPSHOT)
-		{
-			if (installed)
-				bg_queue_save_snapshot(job->request_id, &job->reply,
-									   job->body, job->body_len);
-		}
-		else if (installed && job->request_id != 0)
-		{
-			const char *state = bg_queue_finish(job->request_id,
-												job->kind == JOB_SYNC,
-												&job->reply, job->body,
-												job->body_len);
-
-			bg_stats_outcome_of(state);
-			if (job->reply.outcome != BG_OUTCOME_OK)
-				bg_stats_error(psprintf("credit payment on %s: %s",
-										job->payment.billogram_id,
-										job->reply.message));
-
-			if (strcmp(state, "in_doubt") == 0)
-				*snapshots = keep(*snapshots,
-								  new_batch_job(JOB_SNAPSHOT, &job->payment,
-												job->request_id));
-			if (strcmp(state, "pending") == 0)
-				queue_woken = true;
-		}
-		*recorded = keep(*recorded, job);
-	}
-	batch_writing = NULL;
-
-	foreach(lc, batch_taken)
-	{
-		BgJob	   *job = (BgJob *) lfirst(lc);
-
-		if (!installed)
-		{
-			refuse(job, BG_OUTCOME_NOT_INSTALLED, bg_database);
-			continue;
-		}
-		if (no_credentials)
-		{
-			/* Billogram would answer 401: say why without asking it */
-			refuse(job, BG_OUTCOME_NO_CREDENTIALS, no_credentials);
-			continue;
-		}
-		job->request_id = bg_queue_record_sync(&job->payment);
-		if (job->timeout_ms <= 0)
-		{
-			/* its caller's time ran out waiting for a free connection */
-			bg_transport_failure(&job->reply,
-								 "no connection to the API became free within billogram.timeout",
-								 false);
-			(void) bg_queue_finish(job->request_id, true, &job->reply, NULL, 0);
-			answer(job, &job->reply, NULL, 0);
-			continue;
-		}
-		to_start = keep(to_start, job);
-	}
+	*recorded = record_finished(installed, journal_due, now, &waiting, snapshots);
+	to_start = record_sync_requests(installed, no_credentials);
 
 	capacity = bg_http_room() - list_length(to_start);
 	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&
+		(to_start != NIL || claim_worthwhile()) &&
 		(queue_woken || now >= queue_next_due))
-	{
-		if (no_credentials)
-		{
-			/* they stay pending; a reload with credentials wakes us */
-			if (!warned_no_credentials)
-				ereport(WARNING,
-						(errmsg("billogram worker: queued payments are not sent: %s",
-								no_credentials),
-						 errhint(BG_CREDENTIALS_HINT)));
-			warned_no_credentials = true;
-			queue_woken = false;
-			queue_next_due = TimestampTzPlusMilliseconds(now, BG_SWEEP_MS);
-		}
-		else
-		{
-			List	   *claimed = bg_queue_claim(capacity);
-
-			foreach(lc, claimed)
-			{
-				BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
-
-				to_start = keep(to_start,
-								new_batch_job(JOB_QUEUED, &q->payment, q->id));
-			}
-			/* a full batch means more may be waiting: look again next time */
-			queue_woken = (list_length(claimed) == capacity);
-			if (!queue_woken)
-				queue_next_due = bg_queue_next_due();
-		}
-	}
+		to_start = list_concat(to_start,
+							   claim_queued(capacity, no_credentials, now));
 
 	if (to_start == NIL)
 		(void) set_config_option("synchronous_commit", "off",
@@ -538,17 +676,29 @@ free_jobs(List *jobs)
 		free_job((BgJob *) lfirst(lc));
 }
 
-/* Is the outcome of some finished transfer due to be written? */
+/*
+ * When a job's outcome must be written even if no other work comes along:
+ * after its backoff when a write failed, else BG_OUTCOME_DELAY_MS after it
+ * finished (at once when shutting down).
+ */
+static TimestampTz
+outcome_write_by(BgJob *job)
+{
+	TimestampTz by = ShutdownRequestPending ? job->finished_at :
+		TimestampTzPlusMilliseconds(job->finished_at, BG_OUTCOME_DELAY_MS);
+
+	return Max(Max(by, job->retry_at), journal_retry_at);
+}
+
+/* Must a batch run now for outcomes alone? */
 static bool
 outcome_due(TimestampTz now)
 {
 	ListCell   *lc;
 
-	if (now < journal_retry_at)
-		return false;
 	foreach(lc, finished_jobs)
 	{
-		if (((BgJob *) lfirst(lc))->retry_at <= now)
+		if (outcome_write_by((BgJob *) lfirst(lc)) <= now)
 			return true;
 	}
 	return false;
@@ -582,10 +732,10 @@ recover_journal(void)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	installed = bg_queue_installed();
+	installed = bg_journal_open();
 	if (installed)
 	{
-		foreach(lc, bg_queue_recover())
+		foreach(lc, bg_journal_recover())
 		{
 			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
 
@@ -642,14 +792,15 @@ run_batch(void)
 		return;
 	}
 
+	/* callers first: nothing they wait for depends on the journal */
+	answer_sync_callers();
 	batch_taken = take_submitted_requests();
 	if (batch_taken == NIL && !outcome_due(now) &&
-		!(bg_http_can_start() && !ShutdownRequestPending &&
+		!(claim_worthwhile() && !ShutdownRequestPending &&
 		  now >= journal_retry_at &&
 		  (queue_woken || now >= queue_next_due)))
 		return;
 
-	answer_sync_callers();
 	to_start = journal_batch(&recorded, &snapshots);
 
 	/* the outcomes written and the refused callers are done with */
@@ -707,11 +858,19 @@ recover_from_error(const char *why, int sqlerrcode)
 	 * alone, so that the others are written meanwhile; anything else, and a
 	 * lock that fails every write alike, backs off the whole journal.
 	 */
-	if (batch_writing == NULL || sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+	if ((batch_writing == NULL && batch_writing_together == NIL) ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
 		journal_retry_at = backoff(&journal_retry_ms);
+	foreach(lc, batch_writing_together)
+	{
+		/* kept in finished_jobs, written alone next to find the culprit */
+		((BgJob *) lfirst(lc))->write_alone = true;
+	}
+	batch_writing_together = NIL;
 	if (batch_writing)
 	{
 		/* kept in finished_jobs, and written later than the others */
+		batch_writing->write_alone = true;
 		batch_writing->retry_at = backoff(&batch_writing->retry_ms);
 		ereport(LOG,
 				(errmsg("billogram worker: the outcome of request %lld is not recorded yet; next try in %d ms",
@@ -770,8 +929,8 @@ ms_until_due(void)
 	if (!journal_recovered)
 		wake = journal_retry_at;
 	foreach(lc, finished_jobs)
-		wake = Min(wake, Max(((BgJob *) lfirst(lc))->retry_at, journal_retry_at));
-	if (journal_recovered && !ShutdownRequestPending && bg_http_can_start())
+		wake = Min(wake, outcome_write_by((BgJob *) lfirst(lc)));
+	if (journal_recovered && !ShutdownRequestPending && claim_worthwhile())
 		wake = Min(wake, Max(queue_woken ? now : queue_next_due, journal_retry_at));
 	if (stats_flush_at != 0)
 		wake = Min(wake, stats_flush_at);

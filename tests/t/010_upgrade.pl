@@ -1,7 +1,8 @@
-# The upgrade from 0.1 to 0.2: a journal with rows in every state, created
-# by 0.1's script; the 0.2 library serves nothing until ALTER EXTENSION
-# UPDATE; then every behaviour of 0.2 on those rows, the same schema as a
-# fresh 0.2, and a pg_dump and restore of the updated database.
+# The upgrade from 0.1 to the current version (through every script in
+# between): a journal with rows in every state, created by 0.1's script; the
+# current library serves nothing until ALTER EXTENSION UPDATE; then every
+# behaviour of the current version on those rows, the same schema as a fresh
+# install, and a pg_dump and restore of the updated database.
 use strict;
 use warnings;
 
@@ -11,6 +12,14 @@ use BgTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+
+# the version this library speaks: the control file's default_version
+open(my $control, '<', "$FindBin::Bin/../../billogram.control") or die "billogram.control: $!";
+my ($current) = map { /^default_version\s*=\s*'([^']+)'/ ? $1 : () } <$control>;
+close($control);
+die 'no default_version in billogram.control' unless $current;
+(my $current_re = $current) =~ s/\./\\./g;
+note("current version: $current");
 
 my $mock = BgTest->start_mock;
 my $node = PostgreSQL::Test::Cluster->new('upgrade');
@@ -37,22 +46,22 @@ $node->safe_psql('postgres', q{
 	GRANT EXECUTE ON FUNCTION billogram_purge(interval) TO clerk;
 });
 
-# The library is 0.2: with the database at 0.1 it sends nothing and says why.
+# The library is newer: with the database at 0.1 it sends nothing and says why.
 my ($state, $out, $err) = BgTest::call($node,
 	"SELECT billogram_credit_payment('upSync0', 'amount', 1)");
 is($state, '55000', 'a synchronous call before the update is refused');
-like($err, qr/not at version 0\.2/, 'saying the extension is not at 0.2');
+like($err, qr/not at version $current_re/, "saying the extension is not at $current");
 like($err, qr/ALTER EXTENSION billogram UPDATE/, 'with the command that fixes it');
 ($state, $out, $err) = BgTest::call($node,
 	"SELECT billogram_enqueue_credit_payment('upQueue0', 'amount', 1)");
 is($state, '55000', 'queuing before the update is refused');
-ok($node->wait_for_log(qr/is at version 0\.1, this library needs 0\.2/),
+ok($node->wait_for_log(qr/is at version 0\.1, this library needs $current_re/),
 	'the worker logs that it waits for the update');
 is(scalar @{ $mock->requests }, 0, 'nothing was sent before the update');
 
 $node->safe_psql('postgres', 'ALTER EXTENSION billogram UPDATE');
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'billogram'"),
-	'0.2', 'updated to 0.2');
+	$current, "updated to $current");
 
 # The worker takes the journal up within its sweep interval: the pending
 # rows are sent once each, the row left in 'sending' becomes in_doubt.
@@ -60,7 +69,7 @@ ok(BgTest::wait_settled($node, 60), 'the queue inherited from 0.1 drains');
 is($node->safe_psql('postgres',
 	"SELECT string_agg(billogram_id || '=' || state, ',' ORDER BY id) FROM billogram_requests"),
 	'upPending1=done,upPending2=done,upSending1=in_doubt,upDone1=done,upFailed1=failed,upDoubt1=in_doubt',
-	'every row is where 0.2 puts it');
+	'every row is where the update puts it');
 is_deeply($mock->post_counts(qr/^up/), { upPending1 => 1, upPending2 => 1 },
 	'the pending rows were sent once each, nothing else was');
 $node->poll_query_until('postgres',
@@ -71,7 +80,7 @@ is($node->safe_psql('postgres',
 	"SELECT created_by || ' ' || coalesce(effective_role::text, '-') FROM billogram_requests WHERE billogram_id = 'upPending1'"),
 	'alice -', "0.1's rows keep created_by; the new columns are empty");
 
-# 0.2's behaviour on 0.1's rows and objects
+# the current behaviour on 0.1's rows and objects
 ($state) = BgTest::call($node, "INSERT INTO payouts (invoice, amount) VALUES ('upNull1', NULL)");
 is($state, '22023', "0.1's trigger refuses a NULL amount after the update");
 is($node->safe_psql('postgres', "SELECT has_function_privilege('public', 'billogram_payment_trigger()', 'EXECUTE')"),
@@ -94,7 +103,7 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM billogram_requests WHERE b
 	SELECT billogram_credit_payment('upSync1', 'amount', 1) ->> 'id'});
 is($out, 'upSync1', 'synchronous calls work after the update');
 
-# The upgraded schema is the one a fresh 0.2 installs.
+# The upgraded schema is the one a fresh install makes.
 my $describe = q{
 	SELECT string_agg(x, E'\n' ORDER BY x) FROM (
 	  SELECT format('column %s.%s %s %s %s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
@@ -129,15 +138,17 @@ $node->safe_psql('fresh', 'CREATE EXTENSION billogram');
 my $upgraded = $node->safe_psql('postgres', $describe);
 my $fresh = $node->safe_psql('fresh', $describe);
 ok(length($fresh) > 1000, 'the schema description is not empty');
-is($upgraded, $fresh, 'the upgraded schema is identical to a fresh 0.2');
+is($upgraded, $fresh, "the schema updated from 0.1 is identical to a fresh $current");
 
-# pg_dump and restore of the updated database: the rows come back, 0.2.
+
+# pg_dump and restore of the updated database: the rows come back, at the
+# current version.
 my $dump = $node->basedir . '/upgraded.dump';
 $node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('postgres') ], 'pg_dump');
 $node->safe_psql('postgres', 'CREATE DATABASE restored');
 $node->command_ok([ 'pg_restore', '-d', $node->connstr('restored'), $dump ], 'pg_restore');
 is($node->safe_psql('restored', "SELECT extversion FROM pg_extension WHERE extname = 'billogram'"),
-	'0.2', 'restored at 0.2');
+	$current, "restored at $current");
 is($node->safe_psql('restored',
 	'SELECT string_agg(billogram_id || state, \',\' ORDER BY id) FROM billogram_requests'),
 	$node->safe_psql('postgres',
@@ -145,6 +156,6 @@ is($node->safe_psql('restored',
 	'with the same journal rows');
 is($node->safe_psql('restored', 'SELECT count(*) FROM billogram_requests WHERE effective_role IS NOT NULL'),
 	$node->safe_psql('postgres', 'SELECT count(*) FROM billogram_requests WHERE effective_role IS NOT NULL'),
-	'and their 0.2 columns');
+	'and their columns added by 0.2');
 
 done_testing();

@@ -1,0 +1,941 @@
+/*-------------------------------------------------------------------------
+ *
+ * journal.c
+ *	  The journal, billogram_requests: every read and write of it.
+ *
+ * Backends insert queued payments (bg_journal_insert, through enqueue.c);
+ * the worker records synchronous calls, claims queued payments, records
+ * outcomes and recovers after a crash.  The table's states are an enum here
+ * (BgJournalState); its INSERT is written once, in STMT_INSERT.
+ *
+ * Every row is in state 'sending', committed, before its request goes out,
+ * so a crash can never lead to a blind resend: a row found in 'sending' when
+ * the worker starts becomes 'in_doubt' for an operator to resolve.  The
+ * worker batches: one transaction records the outcomes of every transfer
+ * finished since the last one, in one statement, and claims the next rows,
+ * so there is one commit and a few statements per batch, not per payment.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "guc.h"
+#include "invoice.h"
+#include "journal.h"
+#include "report.h"
+
+/*
+ * The extension's schema and installed version, read from pg_extension
+ * directly: ALTER EXTENSION UPDATE changes the version under the same OID,
+ * so it is read again for every command (see bg_journal_lookup).
+ */
+static bool
+find_extension(Oid *nspid, char **version)
+{
+	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	bool		found = false;
+
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("billogram"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		v = heap_getattr(tuple, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		*nspid = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+		*version = isnull ? pstrdup("") : TextDatumGetCString(v);
+		found = true;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * The journal as the current command sees it.  A trigger asks once per row,
+ * so the answer is kept for the rest of the command: the extension cannot
+ * be created, updated or dropped within one command of this transaction
+ * without a new command id.
+ */
+BgJournalStatus
+bg_journal_lookup(BgJournal *journal)
+{
+	/* names are cached per schema: the extension cannot be moved */
+	static Oid	cached_nsp = InvalidOid;
+	static char *cached_name = NULL;
+	static char *cached_schema = NULL;
+	/* the last answer, and the command it is valid for */
+	static LocalTransactionId answer_lxid = InvalidLocalTransactionId;
+	static CommandId answer_cid = InvalidCommandId;
+	static BgJournalStatus answer_status;
+	static BgJournal answer;
+	static char answer_version[NAMEDATALEN];
+	Oid			nspid;
+	Oid			relid;
+	char	   *version;
+	HeapTuple	classtup;
+	CommandId	cid = GetCurrentCommandId(false);
+
+	if (answer_lxid == MyProc->lxid && answer_cid == cid &&
+		answer_lxid != InvalidLocalTransactionId)
+	{
+		*journal = answer;
+		return answer_status;
+	}
+
+	memset(journal, 0, sizeof(*journal));
+	if (!find_extension(&nspid, &version))
+		return BG_JOURNAL_MISSING;
+	strlcpy(answer_version, version, sizeof(answer_version));
+	journal->version = answer_version;
+	if (strcmp(version, BG_SCHEMA_VERSION) != 0)
+		return BG_JOURNAL_WRONG_VERSION;
+
+	relid = get_relname_relid("billogram_requests", nspid);
+	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(classtup))
+		return BG_JOURNAL_MISSING;
+	journal->owner = ((Form_pg_class) GETSTRUCT(classtup))->relowner;
+	ReleaseSysCache(classtup);
+
+	if (nspid != cached_nsp)
+	{
+		char	   *nspname = get_namespace_name(nspid);
+
+		if (cached_name)
+			pfree(cached_name);
+		if (cached_schema)
+			pfree(cached_schema);
+		cached_name = MemoryContextStrdup(TopMemoryContext,
+										  quote_qualified_identifier(nspname, "billogram_requests"));
+		cached_schema = MemoryContextStrdup(TopMemoryContext,
+											quote_identifier(nspname));
+		cached_nsp = nspid;
+	}
+	journal->name = cached_name;
+	journal->schema = cached_schema;
+
+	/* only a usable journal is remembered: the others end in an error */
+	answer = *journal;
+	answer_status = BG_JOURNAL_READY;
+	answer_lxid = MyProc->lxid;
+	answer_cid = cid;
+	return BG_JOURNAL_READY;
+}
+
+/*
+ * Where a row is made: this cluster (its system identifier) and this
+ * database.  A worker sends only the rows made where it runs; rows that came
+ * with a dump or a copy from elsewhere are held (see bg_journal_hold_foreign).
+ * A promoted standby keeps its primary's system identifier, so it goes on
+ * with the queue it inherited.
+ */
+void
+bg_journal_origin(int64 *system, Oid *database)
+{
+	*system = (int64) GetSystemIdentifier();
+	*database = MyDatabaseId;
+}
+
+/* the journal of the current batch, set by bg_journal_open() */
+static BgJournal journal;
+static bool wrong_version_logged = false;
+
+const char *
+bg_journal_state_name(BgJournalState state)
+{
+	static const char *const names[] = {
+		[BG_STATE_PENDING] = "pending",
+		[BG_STATE_SENDING] = "sending",
+		[BG_STATE_DONE] = "done",
+		[BG_STATE_FAILED] = "failed",
+		[BG_STATE_IN_DOUBT] = "in_doubt",
+		[BG_STATE_HELD] = "held",
+	};
+
+	return names[state];
+}
+
+static BgJournalState
+state_from_name(const char *name)
+{
+	BgJournalState state;
+
+	for (state = BG_STATE_PENDING; state <= BG_STATE_HELD; state++)
+		if (strcmp(name, bg_journal_state_name(state)) == 0)
+			return state;
+	elog(ERROR, "billogram: unknown journal state \"%s\"", name);
+	return BG_STATE_FAILED;		/* keep the compiler quiet */
+}
+
+/*
+ * Whether the worker can use the journal in this transaction.  An extension
+ * at another version is logged once: until it is updated, the queue waits
+ * and synchronous calls are refused unsent.
+ */
+bool
+bg_journal_open(void)
+{
+	switch (bg_journal_lookup(&journal))
+	{
+		case BG_JOURNAL_READY:
+			wrong_version_logged = false;
+			return true;
+		case BG_JOURNAL_WRONG_VERSION:
+			if (!wrong_version_logged)
+				ereport(WARNING,
+						(errmsg("billogram worker: the extension in database \"%s\" is at version %s, this library needs %s",
+								bg_database, journal.version, BG_SCHEMA_VERSION),
+						 errdetail("Nothing is sent until it is updated: queued payments wait, synchronous calls are refused."),
+						 errhint("Run ALTER EXTENSION billogram UPDATE in database \"%s\".",
+								 bg_database)));
+			wrong_version_logged = true;
+			return false;
+		case BG_JOURNAL_MISSING:
+			break;
+	}
+	return false;
+}
+
+const BgJournal *
+bg_journal_current(void)
+{
+	return &journal;
+}
+
+/*
+ * The journal's statements, planned once per process and kept.  Generic
+ * plans are forced: the custom plan PostgreSQL would otherwise try first,
+ * and keep choosing for the claim, costs a planner run per execution.
+ * %1$s stands for the journal's qualified name, %2$s for the column list
+ * every INSERT names (journal_columns).
+ */
+typedef enum BgStatement
+{
+	STMT_INSERT,
+	STMT_INSERT_SYNC,
+	STMT_CLAIM,
+	STMT_RECORD_OUTCOMES,
+	STMT_HOLD,
+	STMT_SNAPSHOT,
+	NUM_STATEMENTS
+} BgStatement;
+
+/* What a new row is made of, in the order both INSERTs give it. */
+static const char journal_columns[] =
+"origin, billogram_id, mode, amount, request_body, source_table, source_key, "
+"created_by, effective_role, login_role, database_name, backend_pid, "
+"application_name, made_in_system, made_in_database, state, attempts, sent_at";
+
+static const char *const statement_sql[NUM_STATEMENTS] = {
+	/*
+	 * A queued payment, made by a backend.  $8 to $13: the caller, see
+	 * BgCaller; $14, $15: bg_journal_origin().  Every type is
+	 * schema-qualified: backends run it with a pinned search_path (see
+	 * enqueue.c).
+	 */
+	[STMT_INSERT] =
+	"INSERT INTO %1$s (%2$s) "
+	"VALUES ($1, $2, $3, $4::pg_catalog.numeric, $5, $6, $7::pg_catalog.jsonb, "
+	"$8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, NULL) "
+	"RETURNING id",
+
+	/*
+	 * The synchronous calls of a batch, made by the worker in one
+	 * statement, already 'sending': arrays of id, mode, amount and body,
+	 * then of the callers' columns ($5 to $10); $11, $12:
+	 * bg_journal_origin().  A backend has at most one call in progress, so
+	 * backend_pid tells the rows apart.
+	 */
+	[STMT_INSERT_SYNC] =
+	"INSERT INTO %1$s (%2$s) "
+	"SELECT 'sync', u.billogram_id, u.mode, u.amount::numeric, u.body, NULL, NULL, "
+	"u.created_by, u.effective_role, u.login_role, u.database_name, u.backend_pid, "
+	"u.application_name, $11, $12, 'sending', 1, now() "
+	"FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+	"$6::text[], $7::text[], $8::text[], $9::int4[], $10::text[]) "
+	"AS u(billogram_id, mode, amount, body, created_by, effective_role, "
+	"login_role, database_name, backend_pid, application_name) "
+	"RETURNING id, backend_pid",
+
+	/*
+	 * $2, $3: the claim cursor, see bg_journal_claim(); $4, $5: only rows
+	 * made here, see bg_journal_origin()
+	 */
+	[STMT_CLAIM] =
+	"UPDATE %1$s r SET state = 'sending', attempts = r.attempts + 1, sent_at = now() "
+	"WHERE r.id IN (SELECT id FROM %1$s WHERE state = 'pending' "
+	"AND next_attempt_at <= now() AND (next_attempt_at, id) > ($2, $3) "
+	"AND made_in_system = $4 AND made_in_database = $5 "
+	"ORDER BY next_attempt_at, id "
+	"LIMIT $1 FOR UPDATE SKIP LOCKED) "
+	"RETURNING r.id, r.billogram_id, r.mode, r.amount, r.request_body, r.next_attempt_at",
+
+	/*
+	 * Every outcome of a batch in one statement, over arrays: $1 ids, $2
+	 * final states, $3 retry?, $4 HTTP statuses, $5 what to keep of the
+	 * invoice, $6 errors, $7 Retry-After seconds; $8 billogram.retry_for in
+	 * seconds.  A retry waits 1 s doubling up to 5 min, with jitter, and
+	 * at least Retry-After; it is made only while the row has been pending
+	 * for less than retry_for: an outage fails payments by its length, not
+	 * by a count of tries.  Final states are announced on the
+	 * billogram_requests channel.
+	 */
+	[STMT_RECORD_OUTCOMES] =
+	"WITH o AS (SELECT * FROM unnest($1::int8[], $2::text[], $3::bool[], $4::int4[], "
+	"  $5::text[], $6::text[], $7::int4[]) "
+	"  AS o(id, state, retry, http_status, invoice, error, retry_after)), "
+	"u AS (UPDATE %1$s r SET "
+	" state = CASE WHEN o.retry AND r.pending_since > now() - make_interval(secs => $8) THEN 'pending' ELSE o.state END,"
+	" next_attempt_at = CASE WHEN o.retry AND r.pending_since > now() - make_interval(secs => $8) THEN now() + greatest("
+	"   make_interval(secs => o.retry_after),"
+	"   make_interval(secs => least(300, 2 ^ (r.attempts - 1)) * (0.5 + random() / 2)))"
+	"   ELSE r.next_attempt_at END,"
+	" finished_at = CASE WHEN o.retry AND r.pending_since > now() - make_interval(secs => $8) THEN NULL ELSE clock_timestamp() END,"
+	" http_status = o.http_status,"
+	" response = o.invoice::jsonb,"
+	" error = o.error::jsonb "
+	" FROM o WHERE r.id = o.id RETURNING r.id, r.state) "
+	"SELECT u.id, u.state, CASE WHEN u.state <> 'pending' THEN "
+	" pg_notify('billogram_requests', json_build_object('id', u.id, 'state', u.state)::text) END "
+	"FROM u",
+
+	/* $1, $2: where this worker runs, see bg_journal_origin() */
+	[STMT_HOLD] =
+	"WITH h AS (UPDATE %1$s SET "
+	" state = CASE state WHEN 'pending' THEN 'held' ELSE 'in_doubt' END,"
+	" held_at = CASE state WHEN 'pending' THEN clock_timestamp() END,"
+	" finished_at = CASE state WHEN 'sending' THEN clock_timestamp() END,"
+	" error = CASE state WHEN 'sending' THEN jsonb_build_object('kind', 'copy',"
+	"   'message', 'found in state sending in a copy of another database or cluster',"
+	"   'may_have_reached_billogram', true) ELSE error END "
+	" WHERE state IN ('pending', 'sending') "
+	" AND (made_in_system IS DISTINCT FROM $1 OR made_in_database IS DISTINCT FROM $2) "
+	" RETURNING state) "
+	"SELECT count(*) FILTER (WHERE state = 'held'), count(*) FILTER (WHERE state = 'in_doubt') "
+	"FROM h",
+
+	/* $2: the invoice to keep, $3: the error when the GET failed */
+	[STMT_SNAPSHOT] =
+	"UPDATE %1$s SET invoice_snapshot = CASE WHEN $3 IS NOT NULL "
+	"THEN jsonb_build_object('error', $3::jsonb) ELSE $2::jsonb END, "
+	"snapshot_at = clock_timestamp() WHERE id = $1",
+};
+
+static const int statement_nargs[NUM_STATEMENTS] = {15, 12, 5, 8, 2, 3};
+static const Oid statement_types[NUM_STATEMENTS][15] = {
+	[STMT_INSERT] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
+	INT8OID, OIDOID},
+	[STMT_INSERT_SYNC] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT4ARRAYOID, TEXTARRAYOID, INT8OID, OIDOID},
+	[STMT_CLAIM] = {INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, OIDOID},
+	[STMT_RECORD_OUTCOMES] = {INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID,
+	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID},
+	[STMT_HOLD] = {INT8OID, OIDOID},
+	[STMT_SNAPSHOT] = {INT8OID, TEXTOID, TEXTOID},
+};
+
+/*
+ * Plans per process, for the journal they were made for: a backend queues
+ * into its own database's journal, the worker into billogram.database's.
+ */
+static SPIPlanPtr plans[NUM_STATEMENTS];
+static char *plans_journal = NULL;
+
+static SPIPlanPtr
+plan_for(const BgJournal *j, BgStatement stmt)
+{
+	int			i;
+
+	if (plans_journal == NULL || strcmp(plans_journal, j->name) != 0)
+	{
+		for (i = 0; i < NUM_STATEMENTS; i++)
+		{
+			if (plans[i])
+				SPI_freeplan(plans[i]);
+			plans[i] = NULL;
+		}
+		if (plans_journal)
+			pfree(plans_journal);
+		plans_journal = MemoryContextStrdup(TopMemoryContext, j->name);
+	}
+	if (plans[stmt] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare_cursor(psprintf(statement_sql[stmt], j->name,
+														   journal_columns),
+											  statement_nargs[stmt],
+											  (Oid *) statement_types[stmt],
+											  CURSOR_OPT_GENERIC_PLAN);
+
+		if (plan == NULL)
+			elog(ERROR, "billogram: could not prepare a journal statement: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		plans[stmt] = plan;
+	}
+	return plans[stmt];
+}
+
+static void
+check_spi(int rc, int expected, const char *what)
+{
+	if (rc != expected)
+		elog(ERROR, "billogram: %s failed: %s", what,
+			 SPI_result_code_string(rc));
+}
+
+/* A text argument and its SPI null flag; "" is NULL. */
+static void
+set_text_arg(Datum *values, char *nulls, int i, const char *s)
+{
+	bool		isnull = (s == NULL || s[0] == '\0');
+
+	values[i] = isnull ? (Datum) 0 : CStringGetTextDatum(s);
+	nulls[i] = isnull ? 'n' : ' ';
+}
+
+int64
+bg_journal_insert(const BgJournal *j, const BgCreditPayment *payment,
+				  const char *origin, const char *source_table,
+				  const char *source_key)
+{
+	const BgCaller *caller = &payment->caller;
+	Datum		values[15];
+	char		nulls[15];
+	bool		isnull;
+	int64		system;
+	Oid			database;
+	int			rc;
+
+	set_text_arg(values, nulls, 0, origin);
+	set_text_arg(values, nulls, 1, payment->billogram_id);
+	set_text_arg(values, nulls, 2, payment->mode);
+	set_text_arg(values, nulls, 3, payment->amount);
+	set_text_arg(values, nulls, 4, payment->body);
+	set_text_arg(values, nulls, 5, source_table);
+	set_text_arg(values, nulls, 6, source_key);
+	set_text_arg(values, nulls, 7, NameStr(caller->role));
+	set_text_arg(values, nulls, 8, NameStr(caller->effective_role));
+	set_text_arg(values, nulls, 9, NameStr(caller->login_role));
+	set_text_arg(values, nulls, 10, NameStr(caller->database));
+	values[11] = Int32GetDatum(caller->pid);
+	nulls[11] = ' ';
+	set_text_arg(values, nulls, 12, caller->application_name);
+	bg_journal_origin(&system, &database);
+	values[13] = Int64GetDatum(system);
+	values[14] = ObjectIdGetDatum(database);
+	nulls[13] = nulls[14] = ' ';
+
+	rc = SPI_execute_plan(plan_for(j, STMT_INSERT), values, nulls, false, 1);
+	check_spi(rc, SPI_OK_INSERT_RETURNING, "queuing a credit payment");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* An element of a text array under construction; "" is NULL. */
+static void
+set_text_elem(Datum *elems, bool *nulls, int i, const char *s)
+{
+	nulls[i] = (s == NULL || s[0] == '\0');
+	elems[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(s);
+}
+
+static ArrayType *text_array(Datum *elems, bool *nulls, int n);
+static ArrayType *int_array(Datum *elems, bool *nulls, int n, Oid type);
+
+void
+bg_journal_insert_sync(const BgCreditPayment *const *payments, int n,
+					   int64 *ids)
+{
+	enum
+	{
+		ID, MODE, AMOUNT, BODY, ROLE, EFFECTIVE, LOGIN, DATABASE, PID, APP,
+		NCOLS
+	};
+	Datum	   *elems[NCOLS];
+	bool	   *elem_nulls[NCOLS];
+	Datum		args[12];
+	int64		system;
+	Oid			database;
+	int			rc;
+	int			col;
+	int			i;
+	uint64		r;
+
+	if (n == 0)
+		return;
+	for (col = 0; col < NCOLS; col++)
+	{
+		elems[col] = palloc(n * sizeof(Datum));
+		elem_nulls[col] = palloc0(n * sizeof(bool));
+	}
+	for (i = 0; i < n; i++)
+	{
+		const BgCreditPayment *p = payments[i];
+		const BgCaller *c = &p->caller;
+
+		set_text_elem(elems[ID], elem_nulls[ID], i, p->billogram_id);
+		set_text_elem(elems[MODE], elem_nulls[MODE], i, p->mode);
+		set_text_elem(elems[AMOUNT], elem_nulls[AMOUNT], i, p->amount);
+		set_text_elem(elems[BODY], elem_nulls[BODY], i, p->body);
+		set_text_elem(elems[ROLE], elem_nulls[ROLE], i, NameStr(c->role));
+		set_text_elem(elems[EFFECTIVE], elem_nulls[EFFECTIVE], i, NameStr(c->effective_role));
+		set_text_elem(elems[LOGIN], elem_nulls[LOGIN], i, NameStr(c->login_role));
+		set_text_elem(elems[DATABASE], elem_nulls[DATABASE], i, NameStr(c->database));
+		elems[PID][i] = Int32GetDatum(c->pid);
+		set_text_elem(elems[APP], elem_nulls[APP], i, c->application_name);
+		ids[i] = 0;
+	}
+	for (col = 0; col < NCOLS; col++)
+		args[col] = PointerGetDatum(col == PID ?
+									int_array(elems[col], NULL, n, INT4OID) :
+									text_array(elems[col], elem_nulls[col], n));
+	bg_journal_origin(&system, &database);
+	args[10] = Int64GetDatum(system);
+	args[11] = ObjectIdGetDatum(database);
+
+	rc = SPI_execute_plan(plan_for(&journal, STMT_INSERT_SYNC), args, NULL,
+						  false, 0);
+	check_spi(rc, SPI_OK_INSERT_RETURNING, "journaling synchronous calls");
+	for (r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		HeapTuple	tuple = SPI_tuptable->vals[r];
+		int64		id = DatumGetInt64(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull));
+		int32		pid = DatumGetInt32(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull));
+
+		for (i = 0; i < n; i++)
+			if (payments[i]->caller.pid == pid && ids[i] == 0)
+			{
+				ids[i] = id;
+				break;
+			}
+	}
+	for (i = 0; i < n; i++)
+		if (ids[i] == 0)
+			elog(ERROR, "billogram worker: the journal row of the synchronous call of process %d is missing",
+				 payments[i]->caller.pid);
+}
+
+/*
+ * What the journal keeps of the invoice in a successful reply, as JSON
+ * text, by billogram.journal_reply: its summary, the whole of "data", or
+ * nothing.  Taken from the span the classification found, so the reply is
+ * not parsed again; the summary's values are copied as text, so its amounts
+ * are exactly Billogram's.
+ */
+char *
+bg_journal_invoice_text(const BgReply *reply, const char *body)
+{
+	char	   *summary;
+	char	   *result;
+
+	if (reply->outcome != BG_OUTCOME_OK || body == NULL ||
+		bg_journal_reply == BG_JOURNAL_REPLY_NONE)
+		return NULL;
+	if (bg_journal_reply == BG_JOURNAL_REPLY_FULL)
+		return pg_any_to_server(body + reply->data_offset,
+								(int) reply->data_len, PG_UTF8);
+	summary = bg_invoice_summary(body + reply->data_offset, reply->data_len);
+	if (summary == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	result = pg_any_to_server(summary, (int) strlen(summary), PG_UTF8);
+	if (result == summary)
+		result = pstrdup(summary);
+	free(summary);
+	return result;
+}
+
+/*
+ * billogram_invoice_summary(invoice jsonb) RETURNS jsonb: the same summary,
+ * from SQL, for rows journaled in full.
+ */
+PG_FUNCTION_INFO_V1(billogram_invoice_summary);
+
+Datum
+billogram_invoice_summary(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *invoice = PG_GETARG_JSONB_P(0);
+	char	   *text;
+	char	   *utf8;
+	char	   *summary;
+	char	   *result;
+
+	if (!JB_ROOT_IS_OBJECT(invoice))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an invoice must be a JSON object")));
+	text = JsonbToCString(NULL, &invoice->root, VARSIZE(invoice));
+	utf8 = pg_server_to_any(text, (int) strlen(text), PG_UTF8);
+	summary = bg_invoice_summary(utf8, strlen(utf8));
+	if (summary == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	result = pg_any_to_server(summary, (int) strlen(summary), PG_UTF8);
+	if (result == summary)
+		result = pstrdup(summary);
+	free(summary);
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(result)));
+}
+
+static BgQueuedRequest *
+queued_from_row(HeapTuple tuple, TupleDesc desc)
+{
+	BgQueuedRequest *q = palloc0(sizeof(BgQueuedRequest));
+	bool		isnull;
+	char	   *amount;
+
+	q->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+	strlcpy(q->payment.billogram_id, SPI_getvalue(tuple, desc, 2),
+			sizeof(q->payment.billogram_id));
+	strlcpy(q->payment.mode, SPI_getvalue(tuple, desc, 3),
+			sizeof(q->payment.mode));
+	amount = SPI_getvalue(tuple, desc, 4);
+	if (amount)
+		strlcpy(q->payment.amount, amount, sizeof(q->payment.amount));
+	strlcpy(q->payment.body, SPI_getvalue(tuple, desc, 5),
+			sizeof(q->payment.body));
+	return q;
+}
+
+/*
+ * Where the next claim starts in the pending index: just after the last row
+ * claimed.  The index keeps an entry for every row version that was ever
+ * pending, and while any transaction in the cluster holds back the xmin
+ * horizon none of those entries can be dropped; a claim starting from the
+ * beginning would step over every row already claimed, which made a drain
+ * alongside one long transaction ten times slower.  A claim that comes up
+ * short starts the next one from the beginning again, so rows whose key
+ * sorts before the cursor (a transaction that committed late, an operator's
+ * resend) wait at most one pass.
+ */
+static TimestampTz claim_after_at = DT_NOBEGIN;
+static int64 claim_after_id = 0;
+
+/*
+ * Mark up to max_rows due rows 'sending' and return them.  SKIP LOCKED
+ * keeps an operator's open transaction on one row from stalling the rest.
+ */
+List *
+bg_journal_claim(int max_rows)
+{
+	List	   *claimed = NIL;
+	Datum		args[5];
+	int64		system;
+	Oid			database;
+	int			rc;
+	uint64		i;
+
+	if (max_rows <= 0)
+		return NIL;
+	bg_journal_origin(&system, &database);
+	args[0] = Int32GetDatum(max_rows);
+	args[1] = TimestampTzGetDatum(claim_after_at);
+	args[2] = Int64GetDatum(claim_after_id);
+	args[3] = Int64GetDatum(system);
+	args[4] = ObjectIdGetDatum(database);
+	rc = SPI_execute_plan(plan_for(&journal, STMT_CLAIM), args, NULL, false, 0);
+	check_spi(rc, SPI_OK_UPDATE_RETURNING, "claiming queued payments");
+
+	if (SPI_processed < (uint64) max_rows)
+	{
+		claim_after_at = DT_NOBEGIN;
+		claim_after_id = 0;
+	}
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		BgQueuedRequest *q = queued_from_row(tuple, SPI_tuptable->tupdesc);
+		bool		isnull;
+		TimestampTz at = DatumGetTimestampTz(SPI_getbinval(tuple, SPI_tuptable->tupdesc,
+														   6, &isnull));
+
+		if (SPI_processed == (uint64) max_rows &&
+			(at > claim_after_at || (at == claim_after_at && q->id > claim_after_id)))
+		{
+			claim_after_at = at;
+			claim_after_id = q->id;
+		}
+		claimed = lappend(claimed, q);
+	}
+	return claimed;
+}
+
+/* The error column: what went wrong, as an operator needs it. */
+static char *
+error_json(const BgReply *reply)
+{
+	char	   *json = bg_reply_error_json(reply,
+										   unpack_sql_state(bg_reply_sqlstate(reply)));
+	char	   *result = pstrdup(json ? json : "{\"kind\":\"unknown\"}");
+
+	free(json);
+	return result;
+}
+
+/*
+ * Where a finished request goes: 'done'; 'failed' when Billogram certainly
+ * did not act; 'in_doubt' when it may have.  *retry is set when a queued
+ * request may be tried again (bg_reply_worth_retrying()); the statement
+ * then makes it pending again while billogram.retry_for allows.
+ */
+static BgJournalState
+outcome_state(bool is_sync, const BgReply *reply, bool *retry)
+{
+	*retry = false;
+	if (reply->outcome == BG_OUTCOME_OK)
+		return BG_STATE_DONE;
+	if (reply->may_have_reached)
+		return BG_STATE_IN_DOUBT;
+	*retry = !is_sync && bg_reply_worth_retrying(reply);
+	return BG_STATE_FAILED;
+}
+
+static ArrayType *
+text_array(Datum *elems, bool *nulls, int n)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	return construct_md_array(elems, nulls, 1, dims, lbs, TEXTOID, -1, false,
+							  TYPALIGN_INT);
+}
+
+static ArrayType *
+int_array(Datum *elems, bool *nulls, int n, Oid type)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	if (type == INT8OID)
+		return construct_md_array(elems, nulls, 1, dims, lbs, INT8OID, 8,
+								  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	if (type == BOOLOID)
+		return construct_md_array(elems, nulls, 1, dims, lbs, BOOLOID, 1,
+								  true, TYPALIGN_CHAR);
+	return construct_md_array(elems, nulls, 1, dims, lbs, INT4OID, 4, true,
+							  TYPALIGN_INT);
+}
+
+/*
+ * Record the outcomes of n finished requests in one statement, and set
+ * each one's state (and whether its row still existed: an operator may
+ * have purged it meanwhile).
+ */
+void
+bg_journal_record_outcomes(BgFinished *finished, int n)
+{
+	Datum	   *ids = palloc(n * sizeof(Datum));
+	Datum	   *states = palloc(n * sizeof(Datum));
+	Datum	   *retries = palloc(n * sizeof(Datum));
+	Datum	   *statuses = palloc(n * sizeof(Datum));
+	bool	   *status_nulls = palloc(n * sizeof(bool));
+	Datum	   *invoices = palloc(n * sizeof(Datum));
+	bool	   *invoice_nulls = palloc(n * sizeof(bool));
+	Datum	   *errors = palloc(n * sizeof(Datum));
+	bool	   *error_nulls = palloc(n * sizeof(bool));
+	Datum	   *retry_afters = palloc(n * sizeof(Datum));
+	Datum		args[8];
+	int			rc;
+	int			i;
+	uint64		r;
+
+	if (n == 0)
+		return;
+	for (i = 0; i < n; i++)
+	{
+		const BgReply *reply = finished[i].reply;
+		bool		retry;
+
+		finished[i].state = outcome_state(finished[i].is_sync, reply, &retry);
+		finished[i].recorded = false;
+		ids[i] = Int64GetDatum(finished[i].id);
+		states[i] = CStringGetTextDatum(bg_journal_state_name(finished[i].state));
+		retries[i] = BoolGetDatum(retry);
+		statuses[i] = Int32GetDatum((int32) reply->http_status);
+		status_nulls[i] = (reply->http_status == 0);
+		invoice_nulls[i] = (finished[i].invoice == NULL);
+		invoices[i] = invoice_nulls[i] ? (Datum) 0 :
+			CStringGetTextDatum(finished[i].invoice);
+		error_nulls[i] = (reply->outcome == BG_OUTCOME_OK);
+		errors[i] = error_nulls[i] ? (Datum) 0 :
+			CStringGetTextDatum(error_json(reply));
+		retry_afters[i] = Int32GetDatum((int32) reply->retry_after);
+	}
+	args[0] = PointerGetDatum(int_array(ids, NULL, n, INT8OID));
+	args[1] = PointerGetDatum(text_array(states, NULL, n));
+	args[2] = PointerGetDatum(int_array(retries, NULL, n, BOOLOID));
+	args[3] = PointerGetDatum(int_array(statuses, status_nulls, n, INT4OID));
+	args[4] = PointerGetDatum(text_array(invoices, invoice_nulls, n));
+	args[5] = PointerGetDatum(text_array(errors, error_nulls, n));
+	args[6] = PointerGetDatum(int_array(retry_afters, NULL, n, INT4OID));
+	args[7] = Int32GetDatum(bg_retry_for_s);
+
+	rc = SPI_execute_plan(plan_for(&journal, STMT_RECORD_OUTCOMES), args, NULL,
+						  false, 0);
+	check_spi(rc, SPI_OK_SELECT, "recording outcomes");
+
+	/* batches are a few dozen rows at most: a linear match is enough */
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[r];
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tuple, SPI_tuptable->tupdesc,
+													 1, &isnull));
+		char	   *state = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 2);
+
+		for (i = 0; i < n; i++)
+		{
+			if (finished[i].id == id)
+			{
+				finished[i].state = state_from_name(state);
+				finished[i].recorded = true;
+				break;
+			}
+		}
+	}
+}
+
+/* A GET's invoice (or the error that stopped it) beside an in_doubt row. */
+void
+bg_journal_save_snapshot(int64 id, const BgReply *reply, const char *invoice)
+{
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	int			rc;
+
+	values[0] = Int64GetDatum(id);
+	set_text_arg(values, nulls, 1, invoice);
+	if (reply->outcome == BG_OUTCOME_OK)
+		nulls[2] = 'n';
+	else
+		values[2] = CStringGetTextDatum(error_json(reply));
+	rc = SPI_execute_plan(plan_for(&journal, STMT_SNAPSHOT), values, nulls,
+						  false, 0);
+	check_spi(rc, SPI_OK_UPDATE, "saving an invoice snapshot");
+}
+
+/*
+ * Rows left 'sending' by a worker that stopped may or may not have reached
+ * Billogram; they become 'in_doubt' and are returned for a snapshot.
+ */
+List *
+bg_journal_recover(void)
+{
+	List	   *found = NIL;
+	char	   *sql;
+	int			rc;
+	uint64		i;
+
+	sql = psprintf("WITH u AS (UPDATE %s SET state = 'in_doubt', finished_at = clock_timestamp(), "
+				   "error = jsonb_build_object('kind', 'worker', 'sqlstate', 'BG002', "
+				   "'message', 'the worker stopped while the request was being sent', "
+				   "'may_have_reached_billogram', true) "
+				   "WHERE state = 'sending' "
+				   "RETURNING id, billogram_id, mode, amount, request_body) "
+				   "SELECT u.*, pg_notify('billogram_requests', "
+				   "json_build_object('id', u.id, 'state', 'in_doubt')::text) FROM u",
+				   journal.name);
+	rc = SPI_execute(sql, false, 0);
+	check_spi(rc, SPI_OK_SELECT, "recovering requests left in state sending");
+	for (i = 0; i < SPI_processed; i++)
+		found = lappend(found, queued_from_row(SPI_tuptable->vals[i],
+											   SPI_tuptable->tupdesc));
+	if (found)
+		ereport(LOG,
+				(errmsg("billogram worker: %d request(s) found in state sending after a restart are now in_doubt",
+						list_length(found)),
+				 errhint("Check each invoice and resolve them with billogram_resolve().")));
+	return found;
+}
+
+/*
+ * Rows that came from elsewhere, with a restored dump or a copy made by
+ * another cluster or database, are never sent on their own: the server
+ * that made them may have sent them since.  Pending ones become 'held'
+ * until an operator releases them (billogram_release_held()); one caught in
+ * 'sending' becomes in_doubt.  The claim skips them anyway; this puts them
+ * where the status view and the operator see them, and says so in the log.
+ */
+void
+bg_journal_hold_foreign(void)
+{
+	Datum		args[2];
+	int64		system;
+	Oid			database;
+	int64		held;
+	int64		doubted;
+	bool		isnull;
+	int			rc;
+
+	bg_journal_origin(&system, &database);
+	args[0] = Int64GetDatum(system);
+	args[1] = ObjectIdGetDatum(database);
+	rc = SPI_execute_plan(plan_for(&journal, STMT_HOLD), args, NULL, false, 0);
+	check_spi(rc, SPI_OK_SELECT, "holding requests made elsewhere");
+	held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	doubted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (held + doubted > 0)
+		ereport(WARNING,
+				(errmsg("billogram worker: %lld request(s) made in another cluster or database are held, not sent",
+						(long long) (held + doubted)),
+				 errdetail("%lld pending request(s) are now held, %lld found in state sending are now in_doubt. "
+						   "They came with a restored dump or a copy of the data: the server that made them may have sent them already.",
+						   (long long) held, (long long) doubted),
+				 errhint("Check that the server they came from is stopped or has not sent them, then call billogram_release_held() or billogram_fail_held().")));
+}
+
+/* When the queue next needs a look: the earliest due row, or a sweep. */
+TimestampTz
+bg_journal_next_due(void)
+{
+	TimestampTz sweep = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													BG_SWEEP_MS);
+	bool		isnull;
+	Datum		due;
+	char	   *sql;
+	int			rc;
+
+	sql = psprintf("SELECT min(next_attempt_at) FROM %s WHERE state = 'pending'",
+				   journal.name);
+	rc = SPI_execute(sql, true, 1);
+	check_spi(rc, SPI_OK_SELECT, "looking for due payments");
+	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull || DatumGetTimestampTz(due) > sweep)
+		return sweep;
+	return DatumGetTimestampTz(due);
+}

@@ -1,0 +1,118 @@
+/*-------------------------------------------------------------------------
+ *
+ * journal.h
+ *	  The journal: the billogram_requests table, the one record of every
+ *	  credit payment, its state and its outcome.
+ *
+ * journal.c is the only code that reads or writes it.  Backends queue
+ * payments through bg_journal_insert(); the worker uses the rest, inside a
+ * transaction it started, with SPI connected, so that one commit covers a
+ * whole batch; bg_journal_open() comes first in each such transaction and
+ * the others only if it returned true.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BILLOGRAM_JOURNAL_H
+#define BILLOGRAM_JOURNAL_H
+
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
+
+#include "reply.h"
+#include "request.h"
+
+/*
+ * The states of a journal row.  The table's CHECK constraint lists the same
+ * names; bg_journal_state_name() is the only place C spells them.
+ */
+typedef enum BgJournalState
+{
+	BG_STATE_PENDING,			/* queued, waiting for its turn */
+	BG_STATE_SENDING,			/* committed before its request left */
+	BG_STATE_DONE,				/* Billogram registered it */
+	BG_STATE_FAILED,			/* certainly not registered */
+	BG_STATE_IN_DOUBT,			/* may have been registered: for a person */
+	BG_STATE_HELD				/* made elsewhere: waits for an operator */
+} BgJournalState;
+
+/* A journal row the worker is about to send, or must snapshot. */
+typedef struct BgQueuedRequest
+{
+	int64		id;
+	BgCreditPayment payment;
+} BgQueuedRequest;
+
+/*
+ * The outcome of one finished request, as bg_journal_record_outcomes()
+ * writes it: id, reply and what to keep of the invoice go in, the state the
+ * row is left in comes out (pending again when it is to be retried).
+ */
+typedef struct BgFinished
+{
+	int64		id;
+	bool		is_sync;		/* a synchronous call: never retried */
+	const BgReply *reply;
+	const char *invoice;		/* bg_journal_invoice_text(), or NULL */
+	BgJournalState state;		/* out */
+	bool		recorded;		/* out: false if the row was purged */
+} BgFinished;
+
+/* Longest wait between two looks at the queue, in milliseconds. */
+#define BG_SWEEP_MS		10000
+
+/*
+ * The journal's schema version this library's statements are written for:
+ * in a database whose extension is at another version the queue is not
+ * served and nothing is journaled, until ALTER EXTENSION billogram UPDATE.
+ */
+#define BG_SCHEMA_VERSION	"0.2"
+
+typedef enum BgJournalStatus
+{
+	BG_JOURNAL_MISSING,			/* no extension in this database */
+	BG_JOURNAL_WRONG_VERSION,	/* installed at another version */
+	BG_JOURNAL_READY
+} BgJournalStatus;
+
+/* Where the journal is, as bg_journal_lookup() found it. */
+typedef struct BgJournal
+{
+	const char *name;			/* schema-qualified, quoted as needed */
+	const char *schema;			/* the extension's schema, quoted */
+	Oid			owner;			/* the journal table's owner */
+	const char *version;		/* the extension's installed version */
+} BgJournal;
+
+extern const char *bg_journal_state_name(BgJournalState state);
+
+/* Catalog lookups only, no SPI; cached for the current command. */
+extern BgJournalStatus bg_journal_lookup(BgJournal *journal);
+extern void bg_journal_origin(int64 *system, Oid *database);
+
+/*
+ * Insert one pending row and return its id; SPI must be connected.  The
+ * queuing functions' way in.
+ */
+extern int64 bg_journal_insert(const BgJournal *journal,
+							   const BgCreditPayment *payment,
+							   const char *origin,
+							   const char *source_table,
+							   const char *source_key);
+
+/* What the journal keeps of a successful reply's invoice (see guc.h). */
+extern char *bg_journal_invoice_text(const BgReply *reply, const char *body);
+
+/* The worker's side. */
+extern bool bg_journal_open(void);
+extern const BgJournal *bg_journal_current(void);
+extern void bg_journal_hold_foreign(void);
+extern void bg_journal_insert_sync(const BgCreditPayment *const *payments,
+								   int n, int64 *ids);
+extern List *bg_journal_claim(int max_rows);
+extern void bg_journal_record_outcomes(BgFinished *finished, int n);
+extern void bg_journal_save_snapshot(int64 id, const BgReply *reply,
+									 const char *invoice);
+extern List *bg_journal_recover(void);
+extern TimestampTz bg_journal_next_due(void);
+
+#endif							/* BILLOGRAM_JOURNAL_H */
