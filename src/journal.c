@@ -565,8 +565,12 @@ bg_journal_invoice_text(const BgReply *reply, const char *body)
 		bg_journal_reply == BG_JOURNAL_REPLY_NONE)
 		return NULL;
 	if (bg_journal_reply == BG_JOURNAL_REPLY_FULL)
-		return pg_any_to_server(body + reply->data_offset,
-								(int) reply->data_len, PG_UTF8);
+	{
+		/* the span ends inside the body: a string of its own first */
+		char	   *data = pnstrdup(body + reply->data_offset, reply->data_len);
+
+		return pg_any_to_server(data, (int) reply->data_len, PG_UTF8);
+	}
 	summary = bg_invoice_summary(body + reply->data_offset, reply->data_len);
 	if (summary == NULL)
 		ereport(ERROR,

@@ -54,6 +54,15 @@ fi
 step "package list" bash "$top/tests/packages.sh"
 step "packaging files" bash "$top/tests/packaging.sh"
 
+# the JSON scanner and the invoice summary, plain C with the sanitizers;
+# their counts join ours
+bg_log "unit tests: src/json_span.c and src/invoice.c"
+bash "$top/tests/unit/run.sh" 2>&1 | tee "$out" || true
+read -r u_pass u_fail < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
+passed=$((passed + ${u_pass:-0}))
+failed=$((failed + ${u_fail:-1}))
+[ -n "${u_fail:-}" ] || echo "FAILED: unit tests (no counts)"
+
 # Objects of one build flavour must not end up linked into the other; make
 # clean would also remove the logs the last suite copied back.
 remove_objects() {
