@@ -958,6 +958,22 @@ billogram_worker_main(Datum main_arg)
 	 * created may be picked up by name in its statements.
 	 */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Every statement of the worker finds its rows through an index, in
+	 * the index's order (by id, or the pending and state indexes), and
+	 * their plans are made once and kept (journal.c).  A plan made while
+	 * the journal is empty, just after CREATE EXTENSION or a TRUNCATE, would
+	 * otherwise scan or sort all of it (a hash join over a sequential scan;
+	 * a claim that sorts every pending row to take the first eight), and
+	 * be kept until autovacuum happens to invalidate it: that made a first
+	 * drain of 20,000 payments seven times slower.
+	 */
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_bitmapscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_sort", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_hashjoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_mergejoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	bg_load_password_file();
 
 #if defined(__GLIBC__) && defined(M_TRIM_THRESHOLD)
