@@ -13,6 +13,8 @@
 #                           PG=17 for Debian 13 and PostgreSQL 17
 
 EXTENSION = billogram
+# this Makefile's directory (MAKEFILE_LIST changes once PGXS is included)
+BG_SRCDIR := $(dir $(lastword $(MAKEFILE_LIST)))
 MODULE_big = billogram
 OBJS = \
 	src/billogram.o \
@@ -73,6 +75,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
+# PGXS tracks no header dependencies: every object is rebuilt when any of
+# the project's headers changes (a struct that grew in reply.h once left
+# stale objects that disagreed about its layout)
+$(OBJS): $(wildcard $(BG_SRCDIR)src/*.h)
 else
 all:
 	@echo "pg_config not found: run 'make test' or 'make demo', which install what is missing" >&2

@@ -25,16 +25,22 @@
 
 PG_FUNCTION_INFO_V1(billogram_credit_payment);
 
-/* The reply's "data" as jsonb; the body is UTF-8, as JSON must be. */
+/*
+ * The reply's "data" as jsonb, parsed from where the worker's classification
+ * found it in the body (so the envelope around it is not parsed again); the
+ * body is UTF-8, as JSON must be.
+ */
 static Datum
-invoice_from_body(const char *body, size_t len)
+invoice_from_reply(const BgReply *reply, const char *body, size_t len)
 {
-	char	   *server_text = pg_any_to_server(body, (int) len, PG_UTF8);
-	Datum		envelope;
+	char	   *data;
 
-	envelope = DirectFunctionCall1(jsonb_in, CStringGetDatum(server_text));
-	return DirectFunctionCall2(jsonb_object_field, envelope,
-							   CStringGetTextDatum("data"));
+	if (reply->data_offset + reply->data_len > len || reply->data_len == 0)
+		elog(ERROR, "billogram: the reply's data is not where the worker said");
+	data = pnstrdup(body + reply->data_offset, reply->data_len);
+	return DirectFunctionCall1(jsonb_in,
+							   CStringGetDatum(pg_any_to_server(data, (int) reply->data_len,
+																PG_UTF8)));
 }
 
 Datum
@@ -54,5 +60,5 @@ billogram_credit_payment(PG_FUNCTION_ARGS)
 	if (result.reply.outcome != BG_OUTCOME_OK)
 		bg_report_failure(ERROR, payment.billogram_id, &result.reply);
 
-	PG_RETURN_DATUM(invoice_from_body(result.body, result.body_len));
+	PG_RETURN_DATUM(invoice_from_reply(&result.reply, result.body, result.body_len));
 }
