@@ -286,6 +286,7 @@ if [ "$serve" = 1 ]; then
 export PGHOST=$sockdir PGDATABASE=postgres PATH=$bindir:\$PATH
 BENCH_WORKER_PID=$wpid
 BENCH_FAST_URL=https://127.0.0.1:$FAST_PORT$api_path
+BENCH_SLOW_API=https://localhost:$SLOW_PORT/api/v2
 BENCH_DIR=$BG_TOP/bench
 ENV
 	bg_log "serving: . $work/serve.env; stop with Ctrl-C or kill $$"

@@ -242,6 +242,22 @@ keep(List *list, BgJob *job)
 	return list;
 }
 
+/*
+ * Append the jobs of more to list, in batch_cxt: list_concat() copies into
+ * the current context when list is empty, and during a batch that is SPI's,
+ * gone at SPI_finish() (which once lost the jobs of a claim after its rows
+ * were committed as 'sending').
+ */
+static List *
+keep_all(List *list, List *more)
+{
+	MemoryContext old = MemoryContextSwitchTo(batch_cxt);
+
+	list = list_concat(list, more);
+	MemoryContextSwitchTo(old);
+	return list;
+}
+
 /* A job the batch made: freed by the error recovery if the batch fails. */
 static BgJob *
 new_batch_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
@@ -580,8 +596,8 @@ journal_batch(List **recorded, List **snapshots)
 	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&
 		(to_start != NIL || claim_worthwhile()) &&
 		(queue_woken || now >= queue_next_due))
-		to_start = list_concat(to_start,
-							   claim_queued(capacity, no_credentials, now));
+		to_start = keep_all(to_start,
+							claim_queued(capacity, no_credentials, now));
 
 	if (to_start == NIL)
 		(void) set_config_option("synchronous_commit", "off",
@@ -820,7 +836,7 @@ run_batch(void)
 		free_jobs(snapshots);
 		snapshots = NIL;
 	}
-	start_committed(list_concat(to_start, snapshots));
+	start_committed(keep_all(to_start, snapshots));
 	MemoryContextReset(batch_cxt);
 	report_stats(false);
 }
