@@ -61,6 +61,7 @@ typedef struct BgTransfer
 	char		body[BG_BODY_MAXLEN];
 	size_t		body_len;
 	size_t		body_handed;	/* bytes of body given to curl so far */
+	bool		probe;			/* started while probing after a pause */
 	char	   *resp;
 	size_t		resp_len;
 	size_t		resp_cap;
@@ -447,10 +448,13 @@ bg_http_paused(BgReply *refusal)
 
 /*
  * Every answer adjusts the pause: a 429 or 503 starts one (or, from the
- * probe, a longer one); anything else Billogram answered ends probing.
+ * probe, a longer one); anything else Billogram answered to the probe ends
+ * probing.  An answer to a request that was already under way when the
+ * pause began says nothing about now (a snapshot's GET answered 200 just
+ * after a 429 once ended the pause at once).
  */
 static void
-adjust_pause(const BgReply *reply)
+adjust_pause(const BgReply *reply, bool from_probe)
 {
 	if (bg_reply_asks_to_wait(reply))
 	{
@@ -469,7 +473,7 @@ adjust_pause(const BgReply *reply)
 		probing = true;
 		bg_stats_set_pause(paused_until);
 	}
-	else if (reply->http_status != 0 && probing)
+	else if (reply->http_status != 0 && probing && from_probe)
 	{
 		ereport(LOG,
 				(errmsg("billogram worker: Billogram answers again; sending resumes")));
@@ -621,6 +625,8 @@ add_transfer(BgTransfer *t, const char *path_format, const char *billogram_id)
 						 t->timeout_ms);
 	MemoryContextSwitchTo(old);
 
+	/* a snapshot's GET may start during the pause: it is no probe */
+	t->probe = probing && GetCurrentTimestamp() >= paused_until;
 	mrc = curl_multi_add_handle(multi, t->easy);
 	if (mrc != CURLM_OK)
 		ereport(ERROR,
@@ -776,7 +782,7 @@ finish_transfer(CURL *easy, CURLcode result)
 			reply.retry_after = (long) Min(retry_after, 86400);
 	}
 
-	adjust_pause(&reply);
+	adjust_pause(&reply, t->probe);
 	curl_multi_remove_handle(multi, easy);
 	keep_or_clean_up(easy);
 	in_flight--;
