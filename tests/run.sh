@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test of the extension: pg_regress for the SQL surface and the
-# TAP tests, against real PostgreSQL servers and the bundled mock Billogram
-# API over HTTPS, twice: first with the extension built with AddressSanitizer
-# and UndefinedBehaviorSanitizer, then built as it ships.  Then the fuzzer
-# over the reply classifier (20 s) and the benchmark's smoke run (it must run
-# and print; no time threshold).  Between them, make installcheck against a
+# Runs every test of the extension: the package and packaging checks and
+# the unit tests of the JSON scanner and invoice summary (plain C, with
+# ASan and UBSan); pg_regress for the SQL surface and the TAP tests, against
+# real PostgreSQL servers and the bundled mock Billogram API over HTTPS,
+# twice: first with the extension built with AddressSanitizer and
+# UndefinedBehaviorSanitizer, then built as it ships.  Then the fuzzers over
+# the JSON scanner and the reply classifier (20 s) and the benchmark's smoke
+# run (it must run and print; no time threshold).  Between them, make installcheck against a
 # server configured by hand, and the build and pg_regress on PostgreSQL 17
 # in a Debian 13 root (tests/pg17.sh).  With --sanitize-only, just the sanitizer
 # run.
