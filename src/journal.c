@@ -86,6 +86,13 @@ find_extension(Oid *nspid, char **version)
  * be created, updated or dropped within one command of this transaction
  * without a new command id.
  */
+/* this backend's current local transaction id; PGPROC's layout changed in 17 */
+#if PG_VERSION_NUM >= 170000
+#define MY_LXID		(MyProc->vxid.lxid)
+#else
+#define MY_LXID		(MyProc->lxid)
+#endif
+
 BgJournalStatus
 bg_journal_lookup(BgJournal *journal)
 {
@@ -105,7 +112,7 @@ bg_journal_lookup(BgJournal *journal)
 	HeapTuple	classtup;
 	CommandId	cid = GetCurrentCommandId(false);
 
-	if (answer_lxid == MyProc->lxid && answer_cid == cid &&
+	if (answer_lxid == MY_LXID && answer_cid == cid &&
 		answer_lxid != InvalidLocalTransactionId)
 	{
 		*journal = answer;
@@ -147,7 +154,7 @@ bg_journal_lookup(BgJournal *journal)
 	/* only a usable journal is remembered: the others end in an error */
 	answer = *journal;
 	answer_status = BG_JOURNAL_READY;
-	answer_lxid = MyProc->lxid;
+	answer_lxid = MY_LXID;
 	answer_cid = cid;
 	return BG_JOURNAL_READY;
 }
