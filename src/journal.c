@@ -233,12 +233,6 @@ bg_journal_open(void)
 	return false;
 }
 
-const BgJournal *
-bg_journal_current(void)
-{
-	return &journal;
-}
-
 /*
  * The journal's statements, planned once per process and kept.  Generic
  * plans are forced: the custom plan PostgreSQL would otherwise try first,

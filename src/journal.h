@@ -104,7 +104,6 @@ extern char *bg_journal_invoice_text(const BgReply *reply, const char *body);
 
 /* The worker's side. */
 extern bool bg_journal_open(void);
-extern const BgJournal *bg_journal_current(void);
 extern void bg_journal_hold_foreign(void);
 extern void bg_journal_insert_sync(const BgCreditPayment *const *payments,
 								   int n, int64 *ids);
