@@ -550,6 +550,27 @@ bg_journal_insert_sync(const BgCreditPayment *const *payments, int n,
 }
 
 /*
+ * The summary of an invoice given as UTF-8 JSON text, palloc'd in the
+ * server's encoding.
+ */
+static char *
+summary_text(const char *utf8, size_t len)
+{
+	char	   *summary = bg_invoice_summary(utf8, len);
+	char	   *result;
+
+	if (summary == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	result = pg_any_to_server(summary, (int) strlen(summary), PG_UTF8);
+	if (result == summary)
+		result = pstrdup(summary);
+	free(summary);
+	return result;
+}
+
+/*
  * What the journal keeps of the invoice in a successful reply, as JSON
  * text, by billogram.journal_reply: its summary, the whole of "data", or
  * nothing.  Taken from the span the classification found, so the reply is
@@ -559,9 +580,6 @@ bg_journal_insert_sync(const BgCreditPayment *const *payments, int n,
 char *
 bg_journal_invoice_text(const BgReply *reply, const char *body)
 {
-	char	   *summary;
-	char	   *result;
-
 	if (reply->outcome != BG_OUTCOME_OK || body == NULL ||
 		bg_journal_reply == BG_JOURNAL_REPLY_NONE)
 		return NULL;
@@ -572,16 +590,7 @@ bg_journal_invoice_text(const BgReply *reply, const char *body)
 
 		return pg_any_to_server(data, (int) reply->data_len, PG_UTF8);
 	}
-	summary = bg_invoice_summary(body + reply->data_offset, reply->data_len);
-	if (summary == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
-	result = pg_any_to_server(summary, (int) strlen(summary), PG_UTF8);
-	if (result == summary)
-		result = pstrdup(summary);
-	free(summary);
-	return result;
+	return summary_text(body + reply->data_offset, reply->data_len);
 }
 
 /*
@@ -596,7 +605,6 @@ billogram_invoice_summary(PG_FUNCTION_ARGS)
 	Jsonb	   *invoice = PG_GETARG_JSONB_P(0);
 	char	   *text;
 	char	   *utf8;
-	char	   *summary;
 	char	   *result;
 
 	if (!JB_ROOT_IS_OBJECT(invoice))
@@ -605,15 +613,7 @@ billogram_invoice_summary(PG_FUNCTION_ARGS)
 				 errmsg("an invoice must be a JSON object")));
 	text = JsonbToCString(NULL, &invoice->root, VARSIZE(invoice));
 	utf8 = pg_server_to_any(text, (int) strlen(text), PG_UTF8);
-	summary = bg_invoice_summary(utf8, strlen(utf8));
-	if (summary == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
-	result = pg_any_to_server(summary, (int) strlen(summary), PG_UTF8);
-	if (result == summary)
-		result = pstrdup(summary);
-	free(summary);
+	result = summary_text(utf8, strlen(utf8));
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(result)));
 }
 
