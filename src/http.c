@@ -683,9 +683,15 @@ classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
 	sent = uploaded > 0 || t->body_handed > 0 || result == CURLE_SEND_FAIL_REWIND;
 
 	/* our own wording where curl's includes timings, to keep it stable */
-	if (result == CURLE_SEND_FAIL_REWIND)
+	if (result == CURLE_SEND_FAIL_REWIND || (result == CURLE_GOT_NOTHING && sent))
+	{
+		/*
+		 * A reused connection that died: libcurl 7.88 says it could not
+		 * rewind, 8.x sometimes that the reply was empty; the same thing.
+		 */
 		snprintf(reason, sizeof(reason),
 				 "the connection closed after the request was sent");
+	}
 	else if (result == CURLE_UNSUPPORTED_PROTOCOL)
 		snprintf(reason, sizeof(reason),
 				 "plain http:// refused: billogram.allow_insecure_http is off");
