@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from decimal import Decimal, InvalidOperation
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -122,6 +123,14 @@ def to_json(o):
 
 def ctl_json(o):
     return json.dumps(o, separators=(",", ":")).encode("utf-8")
+
+
+def ctl_event(e):
+    """An event for the control port: its amount as a string, like money there."""
+    e = dict(e)
+    e["data"] = {k: money(v) if isinstance(v, Decimal) else v
+                 for k, v in e["data"].items()}
+    return e
 
 
 def now_iso():
@@ -337,12 +346,21 @@ class State:
                 new = Decimal("0.00")
             inv["remaining_sum"] = new
             inv["state"] = "Paid" if new == 0 else "PartiallyPaid"
-            created = now_iso()
-            inv["events"].append({"type": "Payment", "created_at": created,
-                                  "data": {"amount": amount}})
-            inv["payments"].append({"amount": money(amount),
-                                    "created_at": created, "seq": seq})
+            self._add_payment(inv, amount, seq)
             return self._snap(inv), None
+
+    @staticmethod
+    def _add_payment(inv, amount, seq):
+        # The event has the members Billogram's events have.  event_uuid and
+        # billogram_id come first so that type, created_at and data stay
+        # together as before (JSON member order means nothing to a client).
+        created = now_iso()
+        inv["events"].append({"event_uuid": str(uuid.uuid4()),
+                              "billogram_id": inv["id"], "type": "Payment",
+                              "created_at": created,
+                              "data": {"amount": amount}})
+        inv["payments"].append({"amount": money(amount),
+                                "created_at": created, "seq": seq})
 
     def invoice_view(self, bid):
         with self.lock:
@@ -351,7 +369,8 @@ class State:
                 return None
             return {"id": inv["id"], "total_sum": money(inv["total_sum"]),
                     "remaining_sum": money(inv["remaining_sum"]),
-                    "state": inv["state"], "payments": list(inv["payments"])}
+                    "state": inv["state"], "payments": list(inv["payments"]),
+                    "events": [ctl_event(e) for e in inv["events"]]}
 
     def data(self, snap, attachment=None):
         d = dict(self.template)

@@ -131,9 +131,20 @@ pay inv1 '{"mode":"amount","amount":250.5}'
 check "pay 250.5: 200" 200 "$CODE"
 check_grep "pay 250.5: remaining_sum -499.50" '"remaining_sum":-499.50,' "$T/body"
 check "pay 250.5: two events" 2 "$(py "$T/body" 'len(L(b)["data"]["events"])')"
+check "pay 250.5: events carry uuid4, billogram_id, type, created_at, data" \
+	"True inv1 inv1 Payment Payment True" \
+	"$(py "$T/body" 'len(set(e["event_uuid"] for e in L(b)["data"]["events"])) == 2 and all(__import__("uuid").UUID(e["event_uuid"]).version == 4 and str(__import__("uuid").UUID(e["event_uuid"])) == e["event_uuid"] for e in L(b)["data"]["events"]), *[e["billogram_id"] for e in L(b)["data"]["events"]], *[e["type"] for e in L(b)["data"]["events"]], all(set(e) == {"event_uuid","billogram_id","type","created_at","data"} for e in L(b)["data"]["events"])')"
 req GET inv1 -u "$U:$PW"
 check "GET invoice: 200" 200 "$CODE"
 check_grep "GET invoice: remaining -499.50" '"remaining_sum":-499.50,' "$T/body"
+check_grep "GET invoice: event amounts in creation order, two decimals" '"data":{"amount":250.00}}.*"data":{"amount":250.50}}' "$T/body"
+cp "$T/body" "$T/inv1.get"
+check "GET invoice: created_at ascending" True \
+	"$(py "$T/body" '[e["created_at"] for e in L(b)["data"]["events"]] == sorted(e["created_at"] for e in L(b)["data"]["events"])')"
+"$HERE/mockctl" "$CTL" invoice inv1 >"$T/ctlinv"
+check "control invoice: events as in the API, amounts as strings, and payments" \
+	"True ['250.00', '250.50'] 2" \
+	"$(/usr/bin/python3 -c 'import sys,json; c=json.load(open(sys.argv[1])); a=json.load(open(sys.argv[2]))["data"]["events"]; print([e["event_uuid"] for e in c["events"]] == [e["event_uuid"] for e in a] and [e["created_at"] for e in c["events"]] == [e["created_at"] for e in a] and all(e["billogram_id"] == "inv1" and e["type"] == "Payment" for e in c["events"]), [e["data"]["amount"] for e in c["events"]], len(c["payments"]))' "$T/ctlinv" "$T/inv1.get" 2>&1)"
 pay inv1 '{"mode":"remaining"}'
 check "pay remaining: 200 Paid" "200 Paid" "$CODE $(py "$T/body" 'L(b)["data"]["state"]')"
 check_grep "pay remaining: remaining_sum 0.00" '"remaining_sum":0.00,' "$T/body"
