@@ -43,13 +43,18 @@ ID_RE = re.compile(r"[A-Za-z0-9]+\Z")
 ANY_ID_RE = re.compile(r"/api/v2/billogram/([^/]+)")
 PAY_RE = re.compile(r"/api/v2/billogram/([^/]+)/command/credit-payment/?\Z")
 GET_RE = re.compile(r"/api/v2/billogram/([^/]+)/?\Z")
+# The first alternative that matches the id's start wins, so a prefix must
+# come before any shorter prefix it starts with.  No prefix here starts with
+# another one today ("adrop" and "ndrop" do not start with "drop", "n500"
+# not with "nf" or "nul"); keep it so when adding one.
 MAGIC_RE = re.compile(
     r"(nf|e400|e401|e403|e409|e429|e500|e502|e503|e504|slow(?P<ms>[0-9]+)|"
+    r"a500|a502|adrop|ndrop|n500|"
     r"drop|cut|trunc|notjson|empty|wrongtype|nodata|nostatus|okerr|created|longsv|"
     r"huge(?P<mib>[0-9]+)|bigok|bighdr|deep|nul|badutf|silent|trickle|redirect)")
 
 # Magic ids whose reply is fixed and that never touch the invoice.
-FIXED_FAULTS = {"nf", "e400", "e401", "e403", "e409", "e429", "e500",
+FIXED_FAULTS = {"nf", "e400", "e401", "e403", "e409", "e429", "e500", "n500",
                 "e502", "e503", "okerr", "redirect", "longsv"}
 
 # A 600-byte Swedish message: byte 511 falls inside a two-byte character,
@@ -57,7 +62,10 @@ FIXED_FAULTS = {"nf", "e400", "e401", "e403", "e409", "e429", "e500",
 LONG_SWEDISH = "Felaktigt belopp: " + "\u00e5\u00e4\u00f6" * 100
 # Magic ids whose payment is applied and whose delivery is then broken,
 # whatever the reply (success or error) would have been.
-TRANSPORT_FAULTS = {"drop", "cut", "trickle"}
+# The value is how deliver() breaks the reply; "adrop" is "drop" under a
+# name that says "applied" beside "ndrop".
+TRANSPORT_FAULTS = {"drop": "drop", "adrop": "drop", "cut": "cut",
+                    "trickle": "trickle"}
 # Magic ids that only apply to GET /billogram/{id} when --magic-get is given.
 GET_ALWAYS = {"nf", "slow"}
 
@@ -217,7 +225,7 @@ def fixed_fault(name):
     if name == "e429":
         return err(429, "TOO_MANY_REQUESTS", "Too many requests",
                    headers=[("Retry-After", "1")])
-    if name == "e500":
+    if name in ("e500", "n500"):
         return html(500)
     if name == "e502":
         return Resp(502, b"", None)
@@ -649,6 +657,9 @@ class ApiHandler(BaseHandler):
             return fixed_fault(name), "normal"
         if name == "silent":
             return None, "silent"
+        if name == "ndrop":
+            # the request never reached Billogram: nothing is paid
+            return None, "drop"
         if name == "slow":
             STOP.wait(int(mm.group("ms")) / 1000.0)
 
@@ -656,10 +667,10 @@ class ApiHandler(BaseHandler):
             snap, error = self.pay(bid, body, entry["seq"])
         else:
             snap, error = STATE.get(bid), None
+        how = TRANSPORT_FAULTS.get(name, "normal")
         if error is not None:
-            return error, (name if name in TRANSPORT_FAULTS else "normal")
-        return self.success_reply(name, snap, mm), \
-            (name if name in TRANSPORT_FAULTS else "normal")
+            return error, how
+        return self.success_reply(name, snap, mm), how
 
     def pay(self, bid, body, seq):
         ctype = self.headers.get("Content-Type") or ""
@@ -710,6 +721,11 @@ class ApiHandler(BaseHandler):
         if name == "e504":
             return Resp(504, b'{"status":"GATEWAY_TIMEOUT","data":'
                              b'{"message":"upstream timeout"}}')
+        # a500/a502: paid, but the proxy in front answers an error page
+        if name == "a500":
+            return html(500)
+        if name == "a502":
+            return Resp(502, b"", None)
         if name == "notjson":
             return Resp(200, b"hello", "text/plain")
         if name == "empty":

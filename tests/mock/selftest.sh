@@ -268,6 +268,37 @@ check "silent: no reply (curl timeout 28)" 28 "$RC"
 pay trickle1 '{"mode":"amount","amount":4}' --max-time 3
 check "trickle: curl timeout 28 with some bytes" "28 yes" "$RC $([ "$(wc -c <"$T/body")" -ge 1 ] && [ "$(wc -c <"$T/body")" -le 5 ] && echo yes || wc -c <"$T/body")"
 check "trickle: applied" "-996.00" "$(remaining trickle1)"
+# applied (a...) and not applied (n...) twins of the faults a client cannot
+# tell apart from the reply alone
+pay a500a '{"mode":"amount","amount":11}'
+check "a500: 500" 500 "$CODE"
+check_grep "a500: text/html" '^Content-Type: text/html' "$T/hdr"
+check_grep "a500: HTML body" '<h1>500 Internal Server Error</h1>' "$T/body"
+check "a500: applied" "-989.00" "$(remaining a500a)"
+pay a500a '{"mode":"amount","amount":990}'
+check "a500: a refused payment gets its 400, nothing applied" "400 INVALID_PARAMETER -989.00" \
+	"$CODE $(py "$T/body" 'L(b)["status"]') $(remaining a500a)"
+pay a502a '{"mode":"amount","amount":12}'
+check "a502: 502 empty body, applied" "502 0 -988.00" "$CODE $(wc -c <"$T/body") $(remaining a502a)"
+pay adrop1 '{"mode":"amount","amount":13}'
+check "adrop: curl error 52, applied" "52 -987.00" "$RC $(remaining adrop1)"
+pay ndrop1 '{"mode":"amount","amount":14}'
+check "ndrop: curl error 52" 52 "$RC"
+"$HERE/mockctl" "$CTL" invoice ndrop1 >/dev/null 2>&1
+check "ndrop: not applied" 1 $?
+pay n500a '{"mode":"amount","amount":15}'
+check "n500: 500 HTML" "500 yes" "$CODE $(grep -q '<h1>500 Internal Server Error</h1>' "$T/body" && echo yes)"
+"$HERE/mockctl" "$CTL" invoice n500a >/dev/null 2>&1
+check "n500: not applied" 1 $?
+"$HERE/mockctl" "$CTL" requests >"$T/rec"
+check "new faults recorded under their names" "a500 a500 a502 adrop ndrop n500" \
+	"$(py "$T/rec" '" ".join(r["fault"] for r in L(b) if r["id"] in ("a500a","a502a","adrop1","ndrop1","n500a"))')"
+check "drop is still drop" "drop" "$(py "$T/rec" '" ".join(r["fault"] for r in L(b) if r["id"] == "drop1")')"
+req GET a500a -u "$U:$PW"
+check "GET on an a500 id returns the invoice" "200 -989.00" "$CODE $(py "$T/body" 'L(b)["data"]["remaining_sum"]')"
+req GET ndrop1 -u "$U:$PW"
+check "GET on an ndrop id returns the untouched invoice" "200 -1000.00 0" \
+	"$CODE $(py "$T/body" 'L(b)["data"]["remaining_sum"], len(L(b)["data"]["events"])')"
 req GET drop1 -u "$U:$PW"
 check "GET on a drop id returns the invoice" "200 -999.00" "$CODE $(py "$T/body" 'L(b)["data"]["remaining_sum"]')"
 req GET nf2 -u "$U:$PW"
@@ -363,6 +394,12 @@ exec 3>&-
 start_mock --magic-get
 req GET e503z -u "$U:$PW"
 check "--magic-get: GET on e503 id gives 503" 503 "$CODE"
+req GET a500z -u "$U:$PW"
+check "--magic-get: GET on a500 id gives 500 and pays nothing" "500 -1000.00" "$CODE $(remaining a500z)"
+req GET adrop2 -u "$U:$PW"
+check "--magic-get: GET on adrop id drops" 52 "$RC"
+req GET ndrop2 -u "$U:$PW"
+check "--magic-get: GET on ndrop id drops" 52 "$RC"
 stop_mock "idle"
 
 echo "$PASS passed, $FAIL failed"
