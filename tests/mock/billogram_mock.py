@@ -43,6 +43,8 @@ ID_RE = re.compile(r"[A-Za-z0-9]+\Z")
 ANY_ID_RE = re.compile(r"/api/v2/billogram/([^/]+)")
 PAY_RE = re.compile(r"/api/v2/billogram/([^/]+)/command/credit-payment/?\Z")
 GET_RE = re.compile(r"/api/v2/billogram/([^/]+)/?\Z")
+CTL_PAY_RE = re.compile(r"/invoice/([^/]+)/pay\Z")
+AMOUNT_RE = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
 # The first alternative that matches the id's start wins, so a prefix must
 # come before any shorter prefix it starts with.  No prefix here starts with
 # another one today ("adrop" and "ndrop" do not start with "drop", "n500"
@@ -332,30 +334,45 @@ class State:
         """Returns (snapshot, None) or (None, error Resp)."""
         with self.lock:
             inv = self._invoice(bid)
-            rem = inv["remaining_sum"]
-            if mode == "remaining":
-                if rem == 0:
-                    return None, err(400, "INVALID_OBJECT_STATE",
-                                     "The billogram has no remaining sum",
-                                     field=None)
-                amount = -rem
-            else:
-                if amount > -rem:
-                    return None, err(400, "INVALID_PARAMETER",
-                                     "amount exceeds the remaining sum",
-                                     field="amount")
-                if amount != amount.quantize(CENT):
-                    return None, err(400, "INVALID_PARAMETER",
-                                     "amount must not have more than two "
-                                     "decimals", field="amount")
-                amount = amount.quantize(CENT)
-            new = rem + amount
-            if new == 0:
-                new = Decimal("0.00")
-            inv["remaining_sum"] = new
-            inv["state"] = "Paid" if new == 0 else "PartiallyPaid"
-            self._add_payment(inv, amount, seq)
+            refused = self._apply(inv, mode, amount, seq)
+            if refused is not None:
+                return None, err(400, *refused)
             return self._snap(inv), None
+
+    def pay_outside(self, bid, mode, amount):
+        """A payment made without the API (seq null, nothing recorded).
+        Returns (control view, None) or (None, message)."""
+        with self.lock:
+            inv = self._invoice(bid)
+            refused = self._apply(inv, mode, amount, None)
+            if refused is not None:
+                return None, refused[1]
+            return self._view(inv), None
+
+    def _apply(self, inv, mode, amount, seq):
+        """Pays; or returns (status, message, field) of the refusal."""
+        rem = inv["remaining_sum"]
+        if mode == "remaining":
+            if rem == 0:
+                return ("INVALID_OBJECT_STATE",
+                        "The billogram has no remaining sum", None)
+            amount = -rem
+        else:
+            if amount > -rem:
+                return ("INVALID_PARAMETER",
+                        "amount exceeds the remaining sum", "amount")
+            if amount != amount.quantize(CENT):
+                return ("INVALID_PARAMETER",
+                        "amount must not have more than two decimals",
+                        "amount")
+            amount = amount.quantize(CENT)
+        new = rem + amount
+        if new == 0:
+            new = Decimal("0.00")
+        inv["remaining_sum"] = new
+        inv["state"] = "Paid" if new == 0 else "PartiallyPaid"
+        self._add_payment(inv, amount, seq)
+        return None
 
     @staticmethod
     def _add_payment(inv, amount, seq):
@@ -373,12 +390,14 @@ class State:
     def invoice_view(self, bid):
         with self.lock:
             inv = self.invoices.get(bid)
-            if inv is None:
-                return None
-            return {"id": inv["id"], "total_sum": money(inv["total_sum"]),
-                    "remaining_sum": money(inv["remaining_sum"]),
-                    "state": inv["state"], "payments": list(inv["payments"]),
-                    "events": [ctl_event(e) for e in inv["events"]]}
+            return None if inv is None else self._view(inv)
+
+    @staticmethod
+    def _view(inv):
+        return {"id": inv["id"], "total_sum": money(inv["total_sum"]),
+                "remaining_sum": money(inv["remaining_sum"]),
+                "state": inv["state"], "payments": list(inv["payments"]),
+                "events": [ctl_event(e) for e in inv["events"]]}
 
     def data(self, snap, attachment=None):
         d = dict(self.template)
@@ -899,6 +918,45 @@ def check_fault(f):
     raise ValueError("mode must be none, down, status, slow or random")
 
 
+def check_outside_payment(obj):
+    """(mode, amount) of a control /invoice/{id}/pay body: {"amount":"12.50"}
+    or {"mode":"remaining"}.  Raises ValueError.  What is left on the
+    invoice is checked when paying, under the lock."""
+    if not isinstance(obj, dict):
+        raise ValueError("body must be a JSON object")
+    for k in obj:
+        if k not in ("mode", "amount"):
+            raise ValueError("unknown key: %s" % k)
+    mode = obj.get("mode", "amount")
+    if mode == "remaining":
+        if "amount" in obj:
+            raise ValueError("amount must not be given with mode remaining")
+        return "remaining", None
+    if mode != "amount":
+        raise ValueError("mode must be remaining or amount")
+    a = obj.get("amount")
+    # A string keeps the decimals as written; a JSON number is parsed as a
+    # Decimal, so it is exact too.
+    if isinstance(a, str) and AMOUNT_RE.match(a):
+        a = Decimal(a)
+    if not isinstance(a, Decimal) or not a.is_finite() or a <= 0:
+        raise ValueError('amount must be a number greater than 0, '
+                         'e.g. "12.50"')
+    return "amount", a      # more than two decimals: refused when paying
+
+
+def ctl_object(body):
+    """The JSON object of a control request body, or raises ValueError."""
+    try:
+        obj = json.loads(body.decode("utf-8") or "null",
+                         parse_float=Decimal, parse_int=Decimal)
+    except UnicodeDecodeError:
+        raise ValueError("body is not UTF-8")
+    if not isinstance(obj, dict):
+        raise ValueError("body must be a JSON object")
+    return obj
+
+
 class CtlHandler(BaseHandler):
     tag = "ctl"
 
@@ -948,7 +1006,25 @@ class CtlHandler(BaseHandler):
             STATE.set_fault(f)
             LOG("ctl fault %s" % json.dumps(f))
             return self.reply(200, {"ok": True, "fault": f})
+        m = CTL_PAY_RE.match(u.path)
+        if m:
+            return self.pay_outside(m.group(1), body)
         return self.reply(404, {"error": "not found"})
+
+    def pay_outside(self, bid, body):
+        # Someone paid the invoice by other means (bank giro, Billogram's
+        # web UI): the invoice changes but no API request was made.
+        if not ID_RE.match(bid):
+            return self.reply(400, {"error": "bad invoice id"})
+        try:
+            mode, amount = check_outside_payment(ctl_object(body))
+        except ValueError as e:
+            return self.reply(400, {"error": str(e)})
+        view, refused = STATE.pay_outside(bid, mode, amount)
+        if refused is not None:
+            return self.reply(400, {"error": refused})
+        LOG("ctl pay %s %s" % (bid, view["payments"][-1]["amount"]))
+        return self.reply(200, view)
 
 
 class CtlServer(ThreadingHTTPServer):

@@ -304,6 +304,40 @@ check "GET on a drop id returns the invoice" "200 -999.00" "$CODE $(py "$T/body"
 req GET nf2 -u "$U:$PW"
 check "GET on nf id: 404" 404 "$CODE"
 
+# --- payments made outside the API (control /invoice/{id}/pay)
+"$HERE/mockctl" "$CTL" pay out1 12.50 >"$T/out"
+check "pay outside: exit 0" 0 $?
+check "pay outside: creates the invoice, pays, adds an event" \
+	"out1 -987.50 PartiallyPaid 1 Payment 12.50 out1 None 12.50" \
+	"$(py "$T/out" 'L(b)["id"], L(b)["remaining_sum"], L(b)["state"], len(L(b)["events"]), L(b)["events"][0]["type"], L(b)["events"][0]["data"]["amount"], L(b)["events"][0]["billogram_id"], L(b)["payments"][0]["seq"], L(b)["payments"][0]["amount"]')"
+check "pay outside: the reply is the invoice view" "$(cat "$T/out")" "$("$HERE/mockctl" "$CTL" invoice out1)"
+req GET out1 -u "$U:$PW"
+check "pay outside: the API shows it" "200 -987.50" "$CODE $(py "$T/body" 'L(b)["data"]["remaining_sum"]')"
+check_grep "pay outside: event amount a number with two decimals" '"data":{"amount":12.50}}' "$T/body"
+pay out1 '{"mode":"amount","amount":100}'
+"$HERE/mockctl" "$CTL" pay out1 remaining >"$T/out"
+check "pay outside remaining: Paid, 3 events, distinct uuids, in order" "0.00 Paid 3 3 ['12.50', '100.00', '887.50']" \
+	"$(py "$T/out" 'L(b)["remaining_sum"], L(b)["state"], len(L(b)["events"]), len(set(e["event_uuid"] for e in L(b)["events"])), [e["data"]["amount"] for e in L(b)["events"]]')"
+check "pay outside: nothing recorded in /requests (only the API's GET and POST)" "GET POST" \
+	"$("$HERE/mockctl" "$CTL" requests out1 | py /dev/stdin '" ".join(r["method"] for r in L(b))')"
+"$HERE/mockctl" "$CTL" pay out1 remaining >"$T/out"
+check "pay outside remaining with nothing left: 400" "1 True" "$? $(py "$T/out" '"error" in L(b)')"
+"$HERE/mockctl" "$CTL" pay out2 1000.01 >"$T/out"
+check "pay outside too much: 400 exceeds" "1 amount exceeds the remaining sum" "$? $(py "$T/out" 'L(b)["error"]')"
+for a in abc 0 1.005 -5 1e2 ' 5'; do
+	"$HERE/mockctl" "$CTL" pay out2 "$a" >"$T/out"
+	check "pay outside amount '$a': 400 with a JSON error" "1 True" "$? $(py "$T/out" '"error" in L(b)')"
+done
+for body in '[1]' '{"amount":"1","x":1}' '{"mode":"remaining","amount":"1"}' '{"mode":"all"}' '{"amount":true}' 'nope' ''; do
+	check "pay outside body '$body': 400" 400 "$(curl -sS -o /dev/null -w '%{http_code}' --data-binary "$body" "$CTL/invoice/out2/pay")"
+done
+check "pay outside bad id: 400" 400 "$(curl -sS -o /dev/null -w '%{http_code}' --data-binary '{"amount":"1"}' "$CTL/invoice/a-b/pay")"
+check "pay outside: refusals left out2 untouched" "-1000.00 0" \
+	"$("$HERE/mockctl" "$CTL" invoice out2 | py /dev/stdin 'L(b)["remaining_sum"], len(L(b)["events"])')"
+check "pay outside: a JSON number amount" "200 -997.50" \
+	"$(curl -sS -o "$T/out" -w '%{http_code}' --data-binary '{"amount":2.5}' "$CTL/invoice/out2/pay") $(py "$T/out" 'L(b)["remaining_sum"]')"
+check "pay outside: usage error" 2 "$("$HERE/mockctl" "$CTL" pay out2 >/dev/null 2>&1; echo $?)"
+
 # --- the record holds the exact body bytes
 printf '{ "mode" :\t"amount",\r\n "amount": 12.50 , "x\\u00e9": "\xc3\xa9\xff"}' >"$T/odd"
 pay rec1 "@$T/odd"
