@@ -10,6 +10,8 @@ import argparse
 import base64
 import binascii
 import datetime
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -45,6 +47,7 @@ PAY_RE = re.compile(r"/api/v2/billogram/([^/]+)/command/credit-payment/?\Z")
 GET_RE = re.compile(r"/api/v2/billogram/([^/]+)/?\Z")
 CTL_PAY_RE = re.compile(r"/invoice/([^/]+)/pay\Z")
 AMOUNT_RE = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
+TIMESTAMP_RE = re.compile(r"[\x21-\x7e]+\Z")
 # The first alternative that matches the id's start wins, so a prefix must
 # come before any shorter prefix it starts with.  No prefix here starts with
 # another one today ("adrop" and "ndrop" do not start with "drop", "n500"
@@ -386,6 +389,19 @@ class State:
                               "data": {"amount": amount}})
         inv["payments"].append({"amount": money(amount),
                                 "created_at": created, "seq": seq})
+
+    def event_of(self, bid, index):
+        """(snapshot, event) for an event of an invoice, or None if there
+        is no such invoice or event.  A negative index counts from the end."""
+        with self.lock:
+            inv = self.invoices.get(bid)
+            if inv is None:
+                return None
+            n = len(inv["events"])
+            i = index + n if index < 0 else index
+            if not 0 <= i < n:
+                return None
+            return self._snap(inv), inv["events"][i]
 
     def invoice_view(self, bid):
         with self.lock:
@@ -939,6 +955,8 @@ def check_outside_payment(obj):
     # Decimal, so it is exact too.
     if isinstance(a, str) and AMOUNT_RE.match(a):
         a = Decimal(a)
+    elif isinstance(a, int) and not isinstance(a, bool):
+        a = Decimal(a)
     if not isinstance(a, Decimal) or not a.is_finite() or a <= 0:
         raise ValueError('amount must be a number greater than 0, '
                          'e.g. "12.50"')
@@ -949,12 +967,62 @@ def ctl_object(body):
     """The JSON object of a control request body, or raises ValueError."""
     try:
         obj = json.loads(body.decode("utf-8") or "null",
-                         parse_float=Decimal, parse_int=Decimal)
+                         parse_float=Decimal)
     except UnicodeDecodeError:
         raise ValueError("body is not UTF-8")
     if not isinstance(obj, dict):
         raise ValueError("body must be a JSON object")
     return obj
+
+
+def check_callback(obj):
+    """The members of a control /callback body, defaults filled in.
+    Raises ValueError."""
+    for k in obj:
+        if k not in ("id", "key", "event", "timestamp", "encoding"):
+            raise ValueError("unknown key: %s" % k)
+    if not isinstance(obj.get("id"), str):
+        raise ValueError("id (the billogram id) is required, a string")
+    if not isinstance(obj.get("key"), str):
+        raise ValueError("key (the sign key) is required, a string")
+    event = obj.get("event", -1)
+    if isinstance(event, bool) or not isinstance(event, int):
+        raise ValueError("event must be an integer index into the events")
+    ts = obj.get("timestamp")
+    if ts is None:
+        ts = "%.6f" % time.time()
+    # It goes into a header and into the signed text: printable ASCII.
+    if not isinstance(ts, str) or not TIMESTAMP_RE.match(ts):
+        raise ValueError('timestamp must be a string such as '
+                         '"1550155518.141119"')
+    encoding = obj.get("encoding", "hex")
+    if encoding not in ("hex", "base64"):
+        raise ValueError("encoding must be hex or base64")
+    return obj["id"], obj["key"], event, ts, encoding
+
+
+def callback_body(snap, event):
+    """The body Billogram POSTs for one event.  to_json escapes every
+    non-ASCII character, so the text is ASCII and its bytes are the same in
+    any encoding a receiver might assume."""
+    body = to_json({"callback_id": str(uuid.uuid4()),
+                    "callback_timestamp": now_iso(),
+                    "callback_type": "BillogramEvent",
+                    "custom": None,
+                    "billogram": STATE.data(snap),
+                    "event": event})
+    return body.decode("ascii")
+
+
+def sign_callback(key, timestamp, body, encoding):
+    """Billogram-Signature: HMAC-SHA256 with the sign key over
+    timestamp + ":" + the raw body."""
+    mac = hmac.new(key.encode("utf-8"),
+                   timestamp.encode("ascii") + b":" + body.encode("ascii"),
+                   hashlib.sha256).digest()
+    if encoding == "hex":
+        return mac.hex()
+    return base64.b64encode(mac).decode("ascii")
 
 
 class CtlHandler(BaseHandler):
@@ -1009,7 +1077,26 @@ class CtlHandler(BaseHandler):
         m = CTL_PAY_RE.match(u.path)
         if m:
             return self.pay_outside(m.group(1), body)
+        if u.path == "/callback":
+            return self.callback(body)
         return self.reply(404, {"error": "not found"})
+
+    def callback(self, body):
+        # What Billogram would POST to a callback URL for one event, with
+        # its signature headers' values; the caller delivers it.  The body
+        # goes back as a JSON string, whose value is the exact signed text.
+        try:
+            bid, key, index, ts, encoding = check_callback(ctl_object(body))
+        except ValueError as e:
+            return self.reply(400, {"error": str(e)})
+        found = STATE.event_of(bid, index)
+        if found is None:
+            return self.reply(404, {"error": "no such invoice or event"})
+        text = callback_body(*found)
+        return self.reply(200, {"timestamp": ts,
+                                "signature": sign_callback(key, ts, text,
+                                                           encoding),
+                                "body": text})
 
     def pay_outside(self, bid, body):
         # Someone paid the invoice by other means (bank giro, Billogram's

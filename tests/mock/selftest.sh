@@ -338,6 +338,83 @@ check "pay outside: a JSON number amount" "200 -997.50" \
 	"$(curl -sS -o "$T/out" -w '%{http_code}' --data-binary '{"amount":2.5}' "$CTL/invoice/out2/pay") $(py "$T/out" 'L(b)["remaining_sum"]')"
 check "pay outside: usage error" 2 "$("$HERE/mockctl" "$CTL" pay out2 >/dev/null 2>&1; echo $?)"
 
+# --- signed callbacks (control /callback)
+# cbcheck REPLY GET-BODY KEY ENCODING EVENT-INDEX: what a receiver would
+# check of a /callback reply, against the invoice a GET returned just before
+cat >"$T/cbcheck.py" <<'PYEOF'
+import base64, decimal, hashlib, hmac, json, re, sys, uuid
+reply_bytes = open(sys.argv[1], "rb").read()
+get = json.loads(open(sys.argv[2], "rb").read(), parse_float=decimal.Decimal)["data"]
+key, enc, idx = sys.argv[3], sys.argv[4], int(sys.argv[5])
+reply = json.loads(reply_bytes)
+ts, sig, body = reply["timestamp"], reply["signature"], reply["body"]
+cb = json.loads(body, parse_float=decimal.Decimal)
+mac = hmac.new(key.encode("utf-8"), (ts + ":" + body).encode("utf-8"), hashlib.sha256).digest()
+want = mac.hex() if enc == "hex" else base64.b64encode(mac).decode()
+open(sys.argv[1] + ".signed", "wb").write((ts + ":" + body).encode("utf-8"))
+print(sorted(reply) == ["body", "signature", "timestamp"],
+      max(reply_bytes) < 128 and all(ord(c) < 128 for c in body),
+      list(cb) == ["callback_id", "callback_timestamp", "callback_type", "custom", "billogram", "event"],
+      cb["callback_type"], cb["custom"],
+      uuid.UUID(cb["callback_id"]).version == 4,
+      bool(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", cb["callback_timestamp"])),
+      cb["billogram"] == get, cb["event"] == get["events"][idx],
+      hmac.compare_digest(sig, want))
+PYEOF
+cbcheck() { /usr/bin/python3 "$T/cbcheck.py" "$@" 2>&1; }
+CBOK="True True True BillogramEvent None True True True True True"
+pay cb1 '{"mode":"amount","amount":10}'
+pay cb1 '{"mode":"amount","amount":20}'
+"$HERE/mockctl" "$CTL" pay cb1 5 >/dev/null
+req GET cb1 -u "$U:$PW"
+cp "$T/body" "$T/cb1.get"
+KEY='sign-key-123'
+"$HERE/mockctl" "$CTL" callback cb1 "$KEY" >"$T/cb"
+check "callback: exit 0" 0 $?
+check "callback (default: last event, hex): body, event, signature" "$CBOK" "$(cbcheck "$T/cb" "$T/cb1.get" "$KEY" hex -1)"
+check "callback: default timestamp is now with 6 decimals" yes \
+	"$(py "$T/cb" '"yes" if __import__("re").fullmatch(r"[0-9]+\.[0-9]{6}", L(b)["timestamp"]) and abs(float(L(b)["timestamp"]) - __import__("time").time()) < 60 else L(b)["timestamp"]')"
+check "callback: signature is lower-case hex" yes "$(py "$T/cb" '"yes" if __import__("re").fullmatch("[0-9a-f]{64}", L(b)["signature"]) else L(b)["signature"]')"
+check "callback: event amount written with two decimals" True "$(py "$T/cb" 'L(b)["body"].endswith("\"data\":{\"amount\":5.00}}}")')"
+check "callback: openssl dgst -hmac verifies the hex signature" "$(py "$T/cb" 'L(b)["signature"]')" \
+	"$(openssl dgst -sha256 -hmac "$KEY" "$T/cb.signed" | awk '{print $NF}')"
+"$HERE/mockctl" "$CTL" callback cb1 "$KEY" base64 >"$T/cb"
+check "callback base64: verifies" "$CBOK" "$(cbcheck "$T/cb" "$T/cb1.get" "$KEY" base64 -1)"
+check "callback: openssl dgst -hmac verifies the base64 signature" "$(py "$T/cb" 'L(b)["signature"]')" \
+	"$(openssl dgst -sha256 -hmac "$KEY" -binary "$T/cb.signed" | base64)"
+for ev in 0 1 2 -1 -2 -3; do
+	"$HERE/mockctl" "$CTL" callback cb1 "$KEY" "$ev" >"$T/cb"
+	check "callback event $ev" "$CBOK" "$(cbcheck "$T/cb" "$T/cb1.get" "$KEY" hex "$ev")"
+done
+check "callback event 0 is the first payment" "10.00 20.00 5.00" \
+	"$(for ev in 0 1 2; do "$HERE/mockctl" "$CTL" callback cb1 k "$ev" | py /dev/stdin 'L(L(b)["body"])["event"]["data"]["amount"]'; done | tr '\n' ' ' | sed 's/ $//')"
+"$HERE/mockctl" "$CTL" callback cb1 "$KEY" 1 base64 >"$T/cb"
+check "callback event 1 base64" "$CBOK" "$(cbcheck "$T/cb" "$T/cb1.get" "$KEY" base64 1)"
+curl -sS -o "$T/cb" --data-binary '{"id":"cb1","key":"k\u00e5\u00e4\u00f6","event":-1,"timestamp":"1550155518.141119","encoding":"hex"}' "$CTL/callback"
+check "callback: given timestamp kept, UTF-8 key" "1550155518.141119 $CBOK" \
+	"$(py "$T/cb" 'L(b)["timestamp"]') $(cbcheck "$T/cb" "$T/cb1.get" "kåäö" hex -1)"
+check "callback: openssl agrees on a UTF-8 key" "$(py "$T/cb" 'L(b)["signature"]')" \
+	"$(openssl dgst -sha256 -hmac "kåäö" "$T/cb.signed" | awk '{print $NF}')"
+check "callback: each has its own callback_id" 2 \
+	"$(for i in 1 2; do "$HERE/mockctl" "$CTL" callback cb1 k | py /dev/stdin 'L(L(b)["body"])["callback_id"]'; done | sort -u | wc -l)"
+for ev in 3 -4; do
+	"$HERE/mockctl" "$CTL" callback cb1 k "$ev" >"$T/cb"
+	check "callback event $ev: 404" "1 no such invoice or event" "$? $(py "$T/cb" 'L(b)["error"]')"
+done
+check "callback unknown invoice: 404, not created" "1 1" \
+	"$("$HERE/mockctl" "$CTL" callback nocb1 k >/dev/null; echo $?) $("$HERE/mockctl" "$CTL" invoice nocb1 >/dev/null 2>&1; echo $?)"
+req GET cbnone1 -u "$U:$PW"
+check "callback on an invoice without events: 404" 404 \
+	"$(curl -sS -o /dev/null -w '%{http_code}' --data-binary '{"id":"cbnone1","key":"k"}' "$CTL/callback")"
+for body in '{}' '{"id":"cb1"}' '{"key":"k"}' '{"id":"cb1","key":5}' '{"id":"cb1","key":"k","encoding":"hex2"}' \
+	'{"id":"cb1","key":"k","event":"1"}' '{"id":"cb1","key":"k","event":1.0}' '{"id":"cb1","key":"k","event":true}' \
+	'{"id":"cb1","key":"k","timestamp":1550155518.14}' '{"id":"cb1","key":"k","timestamp":"a b"}' \
+	'{"id":"cb1","key":"k","timestamp":""}' '{"id":"cb1","key":"k","x":1}' '[1]' 'nope'; do
+	check "callback body '$body': 400" 400 "$(curl -sS -o /dev/null -w '%{http_code}' --data-binary "$body" "$CTL/callback")"
+done
+check "callback: usage errors" "2 2" \
+	"$("$HERE/mockctl" "$CTL" callback cb1 >/dev/null 2>&1; echo $?) $("$HERE/mockctl" "$CTL" callback cb1 k x >/dev/null 2>&1; echo $?)"
+
 # --- the record holds the exact body bytes
 printf '{ "mode" :\t"amount",\r\n "amount": 12.50 , "x\\u00e9": "\xc3\xa9\xff"}' >"$T/odd"
 pay rec1 "@$T/odd"
