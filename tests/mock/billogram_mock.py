@@ -970,6 +970,8 @@ def ctl_object(body):
                          parse_float=Decimal)
     except UnicodeDecodeError:
         raise ValueError("body is not UTF-8")
+    except RecursionError:
+        raise ValueError("body is nested too deeply")
     if not isinstance(obj, dict):
         raise ValueError("body must be a JSON object")
     return obj

@@ -331,6 +331,8 @@ done
 for body in '[1]' '{"amount":"1","x":1}' '{"mode":"remaining","amount":"1"}' '{"mode":"all"}' '{"amount":true}' 'nope' ''; do
 	check "pay outside body '$body': 400" 400 "$(curl -sS -o /dev/null -w '%{http_code}' --data-binary "$body" "$CTL/invoice/out2/pay")"
 done
+check "pay outside deeply nested body: 400" 400 \
+	"$(/usr/bin/python3 -c 'print("["*100000 + "]"*100000)' | curl -sS -o /dev/null -w '%{http_code}' --data-binary @- "$CTL/invoice/out2/pay")"
 check "pay outside bad id: 400" 400 "$(curl -sS -o /dev/null -w '%{http_code}' --data-binary '{"amount":"1"}' "$CTL/invoice/a-b/pay")"
 check "pay outside: refusals left out2 untouched" "-1000.00 0" \
 	"$("$HERE/mockctl" "$CTL" invoice out2 | py /dev/stdin 'L(b)["remaining_sum"], len(L(b)["events"])')"
