@@ -25,6 +25,7 @@ OBJS = \
 	src/enqueue.o \
 	src/guc.o \
 	src/http.o \
+	src/inflight.o \
 	src/invoice.o \
 	src/journal.o \
 	src/json_span.o \

@@ -23,7 +23,15 @@ ALTER TABLE billogram_requests
     ADD COLUMN made_in_system   bigint,
     ADD COLUMN made_in_database oid,
     ADD COLUMN held_at          timestamptz,
-    ADD COLUMN pending_since    timestamptz NOT NULL DEFAULT now();
+    ADD COLUMN pending_since    timestamptz NOT NULL DEFAULT now(),
+    ADD COLUMN evidence         jsonb,
+    ADD COLUMN settle_at        timestamptz;
+
+-- one payment in flight per invoice, in order; the evidence on an invoice
+CREATE INDEX billogram_requests_invoice_idx ON billogram_requests (billogram_id, id);
+-- in_doubt rows whose invoice is to be read again
+CREATE INDEX billogram_requests_settle_idx ON billogram_requests (settle_at)
+    WHERE settle_at IS NOT NULL;
 
 -- where each row was made: the rows 0.1 journaled here are taken to be this
 -- server's, as 0.1 would have sent them
@@ -93,20 +101,205 @@ BEGIN
            next_attempt_at = CASE WHEN action = 'resend' THEN now() ELSE next_attempt_at END,
            pending_since = CASE WHEN action = 'resend' THEN now() ELSE pending_since END,
            finished_at = CASE WHEN action = 'resend' THEN NULL ELSE now() END,
+           settle_at = NULL,
            resolution = concat_ws(E'\n', resolution,
                                   format('%s by %s at %s (was %s)', action, @extschema@.billogram_caller(), now(), r.state))
      WHERE id = request_id
     RETURNING * INTO r;
 
-    IF action = 'resend' THEN
-        PERFORM @extschema@.billogram_wake_worker_at_commit();
-    ELSE
+    -- the worker sends a resent row, and stops holding back the invoice's
+    -- next payments for a row it was still checking
+    PERFORM @extschema@.billogram_wake_worker_at_commit();
+    IF action <> 'resend' THEN
         PERFORM pg_notify('billogram_requests',
                           json_build_object('id', r.id, 'state', r.state)::text);
     END IF;
     RETURN r;
 END
 $$;
+
+/*
+ * billogram_settle(request_id, invoice, failure, settle_secs) RETURNS text
+ *
+ * Internal: the worker's weighing of the evidence on an in_doubt row, each
+ * time it has read the invoice again (invoice: its summary, see
+ * billogram_invoice_summary) or failed to (failure: why).  It compares the
+ * invoice with what the journal knew of it before the request was sent:
+ * the latest invoice an earlier row of the same invoice recorded before
+ * this row's sent_at (a reply, a snapshot or evidence).  The new events are
+ * those that invoice did not have, joined by those Billogram's callbacks
+ * reported (billogram_events); when the journal knew nothing of the
+ * invoice, the events created from a minute before sent_at on (a minute
+ * for the two clocks to differ).  Event types are not looked at: which type
+ * a credit payment makes is not documented; an event with data.amount is a
+ * payment.  The verdict, kept in evidence with what it rests on:
+ *   applied      exactly one new payment, of the amount sent (mode amount)
+ *                or of the whole remaining sum, leaving 0 (mode remaining),
+ *                and the remaining sum moved by exactly that much: the row
+ *                becomes done, its resolution says 'reconciled';
+ *   checking     no new payment and the remaining sum unchanged, less than
+ *                billogram.settle_time after sending: read again then;
+ *   not_applied  the same, after billogram.settle_time: the row stays
+ *                in_doubt, billogram_resolve(id, 'resend') sends it again;
+ *   ambiguous    anything else (two payments, another amount, a sum that
+ *                moved without an event, an unreadable event time): the row
+ *                stays in_doubt for a person;
+ *   unchecked    the invoice could not be read until billogram.settle_time
+ *                after sending: stays in_doubt.
+ * It never sends anything and never marks a row failed.  Returns the
+ * verdict, NULL when the row is no longer waiting for one (resolved or
+ * purged meanwhile).  settle_at is when the worker reads the invoice next;
+ * NULL once the verdict is final.
+ * Privileges: EXECUTE revoked from PUBLIC; only the worker calls it.
+ */
+CREATE FUNCTION billogram_settle(request_id bigint, invoice jsonb, failure jsonb, settle_secs integer)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r @extschema@.billogram_requests;
+    settle_time interval := make_interval(secs => settle_secs);
+    before jsonb;
+    before_id bigint;
+    before_events jsonb;
+    events jsonb;
+    fresh jsonb := '[]';
+    e jsonb;
+    is_new boolean;
+    unreadable boolean := false;
+    n_paid bigint;
+    paid numeric;
+    rem_before numeric;
+    rem_after numeric;
+    expected numeric;
+    verdict text;
+    weighed jsonb;
+BEGIN
+    SELECT * INTO r FROM @extschema@.billogram_requests WHERE id = request_id FOR UPDATE;
+    IF NOT FOUND OR r.state <> 'in_doubt' OR r.settle_at IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    IF invoice IS NULL THEN
+        verdict := CASE WHEN now() < r.sent_at + settle_time THEN 'checking' ELSE 'unchecked' END;
+        weighed := jsonb_build_object('verdict', verdict, 'checked_at', now(),
+                                       'sent_at', r.sent_at, 'failure', failure);
+    ELSE
+        -- the latest invoice the journal had seen before this was sent
+        SELECT c.id, c.inv INTO before_id, before
+          FROM (SELECT b.id, b.response AS inv, b.finished_at AS seen_at
+                  FROM @extschema@.billogram_requests b
+                 WHERE b.billogram_id = r.billogram_id AND b.id <> r.id
+                UNION ALL
+                SELECT b.id, b.invoice_snapshot, b.snapshot_at
+                  FROM @extschema@.billogram_requests b
+                 WHERE b.billogram_id = r.billogram_id AND b.id <> r.id
+                UNION ALL
+                SELECT b.id, b.evidence -> 'after', (b.evidence ->> 'checked_at')::timestamptz
+                  FROM @extschema@.billogram_requests b
+                 WHERE b.billogram_id = r.billogram_id AND b.id <> r.id) c
+         WHERE c.seen_at < r.sent_at
+           AND jsonb_typeof(c.inv -> 'remaining_sum') = 'number'
+           AND jsonb_typeof(c.inv -> 'events') = 'array'
+         ORDER BY c.seen_at DESC
+         LIMIT 1;
+        before_events := before -> 'events';
+
+        -- the invoice's events, and those only a callback told of
+        events := CASE jsonb_typeof(invoice -> 'events') WHEN 'array' THEN invoice -> 'events' ELSE '[]' END;
+        events := events || coalesce((
+            SELECT jsonb_agg(jsonb_build_object('event_uuid', x.event_uuid, 'type', x.type,
+                                                'created_at', x.created_at, 'amount', x.amount)
+                             ORDER BY x.received_at)
+              FROM @extschema@.billogram_events x
+             WHERE x.billogram_id = r.billogram_id
+               AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(events) g
+                                WHERE g ->> 'event_uuid' = x.event_uuid)), '[]');
+
+        FOR e IN SELECT value FROM jsonb_array_elements(events) LOOP
+            IF before IS NOT NULL THEN
+                is_new := NOT EXISTS (SELECT 1 FROM jsonb_array_elements(before_events) b
+                                       WHERE coalesce(b ->> 'event_uuid', b::text)
+                                             = coalesce(e ->> 'event_uuid', e::text));
+            ELSE
+                BEGIN
+                    is_new := (e ->> 'created_at')::timestamptz >= r.sent_at - interval '1 minute';
+                EXCEPTION WHEN data_exception THEN
+                    is_new := NULL;
+                END;
+                IF is_new IS NULL THEN
+                    unreadable := true;
+                    is_new := true;
+                END IF;
+            END IF;
+            IF is_new THEN
+                fresh := fresh || jsonb_build_array(jsonb_build_object(
+                    'event_uuid', e -> 'event_uuid', 'type', e -> 'type',
+                    'created_at', e -> 'created_at',
+                    'amount', coalesce(e -> 'amount', e -> 'data' -> 'amount')));
+            END IF;
+        END LOOP;
+
+        SELECT count(*), max(abs((f ->> 'amount')::numeric)) INTO n_paid, paid
+          FROM jsonb_array_elements(fresh) f
+         WHERE jsonb_typeof(f -> 'amount') = 'number';
+        IF jsonb_typeof(invoice -> 'remaining_sum') = 'number' THEN
+            rem_after := (invoice ->> 'remaining_sum')::numeric;
+        END IF;
+        rem_before := (before ->> 'remaining_sum')::numeric;
+        expected := CASE r.mode WHEN 'amount' THEN r.amount ELSE abs(rem_before) END;
+
+        IF unreadable OR rem_after IS NULL THEN
+            verdict := 'ambiguous';
+        ELSIF n_paid = 1 AND paid = coalesce(expected, paid)
+              AND (rem_before IS NULL OR abs(rem_after - rem_before) = paid)
+              AND (r.mode = 'amount' OR rem_after = 0) THEN
+            verdict := 'applied';
+        ELSIF n_paid = 0 AND rem_after = coalesce(rem_before, rem_after) THEN
+            verdict := CASE WHEN now() < r.sent_at + settle_time THEN 'checking' ELSE 'not_applied' END;
+        ELSE
+            verdict := 'ambiguous';
+        END IF;
+
+        weighed := jsonb_build_object(
+            'verdict', verdict, 'checked_at', now(), 'sent_at', r.sent_at,
+            'before_request_id', before_id,
+            'remaining_before', before -> 'remaining_sum',
+            'remaining_after', invoice -> 'remaining_sum',
+            'new_events', fresh,
+            -- what a later row of this invoice compares with
+            'after', jsonb_build_object(
+                'remaining_sum', invoice -> 'remaining_sum',
+                'events', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                        'event_uuid', g -> 'event_uuid',
+                                        'amount', coalesce(g -> 'amount', g -> 'data' -> 'amount')))
+                                      FROM jsonb_array_elements(events) g), '[]')));
+    END IF;
+
+    UPDATE @extschema@.billogram_requests
+       SET state = CASE WHEN verdict = 'applied' THEN 'done' ELSE 'in_doubt' END,
+           evidence = weighed,
+           settle_at = CASE WHEN verdict <> 'checking' THEN NULL
+                            WHEN invoice IS NULL THEN now() + least(settle_time, interval '10 seconds')
+                            ELSE r.sent_at + settle_time END,
+           resolution = CASE WHEN verdict = 'applied' THEN
+                            concat_ws(E'\n', resolution,
+                                      format('reconciled by the billogram worker at %s: the invoice shows one new payment of %s (event %s)',
+                                             now(), paid,
+                                             (SELECT f ->> 'event_uuid' FROM jsonb_array_elements(fresh) f
+                                               WHERE jsonb_typeof(f -> 'amount') = 'number')))
+                        ELSE resolution END
+     WHERE id = request_id;
+    IF verdict = 'applied' THEN
+        PERFORM pg_notify('billogram_requests',
+                          json_build_object('id', request_id, 'state', 'done')::text);
+    END IF;
+    RETURN verdict;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_settle(bigint, jsonb, jsonb, integer) FROM PUBLIC;
 
 -- purge: every finished row, on the strength of the EXECUTE grant alone
 -- (CREATE OR REPLACE keeps the grants a DBA gave)
@@ -206,6 +399,44 @@ SELECT state,
        CASE WHEN state = 'held' THEN min(held_at) END AS held_since
   FROM billogram_requests
  GROUP BY state;
+
+/*
+ * billogram_in_doubt: the payments whose outcome is unknown, one row each,
+ * with what the evidence says (see billogram_settle) and what to do:
+ *   verdict       checking, not_applied, ambiguous or unchecked;
+ *   new_payments  the amounts of the payments the invoice gained since the
+ *                 request was sent;
+ *   advice        the verdict in a sentence, with the call that acts on it.
+ * Privileges: like billogram_requests, no access for PUBLIC.
+ */
+CREATE VIEW billogram_in_doubt AS
+SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
+       r.error ->> 'message' AS reason,
+       coalesce(r.evidence ->> 'verdict', 'checking') AS verdict,
+       (r.evidence ->> 'remaining_before')::numeric AS remaining_before,
+       (r.evidence ->> 'remaining_after')::numeric AS remaining_after,
+       (SELECT array_agg((f ->> 'amount')::numeric)
+          FROM jsonb_array_elements(r.evidence -> 'new_events') f
+         WHERE jsonb_typeof(f -> 'amount') = 'number') AS new_payments,
+       (r.evidence ->> 'checked_at')::timestamptz AS checked_at,
+       r.settle_at AS next_check_at,
+       CASE coalesce(r.evidence ->> 'verdict', 'checking')
+           WHEN 'checking' THEN
+               format('being checked: the invoice is read again at %s', r.settle_at)
+           WHEN 'not_applied' THEN
+               format('not registered: no new payment on the invoice and its remaining sum unchanged %s after sending; billogram_resolve(%s, ''resend'') sends it again',
+                      date_trunc('second', (r.evidence ->> 'checked_at')::timestamptz - r.sent_at), r.id)
+           WHEN 'unchecked' THEN
+               format('the invoice could not be read (%s); check it at Billogram, then billogram_resolve(%s, ...)',
+                      r.evidence -> 'failure' ->> 'message', r.id)
+           ELSE
+               format('ambiguous: the invoice does not show exactly this payment; check it at Billogram, then billogram_resolve(%s, ''mark_done'', ''mark_failed'' or ''resend'')',
+                      r.id)
+       END AS advice
+  FROM billogram_requests r
+ WHERE r.state = 'in_doubt';
+
+REVOKE ALL ON billogram_in_doubt FROM PUBLIC;
 
 -- the worker's health, for monitoring
 /*
@@ -332,6 +563,16 @@ BEGIN
             ev, cb ->> 'callback_id', @extschema@.billogram_caller())
     ON CONFLICT (event_uuid) DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 1 THEN
+        -- new evidence: the worker reads the invoice's in_doubt rows again
+        UPDATE @extschema@.billogram_requests
+           SET settle_at = now()
+         WHERE billogram_id = coalesce(ev ->> 'billogram_id', cb -> 'billogram' ->> 'id')
+           AND state = 'in_doubt';
+        IF FOUND THEN
+            PERFORM @extschema@.billogram_wake_worker_at_commit();
+        END IF;
+    END IF;
     RETURN CASE WHEN n = 1 THEN 'recorded' ELSE 'duplicate' END;
 END
 $$;

@@ -124,8 +124,8 @@ SELECT billogram_id, origin, mode, amount, state, attempts, http_status,
 -- customer's personal data, with the events since the request was sent
 SELECT response->>'id' AS id, response->'remaining_sum' AS remaining, response->>'state' AS state,
        response ? 'customer' AS has_customer, response ? 'attachment_content' AS has_pdf,
-       (SELECT jsonb_agg(e - 'created_at') FROM jsonb_array_elements(response->'events') e) AS events_since_sent,
-       (SELECT bool_and(e ? 'created_at') FROM jsonb_array_elements(response->'events') e) AS events_dated
+       (SELECT jsonb_agg(e - 'created_at' - 'event_uuid') FROM jsonb_array_elements(response->'events') e) AS events_since_sent,
+       (SELECT bool_and(e ? 'created_at' AND e ? 'event_uuid') FROM jsonb_array_elements(response->'events') e) AS events_dated
   FROM billogram_requests WHERE billogram_id = 'qtrig1';
 
 -- in_doubt: the worker fetched the invoice afterwards for the operator

@@ -19,6 +19,12 @@ SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_m
   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'billogram'
  ORDER BY 1;
+-- nor may it read any of its tables or views
+SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_may_read
+  FROM pg_class c JOIN pg_depend d ON d.objid = c.oid AND d.classid = 'pg_class'::regclass
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'billogram'
+ WHERE c.relkind IN ('r', 'v')
+ ORDER BY 1;
 
 SET ROLE regress_bg_nogrant;
 -- 1. a temporary table of its own (PUBLIC holds TEMP on the database)

@@ -508,20 +508,35 @@ bg_channel_attach_worker(void)
 	before_shmem_exit(detach_worker, (Datum) 0);
 }
 
+/*
+ * Take the oldest submitted request that may_take (NULL: any) accepts, or
+ * whose caller's time is up, for the worker to answer.  The ones left
+ * waiting stay submitted, so their callers may still give up with nothing
+ * sent; *next_deadline (if given) gets the earliest time one of them is up.
+ */
 bool
-bg_channel_take(BgTakenRequest *taken)
+bg_channel_take(BgTakenRequest *taken, BgMayTake may_take,
+				TimestampTz *next_deadline)
 {
 	int			i;
 	int			oldest = -1;
+	TimestampTz now = GetCurrentTimestamp();
 
 	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
 	for (i = 0; i < channel->nslots; i++)
 	{
 		BgSlot	   *slot = &channel->slots[i];
 
-		if (slot->state == SLOT_SUBMITTED &&
-			(oldest < 0 || slot->seq < channel->slots[oldest].seq))
-			oldest = i;
+		if (slot->state != SLOT_SUBMITTED ||
+			(oldest >= 0 && slot->seq > channel->slots[oldest].seq))
+			continue;
+		if (may_take && slot->deadline > now && !may_take(&slot->payment))
+		{
+			if (next_deadline)
+				*next_deadline = Min(*next_deadline, slot->deadline);
+			continue;
+		}
+		oldest = i;
 	}
 	if (oldest >= 0)
 	{

@@ -8,6 +8,8 @@
 #ifndef BILLOGRAM_CHANNEL_H
 #define BILLOGRAM_CHANNEL_H
 
+#include "utils/timestamp.h"
+
 #include "reply.h"
 #include "request.h"
 
@@ -40,7 +42,9 @@ extern void bg_channel_wake_queue(void);
 /* Worker side */
 extern bool bg_channel_queue_woken(void);
 extern void bg_channel_attach_worker(void);
-extern bool bg_channel_take(BgTakenRequest *taken);
+typedef bool (*BgMayTake) (const BgCreditPayment *payment);
+extern bool bg_channel_take(BgTakenRequest *taken, BgMayTake may_take,
+							TimestampTz *next_deadline);
 extern void bg_channel_post_reply(int slotno, const BgReply *reply,
 								  const char *body, size_t body_len);
 

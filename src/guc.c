@@ -35,6 +35,7 @@ bool		bg_allow_insecure_http = false;
 char	   *bg_api_password_file = NULL;
 char	   *bg_callback_sign_key = NULL;
 int			bg_callback_max_age_s = 300;
+int			bg_settle_time_s = 60;
 int			bg_journal_reply = BG_JOURNAL_REPLY_SUMMARY;
 
 static const struct config_enum_entry journal_reply_options[] = {
@@ -217,6 +218,15 @@ bg_define_settings(bool preloading)
 							"are tried again, with backoff from 1 s to 5 min.",
 							&bg_retry_for_s,
 							6 * 3600, 1, 30 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("billogram.settle_time",
+							"How long after sending an in_doubt payment's invoice is watched before \"not applied\" is concluded.",
+							"An invoice that shows no sign of the payment this long after it was sent is "
+							"taken as evidence that it did not arrive; the row stays in_doubt for an operator.",
+							&bg_settle_time_s,
+							60, 1, 7 * 86400,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 

@@ -21,6 +21,7 @@ extern bool bg_allow_insecure_http;
 extern char *bg_api_password_file;
 extern char *bg_callback_sign_key;
 extern int	bg_callback_max_age_s;
+extern int	bg_settle_time_s;
 
 /* billogram.journal_reply: what the journal keeps of an invoice */
 typedef enum BgJournalReply

@@ -238,7 +238,8 @@ bg_journal_open(void)
  * plans are forced: the custom plan PostgreSQL would otherwise try first,
  * and keep choosing for the claim, costs a planner run per execution.
  * %1$s stands for the journal's qualified name, %2$s for the column list
- * every INSERT names (journal_columns).
+ * every INSERT names (journal_columns); in STMT_SETTLE, %1$s is the
+ * extension's schema.
  */
 typedef enum BgStatement
 {
@@ -248,6 +249,9 @@ typedef enum BgStatement
 	STMT_RECORD_OUTCOMES,
 	STMT_HOLD,
 	STMT_SNAPSHOT,
+	STMT_SETTLE_DUE,
+	STMT_SETTLE,
+	STMT_UNSETTLED,
 	NUM_STATEMENTS
 } BgStatement;
 
@@ -290,14 +294,19 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 
 	/*
 	 * $2, $3: the claim cursor, see bg_journal_claim(); $4, $5: only rows
-	 * made here, see bg_journal_origin()
+	 * made here, see bg_journal_origin().  One payment per invoice in
+	 * flight, in order: a row waits while its invoice has an earlier
+	 * pending row, a row sending, or one still being settled.
 	 */
 	[STMT_CLAIM] =
 	"UPDATE %1$s r SET state = 'sending', attempts = r.attempts + 1, sent_at = now() "
-	"WHERE r.id IN (SELECT id FROM %1$s WHERE state = 'pending' "
-	"AND next_attempt_at <= now() AND (next_attempt_at, id) > ($2, $3) "
-	"AND made_in_system = $4 AND made_in_database = $5 "
-	"ORDER BY next_attempt_at, id "
+	"WHERE r.id IN (SELECT p.id FROM %1$s p WHERE p.state = 'pending' "
+	"AND p.next_attempt_at <= now() AND (p.next_attempt_at, p.id) > ($2, $3) "
+	"AND p.made_in_system = $4 AND p.made_in_database = $5 "
+	"AND NOT EXISTS (SELECT 1 FROM %1$s o WHERE o.billogram_id = p.billogram_id "
+	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL "
+	"  OR (o.state = 'pending' AND o.id < p.id))) "
+	"ORDER BY p.next_attempt_at, p.id "
 	"LIMIT $1 FOR UPDATE SKIP LOCKED) "
 	"RETURNING r.id, r.billogram_id, r.mode, r.amount, r.request_body, r.next_attempt_at",
 
@@ -322,6 +331,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"   make_interval(secs => least(300, 2 ^ (r.attempts - 1)) * (0.5 + random() / 2)))"
 	"   ELSE r.next_attempt_at END,"
 	" finished_at = CASE WHEN o.retry AND r.pending_since > now() - make_interval(secs => $8) THEN NULL ELSE clock_timestamp() END,"
+	" settle_at = CASE WHEN o.state = 'in_doubt' AND NOT (o.retry AND r.pending_since > now() - make_interval(secs => $8)) THEN now() END,"
 	" http_status = o.http_status,"
 	" response = o.invoice::jsonb,"
 	" error = o.error::jsonb "
@@ -350,9 +360,29 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"UPDATE %1$s SET invoice_snapshot = CASE WHEN $3 IS NOT NULL "
 	"THEN jsonb_build_object('error', $3::jsonb) ELSE $2::jsonb END, "
 	"snapshot_at = clock_timestamp() WHERE id = $1",
+
+	/*
+	 * in_doubt rows whose invoice is due to be read again, at most $1; the
+	 * next reading is put off by $2 seconds (the GET's timeout and some),
+	 * which the verdict then replaces: a worker that stops in between
+	 * reads it again then.
+	 */
+	[STMT_SETTLE_DUE] =
+	"UPDATE %1$s r SET settle_at = now() + make_interval(secs => $2) "
+	"WHERE r.id IN (SELECT id FROM %1$s WHERE settle_at <= now() "
+	"ORDER BY settle_at LIMIT $1 FOR UPDATE SKIP LOCKED) AND r.state = 'in_doubt' "
+	"RETURNING r.id, r.billogram_id, r.mode, r.amount, r.request_body",
+
+	/* $2: the invoice's summary, $3: why it could not be read; $4: settle_time */
+	[STMT_SETTLE] =
+	"SELECT %1$s.billogram_settle($1, $2::pg_catalog.jsonb, $3::pg_catalog.jsonb, $4)",
+
+	/* the invoices held back by a row being settled */
+	[STMT_UNSETTLED] =
+	"SELECT DISTINCT billogram_id FROM %1$s WHERE settle_at IS NOT NULL",
 };
 
-static const int statement_nargs[NUM_STATEMENTS] = {15, 12, 5, 8, 2, 3};
+static const int statement_nargs[NUM_STATEMENTS] = {15, 12, 5, 8, 2, 3, 2, 4, 0};
 static const Oid statement_types[NUM_STATEMENTS][15] = {
 	[STMT_INSERT] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
@@ -365,6 +395,8 @@ static const Oid statement_types[NUM_STATEMENTS][15] = {
 	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID},
 	[STMT_HOLD] = {INT8OID, OIDOID},
 	[STMT_SNAPSHOT] = {INT8OID, TEXTOID, TEXTOID},
+	[STMT_SETTLE_DUE] = {INT4OID, INT4OID},
+	[STMT_SETTLE] = {INT8OID, TEXTOID, TEXTOID, INT4OID},
 };
 
 /*
@@ -373,6 +405,14 @@ static const Oid statement_types[NUM_STATEMENTS][15] = {
  */
 static SPIPlanPtr plans[NUM_STATEMENTS];
 static char *plans_journal = NULL;
+
+static char *
+statement_text(const BgJournal *j, BgStatement stmt)
+{
+	if (stmt == STMT_SETTLE)
+		return psprintf(statement_sql[stmt], j->schema);
+	return psprintf(statement_sql[stmt], j->name, journal_columns);
+}
 
 static SPIPlanPtr
 plan_for(const BgJournal *j, BgStatement stmt)
@@ -393,8 +433,7 @@ plan_for(const BgJournal *j, BgStatement stmt)
 	}
 	if (plans[stmt] == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare_cursor(psprintf(statement_sql[stmt], j->name,
-														   journal_columns),
+		SPIPlanPtr	plan = SPI_prepare_cursor(statement_text(j, stmt),
 											  statement_nargs[stmt],
 											  (Oid *) statement_types[stmt],
 											  CURSOR_OPT_GENERIC_PLAN);
@@ -856,17 +895,16 @@ bg_journal_save_snapshot(int64 id, const BgReply *reply, const char *invoice)
 
 /*
  * Rows left 'sending' by a worker that stopped may or may not have reached
- * Billogram; they become 'in_doubt' and are returned for a snapshot.
+ * Billogram; they become 'in_doubt', to be settled from the evidence.
  */
-List *
+void
 bg_journal_recover(void)
 {
-	List	   *found = NIL;
 	char	   *sql;
 	int			rc;
-	uint64		i;
 
 	sql = psprintf("WITH u AS (UPDATE %s SET state = 'in_doubt', finished_at = clock_timestamp(), "
+				   "settle_at = now(), "
 				   "error = jsonb_build_object('kind', 'worker', 'sqlstate', 'BG002', "
 				   "'message', 'the worker stopped while the request was being sent', "
 				   "'may_have_reached_billogram', true) "
@@ -877,15 +915,11 @@ bg_journal_recover(void)
 				   journal.name);
 	rc = SPI_execute(sql, false, 0);
 	check_spi(rc, SPI_OK_SELECT, "recovering requests left in state sending");
-	for (i = 0; i < SPI_processed; i++)
-		found = lappend(found, queued_from_row(SPI_tuptable->vals[i],
-											   SPI_tuptable->tupdesc));
-	if (found)
+	if (SPI_processed > 0)
 		ereport(LOG,
-				(errmsg("billogram worker: %d request(s) found in state sending after a restart are now in_doubt",
-						list_length(found)),
-				 errhint("Check each invoice and resolve them with billogram_resolve().")));
-	return found;
+				(errmsg("billogram worker: %llu request(s) found in state sending after a restart are now in_doubt",
+						(unsigned long long) SPI_processed),
+				 errhint("The worker reads their invoices to settle them; billogram_in_doubt shows what it finds.")));
 }
 
 /*
@@ -924,6 +958,77 @@ bg_journal_hold_foreign(void)
 				 errhint("Check that the server they came from is stopped or has not sent them, then call billogram_release_held() or billogram_fail_held().")));
 }
 
+/*
+ * Take up to max_rows in_doubt rows whose invoice is due to be read again,
+ * putting their next reading off by hold_secs meanwhile.
+ */
+List *
+bg_journal_settle_due(int max_rows, int hold_secs)
+{
+	List	   *due = NIL;
+	Datum		args[2];
+	int			rc;
+	uint64		i;
+
+	if (max_rows <= 0)
+		return NIL;
+	args[0] = Int32GetDatum(max_rows);
+	args[1] = Int32GetDatum(hold_secs);
+	rc = SPI_execute_plan(plan_for(&journal, STMT_SETTLE_DUE), args, NULL, false, 0);
+	check_spi(rc, SPI_OK_UPDATE_RETURNING, "taking in_doubt rows to settle");
+	for (i = 0; i < SPI_processed; i++)
+		due = lappend(due, queued_from_row(SPI_tuptable->vals[i],
+										   SPI_tuptable->tupdesc));
+	return due;
+}
+
+/*
+ * Weigh what the GET of an in_doubt row's invoice returned (billogram_settle
+ * in SQL): the invoice's summary, whatever billogram.journal_reply keeps,
+ * since the evidence is read from its sums and events; or why it failed.
+ * Returns whether the row is settled for now (no further reading due).
+ */
+bool
+bg_journal_settle(int64 id, const BgReply *reply, const char *body)
+{
+	Datum		args[4];
+	char		nulls[4] = {' ', 'n', 'n', ' '};
+	bool		isnull;
+	Datum		verdict;
+	int			rc;
+
+	args[0] = Int64GetDatum(id);
+	if (reply->outcome == BG_OUTCOME_OK && body != NULL)
+		set_text_arg(args, nulls, 1,
+					 summary_text(body + reply->data_offset, reply->data_len));
+	else
+	{
+		args[2] = CStringGetTextDatum(error_json(reply));
+		nulls[2] = ' ';
+	}
+	args[3] = Int32GetDatum(bg_settle_time_s);
+	rc = SPI_execute_plan(plan_for(&journal, STMT_SETTLE), args, nulls, false, 1);
+	check_spi(rc, SPI_OK_SELECT, "settling an in_doubt request");
+	verdict = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull || strcmp(TextDatumGetCString(verdict), "checking") != 0;
+}
+
+/* The invoices on which a row is being settled: no payment goes out on them. */
+List *
+bg_journal_unsettled(void)
+{
+	List	   *ids = NIL;
+	int			rc;
+	uint64		i;
+
+	rc = SPI_execute_plan(plan_for(&journal, STMT_UNSETTLED), NULL, NULL, true, 0);
+	check_spi(rc, SPI_OK_SELECT, "looking for invoices being settled");
+	for (i = 0; i < SPI_processed; i++)
+		ids = lappend(ids, SPI_getvalue(SPI_tuptable->vals[i],
+										SPI_tuptable->tupdesc, 1));
+	return ids;
+}
+
 /* When the queue next needs a look: the earliest due row, or a sweep. */
 TimestampTz
 bg_journal_next_due(void)
@@ -935,7 +1040,8 @@ bg_journal_next_due(void)
 	char	   *sql;
 	int			rc;
 
-	sql = psprintf("SELECT min(next_attempt_at) FROM %s WHERE state = 'pending'",
+	sql = psprintf("SELECT least((SELECT min(next_attempt_at) FROM %1$s WHERE state = 'pending'), "
+				   "(SELECT min(settle_at) FROM %1$s WHERE settle_at IS NOT NULL))",
 				   journal.name);
 	rc = SPI_execute(sql, true, 1);
 	check_spi(rc, SPI_OK_SELECT, "looking for due payments");

@@ -111,7 +111,10 @@ extern List *bg_journal_claim(int max_rows);
 extern void bg_journal_record_outcomes(BgFinished *finished, int n);
 extern void bg_journal_save_snapshot(int64 id, const BgReply *reply,
 									 const char *invoice);
-extern List *bg_journal_recover(void);
+extern void bg_journal_recover(void);
+extern List *bg_journal_settle_due(int max_rows, int hold_secs);
+extern bool bg_journal_settle(int64 id, const BgReply *reply, const char *body);
+extern List *bg_journal_unsettled(void);
 extern TimestampTz bg_journal_next_due(void);
 
 #endif							/* BILLOGRAM_JOURNAL_H */

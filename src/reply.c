@@ -423,6 +423,7 @@ outcome_kind(BgOutcome outcome)
 		[BG_OUTCOME_NOT_RECORDED] = "not_recorded",
 		[BG_OUTCOME_NO_CREDENTIALS] = "no_credentials",
 		[BG_OUTCOME_PAUSED] = "paused",
+		[BG_OUTCOME_INVOICE_BUSY] = "invoice_busy",
 	};
 
 	if ((unsigned) outcome >= sizeof(kinds) / sizeof(kinds[0]) ||

@@ -25,8 +25,11 @@ typedef enum BgOutcome
 	BG_OUTCOME_NOT_RECORDED,	/* not sent: its journal row could not be
 								 * written */
 	BG_OUTCOME_NO_CREDENTIALS,	/* not sent: no API user or password set */
-	BG_OUTCOME_PAUSED			/* not sent: Billogram asked to wait
+	BG_OUTCOME_PAUSED,			/* not sent: Billogram asked to wait
 								 * (http_status says how) */
+	BG_OUTCOME_INVOICE_BUSY		/* not sent: another payment on the invoice
+								 * was in flight or being settled for all
+								 * of the caller's timeout */
 } BgOutcome;
 
 #define BG_REPLY_STATUS_LEN		64

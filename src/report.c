@@ -67,6 +67,8 @@ bg_reply_sqlstate(const BgReply *reply)
 		case BG_OUTCOME_PAUSED:
 			/* as the refusal that started the pause: "try again later" */
 			return sqlstate_for_http_status(reply->http_status);
+		case BG_OUTCOME_INVOICE_BUSY:
+			return ERRCODE_OBJECT_IN_USE;
 	}
 	return ERRCODE_INTERNAL_ERROR;
 }
@@ -178,6 +180,14 @@ bg_report_failure(int elevel, const char *id, const BgReply *reply)
 							id, reply->http_status),
 					 errdetail("%s. %s", reply->message, reached_detail(reply)),
 					 errhint("Billogram asks to try again later.")));
+			break;
+		case BG_OUTCOME_INVOICE_BUSY:
+			ereport(elevel,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("the credit payment on %s was not sent: another payment on the invoice was still in flight or being settled",
+							id),
+					 errdetail("%s. %s", reply->message, reached_detail(reply)),
+					 errhint("One payment per invoice is sent at a time. Call again once it is over; billogram_in_doubt shows a payment being settled.")));
 			break;
 		case BG_OUTCOME_NO_CREDENTIALS:
 			ereport(elevel,

@@ -51,6 +51,7 @@
 #include "credentials.h"
 #include "guc.h"
 #include "http.h"
+#include "inflight.h"
 #include "journal.h"
 #include "report.h"
 #include "stats.h"
@@ -112,7 +113,7 @@ typedef enum BgJobKind
 {
 	JOB_SYNC,					/* a backend waits in channel slot slotno */
 	JOB_QUEUED,					/* a queued journal row */
-	JOB_SNAPSHOT				/* GET of an in_doubt row's invoice */
+	JOB_SNAPSHOT				/* GET of an in_doubt row's invoice, to settle it */
 } BgJobKind;
 
 typedef struct BgJob
@@ -123,6 +124,7 @@ typedef struct BgJob
 	int64		request_id;		/* journal row, 0 if none */
 	BgCreditPayment payment;
 	bool		started;		/* handed to the HTTP engine */
+	bool		counted;		/* counted in flight on its invoice (inflight.c) */
 	/* filled in when the transfer is over */
 	BgReply		reply;
 	char	   *body;
@@ -197,6 +199,16 @@ static TimestampTz stats_flush_at = 0;
 /* logged once per configuration: queued payments wait for credentials */
 static bool warned_no_credentials = false;
 
+/*
+ * The invoices being settled may have changed other than by the worker's
+ * own doing (an operator's resolution, a callback, a new worker): read them
+ * from the journal at the next batch.
+ */
+static bool unsettled_stale = true;
+
+/* When the earliest synchronous call held back on a busy invoice is up. */
+static TimestampTz held_call_deadline = DT_NOEND;
+
 static BgJob *
 new_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 {
@@ -209,9 +221,19 @@ new_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 	return job;
 }
 
+/* A payment leaves on its invoice: no other may until it is over. */
+static void
+count_in_flight(BgJob *job)
+{
+	bg_inflight_add(job->payment.billogram_id);
+	job->counted = true;
+}
+
 static void
 free_job(BgJob *job)
 {
+	if (job->counted)
+		bg_inflight_remove(job->payment.billogram_id);
 	if (job->body)
 		pfree(job->body);
 	pfree(job);
@@ -331,9 +353,13 @@ backoff(int *delay_ms)
 	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), *delay_ms);
 }
 
-/* What became of a job whose outcome is now journaled. */
+/*
+ * What became of a job whose outcome is now journaled.  An in_doubt row is
+ * to be settled: its invoice stays busy, and the next claim takes it to
+ * read the invoice (bg_journal_settle_due).
+ */
 static void
-outcome_recorded(BgJob *job, BgJournalState state, List **snapshots)
+outcome_recorded(BgJob *job, BgJournalState state)
 {
 	bg_stats_outcome_of(state);
 	if (job->reply.outcome != BG_OUTCOME_OK)
@@ -341,16 +367,14 @@ outcome_recorded(BgJob *job, BgJournalState state, List **snapshots)
 								job->payment.billogram_id,
 								job->reply.message));
 	if (state == BG_STATE_IN_DOUBT)
-		*snapshots = keep(*snapshots,
-						  new_batch_job(JOB_SNAPSHOT, &job->payment,
-										job->request_id));
-	if (state == BG_STATE_PENDING)
+		bg_inflight_mark_unsettled(job->payment.billogram_id);
+	if (state == BG_STATE_PENDING || state == BG_STATE_IN_DOUBT)
 		queue_woken = true;
 }
 
 /* Journal the outcomes of jobs (credit payments) in one statement. */
 static void
-write_outcomes(List *jobs, List **snapshots)
+write_outcomes(List *jobs)
 {
 	int			n = list_length(jobs);
 	BgFinished *finished = palloc0(n * sizeof(BgFinished));
@@ -375,7 +399,7 @@ write_outcomes(List *jobs, List **snapshots)
 
 		/* a row purged meanwhile is counted but has no snapshot to take */
 		if (f->recorded)
-			outcome_recorded((BgJob *) lfirst(lc), f->state, snapshots);
+			outcome_recorded((BgJob *) lfirst(lc), f->state);
 		else
 			bg_stats_outcome_of(f->state);
 	}
@@ -390,7 +414,7 @@ write_outcomes(List *jobs, List **snapshots)
  */
 static List *
 record_finished(bool installed, bool journal_due, TimestampTz now,
-				List **waiting, List **snapshots)
+				List **waiting)
 {
 	List	   *recorded = NIL;
 	List	   *together = NIL;
@@ -413,11 +437,13 @@ record_finished(bool installed, bool journal_due, TimestampTz now,
 			batch_writing = job;
 			bg_journal_save_snapshot(job->request_id, &job->reply,
 									 bg_journal_invoice_text(&job->reply, job->body));
+			if (bg_journal_settle(job->request_id, &job->reply, job->body))
+				unsettled_stale = true;
 		}
 		else if (job->write_alone)
 		{
 			batch_writing = job;
-			write_outcomes(list_make1(job), snapshots);
+			write_outcomes(list_make1(job));
 		}
 		else
 			together = keep(together, job);
@@ -426,7 +452,7 @@ record_finished(bool installed, bool journal_due, TimestampTz now,
 	if (together != NIL)
 	{
 		batch_writing_together = together;
-		write_outcomes(together, snapshots);
+		write_outcomes(together);
 		batch_writing_together = NIL;
 	}
 	return recorded;
@@ -478,12 +504,10 @@ record_sync_requests(bool installed, const char *no_credentials)
 		if (job->timeout_ms <= 0)
 		{
 			/* its caller's time ran out waiting for a free connection */
-			List	   *ignored = NIL;
-
 			bg_transport_failure(&job->reply,
 								 "no connection to the API became free within billogram.timeout",
 								 false);
-			write_outcomes(list_make1(job), &ignored);
+			write_outcomes(list_make1(job));
 			answer(job, &job->reply, NULL, 0);
 			continue;
 		}
@@ -543,7 +567,10 @@ claim_queued(int capacity, const char *no_credentials, TimestampTz now)
 	{
 		BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
 
-		to_start = keep(to_start, new_batch_job(JOB_QUEUED, &q->payment, q->id));
+		BgJob	   *job = new_batch_job(JOB_QUEUED, &q->payment, q->id);
+
+		count_in_flight(job);
+		to_start = keep(to_start, job);
 	}
 	/* a full batch means more may be waiting: look again next time */
 	queue_woken = (list_length(claimed) == capacity);
@@ -554,11 +581,32 @@ claim_queued(int capacity, const char *no_credentials, TimestampTz now)
 }
 
 /*
+ * The in_doubt rows whose invoice is due to be read again, as GETs for up
+ * to capacity free connections.  A GET is safe to repeat, so the reading
+ * is only put off meanwhile, by the GET's timeout and a margin: a worker
+ * that stops before the verdict reads the invoice again then.
+ */
+static List *
+settle_due(int capacity)
+{
+	List	   *checks = NIL;
+	ListCell   *lc;
+
+	foreach(lc, bg_journal_settle_due(capacity, bg_timeout_ms / 1000 + 10))
+	{
+		BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
+
+		checks = keep(checks, new_batch_job(JOB_SNAPSHOT, &q->payment, q->id));
+	}
+	return checks;
+}
+
+/*
  * One batch of database work in one transaction: record the outcome of
  * every finished transfer that is due, journal the synchronous requests in
- * batch_taken and claim due queued rows.  Returns the jobs to start, sets
- * *recorded to the finished jobs whose outcome it wrote and appends the
- * snapshots to take to *snapshots.
+ * batch_taken, take the in_doubt rows whose invoice is due to be read
+ * (settle_due) and claim due queued rows.  Returns the jobs to start and
+ * sets *recorded to the finished jobs whose outcome it wrote.
  *
  * The commit is durable when the batch is about to send anything: 'sending'
  * must be on disk before a request leaves.  A batch that only records
@@ -566,11 +614,10 @@ claim_queued(int capacity, const char *no_credentials, TimestampTz now)
  * would be found in 'sending' and become in_doubt, never re-sent.
  */
 static List *
-journal_batch(List **recorded, List **snapshots)
+journal_batch(List **recorded)
 {
 	List	   *to_start;
 	List	   *waiting = NIL;
-	ListCell   *lc;
 	bool		installed;
 	int			capacity;
 	TimestampTz now = GetCurrentTimestamp();
@@ -587,13 +634,9 @@ journal_batch(List **recorded, List **snapshots)
 	installed = bg_journal_open();
 	if (installed && !journal_was_ready)
 	{
-		foreach(lc, bg_journal_recover())
-		{
-			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
-
-			*snapshots = keep(*snapshots,
-							  new_batch_job(JOB_SNAPSHOT, &q->payment, q->id));
-		}
+		bg_journal_recover();
+		unsettled_stale = true;
+		queue_woken = true;
 		hold_check_due = 0;
 	}
 	if (installed && GetCurrentTimestamp() >= hold_check_due)
@@ -608,15 +651,26 @@ journal_batch(List **recorded, List **snapshots)
 		queue_next_due = TimestampTzPlusMilliseconds(now, BG_SWEEP_MS);
 	}
 
-	*recorded = record_finished(installed, journal_due, now, &waiting, snapshots);
+	*recorded = record_finished(installed, journal_due, now, &waiting);
 	to_start = record_sync_requests(installed, no_credentials);
 
 	capacity = bg_http_room() - list_length(to_start);
 	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&
 		(to_start != NIL || claim_worthwhile()) &&
 		queue_due(now))
+	{
+		List	   *checks = settle_due(capacity);
+
+		capacity -= list_length(checks);
+		to_start = keep_all(to_start, checks);
 		to_start = keep_all(to_start,
 							claim_queued(capacity, no_credentials, now));
+	}
+	if (installed && unsettled_stale)
+	{
+		bg_inflight_set_unsettled(bg_journal_unsettled());
+		unsettled_stale = false;
+	}
 
 	if (to_start == NIL)
 		(void) set_config_option("synchronous_commit", "off",
@@ -650,7 +704,7 @@ refuse_while_paused(void)
 	BgReply		refusal;
 	BgTakenRequest req;
 
-	while (bg_http_paused(&refusal) && bg_channel_take(&req))
+	while (bg_http_paused(&refusal) && bg_channel_take(&req, NULL, NULL))
 	{
 		BgJob	   *job = new_job(JOB_SYNC, &req.payment, 0);
 
@@ -660,7 +714,18 @@ refuse_while_paused(void)
 	}
 }
 
-/* Synchronous requests waiting in the channel, as many as may start now. */
+/* bg_channel_take()'s test: one payment per invoice at a time. */
+static bool
+invoice_free(const BgCreditPayment *payment)
+{
+	return !bg_inflight_busy(payment->billogram_id);
+}
+
+/*
+ * Synchronous requests waiting in the channel, as many as may start now.
+ * One on an invoice that is busy waits in the channel for its turn; if its
+ * caller's time runs out first, it is answered that nothing was sent.
+ */
 static List *
 take_submitted_requests(void)
 {
@@ -668,16 +733,27 @@ take_submitted_requests(void)
 	BgTakenRequest req;
 	int			room = bg_http_room();
 
+	held_call_deadline = DT_NOEND;
 	if (ShutdownRequestPending || !journal_recovered)
 		return NIL;
 	refuse_while_paused();
-	while (room-- > 0 && bg_channel_take(&req))
+	while (room > 0 &&
+		   bg_channel_take(&req, invoice_free, &held_call_deadline))
 	{
 		BgJob	   *job = new_job(JOB_SYNC, &req.payment, 0);
 
 		job->slotno = req.slotno;
 		job->timeout_ms = req.timeout_ms;
+		if (bg_inflight_busy(job->payment.billogram_id))
+		{
+			refuse(job, BG_OUTCOME_INVOICE_BUSY,
+				   "no turn came within billogram.timeout");
+			free_job(job);
+			continue;
+		}
+		count_in_flight(job);
 		taken = keep(taken, job);
+		room--;
 	}
 	return taken;
 }
@@ -756,12 +832,13 @@ start_committed(List *to_start)
 	batch_starting = NIL;
 }
 
-/* Rows a previous worker left in 'sending' become in_doubt. */
+/*
+ * Rows a previous worker left in 'sending' become in_doubt, to be settled;
+ * the invoices being settled are read before any call is taken.
+ */
 static void
 recover_journal(void)
 {
-	List	   *snapshots = NIL;
-	ListCell   *lc;
 	bool		installed;
 
 	StartTransactionCommand();
@@ -770,13 +847,9 @@ recover_journal(void)
 	installed = bg_journal_open();
 	if (installed)
 	{
-		foreach(lc, bg_journal_recover())
-		{
-			BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
-
-			snapshots = keep(snapshots,
-							 new_batch_job(JOB_SNAPSHOT, &q->payment, q->id));
-		}
+		bg_journal_recover();
+		bg_inflight_set_unsettled(bg_journal_unsettled());
+		unsettled_stale = false;
 	}
 	SPI_finish();
 	PopActiveSnapshot();
@@ -784,8 +857,7 @@ recover_journal(void)
 	journal_recovered = true;
 	journal_was_ready = installed;
 	journal_retry_ms = 0;
-
-	start_committed(snapshots);
+	queue_woken = true;
 	MemoryContextReset(batch_cxt);
 }
 
@@ -816,7 +888,6 @@ run_batch(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	List	   *recorded = NIL;
-	List	   *snapshots = NIL;
 	List	   *to_start;
 	ListCell   *lc;
 
@@ -836,7 +907,7 @@ run_batch(void)
 		  queue_due(now)))
 		return;
 
-	to_start = journal_batch(&recorded, &snapshots);
+	to_start = journal_batch(&recorded);
 
 	/* the outcomes written and the refused callers are done with */
 	free_jobs(recorded);
@@ -849,13 +920,7 @@ run_batch(void)
 	}
 	batch_taken = NIL;
 
-	if (ShutdownRequestPending)
-	{
-		/* no new GETs now: the rows stay in_doubt, without a snapshot */
-		free_jobs(snapshots);
-		snapshots = NIL;
-	}
-	start_committed(keep_all(to_start, snapshots));
+	start_committed(to_start);
 	MemoryContextReset(batch_cxt);
 	report_stats(false);
 }
@@ -970,6 +1035,8 @@ ms_until_due(void)
 							 journal_retry_at));
 	if (stats_flush_at != 0)
 		wake = Min(wake, stats_flush_at);
+	/* a call held back on a busy invoice is answered when its time is up */
+	wake = Min(wake, held_call_deadline);
 	if (wake == DT_NOEND)
 		return -1;
 	return Max(0, TimestampDifferenceMilliseconds(now, wake));
@@ -1021,6 +1088,7 @@ billogram_worker_main(Datum main_arg)
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "billogram batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	bg_channel_attach_worker();
+	bg_inflight_init();
 	bg_stats_worker_started();
 	bg_http_init(transfer_finished);
 	ereport(LOG,
@@ -1081,11 +1149,16 @@ billogram_worker_main(Datum main_arg)
 			report_stats(true);
 
 		(void) bg_http_wait(ms_until_due());
-		if (bg_channel_queue_woken() && !queue_woken)
+		if (bg_channel_queue_woken())
 		{
-			queue_woken = true;
-			claim_not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														   BG_CLAIM_GATHER_MS);
+			/* an operator's resolution or a callback may free an invoice */
+			unsettled_stale = true;
+			if (!queue_woken)
+			{
+				queue_woken = true;
+				claim_not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															   BG_CLAIM_GATHER_MS);
+			}
 		}
 	}
 

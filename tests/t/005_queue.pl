@@ -160,9 +160,19 @@ my $kill_states = states('kill');
 like($kill_states, qr/^done=\d+(\nin_doubt=\d+)?$/, "rows end done or in_doubt ($kill_states)");
 ($max, $ids) = max_posts(qr/^kill/);
 is($max, 1, 'no payment was sent twice');
+# the rows the kill caught in 'sending' became in_doubt and were settled
+# from the invoice: done ('reconciled') exactly when the payment arrived
 ok( $node->poll_query_until('postgres',
-		"SELECT bool_and(invoice_snapshot IS NOT NULL) FROM billogram_requests WHERE billogram_id LIKE 'kill%' AND state = 'in_doubt'"),
-	'every in_doubt row got a snapshot');
+		"SELECT bool_and(invoice_snapshot IS NOT NULL AND evidence->>'verdict' IN ('applied', 'checking')) "
+		  . "FROM billogram_requests WHERE billogram_id LIKE 'kill%' AND error->>'sqlstate' = 'BG002'"),
+	'every row caught sending got a snapshot and a verdict');
+my %caught = split /[|\n]/, $node->safe_psql('postgres',
+	"SELECT billogram_id, state || ':' || coalesce(resolution ~ '^reconciled', false) "
+	  . "FROM billogram_requests WHERE billogram_id LIKE 'kill%' AND error->>'sqlstate' = 'BG002'");
+my %posted = map { $_ => 1 } keys %{ $mock->post_counts(qr/^kill/) };
+is_deeply([ map { "$_=$caught{$_}" } sort keys %caught ],
+	[ map { "$_=" . ($posted{$_} ? 'done:t' : 'in_doubt:f') } sort keys %caught ],
+	'those that reached the mock are done, reconciled; the others stay in_doubt');
 
 # --- pg_ctl stop -m immediate with 1,000 rows pending ---
 $mock->fault('{"mode":"down"}');

@@ -113,6 +113,23 @@ sub post_counts
 	return \%n;
 }
 
+# A payment made on an invoice outside the API (by "someone else").
+sub pay_elsewhere
+{
+	my ($self, $id, $amount) = @_;
+	return decode_json($self->_ctl('POST', "/invoice/$id/pay",
+			encode_json({ amount => "$amount" })));
+}
+
+# A callback Billogram would send for an event of an invoice, signed with
+# key: { timestamp, signature, body }.  %o: event (index), encoding, timestamp.
+sub signed_callback
+{
+	my ($self, $id, $key, %o) = @_;
+	return decode_json($self->_ctl('POST', '/callback',
+			encode_json({ id => $id, key => $key, %o })));
+}
+
 sub fault { my ($self, $json) = @_; $self->_ctl('POST', '/fault', $json); }
 sub reset { my ($self) = @_; $self->_ctl('POST', '/reset', ''); }
 

@@ -1,0 +1,124 @@
+/*-------------------------------------------------------------------------
+ *
+ * inflight.c
+ *	  Which invoices have a payment in flight, or one being settled, so
+ *	  that the worker sends one payment per invoice at a time.
+ *
+ * Why one at a time: Billogram has no idempotency key, so a payment whose
+ * outcome is unknown is settled by comparing the invoice before and after
+ * it (journal.c, billogram_settle in SQL).  That comparison is only
+ * unambiguous if nothing else of ours moved the invoice meanwhile, and two
+ * 'remaining' payments sent together would race for the same sum.
+ *
+ * Queued rows are held back by the claim itself, from the journal's states
+ * (journal.c).  This table serves the synchronous calls, which are taken
+ * from the channel before anything is journaled: a call on a busy invoice
+ * stays in the channel, in order, until the invoice is free or the call's
+ * time is up.  The worker keeps it: payments count in when they leave and
+ * out when their job is freed; the invoices being settled are read from
+ * the journal (settle_at set) whenever that may have changed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/hsearch.h"
+
+#include "inflight.h"
+#include "request.h"
+
+typedef struct BgInvoiceEntry
+{
+	char		billogram_id[BG_ID_MAXLEN + 1]; /* hash key */
+	int			payments;		/* payments in flight */
+	bool		unsettled;		/* a row is being settled */
+} BgInvoiceEntry;
+
+static HTAB *invoices = NULL;
+
+void
+bg_inflight_init(void)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = BG_ID_MAXLEN + 1;
+	ctl.entrysize = sizeof(BgInvoiceEntry);
+	invoices = hash_create("billogram invoices in flight", 64, &ctl,
+						   HASH_ELEM | HASH_STRINGS);
+}
+
+/* HASH_STRINGS: keys are compared and copied as C strings */
+static BgInvoiceEntry *
+entry_for(const char *billogram_id, bool create)
+{
+	bool		found;
+	BgInvoiceEntry *entry = hash_search(invoices, billogram_id,
+										create ? HASH_ENTER : HASH_FIND,
+										&found);
+
+	if (entry != NULL && !found)
+	{
+		entry->payments = 0;
+		entry->unsettled = false;
+	}
+	return entry;
+}
+
+/* Forget an invoice that nothing holds any more. */
+static void
+forget_if_free(BgInvoiceEntry *entry)
+{
+	if (entry->payments <= 0 && !entry->unsettled)
+		hash_search(invoices, entry->billogram_id, HASH_REMOVE, NULL);
+}
+
+void
+bg_inflight_add(const char *billogram_id)
+{
+	BgInvoiceEntry *entry = entry_for(billogram_id, true);
+
+	entry->payments++;
+}
+
+void
+bg_inflight_remove(const char *billogram_id)
+{
+	BgInvoiceEntry *entry = entry_for(billogram_id, false);
+
+	if (entry == NULL)
+		return;
+	entry->payments--;
+	forget_if_free(entry);
+}
+
+void
+bg_inflight_mark_unsettled(const char *billogram_id)
+{
+	BgInvoiceEntry *entry = entry_for(billogram_id, true);
+
+	entry->unsettled = true;
+}
+
+void
+bg_inflight_set_unsettled(List *billogram_ids)
+{
+	HASH_SEQ_STATUS seq;
+	BgInvoiceEntry *entry;
+	ListCell   *lc;
+
+	hash_seq_init(&seq, invoices);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		entry->unsettled = false;
+		/* removing the entry just returned is allowed during a scan */
+		forget_if_free(entry);
+	}
+	foreach(lc, billogram_ids)
+		bg_inflight_mark_unsettled((const char *) lfirst(lc));
+}
+
+bool
+bg_inflight_busy(const char *billogram_id)
+{
+	return entry_for(billogram_id, false) != NULL;
+}

@@ -1,0 +1,192 @@
+# What happens when an outcome is unknown: the worker reads the invoice
+# again and settles the row from the evidence, never by guessing.  A
+# payment the invoice shows applied becomes done ('reconciled'); one it
+# shows did not arrive stays in_doubt until an operator resends it, once;
+# anything else (someone else paid meanwhile) stays in_doubt.  And one
+# payment per invoice is in flight at a time, in order.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::Bin;
+use BgTest;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $mock = BgTest->start_mock;
+my $node = $mock->new_node('settle', extra => "billogram.settle_time = '3s'\n");
+BgTest::worker_pid($node);
+
+sub query { return $node->safe_psql('postgres', $_[0]); }
+
+# The newest row of invoice $id, once its verdict is final (settle_at NULL).
+sub settled_row
+{
+	my ($id) = @_;
+	my $newest = "FROM billogram_requests WHERE id = "
+	  . "(SELECT max(id) FROM billogram_requests WHERE billogram_id = '$id')";
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 $newest "
+		  . "AND state IN ('done', 'in_doubt') AND settle_at IS NULL AND evidence IS NOT NULL")
+	  or die "the row of $id was not settled";
+	return decode_json(query(
+		"SELECT json_build_object('state', state, 'verdict', evidence->>'verdict', "
+		  . "'reconciled', resolution ~ '^reconciled', 'evidence', evidence) $newest"));
+}
+
+sub new_amounts
+{
+	my ($row) = @_;
+	return join ',', map { 0 + $_->{amount} } grep { defined $_->{amount} }
+	  @{ $row->{evidence}{new_events} };
+}
+
+# --- 500 after the payment was applied: reconciled ---
+my ($state) = BgTest::call($node,
+	"SELECT billogram_credit_payment('a500s1', 'amount', 250)");
+is($state, 'BG500', 'the caller is told the 500');
+my $row = settled_row('a500s1');
+is($row->{state}, 'done', '500 after apply: the row is done');
+ok($row->{reconciled}, 'its resolution says reconciled');
+is($row->{verdict}, 'applied', 'the verdict is applied');
+is(new_amounts($row), '250', 'the evidence is the one new payment of 250');
+is(0 + $row->{evidence}{remaining_after}, -750, 'and the remaining sum after it');
+is(scalar @{ $mock->posts('a500s1') }, 1, 'it was sent once');
+
+# the same for a queued 'remaining' payment dropped after it was applied
+query("SELECT billogram_enqueue_credit_payment('adropq1', 'remaining')");
+$row = settled_row('adropq1');
+is($row->{state}, 'done', 'remaining, dropped after apply: done');
+is($row->{verdict}, 'applied', 'applied: one payment of the whole sum, nothing left');
+is(new_amounts($row), '1000', 'the payment of the whole remaining sum');
+
+# --- with history: the journal knew the invoice before the request ---
+# An earlier payment of ours is on record (its reply's summary), and
+# someone else pays after it, before ours: two new payments, ambiguous.
+$mock->pay_elsewhere('a500h1', '100.00');
+sub record_known_invoice
+{
+	my ($id) = @_;
+	my $summary = query(
+		"SELECT billogram_invoice_summary('" . encode_json({
+			id => $id,
+			remaining_sum => 0 + $mock->invoice($id)->{remaining_sum},
+			events => $mock->invoice($id)->{events} }) . "'::jsonb)");
+	query("INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body, "
+		  . "state, finished_at, response) VALUES ('enqueue', '$id', 'amount', 100, "
+		  . "'{\"mode\":\"amount\",\"amount\":100}', 'done', now(), '$summary')");
+}
+record_known_invoice('a500h1');
+BgTest::call($node, "SELECT billogram_credit_payment('a500h1', 'amount', 250)");
+$row = settled_row('a500h1');
+is($row->{verdict}, 'applied', 'with history: applied');
+is(0 + $row->{evidence}{remaining_before}, -900, 'compared with the invoice the journal knew');
+is(new_amounts($row), '250', 'the earlier payment is not counted as new');
+
+$mock->pay_elsewhere('a500h2', '100.00');
+record_known_invoice('a500h2');
+$mock->pay_elsewhere('a500h2', '250.00');
+BgTest::call($node, "SELECT billogram_credit_payment('a500h2', 'amount', 250)");
+$row = settled_row('a500h2');
+is($row->{state}, 'in_doubt', 'someone else paid meanwhile: still in_doubt');
+is($row->{verdict}, 'ambiguous', 'the verdict is ambiguous');
+is(new_amounts($row), '250,250', 'the evidence shows both payments');
+
+# without history, a payment by someone else shortly before ours counts too
+$mock->pay_elsewhere('a500n1', '250.00');
+BgTest::call($node, "SELECT billogram_credit_payment('a500n1', 'amount', 250)");
+$row = settled_row('a500n1');
+is($row->{verdict}, 'ambiguous', 'without history: another recent payment makes it ambiguous');
+
+# --- dropped before it was applied: not applied, resent once on demand ---
+($state) = BgTest::call($node,
+	"SELECT billogram_credit_payment('ndrops1', 'amount', 100)");
+is($state, 'BG000', 'the caller is told there was no reply');
+is(query("SELECT evidence->>'verdict' FROM billogram_requests WHERE billogram_id = 'ndrops1'"),
+	'checking', 'before billogram.settle_time: still checking');
+$row = settled_row('ndrops1');
+is($row->{state}, 'in_doubt', 'not applied: stays in_doubt');
+is($row->{verdict}, 'not_applied', 'the verdict is not_applied');
+is(new_amounts($row), '', 'no new payment on the invoice');
+like(query("SELECT advice FROM billogram_in_doubt WHERE billogram_id = 'ndrops1'"),
+	qr/^not registered: .* billogram_resolve\(\d+, 'resend'\) sends it again$/,
+	'billogram_in_doubt says so, and how to resend');
+sleep 1;
+is(scalar @{ $mock->posts('ndrops1') }, 1, 'it is never resent on its own');
+query("SELECT billogram_resolve(id, 'resend') FROM billogram_requests WHERE billogram_id = 'ndrops1'");
+BgTest::wait_settled($node);
+$node->poll_query_until('postgres',
+	"SELECT state = 'in_doubt' FROM billogram_requests WHERE billogram_id = 'ndrops1'");
+sleep 1;
+is(scalar @{ $mock->posts('ndrops1') }, 2, 'resend sends it once more, once');
+
+# --- one payment per invoice in flight, in order ---
+# two 'remaining' payments queued together: the second leaves only once the
+# first is answered, and finds nothing left
+query("SELECT billogram_enqueue_credit_payment('slow400r1', 'remaining') FROM generate_series(1, 2)");
+BgTest::wait_settled($node);
+my @posts = @{ $mock->posts('slow400r1') };
+is(scalar @posts, 2, 'both queued remaining payments were sent');
+cmp_ok($posts[1]{time} - $posts[0]{time}, '>=', 0.4,
+	'the second left only after the first was answered');
+is(query("SELECT string_agg(state || ':' || coalesce(http_status, 0), ',' ORDER BY id) "
+		  . "FROM billogram_requests WHERE billogram_id = 'slow400r1'"),
+	'done:200,failed:400', 'the first paid the whole sum; the second found nothing left');
+
+# the same for two synchronous calls from two sessions at once
+my @runs;
+for my $i (1 .. 2)
+{
+	my ($out, $err) = ('', '');
+	push @runs, [ IPC::Run::start(
+		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'),
+		  '-c', "SELECT billogram_credit_payment('slow400s1', 'remaining')->>'state'" ],
+		'>', \$out, '2>', \$err), \$out, \$err ];
+}
+$_->[0]->finish for @runs;
+my @answers = sort map { ${ $_->[1] } =~ /(\w+)/ ? $1 : ${ $_->[2] } =~ /(INVALID_OBJECT_STATE)/ ? $1 : 'other' } @runs;
+is_deeply(\@answers, [ 'INVALID_OBJECT_STATE', 'Paid' ],
+	'two concurrent calls: one paid, the other found nothing left');
+@posts = @{ $mock->posts('slow400s1') };
+cmp_ok($posts[1]{time} - $posts[0]{time}, '>=', 0.4,
+	'the second call was sent only after the first was answered');
+
+# a call on an invoice being settled waits for its turn, then is refused
+# when its timeout comes first, with nothing sent
+query("UPDATE billogram_requests SET settle_at = now() + interval '1 hour', state = 'in_doubt' "
+	  . "WHERE billogram_id = 'ndrops1'");
+query("SELECT billogram_wake_worker_at_commit()");
+usleep(300_000);
+($state, undef, my $err) = BgTest::call($node,
+	"SET billogram.timeout = '1s'; SELECT billogram_credit_payment('ndrops1', 'amount', 1)");
+is($state, '55006', 'a call on an invoice being settled is refused when its time is up');
+like($err, qr/was not sent/, 'and told it was not sent');
+is(scalar @{ $mock->posts('ndrops1') }, 2, 'nothing more was sent');
+query("SELECT billogram_resolve(id, 'mark_failed') FROM billogram_requests WHERE billogram_id = 'ndrops1'");
+($state) = BgTest::call($node,
+	"SELECT billogram_credit_payment('ndrops1', 'amount', 1)");
+is($state, 'BG000', 'once resolved, the invoice takes payments again');
+
+# --- callbacks feed the evidence ---
+query("ALTER SYSTEM SET billogram.callback_sign_key = 'tap-sign-key'");
+query("SELECT pg_reload_conf()");
+$node->poll_query_until('postgres',
+	"SELECT billogram_verify_callback('0', 'x', '{}') IS NOT NULL", 't');
+$mock->pay_elsewhere('cbinv1', '10.00');
+for my $enc ('hex', 'base64')
+{
+	my $cb = $mock->signed_callback('cbinv1', 'tap-sign-key', encoding => $enc);
+	my $q = sub { my $v = shift; $v =~ s/'/''/g; "'$v'" };
+	my $sql = "SELECT billogram_record_callback("
+	  . join(', ', map { $q->($cb->{$_}) } qw(timestamp signature body)) . ")";
+	is(query($sql), $enc eq 'hex' ? 'recorded' : 'duplicate',
+		"a callback signed by the mock ($enc) is accepted, its event recorded once");
+}
+is(query("SELECT count(*) || ' ' || min(amount) FROM billogram_events WHERE billogram_id = 'cbinv1'"),
+	'1 10.00', 'one event, with its amount');
+
+done_testing();
