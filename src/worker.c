@@ -122,6 +122,7 @@ typedef struct BgJob
 	int			timeout_ms;
 	int64		request_id;		/* journal row, 0 if none */
 	BgCreditPayment payment;
+	BgRequest	request;		/* what is sent */
 	bool		started;		/* handed to the HTTP engine */
 	/* filled in when the transfer is over */
 	BgReply		reply;
@@ -206,6 +207,10 @@ new_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 	job->payment = *payment;
 	job->request_id = request_id;
 	job->timeout_ms = bg_timeout_ms;
+	if (kind == JOB_SNAPSHOT)
+		bg_request_get_invoice(&job->request, payment->billogram_id);
+	else
+		bg_request_credit_payment(&job->request, payment);
 	return job;
 }
 
@@ -282,10 +287,7 @@ new_batch_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 static void
 start_job(BgJob *job)
 {
-	if (job->kind == JOB_SNAPSHOT)
-		bg_http_start_get_invoice(job, job->payment.billogram_id, job->timeout_ms);
-	else
-		bg_http_start_credit_payment(job, &job->payment, job->timeout_ms);
+	bg_http_start(job, &job->request, job->timeout_ms);
 	job->started = true;
 }
 
