@@ -43,22 +43,36 @@ invoice_from_reply(const BgReply *reply, const char *body, size_t len)
 																PG_UTF8)));
 }
 
+/*
+ * Hand request to the worker, wait, and return the reply's data as jsonb;
+ * anything but a success is raised as report.c words it for the request.
+ */
+static Datum
+call_worker(const BgRequest *request, const BgCreditPayment *payment)
+{
+	BgCallerReply result;
+
+	bg_channel_call(request, payment, bg_timeout_ms, &result);
+
+	if (result.reply.outcome != BG_OUTCOME_OK)
+		bg_report_failure(ERROR, request->kind, request->billogram_id,
+						  &result.reply);
+
+	return invoice_from_reply(&result.reply, result.body, result.body_len);
+}
+
 Datum
 billogram_credit_payment(PG_FUNCTION_ARGS)
 {
 	BgCreditPayment payment;
-	BgCallerReply result;
+	BgRequest	request;
 
 	bg_build_credit_payment(&payment,
 							PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
 							PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
 							PG_ARGISNULL(2) ? NULL : PG_GETARG_NUMERIC(2));
 	bg_identify_caller(&payment.caller);
+	bg_request_credit_payment(&request, &payment);
 
-	bg_channel_call(&payment, bg_timeout_ms, &result);
-
-	if (result.reply.outcome != BG_OUTCOME_OK)
-		bg_report_failure(ERROR, payment.billogram_id, &result.reply);
-
-	PG_RETURN_DATUM(invoice_from_reply(&result.reply, result.body, result.body_len));
+	PG_RETURN_DATUM(call_worker(&request, &payment));
 }
