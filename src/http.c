@@ -676,6 +676,14 @@ classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
 
 	curl_easy_getinfo(t->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded);
 	sent = uploaded > 0 || t->body_handed > 0 || result == CURLE_SEND_FAIL_REWIND;
+	if (t->body_len == 0)
+	{
+		/* a request without a body (a GET) is sent once its head is */
+		long		request_size = 0;
+
+		curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &request_size);
+		sent = sent || request_size > 0;
+	}
 
 	/* our own wording where curl's includes timings, to keep it stable */
 	if (result == CURLE_SEND_FAIL_REWIND || (result == CURLE_GOT_NOTHING && sent))
