@@ -1,12 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * credit_payment.c
- *	  billogram_credit_payment(): the synchronous SQL entry point.
+ *	  The synchronous SQL entry points: billogram_credit_payment() and
+ *	  billogram_get_invoice().
  *
  * The calling backend validates its arguments, hands the request to the
  * worker and waits; it never talks HTTP itself.  A success returns the
- * updated invoice, the reply's "data", parsed by PostgreSQL's own jsonb
- * input so that every amount stays exact.
+ * invoice, the reply's "data", parsed by PostgreSQL's own jsonb input so
+ * that every amount stays exact: after a payment the updated invoice, from
+ * a GET the invoice as it is now.  The worker journals the payment; the GET
+ * changes nothing at Billogram and is journaled nowhere.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,6 +27,7 @@
 #include "request.h"
 
 PG_FUNCTION_INFO_V1(billogram_credit_payment);
+PG_FUNCTION_INFO_V1(billogram_get_invoice);
 
 /*
  * The reply's "data" as jsonb, parsed from where the worker's classification
@@ -75,4 +79,14 @@ billogram_credit_payment(PG_FUNCTION_ARGS)
 	bg_request_credit_payment(&request, &payment);
 
 	PG_RETURN_DATUM(call_worker(&request, &payment));
+}
+
+Datum
+billogram_get_invoice(PG_FUNCTION_ARGS)
+{
+	BgRequest	request;
+
+	bg_build_get_invoice(&request, PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+
+	PG_RETURN_DATUM(call_worker(&request, NULL));
 }
