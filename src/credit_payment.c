@@ -86,7 +86,8 @@ billogram_get_invoice(PG_FUNCTION_ARGS)
 {
 	BgRequest	request;
 
-	bg_build_get_invoice(&request, PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	bg_build_get_invoice(&request,
+						 PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 
 	PG_RETURN_DATUM(call_worker(&request, NULL));
 }
