@@ -4,8 +4,9 @@
  * Closes the routes by which a role without a grant could queue a payment,
  * holds rows that came with a dump or copy from another cluster,
  * records who caused each payment, stops a NULL trigger amount from paying
- * out the remaining sum, and keeps customers' personal data out of the
- * journal by default.  billogram--0.2.sql documents every object; the
+ * out the remaining sum, keeps customers' personal data out of the
+ * journal by default, and adds billogram_get_invoice() to read an invoice.
+ * billogram--0.2.sql documents every object; the
  * upgraded schema is the same as a fresh 0.2 one (a test compares them).
  * CHANGELOG.md says what this changes for existing triggers and rows.
  */
@@ -55,6 +56,37 @@ ALTER FUNCTION billogram_payment_trigger()
 -- a trigger needs a grant: at CREATE TRIGGER for its creator, and at every
 -- row for the table's owner
 REVOKE ALL ON FUNCTION billogram_payment_trigger() FROM PUBLIC;
+
+-- the invoice as it is now: a GET, not journaled, a grant of its own
+/*
+ * billogram_get_invoice(id) RETURNS jsonb
+ *
+ * The invoice `id` as Billogram has it now: a GET of /billogram/{id}, made
+ * by the worker like a payment, returning the reply's "data" as jsonb, with
+ * amounts exact.  The id is checked as billogram_credit_payment() checks
+ * it (22023, and nothing sent); failures raise the same SQLSTATEs (BG000,
+ * BG001, BG002, BG followed by the HTTP status: BG404 for an unknown
+ * invoice), and billogram.timeout, cancel and statement_timeout apply as
+ * to a payment.  A GET changes nothing at Billogram: it is not journaled in
+ * billogram_requests, and whatever fails can simply be tried again.
+ * VOLATILE: every call asks Billogram anew.  Not STRICT, so that a NULL id
+ * gets a clear error.
+ *
+ * Privileges: EXECUTE is revoked from PUBLIC, and is a grant of its own,
+ * neither implied by nor implying billogram_credit_payment(): it moves no
+ * money, but the invoice carries the customer's name, addresses and
+ * identity number.
+ *     GRANT EXECUTE ON FUNCTION billogram_get_invoice(text) TO support;
+ */
+CREATE FUNCTION billogram_get_invoice(id text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'billogram_get_invoice'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION billogram_get_invoice(text) FROM PUBLIC;
+
+COMMENT ON FUNCTION billogram_get_invoice(text) IS
+'Returns a Billogram invoice as it is now, read through the billogram worker; changes nothing at Billogram';
 
 -- internal: who is deciding, for the operators' functions below (the role
 -- that called, SET ROLE counted, and the login role if it differs), which

@@ -18,6 +18,9 @@
  *   purge the journal EXECUTE ON FUNCTION billogram_purge
  *   watch the worker  SELECT ON billogram_health (granted to pg_monitor)
  *   record callbacks  EXECUTE ON FUNCTION billogram_record_callback
+ * Reading an invoice moves no money, but shows the customer's personal
+ * data, so it is one explicit grant too:
+ *   read an invoice   EXECUTE ON FUNCTION billogram_get_invoice
  * PUBLIC holds none of them.  The functions that queue run as their caller,
  * so that the journal names who asked; only their insert into the journal
  * runs as its owner.  The SECURITY DEFINER functions pin search_path to
@@ -57,6 +60,36 @@ REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric) FROM PUBLIC
 
 COMMENT ON FUNCTION billogram_credit_payment(text, text, numeric) IS
 'Registers a payment on a Billogram credit invoice through the billogram worker; returns the updated invoice';
+
+/*
+ * billogram_get_invoice(id) RETURNS jsonb
+ *
+ * The invoice `id` as Billogram has it now: a GET of /billogram/{id}, made
+ * by the worker like a payment, returning the reply's "data" as jsonb, with
+ * amounts exact.  The id is checked as billogram_credit_payment() checks
+ * it (22023, and nothing sent); failures raise the same SQLSTATEs (BG000,
+ * BG001, BG002, BG followed by the HTTP status: BG404 for an unknown
+ * invoice), and billogram.timeout, cancel and statement_timeout apply as
+ * to a payment.  A GET changes nothing at Billogram: it is not journaled in
+ * billogram_requests, and whatever fails can simply be tried again.
+ * VOLATILE: every call asks Billogram anew.  Not STRICT, so that a NULL id
+ * gets a clear error.
+ *
+ * Privileges: EXECUTE is revoked from PUBLIC, and is a grant of its own,
+ * neither implied by nor implying billogram_credit_payment(): it moves no
+ * money, but the invoice carries the customer's name, addresses and
+ * identity number.
+ *     GRANT EXECUTE ON FUNCTION billogram_get_invoice(text) TO support;
+ */
+CREATE FUNCTION billogram_get_invoice(id text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'billogram_get_invoice'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION billogram_get_invoice(text) FROM PUBLIC;
+
+COMMENT ON FUNCTION billogram_get_invoice(text) IS
+'Returns a Billogram invoice as it is now, read through the billogram worker; changes nothing at Billogram';
 
 /*
  * The journal of credit-payment requests.

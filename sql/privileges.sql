@@ -37,6 +37,27 @@ RESET ROLE;
 -- only the granted call reached Billogram
 SELECT count(*) AS sent FROM mock_requests('privs1');
 
+-- reading an invoice is a grant of its own: paying does not imply it, nor
+-- it paying
+CREATE ROLE regress_bg_reader LOGIN;
+GRANT EXECUTE ON FUNCTION billogram_get_invoice(text) TO regress_bg_reader;
+SELECT has_function_privilege('public', 'billogram_get_invoice(text)', 'EXECUTE') AS public_can_read;
+SET ROLE regress_bg_clerk;
+SELECT billogram_get_invoice('privs2');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SET ROLE regress_bg_finance;
+SELECT billogram_get_invoice('privs2');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SET ROLE regress_bg_reader;
+SELECT billogram_credit_payment('privs2', 'amount', 10);
+\echo :LAST_ERROR_SQLSTATE
+SELECT inv->>'id' AS id, inv->'remaining_sum' AS remaining FROM billogram_get_invoice('privs2') AS inv;
+RESET ROLE;
+-- what reached Billogram: the reader's GET, nothing else
+SELECT r->>'method' AS method, r->>'path' AS path FROM mock_requests('privs2') AS r;
+
 -- a monitoring role may read superuser-only settings (pg_read_all_settings
 -- is part of pg_monitor): it gets a mask, as does the superuser
 CREATE ROLE regress_bg_monitor;
@@ -59,5 +80,7 @@ ALTER SYSTEM SET billogram.api_password = 'tiny-pass';
 \echo :LAST_ERROR_SQLSTATE
 
 DROP ROLE regress_bg_clerk;
+REVOKE ALL ON FUNCTION billogram_get_invoice(text) FROM regress_bg_reader;
+DROP ROLE regress_bg_reader;
 REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric) FROM regress_bg_finance;
 DROP ROLE regress_bg_finance;

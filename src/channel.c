@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * channel.c
- *	  Shared-memory hand-off of credit payments between backends and the
- *	  background worker.
+ *	  Shared-memory hand-off of requests (credit payments, GETs of invoices)
+ *	  between backends and the background worker.
  *
  * A calling backend fills a free slot, wakes the worker through its latch
  * and sleeps on its own latch.  The worker takes submitted slots oldest
@@ -11,10 +11,15 @@
  * ones travel in a pinned dynamic shared memory segment that the caller
  * unpins once it has read it, so replies of any size get through.
  *
+ * A slot carries the request itself, whose kind tells the worker what to do
+ * with it, and for a credit payment what the journal records of it.
+ *
  * A slot's life: FREE -> SUBMITTED -> SENDING -> DONE -> FREE.  A caller that
  * stops waiting (cancel, statement_timeout, termination) abandons its slot:
  * a SUBMITTED slot is simply freed and nothing is sent; a SENDING one becomes
- * ABANDONED and the worker, when done, logs the outcome and frees it.
+ * ABANDONED and the worker, when done, logs a credit payment's outcome and
+ * frees it.  Only a credit payment's fate is told: a GET changes nothing at
+ * Billogram, whether it was sent or not.
  *
  * All state changes happen under one LWLock held for a few instructions;
  * reply data is copied outside it, by the one process that owns the slot in
@@ -58,7 +63,8 @@ typedef struct BgSlot
 	uint64		seq;			/* submission order */
 	Latch	   *owner_latch;
 	TimestampTz deadline;		/* submission + billogram.timeout */
-	BgCreditPayment payment;
+	BgRequest	request;
+	BgCreditPayment payment;	/* zeroed unless a credit payment */
 	BgReply		reply;
 	dsm_handle	body_handle;	/* DSM_HANDLE_INVALID: body is inline */
 	Size		body_len;
@@ -208,7 +214,8 @@ check_worker_available(void)
 }
 
 static int
-submit(const BgCreditPayment *payment, int timeout_ms)
+submit(const BgRequest *request, const BgCreditPayment *payment,
+	   int timeout_ms)
 {
 	int			i;
 	int			slotno = -1;
@@ -247,7 +254,11 @@ submit(const BgCreditPayment *payment, int timeout_ms)
 	{
 		BgSlot	   *slot = &channel->slots[slotno];
 
-		slot->payment = *payment;
+		slot->request = *request;
+		if (payment)
+			slot->payment = *payment;
+		else
+			memset(&slot->payment, 0, sizeof(slot->payment));
 		slot->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													 timeout_ms);
 		slot->owner_latch = MyLatch;
@@ -334,24 +345,27 @@ wait_for_reply(int slotno, int timeout_ms, BgCallerReply *result)
 /*
  * Tell the caller, after a cancel or timeout, whether the payment left.  A
  * WARNING rather than more text on the error, because only now, after the
- * slot has been given up, is the answer certain.
+ * slot has been given up, is the answer certain.  A GET changes nothing at
+ * Billogram: whether it left matters to nobody.
  */
 static void
-report_abandoned(const BgCreditPayment *payment, BgSlotState was)
+report_abandoned(const BgRequest *request, BgSlotState was)
 {
+	if (request->kind != BG_REQUEST_CREDIT_PAYMENT)
+		return;
 	if (was == SLOT_SUBMITTED)
 		ereport(NOTICE,
 				(errmsg("the credit payment on %s was not sent to Billogram",
-						payment->billogram_id)));
+						request->billogram_id)));
 	else if (was == SLOT_SENDING)
 		ereport(WARNING,
 				(errmsg("the credit payment on %s had already been sent to Billogram",
-						payment->billogram_id),
+						request->billogram_id),
 				 errdetail("The worker finishes the request and records its outcome in billogram_requests and the server log.")));
 	else if (was == SLOT_DONE)
 		ereport(WARNING,
 				(errmsg("the credit payment on %s was answered by Billogram as the wait ended",
-						payment->billogram_id),
+						request->billogram_id),
 				 errdetail("Its outcome is recorded in billogram_requests.")));
 }
 
@@ -366,7 +380,7 @@ report_abandoned(const BgCreditPayment *payment, BgSlotState was)
  * -Wclobbered says.
  */
 static pg_noinline void
-wait_or_abandon(const BgCreditPayment *payment, int slotno, int timeout_ms,
+wait_or_abandon(const BgRequest *request, int slotno, int timeout_ms,
 				BgCallerReply *result)
 {
 	PG_TRY();
@@ -375,18 +389,20 @@ wait_or_abandon(const BgCreditPayment *payment, int slotno, int timeout_ms,
 	}
 	PG_CATCH();
 	{
-		report_abandoned(payment, abandon_slot(slotno));
+		report_abandoned(request, abandon_slot(slotno));
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 }
 
 void
-bg_channel_call(const BgCreditPayment *payment, int timeout_ms,
-				BgCallerReply *result)
+bg_channel_call(const BgRequest *request, const BgCreditPayment *payment,
+				int timeout_ms, BgCallerReply *result)
 {
 	int			slotno;
 
+	/* what the worker journals, and only that, comes with its data */
+	Assert((request->kind == BG_REQUEST_CREDIT_PAYMENT) == (payment != NULL));
 	check_worker_available();
 	if (!exit_callback_registered)
 	{
@@ -394,8 +410,8 @@ bg_channel_call(const BgCreditPayment *payment, int timeout_ms,
 		exit_callback_registered = true;
 	}
 
-	slotno = submit(payment, timeout_ms);
-	wait_or_abandon(payment, slotno, timeout_ms, result);
+	slotno = submit(request, payment, timeout_ms);
+	wait_or_abandon(request, slotno, timeout_ms, result);
 }
 
 void
@@ -464,10 +480,11 @@ fail_outstanding_slots(const char *why)
 			fail_slot(slot, why, false);
 		else if (slot->state == SLOT_ABANDONED)
 		{
-			ereport(LOG,
-					(errmsg("billogram: the outcome of the credit payment on %s is unknown: %s",
-							slot->payment.billogram_id, why),
-					 errdetail("The request may have reached Billogram; check the invoice.")));
+			if (slot->request.kind == BG_REQUEST_CREDIT_PAYMENT)
+				ereport(LOG,
+						(errmsg("billogram: the outcome of the credit payment on %s is unknown: %s",
+								slot->request.billogram_id, why),
+						 errdetail("The request may have reached Billogram; check the invoice.")));
 			slot->state = SLOT_FREE;
 		}
 	}
@@ -530,7 +547,7 @@ bg_channel_take(BgTakenRequest *taken, BgMayTake may_take,
 		if (slot->state != SLOT_SUBMITTED ||
 			(oldest >= 0 && slot->seq > channel->slots[oldest].seq))
 			continue;
-		if (may_take && slot->deadline > now && !may_take(&slot->payment))
+		if (may_take && slot->deadline > now && !may_take(&slot->request))
 		{
 			if (next_deadline)
 				*next_deadline = Min(*next_deadline, slot->deadline);
@@ -547,6 +564,7 @@ bg_channel_take(BgTakenRequest *taken, BgMayTake may_take,
 		/* the time left of the caller's billogram.timeout; 0 if none */
 		taken->timeout_ms = (int) TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
 																  slot->deadline);
+		taken->request = slot->request;
 		taken->payment = slot->payment;
 	}
 	LWLockRelease(channel->lock);
@@ -584,13 +602,14 @@ bg_channel_post_reply(int slotno, const BgReply *reply,
 					  const char *body, size_t body_len)
 {
 	BgSlot	   *slot = &channel->slots[slotno];
+	BgRequestKind kind = slot->request.kind;
 	char		billogram_id[BG_ID_MAXLEN + 1];
 	dsm_handle	stored = DSM_HANDLE_INVALID;
 	Latch	   *owner = NULL;
 	bool		abandoned;
 
 	/* the slot may be reused as soon as it is freed below */
-	memcpy(billogram_id, slot->payment.billogram_id, sizeof(billogram_id));
+	memcpy(billogram_id, slot->request.billogram_id, sizeof(billogram_id));
 
 	/* Only the invoice of a success is needed by the caller. */
 	if (reply->outcome != BG_OUTCOME_OK)
@@ -625,8 +644,10 @@ bg_channel_post_reply(int slotno, const BgReply *reply,
 
 	/* the caller has gone: the segment made for it is ours to free */
 	release_body_segment(stored);
+	if (kind != BG_REQUEST_CREDIT_PAYMENT)
+		return;
 	ereport(LOG,
 			(errmsg("billogram: the caller of the credit payment on %s stopped waiting; its outcome follows",
 					billogram_id)));
-	bg_report_failure(LOG, billogram_id, reply);
+	bg_report_failure(LOG, kind, billogram_id, reply);
 }

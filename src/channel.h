@@ -13,11 +13,16 @@
 #include "reply.h"
 #include "request.h"
 
-/* A request as the worker takes it from the channel. */
+/*
+ * A request as the worker takes it from the channel: what to send, whose
+ * kind says what to do with it, and for a credit payment what the journal
+ * records of it (zeroed for a request that is not journaled).
+ */
 typedef struct BgTakenRequest
 {
 	int			slotno;
 	int			timeout_ms;		/* what is left of the caller's timeout */
+	BgRequest	request;
 	BgCreditPayment payment;
 } BgTakenRequest;
 
@@ -32,8 +37,12 @@ typedef struct BgCallerReply
 /* Set up from _PG_init when loaded through shared_preload_libraries. */
 extern void bg_channel_install_hooks(void);
 
-/* Backend side */
-extern void bg_channel_call(const BgCreditPayment *payment, int timeout_ms,
+/*
+ * Backend side: hand request to the worker and wait for its reply.  payment
+ * is the credit payment's journal data; NULL for any other kind.
+ */
+extern void bg_channel_call(const BgRequest *request,
+							const BgCreditPayment *payment, int timeout_ms,
 							BgCallerReply *result);
 
 /* Wake the worker at commit: queued payments are waiting */
@@ -42,7 +51,7 @@ extern void bg_channel_wake_queue(void);
 /* Worker side */
 extern bool bg_channel_queue_woken(void);
 extern void bg_channel_attach_worker(void);
-typedef bool (*BgMayTake) (const BgCreditPayment *payment);
+typedef bool (*BgMayTake) (const BgRequest *request);
 extern bool bg_channel_take(BgTakenRequest *taken, BgMayTake may_take,
 							TimestampTz *next_deadline);
 extern void bg_channel_post_reply(int slotno, const BgReply *reply,

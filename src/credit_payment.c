@@ -1,12 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * credit_payment.c
- *	  billogram_credit_payment(): the synchronous SQL entry point.
+ *	  The synchronous SQL entry points: billogram_credit_payment() and
+ *	  billogram_get_invoice().
  *
  * The calling backend validates its arguments, hands the request to the
  * worker and waits; it never talks HTTP itself.  A success returns the
- * updated invoice, the reply's "data", parsed by PostgreSQL's own jsonb
- * input so that every amount stays exact.
+ * invoice, the reply's "data", parsed by PostgreSQL's own jsonb input so
+ * that every amount stays exact: after a payment the updated invoice, from
+ * a GET the invoice as it is now.  The worker journals the payment; the GET
+ * changes nothing at Billogram and is journaled nowhere.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,6 +27,7 @@
 #include "request.h"
 
 PG_FUNCTION_INFO_V1(billogram_credit_payment);
+PG_FUNCTION_INFO_V1(billogram_get_invoice);
 
 /*
  * The reply's "data" as jsonb, parsed from where the worker's classification
@@ -43,22 +47,47 @@ invoice_from_reply(const BgReply *reply, const char *body, size_t len)
 																PG_UTF8)));
 }
 
+/*
+ * Hand request to the worker, wait, and return the reply's data as jsonb;
+ * anything but a success is raised as report.c words it for the request.
+ */
+static Datum
+call_worker(const BgRequest *request, const BgCreditPayment *payment)
+{
+	BgCallerReply result;
+
+	bg_channel_call(request, payment, bg_timeout_ms, &result);
+
+	if (result.reply.outcome != BG_OUTCOME_OK)
+		bg_report_failure(ERROR, request->kind, request->billogram_id,
+						  &result.reply);
+
+	return invoice_from_reply(&result.reply, result.body, result.body_len);
+}
+
 Datum
 billogram_credit_payment(PG_FUNCTION_ARGS)
 {
 	BgCreditPayment payment;
-	BgCallerReply result;
+	BgRequest	request;
 
 	bg_build_credit_payment(&payment,
 							PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
 							PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
 							PG_ARGISNULL(2) ? NULL : PG_GETARG_NUMERIC(2));
 	bg_identify_caller(&payment.caller);
+	bg_request_credit_payment(&request, &payment);
 
-	bg_channel_call(&payment, bg_timeout_ms, &result);
+	PG_RETURN_DATUM(call_worker(&request, &payment));
+}
 
-	if (result.reply.outcome != BG_OUTCOME_OK)
-		bg_report_failure(ERROR, payment.billogram_id, &result.reply);
+Datum
+billogram_get_invoice(PG_FUNCTION_ARGS)
+{
+	BgRequest	request;
 
-	PG_RETURN_DATUM(invoice_from_reply(&result.reply, result.body, result.body_len));
+	bg_build_get_invoice(&request,
+						 PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+
+	PG_RETURN_DATUM(call_worker(&request, NULL));
 }

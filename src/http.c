@@ -11,6 +11,11 @@
  * worker sleeps in WaitEventSetWait on those sockets, its latch and postmaster
  * death, and never polls.
  *
+ * It knows nothing of Billogram's paths: a request (request.h) comes with
+ * its method, its path below billogram.api_url and its body, and the engine
+ * adds the base URL, the credentials and TLS, and sends it.  What the reply
+ * is for is the caller's business, through the pointer it passed.
+ *
  * When Billogram answers 429 or 503 it is asking every request to wait, not
  * just that one: the engine then starts nothing for the Retry-After (or its
  * own backoff, 1 s doubling to 5 minutes, when there is none), then lets
@@ -18,11 +23,11 @@
  * otherwise goes back to full concurrency.  Requests refused meanwhile are
  * not sent at all.
  *
- * A credit payment is not idempotent, so a request body, once handed to
- * curl, is never handed over again: the body is given through a read
- * callback whose seek callback refuses to rewind.  That turns curl's silent
- * retry of a request on a reused connection that died into an error that
- * says the request may have reached Billogram.
+ * A POST may not be idempotent (a credit payment is not), so a request
+ * body, once handed to curl, is never handed over again: the body is given
+ * through a read callback whose seek callback refuses to rewind.  That
+ * turns curl's silent retry of a request on a reused connection that died
+ * into an error that says the request may have reached Billogram.
  *
  *-------------------------------------------------------------------------
  */
@@ -495,24 +500,16 @@ bg_http_in_flight(void)
  * ---------------------------------------------------------------------
  */
 
-/* base URL without trailing slashes, then the escaped id in path_format */
+/* The base URL without its trailing slashes, then the request's path. */
 static char *
-api_url_for(BgTransfer *t, const char *path_format, const char *billogram_id)
+api_url_for(const BgRequest *req)
 {
-	char	   *escaped = curl_easy_escape(t->easy, billogram_id, 0);
 	const char *base = bg_api_url;
 	int			baselen = strlen(base);
-	char	   *url;
 
-	if (escaped == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
 	while (baselen > 0 && base[baselen - 1] == '/')
 		baselen--;
-	url = psprintf(path_format, baselen, base, escaped);
-	curl_free(escaped);
-	return url;
+	return psprintf("%.*s%s", baselen, base, req->path);
 }
 
 /*
@@ -539,7 +536,8 @@ close_socket(void *arg, curl_socket_t fd)
 }
 
 static void
-set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
+set_transfer_options(BgTransfer *t, BgHttpMethod method, const char *url,
+					 int timeout_ms)
 {
 	CURL	   *e = t->easy;
 
@@ -572,7 +570,7 @@ set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 	curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent);
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 
-	if (t->body_len > 0)
+	if (method == BG_HTTP_POST)
 	{
 		curl_easy_setopt(e, CURLOPT_POST, 1L);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) t->body_len);
@@ -581,6 +579,8 @@ set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_body);
 		curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
 	}
+	else
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_response);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
 
@@ -593,7 +593,7 @@ set_transfer_options(BgTransfer *t, const char *url, int timeout_ms)
 }
 
 static BgTransfer *
-new_transfer(void *job, const char *body, int timeout_ms)
+new_transfer(void *job, const BgRequest *req, int timeout_ms)
 {
 	MemoryContext cxt;
 	BgTransfer *t;
@@ -604,8 +604,8 @@ new_transfer(void *job, const char *body, int timeout_ms)
 	t->cxt = cxt;
 	t->job = job;
 	t->timeout_ms = timeout_ms;
-	t->body_len = strlen(body);
-	memcpy(t->body, body, t->body_len);
+	t->body_len = strlen(req->body);
+	memcpy(t->body, req->body, t->body_len);
 	t->resp_limit = (size_t) bg_max_response_kb * 1024;
 	t->easy = (nidle_handles > 0) ? idle_handles[--nidle_handles] : curl_easy_init();
 	if (t->easy == NULL)
@@ -615,17 +615,29 @@ new_transfer(void *job, const char *body, int timeout_ms)
 	return t;
 }
 
-static void
-add_transfer(BgTransfer *t, const char *path_format, const char *billogram_id)
+/*
+ * Send req; job is handed back to transfer_done when the exchange is over.
+ * When to start one is the caller's decision (bg_http_room() says how many
+ * may start now); the answer to every request, whatever it is for, adjusts
+ * the pause.
+ */
+void
+bg_http_start(void *job, const BgRequest *req, int timeout_ms)
 {
-	MemoryContext old = MemoryContextSwitchTo(t->cxt);
+	BgTransfer *t;
+	MemoryContext old;
 	CURLMcode	mrc;
 
-	set_transfer_options(t, api_url_for(t, path_format, billogram_id),
-						 t->timeout_ms);
+	if (req->path[0] != '/')
+		elog(ERROR, "billogram: request path \"%s\" does not start with \"/\"",
+			 req->path);
+
+	t = new_transfer(job, req, timeout_ms);
+	old = MemoryContextSwitchTo(t->cxt);
+	set_transfer_options(t, req->method, api_url_for(req), t->timeout_ms);
 	MemoryContextSwitchTo(old);
 
-	/* a snapshot's GET may start during the pause: it is no probe */
+	/* one started during the pause (a snapshot's GET may be) is no probe */
 	t->probe = probing && GetCurrentTimestamp() >= paused_until;
 	mrc = curl_multi_add_handle(multi, t->easy);
 	if (mrc != CURLM_OK)
@@ -634,23 +646,6 @@ add_transfer(BgTransfer *t, const char *path_format, const char *billogram_id)
 						curl_multi_strerror(mrc))));
 	in_flight++;
 	bg_stats_set_load(in_flight, open_connections);
-}
-
-void
-bg_http_start_credit_payment(void *job, const BgCreditPayment *payment,
-							 int timeout_ms)
-{
-	add_transfer(new_transfer(job, payment->body, timeout_ms),
-				 "%.*s/billogram/%s/command/credit-payment",
-				 payment->billogram_id);
-}
-
-/* GET /billogram/{id}: safe to repeat, used to snapshot an invoice. */
-void
-bg_http_start_get_invoice(void *job, const char *billogram_id, int timeout_ms)
-{
-	add_transfer(new_transfer(job, "", timeout_ms),
-				 "%.*s/billogram/%s", billogram_id);
 }
 
 /* What became of a transfer that curl ended with an error. */
@@ -681,6 +676,14 @@ classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
 
 	curl_easy_getinfo(t->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded);
 	sent = uploaded > 0 || t->body_handed > 0 || result == CURLE_SEND_FAIL_REWIND;
+	if (t->body_len == 0)
+	{
+		/* a request without a body (a GET) is sent once its head is */
+		long		request_size = 0;
+
+		curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &request_size);
+		sent = sent || request_size > 0;
+	}
 
 	/* our own wording where curl's includes timings, to keep it stable */
 	if (result == CURLE_SEND_FAIL_REWIND || (result == CURLE_GOT_NOTHING && sent))

@@ -24,10 +24,7 @@ extern bool bg_http_can_start(void);
 extern bool bg_http_paused(BgReply *refusal);
 extern int	bg_http_room(void);
 extern int	bg_http_in_flight(void);
-extern void bg_http_start_credit_payment(void *job, const BgCreditPayment *payment,
-										 int timeout_ms);
-extern void bg_http_start_get_invoice(void *job, const char *billogram_id,
-									  int timeout_ms);
+extern void bg_http_start(void *job, const BgRequest *req, int timeout_ms);
 extern bool bg_http_wait(long max_wait_ms);
 
 #endif							/* BILLOGRAM_HTTP_H */

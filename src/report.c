@@ -1,10 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * report.c
- *	  The error messages and SQLSTATEs of failed credit payments.
+ *	  The error messages and SQLSTATEs of failed requests: credit payments
+ *	  and GETs of invoices.
  *
- * Each message says what happened and, as a payments engineer needs to know
- * first, whether the payment may have been registered at Billogram.
+ * Each message says what happened and, for a credit payment, as a payments
+ * engineer needs to know first, whether the payment may have been
+ * registered at Billogram.  A GET changes nothing there, so its messages
+ * say only whether it was sent, and never that money may have moved.
  *
  * What a program reads, without parsing the message:
  *
@@ -73,9 +76,32 @@ bg_reply_sqlstate(const BgReply *reply)
 	return ERRCODE_INTERNAL_ERROR;
 }
 
-static const char *
-reached_detail(const BgReply *reply)
+/*
+ * What was asked, as messages name it: "the credit payment on 2kAEEjE",
+ * "the GET of invoice 2kAEEjE".
+ */
+static char *
+request_name(BgRequestKind kind, const char *id)
 {
+	switch (kind)
+	{
+		case BG_REQUEST_CREDIT_PAYMENT:
+			return psprintf("the credit payment on %s", id);
+		case BG_REQUEST_GET_INVOICE:
+			return psprintf("the GET of invoice %s", id);
+	}
+	return psprintf("the request on %s", id);
+}
+
+static const char *
+reached_detail(BgRequestKind kind, const BgReply *reply)
+{
+	if (kind != BG_REQUEST_CREDIT_PAYMENT)
+	{
+		if (reply->may_have_reached || reply->outcome == BG_OUTCOME_API_ERROR)
+			return "A GET changes nothing at Billogram: it is safe to repeat.";
+		return "The request did not reach Billogram.";
+	}
 	if (reply->may_have_reached)
 		return "The request may have reached Billogram and the payment may be registered: check the invoice before sending it again.";
 	if (reply->outcome == BG_OUTCOME_API_ERROR)
@@ -84,7 +110,8 @@ reached_detail(const BgReply *reply)
 }
 
 static void
-report_api_error(int elevel, const char *id, const BgReply *reply)
+report_api_error(int elevel, BgRequestKind kind, const char *what,
+				 const BgReply *reply)
 {
 	bool		retry_later = bg_reply_asks_to_wait(reply);
 	bool		is_redirect = (reply->http_status >= 300 &&
@@ -98,12 +125,14 @@ report_api_error(int elevel, const char *id, const BgReply *reply)
 		/* typically an HTML or empty page from a proxy or load balancer */
 		ereport(elevel,
 				(errcode(sqlstate_for_http_status(reply->http_status)),
-				 errmsg("Billogram answered the credit payment on %s with HTTP %ld",
-						id, reply->http_status),
+				 errmsg("Billogram answered %s with HTTP %ld",
+						what, reply->http_status),
 				 errdetail("The reply carried no Billogram error. %s",
-						   reached_detail(reply)),
+						   reached_detail(kind, reply)),
 				 retry_later ? errhint("Billogram asks to try again later.") :
-				 is_redirect ? errhint("Redirects are not followed: following one would send the payment again, elsewhere. Check billogram.api_url.") :
+				 is_redirect && kind == BG_REQUEST_CREDIT_PAYMENT ?
+				 errhint("Redirects are not followed: following one would send the payment again, elsewhere. Check billogram.api_url.") :
+				 is_redirect ? errhint("Redirects are not followed. Check billogram.api_url.") :
 				 auth ? errhint(BG_CREDENTIALS_HINT) : 0));
 		return;
 	}
@@ -115,12 +144,12 @@ report_api_error(int elevel, const char *id, const BgReply *reply)
 		appendStringInfo(&detail, "field=%s\n", reply->field_name);
 	if (reply->field[0])
 		appendStringInfo(&detail, "Field: %s. ", reply->field);
-	appendStringInfoString(&detail, reached_detail(reply));
+	appendStringInfoString(&detail, reached_detail(kind, reply));
 
 	ereport(elevel,
 			(errcode(sqlstate_for_http_status(reply->http_status)),
-			 errmsg("Billogram refused the credit payment on %s: HTTP %ld %s: %s",
-					id, reply->http_status, reply->status,
+			 errmsg("Billogram refused %s: HTTP %ld %s: %s",
+					what, reply->http_status, reply->status,
 					reply->message[0] ? reply->message : "(no message)"),
 			 errdetail_internal("%s", detail.data),
 			 retry_later ? errhint("Billogram asks to try again later.") :
@@ -129,32 +158,38 @@ report_api_error(int elevel, const char *id, const BgReply *reply)
 }
 
 void
-bg_report_failure(int elevel, const char *id, const BgReply *reply)
+bg_report_failure(int elevel, BgRequestKind kind, const char *id,
+				  const BgReply *reply)
 {
+	char	   *what = request_name(kind, id);
+
 	switch (reply->outcome)
 	{
 		case BG_OUTCOME_OK:
-			elog(elevel, "credit payment on %s was registered", id);
+			if (kind == BG_REQUEST_CREDIT_PAYMENT)
+				elog(elevel, "credit payment on %s was registered", id);
+			else
+				elog(elevel, "%s was answered", what);
 			break;
 		case BG_OUTCOME_API_ERROR:
-			report_api_error(elevel, id, reply);
+			report_api_error(elevel, kind, what, reply);
 			break;
 		case BG_OUTCOME_TRANSPORT:
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_NO_REPLY),
-					 errmsg("no reply from Billogram to the credit payment on %s: %s",
-							id, reply->message),
-					 errdetail("%s", reached_detail(reply))));
+					 errmsg("no reply from Billogram to %s: %s",
+							what, reply->message),
+					 errdetail("%s", reached_detail(kind, reply))));
 			break;
 		case BG_OUTCOME_BAD_REPLY:
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_BAD_REPLY),
-					 errmsg("unusable reply from Billogram to the credit payment on %s: %s",
-							id, reply->message),
+					 errmsg("unusable reply from Billogram to %s: %s",
+							what, reply->message),
 					 reply->http_status ?
 					 errdetail("HTTP status %ld. %s", reply->http_status,
-							   reached_detail(reply)) :
-					 errdetail("%s", reached_detail(reply))));
+							   reached_detail(kind, reply)) :
+					 errdetail("%s", reached_detail(kind, reply))));
 			break;
 		case BG_OUTCOME_NOT_INSTALLED:
 			ereport(elevel,
@@ -168,42 +203,44 @@ bg_report_failure(int elevel, const char *id, const BgReply *reply)
 		case BG_OUTCOME_NOT_RECORDED:
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_NOT_RECORDED),
-					 errmsg("the credit payment on %s was not sent: the billogram worker could not record it in billogram_requests",
-							id),
-					 errdetail("%s %s", reply->message, reached_detail(reply)),
+					 errmsg("%s was not sent: the billogram worker could not record it in billogram_requests",
+							what),
+					 errdetail("%s %s", reply->message, reached_detail(kind, reply)),
 					 errhint("Nothing was sent, so the call can be made again. The server log has the worker's error.")));
 			break;
 		case BG_OUTCOME_PAUSED:
 			ereport(elevel,
 					(errcode(sqlstate_for_http_status(reply->http_status)),
-					 errmsg("the credit payment on %s was not sent: Billogram asked to wait (HTTP %ld)",
-							id, reply->http_status),
-					 errdetail("%s. %s", reply->message, reached_detail(reply)),
+					 errmsg("%s was not sent: Billogram asked to wait (HTTP %ld)",
+							what, reply->http_status),
+					 errdetail("%s. %s", reply->message, reached_detail(kind, reply)),
 					 errhint("Billogram asks to try again later.")));
 			break;
 		case BG_OUTCOME_INVOICE_BUSY:
 			ereport(elevel,
 					(errcode(ERRCODE_OBJECT_IN_USE),
-					 errmsg("the credit payment on %s was not sent: another payment on the invoice was still in flight or being settled",
-							id),
-					 errdetail("%s. %s", reply->message, reached_detail(reply)),
+					 errmsg("%s was not sent: another payment on the invoice was still in flight or being settled",
+							what),
+					 errdetail("%s. %s", reply->message, reached_detail(kind, reply)),
 					 errhint("One payment per invoice is sent at a time. Call again once it is over; billogram_in_doubt shows a payment being settled.")));
 			break;
 		case BG_OUTCOME_NO_CREDENTIALS:
 			ereport(elevel,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("no Billogram API credentials are configured: the credit payment on %s was not sent",
-							id),
-					 errdetail("%s. %s", reply->message, reached_detail(reply)),
+					 errmsg("no Billogram API credentials are configured: %s was not sent",
+							what),
+					 errdetail("%s. %s", reply->message, reached_detail(kind, reply)),
 					 errhint(BG_CREDENTIALS_HINT)));
 			break;
 		case BG_OUTCOME_WORKER:
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_WORKER_LOST),
-					 errmsg("the billogram worker could not finish the credit payment on %s: %s",
-							id, reply->message),
-					 errdetail("%s", reached_detail(reply)),
+					 errmsg("the billogram worker could not finish %s: %s",
+							what, reply->message),
+					 errdetail("%s", reached_detail(kind, reply)),
 					 errhint("Check the server log for the worker's messages.")));
 			break;
 	}
+	/* below ERROR: the worker logs, and goes on for a long time */
+	pfree(what);
 }

@@ -9,6 +9,7 @@
 #define BILLOGRAM_REPORT_H
 
 #include "reply.h"
+#include "request.h"
 
 /* SQLSTATEs of our own; API errors are BG followed by the HTTP status. */
 #define ERRCODE_BILLOGRAM_NO_REPLY		MAKE_SQLSTATE('B','G','0','0','0')
@@ -26,9 +27,12 @@ extern int	bg_reply_sqlstate(const BgReply *reply);
 
 /*
  * Report a reply that is not a success at elevel: ERROR for the caller, LOG
- * when the worker records the outcome of a request nobody waits for.
+ * when the worker records the outcome of a request nobody waits for.  kind
+ * is the request's: whether a payment may have been registered is said of
+ * credit payments only.
  */
-extern void bg_report_failure(int elevel, const char *billogram_id,
+extern void bg_report_failure(int elevel, BgRequestKind kind,
+							  const char *billogram_id,
 							  const BgReply *reply);
 
 #endif							/* BILLOGRAM_REPORT_H */

@@ -1,11 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * request.c
- *	  Validation of credit-payment arguments and the exact JSON body sent.
+ *	  Validation of what callers pass, and the requests sent to Billogram:
+ *	  method, path, exact body, and what each is for.
  *
  * Everything a caller passes is checked here, before any request exists, so
  * that a bad argument can never reach Billogram.  The amount is written out
  * from the numeric's own decimal text: money never passes through a double.
+ *
+ * This is the one place that knows Billogram's paths.  The HTTP engine adds
+ * the base URL (billogram.api_url) and the credentials, and sends what it
+ * is given.
  *
  *-------------------------------------------------------------------------
  */
@@ -102,19 +107,27 @@ checked_amount_text(Numeric amount)
 	return text;
 }
 
+/* Check id, which may be NULL, and copy it into dest (BG_ID_MAXLEN + 1). */
+static void
+copy_billogram_id(char *dest, text *id)
+{
+	if (id == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid Billogram id: must not be NULL")));
+	check_billogram_id(VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id));
+	memcpy(dest, VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id));
+	dest[VARSIZE_ANY_EXHDR(id)] = '\0';
+}
+
 void
 bg_build_credit_payment(BgCreditPayment *req,
 						text *id, text *mode, Numeric amount)
 {
 	char	   *mode_str;
 
-	if (id == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid Billogram id: must not be NULL")));
-	check_billogram_id(VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id));
 	memset(req, 0, sizeof(*req));
-	memcpy(req->billogram_id, VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id));
+	copy_billogram_id(req->billogram_id, id);
 
 	if (mode == NULL)
 		ereport(ERROR,
@@ -151,6 +164,77 @@ bg_build_credit_payment(BgCreditPayment *req,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid mode \"%s\"", mode_str),
 				 errhint("Use mode 'remaining' or 'amount'.")));
+}
+
+void
+bg_build_get_invoice(BgRequest *req, text *id)
+{
+	char		billogram_id[BG_ID_MAXLEN + 1];
+
+	copy_billogram_id(billogram_id, id);
+	bg_request_get_invoice(req, billogram_id);
+}
+
+/*
+ * Append "/billogram/" and the id to req->path, the id percent-encoded
+ * (every byte but A-Z, a-z, 0-9, "-", ".", "_" and "~") as libcurl's
+ * curl_easy_escape() does.  Ids given by callers are letters and digits
+ * already; a journal row written by hand may hold anything, and must not
+ * name another path.
+ */
+static void
+set_invoice_path(BgRequest *req, const char *billogram_id)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char	   *out = req->path;
+	const unsigned char *c;
+
+	StaticAssertStmt(BG_PATH_MAXLEN > sizeof("/billogram/") + 3 * BG_ID_MAXLEN +
+					 sizeof("/command/credit-payment"),
+					 "BG_PATH_MAXLEN holds every path");
+
+	strlcpy(req->billogram_id, billogram_id, sizeof(req->billogram_id));
+	out += strlcpy(out, "/billogram/", sizeof(req->path));
+	for (c = (const unsigned char *) req->billogram_id; *c; c++)
+	{
+		if ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+			(*c >= '0' && *c <= '9') || *c == '-' || *c == '.' ||
+			*c == '_' || *c == '~')
+			*out++ = (char) *c;
+		else
+		{
+			*out++ = '%';
+			*out++ = hex[*c >> 4];
+			*out++ = hex[*c & 0x0F];
+		}
+	}
+	*out = '\0';
+}
+
+/*
+ * POST /billogram/{id}/command/credit-payment with the payment's exact
+ * body, from a payment validated by bg_build_credit_payment() or read back
+ * from the journal.
+ */
+void
+bg_request_credit_payment(BgRequest *req, const BgCreditPayment *payment)
+{
+	memset(req, 0, sizeof(*req));
+	req->kind = BG_REQUEST_CREDIT_PAYMENT;
+	req->method = BG_HTTP_POST;
+	set_invoice_path(req, payment->billogram_id);
+	strlcat(req->path, "/command/credit-payment", sizeof(req->path));
+	strlcpy(req->body, payment->body, sizeof(req->body));
+}
+
+/* GET /billogram/{id}: the invoice as it is now; changes nothing. */
+void
+bg_request_get_invoice(BgRequest *req, const char *billogram_id)
+{
+	memset(req, 0, sizeof(*req));
+	req->kind = BG_REQUEST_GET_INVOICE;
+	req->method = BG_HTTP_GET;
+	set_invoice_path(req, billogram_id);
 }
 
 void

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * request.h
- *	  A validated credit-payment request, ready to be handed to the worker.
+ *	  What is sent to Billogram: validated arguments, and each request as a
+ *	  value (method, path, body, and what its reply is for).
  *
  *-------------------------------------------------------------------------
  */
@@ -20,6 +21,12 @@
  */
 #define BG_AMOUNT_MAX_INTEGER_DIGITS 15
 #define BG_BODY_MAXLEN		64
+
+/*
+ * Longest path of a request: "/billogram/", the id with every byte
+ * percent-encoded, and "/command/credit-payment".
+ */
+#define BG_PATH_MAXLEN		256
 
 /*
  * Who asked for a payment, as the journal records it: the role that called
@@ -47,12 +54,52 @@ typedef struct BgCreditPayment
 } BgCreditPayment;
 
 /*
+ * What a request is, and so what the worker does with its reply: a credit
+ * payment moves money, is journaled before it leaves and is never sent
+ * twice; a GET of an invoice changes nothing at Billogram, is not journaled
+ * and is safe to repeat.
+ */
+typedef enum BgRequestKind
+{
+	BG_REQUEST_CREDIT_PAYMENT,	/* POST /billogram/{id}/command/credit-payment */
+	BG_REQUEST_GET_INVOICE		/* GET /billogram/{id} */
+} BgRequestKind;
+
+typedef enum BgHttpMethod
+{
+	BG_HTTP_GET,
+	BG_HTTP_POST
+} BgHttpMethod;
+
+/*
+ * One request to Billogram's API, complete but for the base URL and the
+ * credentials, which the HTTP engine adds.  Fixed-size, so that it can be
+ * copied through shared memory as is.
+ */
+typedef struct BgRequest
+{
+	BgRequestKind kind;
+	BgHttpMethod method;
+	char		billogram_id[BG_ID_MAXLEN + 1];	/* the invoice, for messages */
+	char		path[BG_PATH_MAXLEN];	/* below billogram.api_url, from "/" */
+	char		body[BG_BODY_MAXLEN];	/* exact JSON body; empty: none */
+} BgRequest;
+
+/*
  * Check id, mode and amount (any may be NULL) and fill *req.  Raises
  * ERRCODE_INVALID_PARAMETER_VALUE for anything Billogram would refuse or
  * that could be misread, so nothing invalid ever leaves the database.
  */
 extern void bg_build_credit_payment(BgCreditPayment *req,
 									text *id, text *mode, Numeric amount);
+
+/* Check id (may be NULL) as above, and fill *req with its GET. */
+extern void bg_build_get_invoice(BgRequest *req, text *id);
+
+/* The requests themselves, from what was validated or journaled. */
+extern void bg_request_credit_payment(BgRequest *req,
+									  const BgCreditPayment *payment);
+extern void bg_request_get_invoice(BgRequest *req, const char *billogram_id);
 
 /* Fill *caller from the current backend, for the journal. */
 extern void bg_identify_caller(BgCaller *caller);

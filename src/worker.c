@@ -7,8 +7,10 @@
  * Registered by the postmaster when the library is preloaded, it takes the
  * requests that backends submit through the channel, runs up to
  * billogram.max_connections of them at once on the HTTP engine, and posts
- * each outcome back.  It does not run during recovery, so a hot standby
- * sends nothing.
+ * each outcome back.  A credit payment is journaled as 'sending', and that
+ * committed, before it leaves; a GET of an invoice changes nothing at
+ * Billogram, so it is started at once and touches no journal.  It does not
+ * run during recovery, so a hot standby sends nothing.
  *
  * On SIGTERM it stops taking requests, lets the ones in flight finish (each
  * is bounded by its timeout) so their callers get a real answer, and exits;
@@ -111,7 +113,8 @@ bg_register_worker(void)
 /* What a transfer is for; handed to the HTTP engine and back. */
 typedef enum BgJobKind
 {
-	JOB_SYNC,					/* a backend waits in channel slot slotno */
+	JOB_SYNC,					/* a backend waits in channel slot slotno;
+								 * its request says what it is */
 	JOB_QUEUED,					/* a queued journal row */
 	JOB_SNAPSHOT				/* GET of an in_doubt row's invoice, to settle it */
 } BgJobKind;
@@ -123,6 +126,7 @@ typedef struct BgJob
 	int			timeout_ms;
 	int64		request_id;		/* journal row, 0 if none */
 	BgCreditPayment payment;
+	BgRequest	request;		/* what is sent */
 	bool		started;		/* handed to the HTTP engine */
 	bool		counted;		/* counted in flight on its invoice (inflight.c) */
 	/* filled in when the transfer is over */
@@ -218,6 +222,11 @@ new_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 	job->payment = *payment;
 	job->request_id = request_id;
 	job->timeout_ms = bg_timeout_ms;
+	/* a synchronous job gets the request its caller built: new_sync_job() */
+	if (kind == JOB_SNAPSHOT)
+		bg_request_get_invoice(&job->request, payment->billogram_id);
+	else
+		bg_request_credit_payment(&job->request, payment);
 	return job;
 }
 
@@ -227,6 +236,28 @@ count_in_flight(BgJob *job)
 {
 	bg_inflight_add(job->payment.billogram_id);
 	job->counted = true;
+}
+
+/* A request taken from the channel: it runs what its caller built. */
+static BgJob *
+new_sync_job(const BgTakenRequest *taken)
+{
+	BgJob	   *job = MemoryContextAllocZero(jobs_cxt, sizeof(BgJob));
+
+	job->kind = JOB_SYNC;
+	job->slotno = taken->slotno;
+	job->timeout_ms = taken->timeout_ms;
+	job->request = taken->request;
+	job->payment = taken->payment;
+	return job;
+}
+
+/* A synchronous GET: not journaled, done with once its caller has the reply */
+static bool
+is_sync_read(const BgJob *job)
+{
+	return job->kind == JOB_SYNC &&
+		job->request.kind != BG_REQUEST_CREDIT_PAYMENT;
 }
 
 static void
@@ -304,10 +335,7 @@ new_batch_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 static void
 start_job(BgJob *job)
 {
-	if (job->kind == JOB_SNAPSHOT)
-		bg_http_start_get_invoice(job, job->payment.billogram_id, job->timeout_ms);
-	else
-		bg_http_start_credit_payment(job, &job->payment, job->timeout_ms);
+	bg_http_start(job, &job->request, job->timeout_ms);
 	job->started = true;
 }
 
@@ -476,6 +504,8 @@ record_sync_requests(bool installed, const char *no_credentials)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
 
+		/* start_sync_reads() has taken the GETs out */
+		Assert(job->request.kind == BG_REQUEST_CREDIT_PAYMENT);
 		if (!installed)
 			refuse(job, BG_OUTCOME_NOT_INSTALLED, bg_database);
 		else if (no_credentials)
@@ -695,8 +725,9 @@ journal_batch(List **recorded)
 
 /*
  * While Billogram has asked to wait, synchronous callers are answered at
- * once that their payment was not sent, rather than left to wait out their
- * timeout; nothing of theirs is journaled.
+ * once that their request was not sent, rather than left to wait out their
+ * timeout; nothing of theirs is journaled.  GETs too: the pause is asked of
+ * every request.
  */
 static void
 refuse_while_paused(void)
@@ -706,19 +737,22 @@ refuse_while_paused(void)
 
 	while (bg_http_paused(&refusal) && bg_channel_take(&req, NULL, NULL))
 	{
-		BgJob	   *job = new_job(JOB_SYNC, &req.payment, 0);
+		BgJob	   *job = new_sync_job(&req);
 
-		job->slotno = req.slotno;
 		answer(job, &refusal, NULL, 0);
 		free_job(job);
 	}
 }
 
-/* bg_channel_take()'s test: one payment per invoice at a time. */
+/*
+ * bg_channel_take()'s test: one payment per invoice at a time; a GET may
+ * start whenever there is room.
+ */
 static bool
-invoice_free(const BgCreditPayment *payment)
+may_start(const BgRequest *request)
 {
-	return !bg_inflight_busy(payment->billogram_id);
+	return request->kind != BG_REQUEST_CREDIT_PAYMENT ||
+		!bg_inflight_busy(request->billogram_id);
 }
 
 /*
@@ -738,20 +772,21 @@ take_submitted_requests(void)
 		return NIL;
 	refuse_while_paused();
 	while (room > 0 &&
-		   bg_channel_take(&req, invoice_free, &held_call_deadline))
+		   bg_channel_take(&req, may_start, &held_call_deadline))
 	{
-		BgJob	   *job = new_job(JOB_SYNC, &req.payment, 0);
+		BgJob	   *job = new_sync_job(&req);
 
-		job->slotno = req.slotno;
-		job->timeout_ms = req.timeout_ms;
-		if (bg_inflight_busy(job->payment.billogram_id))
+		if (job->request.kind == BG_REQUEST_CREDIT_PAYMENT)
 		{
-			refuse(job, BG_OUTCOME_INVOICE_BUSY,
-				   "no turn came within billogram.timeout");
-			free_job(job);
-			continue;
+			if (bg_inflight_busy(job->payment.billogram_id))
+			{
+				refuse(job, BG_OUTCOME_INVOICE_BUSY,
+					   "no turn came within billogram.timeout");
+				free_job(job);
+				continue;
+			}
+			count_in_flight(job);
 		}
-		count_in_flight(job);
 		taken = keep(taken, job);
 		room--;
 	}
@@ -775,6 +810,12 @@ answer_sync_callers(void)
 
 		if (job->kind == JOB_SYNC && !job->answered)
 			answer(job, &job->reply, job->body, job->body_len);
+		/* a GET is journaled nowhere: answered, it is done with */
+		if (is_sync_read(job))
+		{
+			finished_jobs = foreach_delete_current(finished_jobs, lc);
+			free_job(job);
+		}
 	}
 }
 
@@ -830,6 +871,68 @@ start_committed(List *to_start)
 	foreach(lc, to_start)
 		start_job((BgJob *) lfirst(lc));
 	batch_starting = NIL;
+}
+
+/*
+ * Start the GETs among the synchronous requests taken, at once and outside
+ * any transaction: they change nothing at Billogram, so nothing is
+ * journaled and they wait for no commit.  answer_sync_callers() answers
+ * them when they finish.  Only credit payments are left in batch_taken.
+ *
+ * An ERROR while starting them is recovered from as for any batch: the GETs
+ * not started are answered "not sent", and so are the credit payments
+ * taken with them, which have no 'sending' row yet.
+ */
+static void
+start_sync_reads(void)
+{
+	List	   *taken = batch_taken;
+	List	   *payments = NIL;
+	List	   *reads = NIL;
+	bool		any_read = false;
+	ListCell   *lc;
+
+	foreach(lc, taken)
+		any_read |= is_sync_read((BgJob *) lfirst(lc));
+	if (!any_read)
+		return;
+
+	foreach(lc, taken)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+		const char *no_credentials;
+
+		if (!is_sync_read(job))
+			payments = keep(payments, job);
+		else if ((no_credentials = missing_credentials()) != NULL)
+		{
+			/* Billogram would answer 401: say why without asking it */
+			refuse(job, BG_OUTCOME_NO_CREDENTIALS, no_credentials);
+		}
+		else if (job->timeout_ms <= 0)
+		{
+			/* its caller's time ran out waiting for a free connection */
+			bg_transport_failure(&job->reply,
+								 "no connection to the API became free within billogram.timeout",
+								 false);
+			answer(job, &job->reply, NULL, 0);
+		}
+		else
+			reads = keep(reads, job);
+	}
+
+	/* the GETs answered already are done with; the others start */
+	batch_taken = payments;
+	foreach(lc, taken)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		if (job->answered)
+			free_job(job);
+	}
+	list_free(taken);
+	start_committed(reads);
+	list_free(reads);
 }
 
 /*
@@ -901,6 +1004,7 @@ run_batch(void)
 	/* callers first: nothing they wait for depends on the journal */
 	answer_sync_callers();
 	batch_taken = take_submitted_requests();
+	start_sync_reads();
 	if (batch_taken == NIL && !outcome_due(now) &&
 		!(claim_worthwhile() && !ShutdownRequestPending &&
 		  now >= journal_retry_at &&
