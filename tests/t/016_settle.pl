@@ -106,6 +106,8 @@ is($row->{verdict}, 'ambiguous', 'without history: another recent payment makes 
 ($state) = BgTest::call($node,
 	"SELECT billogram_credit_payment('ndrops1', 'amount', 100)");
 is($state, 'BG000', 'the caller is told there was no reply');
+$node->poll_query_until('postgres',
+	"SELECT evidence IS NOT NULL FROM billogram_requests WHERE billogram_id = 'ndrops1'");
 is(query("SELECT evidence->>'verdict' FROM billogram_requests WHERE billogram_id = 'ndrops1'"),
 	'checking', 'before billogram.settle_time: still checking');
 $row = settled_row('ndrops1');
