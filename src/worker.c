@@ -178,14 +178,13 @@ static TimestampTz queue_next_due = 0;
 /*
  * What the batch in progress has done that an ERROR must undo or finish:
  * the synchronous requests it took from the channel, the jobs it created,
- * the finished jobs whose outcomes it was writing (together, or one alone)
+ * the finished jobs whose outcomes it was writing together
  * or whose caller it was answering, and the jobs committed as 'sending' but
  * not yet started.
  */
 static List *batch_taken = NIL;
 static List *batch_created = NIL;
 static List *batch_starting = NIL;
-static BgJob *batch_writing = NULL;
 static List *batch_writing_together = NIL;
 static BgJob *batch_answering = NULL;
 
@@ -433,12 +432,72 @@ write_outcomes(List *jobs)
 	}
 }
 
+/* What write_alone() writes: a snapshot and its settlement, or an outcome. */
+static void
+write_one(BgJob *job)
+{
+	if (job->kind == JOB_SNAPSHOT)
+	{
+		bg_journal_save_snapshot(job->request_id, &job->reply,
+								 bg_journal_invoice_text(&job->reply, job->body));
+		if (bg_journal_settle(job->request_id, &job->reply, job->body))
+			unsettled_stale = true;
+	}
+	else
+		write_outcomes(list_make1(job));
+}
+
+/*
+ * Write one job's row in a subtransaction of its own, so that a row that
+ * cannot be written (a constraint, a trigger, a lock) fails nothing else of
+ * the batch: not the other outcomes, nor the synchronous calls journaled
+ * with them.  On an error the job backs off alone; returns whether it was
+ * written.
+ */
+static bool
+write_alone(BgJob *job)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool written = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		write_one(job);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		bg_stats_error(edata->message);
+		job->write_alone = true;
+		job->retry_at = backoff(&job->retry_ms);
+		ereport(LOG,
+				(errmsg("billogram worker: the %s of request %lld is not recorded yet; next try in %d ms",
+						job->kind == JOB_SNAPSHOT ? "invoice read" : "outcome",
+						(long long) job->request_id, job->retry_ms),
+				 errdetail("%s", edata->message)));
+		FreeErrorData(edata);
+		written = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return written;
+}
+
 /*
  * Journal what finished and is due: the outcomes of credit payments
  * together, in one statement; snapshots, and outcomes that failed to be
- * written before, one by one, each named in batch_writing so that the
- * error recovery knows whose write to retry later.  Returns the jobs
- * written; the ones not due yet are appended to *waiting.
+ * written before, one by one (write_alone()).  Returns the jobs written;
+ * the ones not due yet, or not written, are appended to *waiting.
  */
 static List *
 record_finished(bool installed, bool journal_due, TimestampTz now,
@@ -460,22 +519,17 @@ record_finished(bool installed, bool journal_due, TimestampTz now,
 		recorded = keep(recorded, job);
 		if (!installed || (job->kind != JOB_SNAPSHOT && job->request_id == 0))
 			continue;
-		if (job->kind == JOB_SNAPSHOT)
+		if (job->kind == JOB_SNAPSHOT || job->write_alone)
 		{
-			batch_writing = job;
-			bg_journal_save_snapshot(job->request_id, &job->reply,
-									 bg_journal_invoice_text(&job->reply, job->body));
-			if (bg_journal_settle(job->request_id, &job->reply, job->body))
-				unsettled_stale = true;
-		}
-		else if (job->write_alone)
-		{
-			batch_writing = job;
-			write_outcomes(list_make1(job));
+			if (!write_alone(job))
+			{
+				/* kept, and written later than the others */
+				recorded = list_delete_last(recorded);
+				*waiting = keep(*waiting, job);
+			}
 		}
 		else
 			together = keep(together, job);
-		batch_writing = NULL;
 	}
 	if (together != NIL)
 	{
@@ -1058,11 +1112,12 @@ recover_from_error(const char *why, int sqlerrcode)
 	}
 
 	/*
-	 * A write that failed on its own row (a constraint, a trigger) backs off
-	 * alone, so that the others are written meanwhile; anything else, and a
-	 * lock that fails every write alike, backs off the whole journal.
+	 * The outcomes written together failed: each is written alone from now
+	 * on (write_alone()), so that the one whose row cannot be written backs
+	 * off by itself; anything else, and a lock that fails every write
+	 * alike, backs off the whole journal.
 	 */
-	if ((batch_writing == NULL && batch_writing_together == NIL) ||
+	if (batch_writing_together == NIL ||
 		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
 		journal_retry_at = backoff(&journal_retry_ms);
 	foreach(lc, batch_writing_together)
@@ -1071,18 +1126,7 @@ recover_from_error(const char *why, int sqlerrcode)
 		((BgJob *) lfirst(lc))->write_alone = true;
 	}
 	batch_writing_together = NIL;
-	if (batch_writing)
-	{
-		/* kept in finished_jobs, and written later than the others */
-		batch_writing->write_alone = true;
-		batch_writing->retry_at = backoff(&batch_writing->retry_ms);
-		ereport(LOG,
-				(errmsg("billogram worker: the outcome of request %lld is not recorded yet; next try in %d ms",
-						(long long) batch_writing->request_id,
-						batch_writing->retry_ms)));
-		batch_writing = NULL;
-	}
-	else if (!journal_recovered)
+	if (!journal_recovered)
 		ereport(LOG,
 				(errmsg("billogram worker: recovery of the journal failed; next try in %d ms",
 						journal_retry_ms)));

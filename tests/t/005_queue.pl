@@ -171,7 +171,7 @@ my %caught = split /[|\n]/, $node->safe_psql('postgres',
 	  . "FROM billogram_requests WHERE billogram_id LIKE 'kill%' AND error->>'sqlstate' = 'BG002'");
 my %posted = map { $_ => 1 } keys %{ $mock->post_counts(qr/^kill/) };
 is_deeply([ map { "$_=$caught{$_}" } sort keys %caught ],
-	[ map { "$_=" . ($posted{$_} ? 'done:t' : 'in_doubt:f') } sort keys %caught ],
+	[ map { "$_=" . ($posted{$_} ? 'done:true' : 'in_doubt:false') } sort keys %caught ],
 	'those that reached the mock are done, reconciled; the others stay in_doubt');
 
 # --- pg_ctl stop -m immediate with 1,000 rows pending ---
