@@ -191,4 +191,41 @@ for my $enc ('hex', 'base64')
 is(query("SELECT count(*) || ' ' || min(amount) FROM billogram_events WHERE billogram_id = 'cbinv1'"),
 	'1 10.00', 'one event, with its amount');
 
+sub record_callback
+{
+	my ($cb) = @_;
+	my $q = sub { my $v = shift; $v =~ s/'/''/g; "'$v'" };
+	return BgTest::call($node, "SELECT billogram_record_callback("
+		  . join(', ', map { $q->($cb->{$_}) } qw(timestamp signature body)) . ")");
+}
+$mock->pay_elsewhere('cbinv1', '20.00');
+my $cb = $mock->signed_callback('cbinv1', 'tap-sign-key');
+my ($cbstate, $cbout) = record_callback($cb);
+is($cbstate . $cbout, "recorded", 'a new event: recorded');
+($cbstate, $cbout) = record_callback($cb);
+is($cbstate . $cbout, "duplicate", 'the same callback replayed: recorded once');
+($cbstate) = record_callback({ %$cb, body => $cb->{body} =~ s/20\.00/2000.00/r });
+is($cbstate, '28000', 'a body changed after signing is refused');
+($cbstate) = record_callback($mock->signed_callback('cbinv1', 'another-key-0123'));
+is($cbstate, '28000', 'a callback signed with another key is refused');
+($cbstate) = record_callback($mock->signed_callback('cbinv1', 'tap-sign-key',
+		timestamp => sprintf('%.6f', time - 600)));
+is($cbstate, '28000', 'a callback 10 minutes old is refused');
+is(query("SELECT count(*) FROM billogram_events WHERE billogram_id = 'cbinv1'"),
+	'2', 'nothing refused was recorded');
+
+# a callback about an invoice with an in_doubt row makes the worker read
+# it again: someone else's payment turns "not applied" into "ambiguous"
+BgTest::call($node, "SELECT billogram_credit_payment('ndropcb1', 'amount', 100)");
+is(settled_row('ndropcb1')->{verdict}, 'not_applied', 'a dropped payment: not applied');
+$mock->pay_elsewhere('ndropcb1', '5.00');
+($cbstate, $cbout) = record_callback($mock->signed_callback('ndropcb1', 'tap-sign-key'));
+is($cbout, "recorded", 'a callback reports a payment on that invoice');
+$node->poll_query_until('postgres',
+	"SELECT evidence->>'verdict' <> 'not_applied' FROM billogram_requests WHERE billogram_id = 'ndropcb1'");
+my $fed = settled_row('ndropcb1');
+is($fed->{verdict}, 'ambiguous', 'the invoice is read again: now ambiguous');
+is(new_amounts($fed), '5', 'with the payment the callback told of');
+is(scalar @{ $mock->posts('ndropcb1') }, 1, 'and nothing was resent');
+
 done_testing();
