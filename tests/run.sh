@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Runs every test of the extension: the package and packaging checks and
-# the unit tests of the JSON scanner and invoice summary (plain C, with
-# ASan and UBSan); pg_regress for the SQL surface and the TAP tests, against
-# real PostgreSQL servers and the bundled mock Billogram API over HTTPS,
-# twice: first with the extension built with AddressSanitizer and
-# UndefinedBehaviorSanitizer, then built as it ships.  Then the fuzzers over
-# the JSON scanner and the reply classifier (20 s) and the benchmark's smoke
-# run (it must run and print; no time threshold).  Between them, make installcheck against a
-# server configured by hand, and the build and pg_regress on PostgreSQL 17
-# in a Debian 13 root (tests/pg17.sh).  With --sanitize-only, just the sanitizer
-# run.
+# Runs every test of the extension: the package and packaging checks, the
+# unit tests of the JSON scanner and invoice summary (plain C, with ASan and
+# UBSan) and the mock Billogram API's self-test; pg_regress for the SQL
+# surface and the TAP tests, against real PostgreSQL servers and that mock
+# over HTTPS, twice: first with the extension built with AddressSanitizer
+# and UndefinedBehaviorSanitizer, then built as it ships.  Then make
+# installcheck against a server configured by hand, the build and
+# pg_regress on PostgreSQL 17 in a Debian 13 root (tests/pg17.sh), the
+# fuzzers over the JSON scanner and the reply classifier (20 s) and the
+# benchmark's smoke run (it must run and print; no time threshold).  With
+# --sanitize-only, just the sanitizer run.
 # Installs missing Debian packages, builds and installs the extension, and
 # runs the servers as an unprivileged user when started as root.  This is
 # what `make test` and CI run.  The last line is "N passed, N failed".
@@ -53,17 +53,29 @@ if [ $regress_only = 1 ]; then
 	exit
 fi
 
+# Run a command that ends by printing "N passed, N failed"; its counts join
+# ours, and one that printed none counts as a failure.
+counted() {
+	local name=$1 c_pass c_fail
+	shift
+	"$@" 2>&1 | tee "$out" || true
+	read -r c_pass c_fail < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
+	passed=$((passed + ${c_pass:-0}))
+	failed=$((failed + ${c_fail:-1}))
+	[ -n "${c_fail:-}" ] || echo "FAILED: $name (no counts)"
+}
+
 step "package list" bash "$top/tests/packages.sh"
 step "packaging files" bash "$top/tests/packaging.sh"
 
-# the JSON scanner and the invoice summary, plain C with the sanitizers;
-# their counts join ours
+# the JSON scanner and the invoice summary, plain C with the sanitizers
 bg_log "unit tests: src/json_span.c and src/invoice.c"
-bash "$top/tests/unit/run.sh" 2>&1 | tee "$out" || true
-read -r u_pass u_fail < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
-passed=$((passed + ${u_pass:-0}))
-failed=$((failed + ${u_fail:-1}))
-[ -n "${u_fail:-}" ] || echo "FAILED: unit tests (no counts)"
+counted "unit tests" bash "$top/tests/unit/run.sh"
+
+# the mock Billogram API the suites run against: its faults, events and
+# signed callbacks behave as tests/mock/README.md says
+bg_log "the mock Billogram API's self-test"
+counted "mock self-test" bash "$top/tests/mock/selftest.sh"
 
 # Objects of one build flavour must not end up linked into the other; make
 # clean would also remove the logs the last suite copied back.
@@ -77,11 +89,7 @@ run_suite() {
 	remove_objects
 	bg_build_and_install "$top" "$@"
 	BG_COPY_BACK="results regression.diffs log tmp_check/tap/tmp_check/log" \
-		bg_run_unprivileged "$top" tests/suite.sh 2>&1 | tee "$out" || true
-	local s_pass s_fail
-	read -r s_pass s_fail < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
-	passed=$((passed + ${s_pass:-0}))
-	failed=$((failed + ${s_fail:-1}))
+		counted "the suite ($*)" bg_run_unprivileged "$top" tests/suite.sh
 }
 
 # Sanitized first, so that the build left installed is the plain one.
@@ -108,11 +116,7 @@ step "installcheck" bg_run_unprivileged "$top" tests/installcheck.sh
 # cached for the day); its counts join ours.  Needs root: a run without it
 # fails this step rather than skipping it.
 bg_log "PostgreSQL 17 in a Debian 13 root: build and pg_regress"
-bash "$top/tests/pg17.sh" 2>&1 | tee "$out" || true
-read -r p_pass p_fail < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out" | tail -n 1)
-passed=$((passed + ${p_pass:-0}))
-failed=$((failed + ${p_fail:-1}))
-[ -n "${p_fail:-}" ] || echo "FAILED: PostgreSQL 17 (no counts)"
+counted "PostgreSQL 17" bash "$top/tests/pg17.sh"
 
 step "fuzz" bash "$top/tests/fuzz/run.sh" 20
 if [ -f "$top/bench/run.sh" ]; then
