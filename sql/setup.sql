@@ -63,8 +63,10 @@ CREATE FUNCTION wait_for_queue() RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
 	FOR i IN 1 .. 300 LOOP
+		-- and every in_doubt row has had its invoice read once
 		IF NOT EXISTS (SELECT 1 FROM billogram_requests
-						WHERE state IN ('pending', 'sending')) THEN
+						WHERE state IN ('pending', 'sending')
+						   OR (state = 'in_doubt' AND settle_at IS NOT NULL AND evidence IS NULL)) THEN
 			RETURN 'queue drained';
 		END IF;
 		PERFORM pg_sleep(0.1);

@@ -33,6 +33,8 @@
  */
 #include "postgres.h"
 
+#include <fcntl.h>
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -84,6 +86,7 @@ typedef struct BgSocket
 	int			pos;			/* position in the wait event set, or -1 */
 	bool		changed;
 	bool		ignored;		/* idle and readable: left out of the set */
+	bool		connection;		/* a connection opened by open_socket() */
 } BgSocket;
 
 static CURLM *multi = NULL;
@@ -103,6 +106,10 @@ static CURL **idle_handles = NULL;
 static int	nidle_handles = 0;
 static int	idle_handles_cap = 0;
 static int	open_connections = 0;	/* sockets curl has open, for stats */
+
+/* the descriptors of those connections (open_socket(), close_socket()) */
+static curl_socket_t *connection_fds = NULL;
+static int	connection_fds_cap = 0;
 
 /* the pause Billogram asked for (429, 503), see bg_http_paused() */
 #define BG_PAUSE_MIN_MS		1000
@@ -132,6 +139,20 @@ static bool timer_armed = false;
  * ---------------------------------------------------------------------
  */
 
+static void forget_socket(curl_socket_t fd);
+
+/* Is fd a connection open_socket() opened (and not yet closed)? */
+static bool
+is_connection(curl_socket_t fd)
+{
+	int			i;
+
+	for (i = 0; i < open_connections; i++)
+		if (connection_fds[i] == fd)
+			return true;
+	return false;
+}
+
 static int
 on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
@@ -147,9 +168,14 @@ on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		 * Usually a transfer ended and its connection went back to curl's
 		 * pool, to be used again by the next one: it stays in the wait set,
 		 * watched only for the server closing it, so that the set is not
-		 * rebuilt twice per request.  close_socket() drops it for good.
+		 * rebuilt twice per request.  close_socket() drops it for good.  Any
+		 * other socket (the threaded resolver's socketpair) goes at once:
+		 * curl closes it itself, without close_socket(), and a closed
+		 * descriptor left in the set fails every wait after (EBADF).
 		 */
-		if (i < nsockets && sockets[i].what != 0)
+		if (i < nsockets && !sockets[i].connection)
+			forget_socket(fd);
+		else if (i < nsockets && sockets[i].what != 0)
 		{
 			sockets[i].what = 0;
 			sockets[i].changed = true;
@@ -180,6 +206,7 @@ on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		sockets[i].pos = -1;
 		sockets[i].ignored = false;
 		sockets[i].changed = false;
+		sockets[i].connection = is_connection(fd);
 		nsockets++;
 		sockets_added_or_removed = true;
 	}
@@ -522,16 +549,48 @@ open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *address)
 	curl_socket_t fd = socket(address->family, address->socktype,
 							  address->protocol);
 
-	if (fd != CURL_SOCKET_BAD)
-		bg_stats_set_load(in_flight, ++open_connections);
+	if (fd == CURL_SOCKET_BAD)
+		return fd;
+	if (open_connections == connection_fds_cap)
+	{
+		int			newcap = Max(16, connection_fds_cap * 2);
+		curl_socket_t *grown = MemoryContextAllocExtended(http_cxt,
+														  newcap * sizeof(curl_socket_t),
+														  MCXT_ALLOC_NO_OOM);
+
+		if (grown == NULL)
+		{
+			close(fd);
+			return CURL_SOCKET_BAD;
+		}
+		if (connection_fds)
+		{
+			memcpy(grown, connection_fds, open_connections * sizeof(curl_socket_t));
+			pfree(connection_fds);
+		}
+		connection_fds = grown;
+		connection_fds_cap = newcap;
+	}
+	connection_fds[open_connections] = fd;
+	bg_stats_set_load(in_flight, ++open_connections);
 	return fd;
 }
 
 static int
 close_socket(void *arg, curl_socket_t fd)
 {
+	int			i;
+
 	forget_socket(fd);
-	bg_stats_set_load(in_flight, --open_connections);
+	for (i = 0; i < open_connections; i++)
+	{
+		if (connection_fds[i] == fd)
+		{
+			connection_fds[i] = connection_fds[--open_connections];
+			break;
+		}
+	}
+	bg_stats_set_load(in_flight, open_connections);
 	return close(fd);
 }
 
@@ -858,6 +917,18 @@ sync_wait_set(void)
 		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		for (i = 0; i < nsockets; i++)
 		{
+			/*
+			 * A descriptor curl closed without telling us would fail this
+			 * and every later wait: leave it out, and say so.
+			 */
+			if (fcntl(sockets[i].fd, F_GETFD) < 0 && errno == EBADF)
+			{
+				ereport(LOG,
+						(errmsg("billogram worker: libcurl closed socket %d without notice; it is no longer watched",
+								(int) sockets[i].fd)));
+				sockets[i--] = sockets[--nsockets];
+				continue;
+			}
 			sockets[i].pos = sockets[i].ignored ? -1 :
 				AddWaitEventToSet(wait_set, wait_events_for(sockets[i].what),
 								  sockets[i].fd, NULL, NULL);

@@ -82,6 +82,8 @@ perl
 libipc-run-perl
 python3
 openssl
+# the mock API's self-test drives it with the curl command
+curl
 clang
 # the libFuzzer and sanitizer runtimes: a Recommends of clang, so not
 # installed with --no-install-recommends

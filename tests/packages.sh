@@ -60,6 +60,7 @@ $(command -v make)
 $(command -v prove)
 /usr/bin/python3
 $(command -v openssl)
+$(command -v curl)
 $(command -v clang)
 $(command -v mmdebstrap)
 $(command -v mount)

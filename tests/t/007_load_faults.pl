@@ -80,21 +80,33 @@ like($by_state, qr/ok=\d+/, 'most calls succeed');
 like($by_state, qr/BG000=\d+/, 'and some met the injected faults');
 my $slowest = $node->safe_psql('postgres', 'SELECT round(max(ms)) FROM outcomes');
 note("slowest call: $slowest ms (billogram.timeout = $timeout_ms ms)");
-cmp_ok($slowest, '<', $timeout_ms + 1000, 'no call waited past its timeout (queueing for a connection included)');
+cmp_ok($slowest, '<', $timeout_ms + 1000, 'no call waited past its timeout (queueing for a connection included)')
+  or diag($node->safe_psql('postgres',
+	"SELECT format('L%sx%s', o.session, o.n), o.sqlstate, round(o.ms), r.state, r.sent_at - r.created_at, "
+	  . "r.finished_at - r.created_at, r.error->>'message' FROM outcomes o LEFT JOIN billogram_requests r "
+	  . "ON r.billogram_id = format('L%sx%s', o.session, o.n) ORDER BY o.ms DESC LIMIT 5"));
 
 ok(BgTest::wait_settled($node), 'the journal settles');
 is( $node->safe_psql('postgres',
 		"SELECT count(*) FROM billogram_requests WHERE origin = 'sync' AND billogram_id LIKE 'L%'"),
 	$total, 'the journal has exactly one row per call');
+# done: the call succeeded, or it failed and the invoice then showed the
+# payment applied (reconciled); a failed call's row is done only so
 is( $node->safe_psql('postgres',
 		"SELECT count(*) FROM billogram_requests r JOIN outcomes o "
 		  . "ON r.billogram_id = format('L%sx%s', o.session, o.n) "
-		  . "WHERE (o.sqlstate = 'ok') <> (r.state = 'done')"),
-	'0', 'a row is done exactly when its call succeeded');
+		  . "WHERE (r.state = 'done') <> (o.sqlstate = 'ok' OR coalesce(r.resolution ~ '^reconciled', false))"),
+	'0', 'a row is done exactly when its call succeeded or its payment was reconciled');
 
 my %n;
 $n{ $_->{id} }++ for grep { $_->{id} =~ /^L/ } @{ $mock->posts };
 is(scalar(grep { $_ > 1 } values %n), 0, 'the mock received no payment twice');
+
+# a reconciled payment is one the mock applied
+my @reconciled = split /\n/, $node->safe_psql('postgres',
+	"SELECT billogram_id FROM billogram_requests WHERE billogram_id LIKE 'L%' AND resolution ~ '^reconciled'");
+is(scalar(grep { @{ $mock->invoice($_)->{payments} } != 1 } @reconciled), 0,
+	scalar(@reconciled) . ' payments reconciled, each applied once at the mock');
 
 $node->stop;
 $mock->stop;
