@@ -209,8 +209,13 @@ static bool warned_no_credentials = false;
  */
 static bool unsettled_stale = true;
 
-/* When the earliest synchronous call held back on a busy invoice is up. */
+/*
+ * When the earliest synchronous call held back on a busy invoice is up
+ * (DT_NOEND: none is), and whether an invoice became free since calls were
+ * last taken, so that one held back may go now.
+ */
 static TimestampTz held_call_deadline = DT_NOEND;
+static bool invoice_freed = false;
 
 static BgJob *
 new_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
@@ -263,7 +268,10 @@ static void
 free_job(BgJob *job)
 {
 	if (job->counted)
+	{
 		bg_inflight_remove(job->payment.billogram_id);
+		invoice_freed = true;
+	}
 	if (job->body)
 		pfree(job->body);
 	pfree(job);
@@ -754,6 +762,7 @@ journal_batch(List **recorded)
 	{
 		bg_inflight_set_unsettled(bg_journal_unsettled());
 		unsettled_stale = false;
+		invoice_freed = true;
 	}
 
 	if (to_start == NIL)
@@ -822,6 +831,7 @@ take_submitted_requests(void)
 	int			room = bg_http_room();
 
 	held_call_deadline = DT_NOEND;
+	invoice_freed = false;
 	if (ShutdownRequestPending || !journal_recovered)
 		return NIL;
 	refuse_while_paused();
@@ -890,7 +900,12 @@ free_jobs(List *jobs)
 static TimestampTz
 outcome_write_by(BgJob *job)
 {
-	TimestampTz by = ShutdownRequestPending ? job->finished_at :
+	/*
+	 * A call held back may be waiting for this job's invoice, which stays
+	 * busy until the outcome is written: no waiting to share a batch then.
+	 */
+	TimestampTz by = (ShutdownRequestPending || held_call_deadline != DT_NOEND) ?
+		job->finished_at :
 		TimestampTzPlusMilliseconds(job->finished_at, BG_OUTCOME_DELAY_MS);
 
 	return Max(Max(by, job->retry_at), journal_retry_at);
@@ -1183,7 +1198,12 @@ ms_until_due(void)
 							 journal_retry_at));
 	if (stats_flush_at != 0)
 		wake = Min(wake, stats_flush_at);
-	/* a call held back on a busy invoice is answered when its time is up */
+	/*
+	 * a call held back on a busy invoice goes as soon as the invoice is
+	 * free, or is answered when its time is up
+	 */
+	if (held_call_deadline != DT_NOEND && invoice_freed)
+		wake = now;
 	wake = Min(wake, held_call_deadline);
 	if (wake == DT_NOEND)
 		return -1;

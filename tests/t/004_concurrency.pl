@@ -20,13 +20,9 @@ BgTest::worker_pid($node);
 my @runs;
 for my $s (1 .. $sessions)
 {
-	my %r = (out => '', err => '');
 	my $sql = "SELECT inv->>'id' FROM generate_series(1, $calls) g, "
 	  . "LATERAL billogram_credit_payment('c${s}x' || g, 'amount', 1.25) inv";
-	$r{h} = IPC::Run::start(
-		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c', $sql ],
-		'>', \$r{out}, '2>', \$r{err});
-	push @runs, \%r;
+	push @runs, BgTest::start_psql($node, $sql);
 }
 $_->{h}->finish for @runs;
 

@@ -119,11 +119,7 @@ for my $i (1 .. 12)
 	my $sql = $i % 2
 	  ? "SELECT billogram_get_invoice('mixg$i') ->> 'id'"
 	  : "SELECT billogram_credit_payment('mixp$i', 'amount', 2.50) ->> 'id'";
-	my %r = (out => '', err => '');
-	$r{h} = IPC::Run::start(
-		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c', $sql ],
-		'>', \$r{out}, '2>', \$r{err});
-	push @runs, \%r;
+	push @runs, BgTest::start_psql($node, $sql);
 }
 $_->{h}->finish for @runs;
 my @errors = grep { $_->{err} ne '' } @runs;

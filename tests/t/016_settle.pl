@@ -140,22 +140,26 @@ is(query("SELECT string_agg(state || ':' || coalesce(http_status, 0), ',' ORDER 
 	'done:200,failed:400', 'the first paid the whole sum; the second found nothing left');
 
 # the same for two synchronous calls from two sessions at once
-my @runs;
-for my $i (1 .. 2)
-{
-	my ($out, $err) = ('', '');
-	push @runs, [ IPC::Run::start(
-		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'),
-		  '-c', "SELECT billogram_credit_payment('slow400s1', 'remaining')->>'state'" ],
-		'>', \$out, '2>', \$err), \$out, \$err ];
-}
-$_->[0]->finish for @runs;
-my @answers = sort map { ${ $_->[1] } =~ /(\w+)/ ? $1 : ${ $_->[2] } =~ /(INVALID_OBJECT_STATE)/ ? $1 : 'other' } @runs;
+my @runs = map {
+	BgTest::start_psql($node,
+		"SELECT billogram_credit_payment('slow400s1', 'remaining')->>'state'")
+} 1 .. 2;
+$_->{h}->finish for @runs;
+my @answers = sort map {
+	$_->{out} =~ /(\w+)/ ? $1 : $_->{err} =~ /(INVALID_OBJECT_STATE)/ ? $1 : 'other'
+} @runs;
 is_deeply(\@answers, [ 'INVALID_OBJECT_STATE', 'Paid' ],
 	'two concurrent calls: one paid, the other found nothing left');
 @posts = @{ $mock->posts('slow400s1') };
 cmp_ok($posts[1]{time} - $posts[0]{time}, '>=', 0.4,
 	'the second call was sent only after the first was answered');
+
+# calls one after the other on one invoice: each goes as soon as the one
+# before it is over, not when its own timeout comes (55006)
+my ($seqstate, $seqout) = BgTest::call($node,
+	"SET billogram.timeout = '500ms'; SELECT count(*) FROM generate_series(1, 20) g, "
+	  . "LATERAL billogram_credit_payment('seqinv1', 'amount', 1) p");
+is($seqstate . $seqout, '20', 'twenty calls in a row on one invoice, 500 ms each at most, all went through');
 
 # a call on an invoice being settled waits for its turn, then is refused
 # when its timeout comes first, with nothing sent

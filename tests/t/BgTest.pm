@@ -183,6 +183,18 @@ sub wait_settled
 		"SELECT count(*) = 0 FROM billogram_requests WHERE state IN ('pending', 'sending')");
 }
 
+# Start psql -c $sql in the background: { h => harness, out, err }; call
+# ->{h}->finish before reading out and err.
+sub start_psql
+{
+	my ($node, $sql) = @_;
+	my %r = (out => '', err => '');
+	$r{h} = IPC::Run::start(
+		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c', $sql ],
+		'>', \$r{out}, '2>', \$r{err});
+	return \%r;
+}
+
 # Run one call; returns (sqlstate or '', stdout, stderr).
 sub call
 {
