@@ -64,9 +64,15 @@ SELECT regress_open.pay_for_me();
 INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body)
 VALUES ('enqueue', 'rtnogrant1', 'amount', 1, '{"mode":"amount","amount":1}');
 \echo :LAST_ERROR_SQLSTATE
+-- 8. settling a row itself (the worker's verdict: a row made done), or
+-- reading the payments in doubt
+SELECT billogram_settle(1, '{"remaining_sum": 0, "events": []}', NULL, 60);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM billogram_in_doubt;
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 
--- 8. a trigger created while the grant was held, fired after it was revoked
+-- 9. a trigger created while the grant was held, fired after it was revoked
 SET ROLE regress_bg_owner;
 CREATE TABLE regress_open.payouts (bid text PRIMARY KEY, amt numeric);
 CREATE TRIGGER pay AFTER INSERT ON regress_open.payouts FOR EACH ROW
@@ -90,14 +96,14 @@ INSERT INTO regress_open.payouts VALUES ('rtrevoked3', 1);
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 
--- 9. a table given to an owner without the grant stops queuing too
+-- 10. a table given to an owner without the grant stops queuing too
 GRANT EXECUTE ON FUNCTION billogram_payment_trigger() TO regress_bg_owner;
 ALTER TABLE regress_open.payouts OWNER TO regress_bg_nogrant;
 INSERT INTO regress_open.payouts VALUES ('rtgiven1', 1);
 \echo :LAST_ERROR_SQLSTATE
 ALTER TABLE regress_open.payouts OWNER TO regress_bg_owner;
 
--- 10. a role without grants inserting through a view of its own over the
+-- 11. a role without grants inserting through a view of its own over the
 -- owner's table: the view's owner needs INSERT there
 SET ROLE regress_bg_nogrant;
 CREATE VIEW regress_open.v_payouts AS SELECT * FROM regress_open.payouts;
