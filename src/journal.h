@@ -65,7 +65,7 @@ typedef struct BgFinished
  * in a database whose extension is at another version the queue is not
  * served and nothing is journaled, until ALTER EXTENSION billogram UPDATE.
  */
-#define BG_SCHEMA_VERSION	"0.2"
+#define BG_SCHEMA_VERSION	"0.3"
 
 typedef enum BgJournalStatus
 {

@@ -1,0 +1,923 @@
+/*
+ * billogram 0.3: register Billogram credit payments from SQL.
+ *
+ * The HTTP requests themselves are made by the extension's background
+ * worker, which exists only when billogram is listed in
+ * shared_preload_libraries.
+ *
+ * Who may move money: nobody but the roles a DBA grants, one grant per
+ * capability, each stated below:
+ *   pay now           EXECUTE ON FUNCTION billogram_credit_payment
+ *   queue a payment   EXECUTE ON FUNCTION billogram_enqueue_credit_payment
+ *   queue by trigger  EXECUTE ON FUNCTION billogram_payment_trigger, held
+ *                     by the owner of the table the trigger is on
+ *   resolve, resend   EXECUTE ON FUNCTION billogram_resolve
+ *   release or fail rows that came from elsewhere
+ *                     EXECUTE ON FUNCTION billogram_release_held,
+ *                     billogram_fail_held
+ *   purge the journal EXECUTE ON FUNCTION billogram_purge
+ *   watch the worker  SELECT ON billogram_health (granted to pg_monitor)
+ *   record callbacks  EXECUTE ON FUNCTION billogram_record_callback
+ * Reading an invoice moves no money, but shows the customer's personal
+ * data, so it is one explicit grant too:
+ *   read an invoice   EXECUTE ON FUNCTION billogram_get_invoice
+ * PUBLIC holds none of them.  The functions that queue run as their caller,
+ * so that the journal names who asked; only their insert into the journal
+ * runs as its owner.  The SECURITY DEFINER functions pin search_path to
+ * pg_catalog and name the journal by schema, so no object a user created can
+ * run with their rights.
+ */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION billogram" to load this file. \quit
+
+/*
+ * billogram_credit_payment(id, mode, amount)
+ *
+ * Registers a payment on the stand-alone credit invoice `id` and returns the
+ * updated invoice (the reply's "data") as jsonb.
+ *   mode 'remaining': pays out the whole remaining amount; amount must be NULL.
+ *   mode 'amount':    pays out `amount`, which must be positive, finite and
+ *                     have at most two decimals.
+ * Invalid arguments raise SQLSTATE 22023 and nothing is sent.  Failures
+ * raise BG000 (no reply), BG001 (unusable reply), BG002 (worker lost the
+ * request) or BG followed by the HTTP status of an error reply (BG404...).
+ *
+ * The payment is made when the function runs and is not undone if the
+ * calling transaction rolls back.  VOLATILE and PARALLEL UNSAFE: every call
+ * moves money.  Not STRICT, so that NULL arguments get a clear error.
+ *
+ * Privileges: EXECUTE is revoked from PUBLIC; grant it to the roles that
+ * may register payments:
+ *     GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric) TO finance;
+ */
+CREATE FUNCTION billogram_credit_payment(id text, mode text, amount numeric DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'billogram_credit_payment'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric) FROM PUBLIC;
+
+COMMENT ON FUNCTION billogram_credit_payment(text, text, numeric) IS
+'Registers a payment on a Billogram credit invoice through the billogram worker; returns the updated invoice';
+
+/*
+ * billogram_get_invoice(id) RETURNS jsonb
+ *
+ * The invoice `id` as Billogram has it now: a GET of /billogram/{id}, made
+ * by the worker like a payment, returning the reply's "data" as jsonb, with
+ * amounts exact.  The id is checked as billogram_credit_payment() checks
+ * it (22023, and nothing sent); failures raise the same SQLSTATEs (BG000,
+ * BG001, BG002, BG followed by the HTTP status: BG404 for an unknown
+ * invoice), and billogram.timeout, cancel and statement_timeout apply as
+ * to a payment.  A GET changes nothing at Billogram: it is not journaled in
+ * billogram_requests, and whatever fails can simply be tried again.
+ * VOLATILE: every call asks Billogram anew.  Not STRICT, so that a NULL id
+ * gets a clear error.
+ *
+ * Privileges: EXECUTE is revoked from PUBLIC, and is a grant of its own,
+ * neither implied by nor implying billogram_credit_payment(): it moves no
+ * money, but the invoice carries the customer's name, addresses and
+ * identity number.
+ *     GRANT EXECUTE ON FUNCTION billogram_get_invoice(text) TO support;
+ */
+CREATE FUNCTION billogram_get_invoice(id text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'billogram_get_invoice'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION billogram_get_invoice(text) FROM PUBLIC;
+
+COMMENT ON FUNCTION billogram_get_invoice(text) IS
+'Returns a Billogram invoice as it is now, read through the billogram worker; changes nothing at Billogram';
+
+/*
+ * The journal of credit-payment requests.
+ *
+ * One row per request, whatever its origin:
+ *   'sync'    billogram_credit_payment(); the worker records the row in its
+ *             own transaction before sending, so a payment that reached
+ *             Billogram is on record even if the caller rolled back;
+ *   'enqueue' billogram_enqueue_credit_payment();
+ *   'trigger' billogram_payment_trigger(), with the source table and the
+ *             source row's primary key.
+ *
+ * States: pending -> sending -> done | failed | in_doubt, and held (below)
+ * for rows made elsewhere; a pending row
+ * whose attempt provably did not reach Billogram (or was answered 429/503)
+ * goes back to pending with a later next_attempt_at.  'sending' is
+ * committed before the request leaves, so after a crash a row in 'sending'
+ * becomes 'in_doubt' rather than being sent again.  in_doubt rows carry the
+ * reason in error and, in invoice_snapshot, the invoice as a GET returned it
+ * afterwards, for an operator to decide with billogram_resolve().  Until
+ * its verdict is final the worker reads the invoice again and weighs what
+ * changed (billogram_settle below): evidence holds the verdict and what it
+ * rests on, settle_at when the invoice is read next (NULL once final); a
+ * payment the evidence shows applied becomes done, 'reconciled'.
+ *
+ * One payment per invoice is in flight at a time, in the order the rows
+ * were made: a row is not sent while an earlier row of its invoice is
+ * pending, while any row of its invoice is sending, or while one is still
+ * being checked (settle_at set).  A synchronous call waits, up to its
+ * billogram.timeout, while a payment on its invoice is in flight or being
+ * checked; it does not queue behind pending rows.
+ *
+ * Who caused each payment: created_by is the role that called or inserted
+ * (SET ROLE counts, SECURITY DEFINER does not), effective_role the role in
+ * effect at that moment (it differs inside a SECURITY DEFINER function),
+ * login_role the session's authenticated role; database_name, backend_pid
+ * and application_name say where the call came from (synchronous calls may
+ * come from any database).  Rows from 0.1 have only created_by, which then
+ * held session_user.
+ *
+ * What it keeps of an invoice (response, invoice_snapshot) follows the
+ * superuser setting billogram.journal_reply: by default a summary without
+ * personal data (see billogram_invoice_summary below); 'full' keeps the
+ * whole invoice, names, addresses and identity numbers included; 'none'
+ * keeps nothing.
+ *
+ * pending_since is when the row last became pending (queued, resent or
+ * released): a request that provably did not reach Billogram, or that
+ * Billogram asked to retry, is tried again while it has been pending for
+ * less than billogram.retry_for, and only then marked failed.
+ *
+ * Where each row was made: made_in_system is the cluster's system
+ * identifier (pg_control_system()) and made_in_database the OID of the
+ * database whose journal took it.  The worker sends only rows made where it
+ * runs.  Rows that arrive any other way, with a restored dump, pg_upgrade or
+ * a copy brought up as another cluster, may have been sent already by the
+ * server that made them: pending ones become 'held' (held_at says since
+ * when) and wait for an operator's billogram_release_held() or
+ * billogram_fail_held(); one found in 'sending' becomes 'in_doubt'.  A
+ * promoted standby has its primary's system identifier and goes on with
+ * the queue it inherited.  NULL (a row written by hand) counts as elsewhere.
+ *
+ * Privileges: no access for PUBLIC; superusers, or roles granted access
+ * explicitly, read it.  Writes go through the functions below; a role
+ * granted INSERT or UPDATE here (or pg_write_all_data) could queue payments
+ * directly, so grant no more than SELECT.
+ * Its rows are data: pg_dump dumps them (pg_extension_config_dump).
+ */
+CREATE TABLE billogram_requests (
+    id               bigserial PRIMARY KEY,
+    origin           text NOT NULL CHECK (origin IN ('sync', 'enqueue', 'trigger')),
+    billogram_id     text NOT NULL,
+    mode             text NOT NULL CHECK (mode IN ('remaining', 'amount')),
+    amount           numeric CHECK ((mode = 'amount') = (amount IS NOT NULL)),
+    request_body     text NOT NULL,
+    state            text NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'sending', 'done', 'failed', 'in_doubt', 'held')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    created_by       name NOT NULL DEFAULT session_user,
+    sent_at          timestamptz,
+    finished_at      timestamptz,
+    http_status      integer,
+    response         jsonb,
+    error            jsonb,
+    invoice_snapshot jsonb,
+    snapshot_at      timestamptz,
+    source_table     text,
+    source_key       jsonb,
+    resolution       text,
+    effective_role   name,
+    login_role       name,
+    database_name    name,
+    backend_pid      integer,
+    application_name text,
+    made_in_system   bigint,
+    made_in_database oid,
+    held_at          timestamptz,
+    pending_since    timestamptz NOT NULL DEFAULT now(),
+    evidence         jsonb,
+    settle_at        timestamptz,
+    made_in_instance uuid,
+    idempotency_key  text,
+    baseline         jsonb,
+    event_uuids      text[],
+    verify_reason    text
+);
+
+COMMENT ON TABLE billogram_requests IS
+'Journal and outbox of Billogram credit-payment requests';
+
+-- the worker's claim: due pending rows, oldest first
+CREATE INDEX billogram_requests_pending_idx
+    ON billogram_requests (next_attempt_at, id) WHERE state = 'pending';
+-- purge and status by state
+CREATE INDEX billogram_requests_state_idx ON billogram_requests (state, finished_at);
+-- one payment in flight per invoice, in order; the evidence on an invoice
+CREATE INDEX billogram_requests_invoice_idx ON billogram_requests (billogram_id, id);
+-- in_doubt rows whose invoice is to be read again
+CREATE INDEX billogram_requests_settle_idx ON billogram_requests (settle_at)
+    WHERE settle_at IS NOT NULL;
+
+/*
+ * Every done row stores the invoice (several kB of JSON).  lz4 compresses
+ * it several times faster than the default pglz, which profiling showed to
+ * be the largest single cost of recording an outcome; used where the
+ * server was built with it.
+ */
+DO $$
+BEGIN
+    IF 'lz4' = ANY (SELECT unnest(enumvals) FROM pg_catalog.pg_settings
+                     WHERE name = 'default_toast_compression') THEN
+        ALTER TABLE billogram_requests
+            ALTER COLUMN response SET COMPRESSION lz4,
+            ALTER COLUMN invoice_snapshot SET COMPRESSION lz4;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON billogram_requests FROM PUBLIC;
+REVOKE ALL ON SEQUENCE billogram_requests_id_seq FROM PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('billogram_requests', '');
+SELECT pg_catalog.pg_extension_config_dump('billogram_requests_id_seq', '');
+
+/*
+ * billogram_instance: who this installation is.  One row, made by CREATE
+ * EXTENSION (and by the update to 0.3) with a random id, and never dumped:
+ * pg_dump leaves its contents out, so a restore, even into the same
+ * database, gets an id of its own, and the rows it brings back, made under
+ * another id, are held rather than sent (see made_in_instance).  A
+ * physical standby has its primary's row, so a promoted standby goes on
+ * with the queue it inherited (after the checks described at
+ * billogram_requests).  timeline is the WAL timeline the worker last saw:
+ * a different one means a promotion or a point-in-time recovery happened.
+ * Privileges: no access for PUBLIC.
+ */
+CREATE TABLE billogram_instance (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    timeline    bigint,
+    one_row     boolean NOT NULL DEFAULT true UNIQUE CHECK (one_row)
+);
+INSERT INTO billogram_instance DEFAULT VALUES;
+REVOKE ALL ON billogram_instance FROM PUBLIC;
+
+/*
+ * billogram_keys: every key that has paid, kept for ever (billogram_purge
+ * leaves it): a source row of a payments table ('source': the root table
+ * of its partition tree and its primary key) or a caller's idempotency key
+ * ('call'), and the journal row it made.  A second payment with the same
+ * key is not made.
+ * Privileges: no access for PUBLIC.
+ */
+CREATE TABLE billogram_keys (
+    kind        text NOT NULL CHECK (kind IN ('source', 'call')),
+    key         text NOT NULL,
+    request_id  bigint NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kind, key)
+);
+REVOKE ALL ON billogram_keys FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('billogram_keys', '');
+
+/*
+ * billogram_ledger: what Billogram showed the worker of each invoice, one
+ * row per invoice: the remaining sum as last seen, and every event uuid
+ * ever seen on it, with the journal row (if any) whose payment made it.
+ * Written in the same transaction as the outcome or reading that showed
+ * it, whatever billogram.journal_reply keeps, and never purged.
+ * Privileges: no access for PUBLIC.
+ */
+CREATE TABLE billogram_ledger (
+    billogram_id   text PRIMARY KEY,
+    remaining_sum  numeric,
+    events         jsonb NOT NULL DEFAULT '{}',
+    seen_at        timestamptz NOT NULL,
+    seen_by        bigint
+);
+REVOKE ALL ON billogram_ledger FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('billogram_ledger', '');
+
+/*
+ * billogram_enqueue_credit_payment(id, mode, amount) RETURNS bigint
+ *
+ * Queues a credit payment, validated exactly like billogram_credit_payment()
+ * (22023 and nothing queued on bad input), and returns the request's id.
+ * It is sent by the worker once, and only if, the calling transaction
+ * commits.  Runs as its caller, whose roles the journal records; the row
+ * itself is inserted as the journal's owner, so granted roles need no
+ * privileges on billogram_requests.
+ * Privileges: EXECUTE revoked from PUBLIC; grant it like the synchronous
+ * function.
+ */
+CREATE FUNCTION billogram_enqueue_credit_payment(id text, mode text, amount numeric DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'billogram_enqueue_credit_payment'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) FROM PUBLIC;
+
+/*
+ * billogram_payment_trigger(id_column [, amount_column [, mode_column]])
+ *
+ * AFTER INSERT ... FOR EACH ROW trigger function.  Each inserted row queues
+ * a credit payment on the invoice named by id_column:
+ *   one argument      mode 'remaining': the whole remaining sum;
+ *   two arguments     mode 'amount', of amount_column; a NULL amount fails
+ *                     the INSERT with 22023 and queues nothing (it is never
+ *                     taken to mean "everything");
+ *   three arguments   the mode in mode_column ('amount' or 'remaining'; NULL
+ *                     fails with 22023), the amount in amount_column, NULL
+ *                     for 'remaining'.
+ * Column names are read as SQL identifiers: 'amount', or '"Amount Due"' for
+ * a quoted name.  Any value that billogram_credit_payment() would refuse
+ * fails the INSERT with 22023.
+ *
+ *   CREATE TRIGGER register_payout AFTER INSERT ON payments FOR EACH ROW
+ *       EXECUTE FUNCTION billogram_payment_trigger('billogram_id', 'amount');
+ *
+ * Privileges: EXECUTE revoked from PUBLIC.  CREATE TRIGGER requires it of
+ * the role creating the trigger, and every row the trigger fires for
+ * requires that the owner of the table holds it then (42501 otherwise):
+ * PostgreSQL checks a trigger function's EXECUTE only at CREATE TRIGGER, so
+ * the function checks again, and a revoked grant or a table given to
+ * another owner stops its trigger at once.  Any role that may INSERT into
+ * the table (or COPY into it) fires the trigger and is recorded as the
+ * payment's creator; it needs no grant of its own.
+ *     GRANT EXECUTE ON FUNCTION billogram_payment_trigger() TO payments_owner;
+ */
+CREATE FUNCTION billogram_payment_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'billogram_payment_trigger'
+LANGUAGE C;
+
+REVOKE ALL ON FUNCTION billogram_payment_trigger() FROM PUBLIC;
+
+-- internal: wake the worker when the calling transaction commits; used by
+-- billogram_resolve().  No privilege for PUBLIC.
+CREATE FUNCTION billogram_wake_worker_at_commit()
+RETURNS void
+AS 'MODULE_PATHNAME', 'billogram_wake_worker_at_commit'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION billogram_wake_worker_at_commit() FROM PUBLIC;
+
+-- internal: who is deciding, for the operators' functions below (the role
+-- that called, SET ROLE counted, and the login role if it differs), which
+-- SQL cannot see inside a SECURITY DEFINER function.  No privilege for
+-- PUBLIC; the SECURITY DEFINER functions call it as its owner.
+CREATE FUNCTION billogram_caller()
+RETURNS text
+AS 'MODULE_PATHNAME', 'billogram_caller'
+LANGUAGE C STABLE;
+
+REVOKE ALL ON FUNCTION billogram_caller() FROM PUBLIC;
+
+/*
+ * billogram_resolve(request_id, action) RETURNS billogram_requests
+ *
+ * An operator's decision on an 'in_doubt' or 'failed' row, after checking
+ * the invoice at Billogram:
+ *   'resend'      send it again (back to pending, attempts kept);
+ *   'mark_done'   the payment is registered at Billogram;
+ *   'mark_failed' it is not, and will not be sent.
+ * The decision, who took it and when are kept in the resolution column.
+ * Privileges: EXECUTE revoked from PUBLIC; grant it to operators.
+ * SECURITY DEFINER, so operators need no privileges on the journal;
+ * search_path is pg_catalog only and the journal is named by schema, so
+ * nothing an operator defined runs with the definer's rights.
+ */
+CREATE FUNCTION billogram_resolve(request_id bigint, action text)
+RETURNS billogram_requests
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r @extschema@.billogram_requests;
+BEGIN
+    IF action IS NULL OR action NOT IN ('resend', 'mark_done', 'mark_failed') THEN
+        RAISE EXCEPTION 'invalid action "%"', action
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''resend'', ''mark_done'' or ''mark_failed''.';
+    END IF;
+
+    SELECT * INTO r FROM @extschema@.billogram_requests WHERE id = request_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'billogram request % does not exist', request_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF r.state NOT IN ('in_doubt', 'failed') THEN
+        RAISE EXCEPTION 'billogram request % is %, only in_doubt and failed requests can be resolved',
+                        request_id, r.state
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+
+    UPDATE @extschema@.billogram_requests
+       SET state = CASE action WHEN 'resend' THEN 'pending'
+                               WHEN 'mark_done' THEN 'done'
+                               ELSE 'failed' END,
+           next_attempt_at = CASE WHEN action = 'resend' THEN now() ELSE next_attempt_at END,
+           pending_since = CASE WHEN action = 'resend' THEN now() ELSE pending_since END,
+           finished_at = CASE WHEN action = 'resend' THEN NULL ELSE now() END,
+           settle_at = NULL,
+           resolution = concat_ws(E'\n', resolution,
+                                  format('%s by %s at %s (was %s)', action, @extschema@.billogram_caller(), now(), r.state))
+     WHERE id = request_id
+    RETURNING * INTO r;
+
+    -- the worker sends a resent row, and stops holding back the invoice's
+    -- next payments for a row it was still checking
+    PERFORM @extschema@.billogram_wake_worker_at_commit();
+    IF action <> 'resend' THEN
+        PERFORM pg_notify('billogram_requests',
+                          json_build_object('id', r.id, 'state', r.state)::text);
+    END IF;
+    RETURN r;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_resolve(bigint, text) FROM PUBLIC;
+
+/*
+ * billogram_settle(request_id, invoice, failure, settle_secs) RETURNS text
+ *
+ * Internal: the worker's weighing of the evidence on an in_doubt row, each
+ * time it has read the invoice again (invoice: its summary, see
+ * billogram_invoice_summary) or failed to (failure: why).  It compares the
+ * invoice with what the journal knew of it before the request was sent:
+ * the latest invoice an earlier row of the same invoice recorded before
+ * this row's sent_at (a reply, a snapshot or evidence).  The new events are
+ * those that invoice did not have, joined by those Billogram's callbacks
+ * reported (billogram_events); when the journal knew nothing of the
+ * invoice, the events created from a minute before sent_at on (a minute
+ * for the two clocks to differ).  Event types are not looked at: which type
+ * a credit payment makes is not documented; an event with data.amount is a
+ * payment.  The verdict, kept in evidence with what it rests on:
+ *   applied      exactly one new payment, of the amount sent (mode amount)
+ *                or of the whole remaining sum, leaving 0 (mode remaining),
+ *                and the remaining sum moved by exactly that much: the row
+ *                becomes done, its resolution says 'reconciled';
+ *   checking     no new payment and the remaining sum unchanged, less than
+ *                billogram.settle_time after sending: read again then;
+ *   not_applied  the same, after billogram.settle_time: the row stays
+ *                in_doubt, billogram_resolve(id, 'resend') sends it again;
+ *   ambiguous    anything else (two payments, another amount, a sum that
+ *                moved without an event, an unreadable event time): the row
+ *                stays in_doubt for a person;
+ *   unchecked    the invoice could not be read until billogram.settle_time
+ *                after sending: stays in_doubt.
+ * It never sends anything and never marks a row failed.  Returns the
+ * verdict, NULL when the row is no longer waiting for one (resolved or
+ * purged meanwhile).  settle_at is when the worker reads the invoice next;
+ * NULL once the verdict is final.
+ * Privileges: EXECUTE revoked from PUBLIC; only the worker calls it.
+ */
+CREATE FUNCTION billogram_settle(request_id bigint, invoice jsonb, failure jsonb, settle_secs integer)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r @extschema@.billogram_requests;
+    settle_time interval := make_interval(secs => settle_secs);
+    before jsonb;
+    before_id bigint;
+    before_events jsonb;
+    events jsonb;
+    fresh jsonb := '[]';
+    e jsonb;
+    is_new boolean;
+    unreadable boolean := false;
+    n_paid bigint;
+    paid numeric;
+    rem_before numeric;
+    rem_after numeric;
+    expected numeric;
+    verdict text;
+    weighed jsonb;
+BEGIN
+    SELECT * INTO r FROM @extschema@.billogram_requests WHERE id = request_id FOR UPDATE;
+    IF NOT FOUND OR r.state <> 'in_doubt' OR r.settle_at IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    IF invoice IS NULL THEN
+        verdict := CASE WHEN now() < r.sent_at + settle_time THEN 'checking' ELSE 'unchecked' END;
+        weighed := jsonb_build_object('verdict', verdict, 'checked_at', now(),
+                                       'sent_at', r.sent_at, 'failure', failure);
+    ELSE
+        -- the latest invoice the journal had seen before this was sent
+        SELECT c.id, c.inv INTO before_id, before
+          FROM (SELECT b.id, b.response AS inv, b.finished_at AS seen_at
+                  FROM @extschema@.billogram_requests b
+                 WHERE b.billogram_id = r.billogram_id AND b.id <> r.id
+                UNION ALL
+                SELECT b.id, b.invoice_snapshot, b.snapshot_at
+                  FROM @extschema@.billogram_requests b
+                 WHERE b.billogram_id = r.billogram_id AND b.id <> r.id
+                UNION ALL
+                SELECT b.id, b.evidence -> 'after', (b.evidence ->> 'checked_at')::timestamptz
+                  FROM @extschema@.billogram_requests b
+                 WHERE b.billogram_id = r.billogram_id AND b.id <> r.id) c
+         WHERE c.seen_at < r.sent_at
+           AND jsonb_typeof(c.inv -> 'remaining_sum') = 'number'
+           AND jsonb_typeof(c.inv -> 'events') = 'array'
+         ORDER BY c.seen_at DESC
+         LIMIT 1;
+        before_events := before -> 'events';
+
+        -- the invoice's events, and those only a callback told of
+        events := CASE jsonb_typeof(invoice -> 'events') WHEN 'array' THEN invoice -> 'events' ELSE '[]' END;
+        events := events || coalesce((
+            SELECT jsonb_agg(jsonb_build_object('event_uuid', x.event_uuid, 'type', x.type,
+                                                'created_at', x.created_at, 'amount', x.amount)
+                             ORDER BY x.received_at)
+              FROM @extschema@.billogram_events x
+             WHERE x.billogram_id = r.billogram_id
+               AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(events) g
+                                WHERE g ->> 'event_uuid' = x.event_uuid)), '[]');
+
+        FOR e IN SELECT value FROM jsonb_array_elements(events) LOOP
+            IF before IS NOT NULL THEN
+                is_new := NOT EXISTS (SELECT 1 FROM jsonb_array_elements(before_events) b
+                                       WHERE coalesce(b ->> 'event_uuid', b::text)
+                                             = coalesce(e ->> 'event_uuid', e::text));
+            ELSE
+                BEGIN
+                    is_new := (e ->> 'created_at')::timestamptz >= r.sent_at - interval '1 minute';
+                EXCEPTION WHEN data_exception THEN
+                    is_new := NULL;
+                END;
+                IF is_new IS NULL THEN
+                    unreadable := true;
+                    is_new := true;
+                END IF;
+            END IF;
+            IF is_new THEN
+                fresh := fresh || jsonb_build_array(jsonb_build_object(
+                    'event_uuid', e -> 'event_uuid', 'type', e -> 'type',
+                    'created_at', e -> 'created_at',
+                    'amount', coalesce(e -> 'amount', e -> 'data' -> 'amount')));
+            END IF;
+        END LOOP;
+
+        SELECT count(*), max(abs((f ->> 'amount')::numeric)) INTO n_paid, paid
+          FROM jsonb_array_elements(fresh) f
+         WHERE jsonb_typeof(f -> 'amount') = 'number';
+        IF jsonb_typeof(invoice -> 'remaining_sum') = 'number' THEN
+            rem_after := (invoice ->> 'remaining_sum')::numeric;
+        END IF;
+        rem_before := (before ->> 'remaining_sum')::numeric;
+        expected := CASE r.mode WHEN 'amount' THEN r.amount ELSE abs(rem_before) END;
+
+        IF unreadable OR rem_after IS NULL THEN
+            verdict := 'ambiguous';
+        ELSIF n_paid = 1 AND paid = coalesce(expected, paid)
+              AND (rem_before IS NULL OR abs(rem_after - rem_before) = paid)
+              AND (r.mode = 'amount' OR rem_after = 0) THEN
+            verdict := 'applied';
+        ELSIF n_paid = 0 AND rem_after = coalesce(rem_before, rem_after) THEN
+            verdict := CASE WHEN now() < r.sent_at + settle_time THEN 'checking' ELSE 'not_applied' END;
+        ELSE
+            verdict := 'ambiguous';
+        END IF;
+
+        weighed := jsonb_build_object(
+            'verdict', verdict, 'checked_at', now(), 'sent_at', r.sent_at,
+            'before_request_id', before_id,
+            'remaining_before', before -> 'remaining_sum',
+            'remaining_after', invoice -> 'remaining_sum',
+            'new_events', fresh,
+            -- what a later row of this invoice compares with
+            'after', jsonb_build_object(
+                'remaining_sum', invoice -> 'remaining_sum',
+                'events', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                        'event_uuid', g -> 'event_uuid',
+                                        'amount', coalesce(g -> 'amount', g -> 'data' -> 'amount')))
+                                      FROM jsonb_array_elements(events) g), '[]')));
+    END IF;
+
+    UPDATE @extschema@.billogram_requests
+       SET state = CASE WHEN verdict = 'applied' THEN 'done' ELSE 'in_doubt' END,
+           evidence = weighed,
+           settle_at = CASE WHEN verdict <> 'checking' THEN NULL
+                            WHEN invoice IS NULL THEN now() + least(settle_time, interval '10 seconds')
+                            ELSE r.sent_at + settle_time END,
+           resolution = CASE WHEN verdict = 'applied' THEN
+                            concat_ws(E'\n', resolution,
+                                      format('reconciled by the billogram worker at %s: the invoice shows one new payment of %s (event %s)',
+                                             now(), paid,
+                                             (SELECT f ->> 'event_uuid' FROM jsonb_array_elements(fresh) f
+                                               WHERE jsonb_typeof(f -> 'amount') = 'number')))
+                        ELSE resolution END
+     WHERE id = request_id;
+    IF verdict = 'applied' THEN
+        PERFORM pg_notify('billogram_requests',
+                          json_build_object('id', request_id, 'state', 'done')::text);
+    END IF;
+    RETURN verdict;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_settle(bigint, jsonb, jsonb, integer) FROM PUBLIC;
+
+/*
+ * billogram_release_held(request_id DEFAULT NULL) RETURNS bigint
+ * billogram_fail_held(request_id DEFAULT NULL) RETURNS bigint
+ *
+ * An operator's decision on 'held' rows (all of them, or the one given),
+ * rows that came from another cluster or database (see the journal above).
+ * Release only once the server they came from is stopped, or has been
+ * checked not to have sent them: each released row becomes this server's,
+ * back in the queue, and is sent.  Fail marks them failed instead, never to
+ * be sent.  Both return how many rows they changed and record who decided,
+ * when, and where the row was made, in resolution.
+ * Privileges: EXECUTE revoked from PUBLIC; SECURITY DEFINER with
+ * search_path pinned, as for billogram_resolve().
+ */
+CREATE FUNCTION billogram_release_held(request_id bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE @extschema@.billogram_requests
+       SET state = 'pending',
+           next_attempt_at = now(),
+           pending_since = now(),
+           resolution = concat_ws(E'\n', resolution,
+                                  format('released by %s at %s (held since %s, made in system %s database %s)',
+                                         @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database)),
+           made_in_system = (SELECT system_identifier FROM pg_control_system()),
+           made_in_database = (SELECT oid FROM pg_database WHERE datname = current_database()),
+           held_at = NULL
+     WHERE state = 'held' AND (request_id IS NULL OR id = request_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM @extschema@.billogram_wake_worker_at_commit();
+    END IF;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_release_held(bigint) FROM PUBLIC;
+
+CREATE FUNCTION billogram_fail_held(request_id bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE @extschema@.billogram_requests
+       SET state = 'failed',
+           finished_at = now(),
+           resolution = concat_ws(E'\n', resolution,
+                                  format('mark_failed by %s at %s (held since %s, made in system %s database %s)',
+                                         @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database))
+     WHERE state = 'held' AND (request_id IS NULL OR id = request_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_fail_held(bigint) FROM PUBLIC;
+
+/*
+ * billogram_queue_status: one row per state present, with the age of the
+ * oldest pending row, the most recent error, and since when rows are held.
+ * Privileges: like billogram_requests, no access for PUBLIC.
+ */
+CREATE VIEW billogram_queue_status AS
+SELECT state,
+       count(*) AS requests,
+       CASE WHEN state = 'pending' THEN now() - min(created_at) END AS oldest_pending_age,
+       (array_agg(error ORDER BY coalesce(finished_at, sent_at) DESC NULLS LAST)
+            FILTER (WHERE error IS NOT NULL))[1] AS last_error,
+       CASE WHEN state = 'held' THEN min(held_at) END AS held_since
+  FROM billogram_requests
+ GROUP BY state;
+
+REVOKE ALL ON billogram_queue_status FROM PUBLIC;
+
+/*
+ * billogram_in_doubt: the payments whose outcome is unknown, one row each,
+ * with what the evidence says (see billogram_settle) and what to do:
+ *   verdict       checking, not_applied, ambiguous or unchecked;
+ *   new_payments  the amounts of the payments the invoice gained since the
+ *                 request was sent;
+ *   advice        the verdict in a sentence, with the call that acts on it.
+ * Privileges: like billogram_requests, no access for PUBLIC.
+ */
+CREATE VIEW billogram_in_doubt AS
+SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
+       r.error ->> 'message' AS reason,
+       coalesce(r.evidence ->> 'verdict', 'checking') AS verdict,
+       (r.evidence ->> 'remaining_before')::numeric AS remaining_before,
+       (r.evidence ->> 'remaining_after')::numeric AS remaining_after,
+       (SELECT array_agg((f ->> 'amount')::numeric)
+          FROM jsonb_array_elements(r.evidence -> 'new_events') f
+         WHERE jsonb_typeof(f -> 'amount') = 'number') AS new_payments,
+       (r.evidence ->> 'checked_at')::timestamptz AS checked_at,
+       r.settle_at AS next_check_at,
+       CASE coalesce(r.evidence ->> 'verdict', 'checking')
+           WHEN 'checking' THEN
+               format('being checked: the invoice is read again at %s', r.settle_at)
+           WHEN 'not_applied' THEN
+               format('not registered: no new payment on the invoice and its remaining sum unchanged %s after sending; billogram_resolve(%s, ''resend'') sends it again',
+                      date_trunc('second', (r.evidence ->> 'checked_at')::timestamptz - r.sent_at), r.id)
+           WHEN 'unchecked' THEN
+               format('the invoice could not be read (%s); check it at Billogram, then billogram_resolve(%s, ...)',
+                      r.evidence -> 'failure' ->> 'message', r.id)
+           ELSE
+               format('ambiguous: the invoice does not show exactly this payment; check it at Billogram, then billogram_resolve(%s, ''mark_done'', ''mark_failed'' or ''resend'')',
+                      r.id)
+       END AS advice
+  FROM billogram_requests r
+ WHERE r.state = 'in_doubt';
+
+REVOKE ALL ON billogram_in_doubt FROM PUBLIC;
+
+/*
+ * Billogram's callbacks, verified and recorded from SQL.
+ *
+ * An application or a PostgREST endpoint that receives Billogram's POST
+ * hands the Billogram-Request-Timestamp header, the Billogram-Signature
+ * header and the raw body, as received, to billogram_record_callback(),
+ * and answers Billogram {"status": "OK"} only if it returned.
+ *
+ * billogram_verify_callback(timestamp, signature, body) RETURNS boolean
+ *   true when signature is HMAC-SHA256(billogram.callback_sign_key,
+ *   timestamp || ':' || body), in hex or base64 (Billogram does not say
+ *   which), compared in constant time, and timestamp is within
+ *   billogram.callback_max_age (5 minutes) of now.  Errors with 55000 when
+ *   no sign key is set.
+ *   Privileges: EXECUTE revoked from PUBLIC.
+ *
+ * billogram_events: one row per event Billogram told us of, keyed on its
+ * event_uuid, so a callback Billogram repeats (it retries until answered)
+ * is recorded once.  Only the event is kept, not the invoice the callback
+ * carries with it, which holds the customer's personal data.
+ *   Privileges: no access for PUBLIC; written by billogram_record_callback.
+ *
+ * billogram_record_callback(timestamp, signature, body) RETURNS text
+ *   Verifies the callback (28000 when the signature or the timestamp is
+ *   refused, nothing recorded), then records a BillogramEvent callback's
+ *   event: 'recorded', or 'duplicate' for an event_uuid already there.
+ *   Other callback types are accepted and not recorded: 'ignored'.
+ *   Privileges: EXECUTE revoked from PUBLIC; grant it to the role the
+ *   receiving endpoint connects as.  SECURITY DEFINER, search_path pinned.
+ */
+CREATE FUNCTION billogram_verify_callback("timestamp" text, signature text, body text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'billogram_verify_callback'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION billogram_verify_callback(text, text, text) FROM PUBLIC;
+
+CREATE TABLE billogram_events (
+    event_uuid    text PRIMARY KEY,
+    billogram_id  text,
+    type          text,
+    created_at    text,
+    amount        numeric,
+    event         jsonb NOT NULL,
+    callback_id   text,
+    received_at   timestamptz NOT NULL DEFAULT now(),
+    received_by   text NOT NULL
+);
+
+CREATE INDEX billogram_events_billogram_idx ON billogram_events (billogram_id, received_at);
+
+COMMENT ON TABLE billogram_events IS
+'Events Billogram reported through signed callbacks, once each';
+
+REVOKE ALL ON billogram_events FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('billogram_events', '');
+
+CREATE FUNCTION billogram_record_callback("timestamp" text, signature text, body text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cb jsonb;
+    ev jsonb;
+    n bigint;
+BEGIN
+    -- $1, $2, $3: timestamp, signature, body (timestamp is also a type name)
+    IF NOT @extschema@.billogram_verify_callback($1, $2, $3) THEN
+        RAISE EXCEPTION 'billogram callback refused: bad signature or stale timestamp'
+            USING ERRCODE = 'invalid_authorization_specification',
+                  DETAIL = 'Nothing was recorded.',
+                  HINT = 'Pass the Billogram-Request-Timestamp and Billogram-Signature headers and the body exactly as received; check billogram.callback_sign_key.';
+    END IF;
+    cb := $3::jsonb;
+    IF cb ->> 'callback_type' IS DISTINCT FROM 'BillogramEvent' THEN
+        RETURN 'ignored';
+    END IF;
+    ev := cb -> 'event';
+    IF jsonb_typeof(ev) IS DISTINCT FROM 'object' OR ev ->> 'event_uuid' IS NULL THEN
+        RAISE EXCEPTION 'billogram callback has no event with an event_uuid'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO @extschema@.billogram_events
+           (event_uuid, billogram_id, type, created_at, amount, event, callback_id, received_by)
+    VALUES (ev ->> 'event_uuid',
+            coalesce(ev ->> 'billogram_id', cb -> 'billogram' ->> 'id'),
+            ev ->> 'type', ev ->> 'created_at',
+            CASE WHEN jsonb_typeof(ev -> 'data' -> 'amount') = 'number'
+                 THEN (ev -> 'data' ->> 'amount')::numeric END,
+            ev, cb ->> 'callback_id', @extschema@.billogram_caller())
+    ON CONFLICT (event_uuid) DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 1 THEN
+        -- new evidence: the worker reads the invoice's in_doubt rows again
+        UPDATE @extschema@.billogram_requests
+           SET settle_at = now()
+         WHERE billogram_id = coalesce(ev ->> 'billogram_id', cb -> 'billogram' ->> 'id')
+           AND state = 'in_doubt';
+        IF FOUND THEN
+            PERFORM @extschema@.billogram_wake_worker_at_commit();
+        END IF;
+    END IF;
+    RETURN CASE WHEN n = 1 THEN 'recorded' ELSE 'duplicate' END;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_record_callback(text, text, text) FROM PUBLIC;
+
+/*
+ * billogram_health: is the worker healthy?  One row: the worker's pid and
+ * start time (NULL while none runs), transfers in flight and connections
+ * open to the API, what became of the requests since it started (done,
+ * failed, in_doubt, retried: back to pending to be tried again), transfers
+ * finished, the p50 and p99 of the last 1024 transfers' times in ms, the
+ * last error with its time, and paused_until: while Billogram has asked to
+ * wait (429, 503), when sending may start again (then one request probes).  The counters start with each worker.
+ * What to alert on is in the README.
+ * Privileges: PUBLIC has none; pg_monitor, the role monitoring agents are
+ * given, may read it.  Nothing in it moves money or shows personal data.
+ */
+CREATE FUNCTION billogram_worker_status(
+    OUT pid integer, OUT started_at timestamptz,
+    OUT in_flight integer, OUT connections integer,
+    OUT done bigint, OUT failed bigint, OUT in_doubt bigint, OUT retried bigint,
+    OUT transfers bigint, OUT latency_p50_ms float8, OUT latency_p99_ms float8,
+    OUT last_error text, OUT last_error_at timestamptz, OUT paused_until timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'billogram_worker_status'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION billogram_worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION billogram_worker_status() TO pg_monitor;
+
+CREATE VIEW billogram_health AS SELECT * FROM billogram_worker_status();
+
+REVOKE ALL ON billogram_health FROM PUBLIC;
+GRANT SELECT ON billogram_health TO pg_monitor;
+
+/*
+ * billogram_purge(older_than) RETURNS bigint
+ *
+ * Deletes the finished rows, 'done' and 'failed' (an operator's resolution
+ * of an in_doubt row ends in one of them), that finished longer ago than
+ * older_than, and returns how many.  Rows that still matter are never
+ * purged: 'pending' and 'sending' ones, and 'in_doubt' ones until an
+ * operator resolves them.  To purge on a schedule, with pg_cron:
+ *     SELECT cron.schedule('billogram-purge', '17 3 * * *',
+ *                          $$SELECT billogram_purge('90 days')$$);
+ * Privileges: EXECUTE revoked from PUBLIC; SECURITY DEFINER, so the grant
+ * alone is enough; search_path pinned as for billogram_resolve().
+ */
+CREATE FUNCTION billogram_purge(older_than interval)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM @extschema@.billogram_requests
+         WHERE state IN ('done', 'failed') AND finished_at < now() - older_than
+        RETURNING 1)
+    SELECT count(*) FROM gone;
+$$;
+
+REVOKE ALL ON FUNCTION billogram_purge(interval) FROM PUBLIC;
+
+/*
+ * billogram_invoice_summary(invoice) RETURNS jsonb
+ *
+ * What the journal keeps of an invoice under billogram.journal_reply =
+ * 'summary': its id, number, state, currency, sums and updated_at, and of
+ * each of its events the type, time, uuid and amount (data.amount).  Names,
+ * addresses, e-mail, identity numbers and the PDF are left out.  Members
+ * that are missing or JSON null are left out too; a member written twice
+ * counts by its first occurrence.  It is the worker's own code (C, reading
+ * the text of the reply without building a tree), so what it journals and
+ * what this returns are the same by construction.  Also usable to shrink
+ * rows journaled in full:
+ *     UPDATE billogram_requests SET response = billogram_invoice_summary(response);
+ * Privileges: EXECUTE for PUBLIC: it reads nothing but its argument.
+ */
+CREATE FUNCTION billogram_invoice_summary(invoice jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'billogram_invoice_summary'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
