@@ -132,7 +132,7 @@ bg_run_unprivileged() {
 	runuser -u "$BG_TEST_USER" -- env -i PATH=/usr/local/bin:/usr/bin:/bin \
 		HOME="$(getent passwd "$BG_TEST_USER" | cut -d: -f6)" LANG=C.UTF-8 \
 		CI="${CI:-}" BG_SANITIZE="${BG_SANITIZE:-0}" BG_PG_MAJOR="$BG_PG_MAJOR" \
-		BG_REGRESS_ONLY="${BG_REGRESS_ONLY:-0}" \
+		BG_REGRESS_ONLY="${BG_REGRESS_ONLY:-0}" BG_TAP_TESTS="${BG_TAP_TESTS:-}" \
 		bash "$copy/$script" "$@" || rc=$?
 	local d
 	for d in ${BG_COPY_BACK:-}; do

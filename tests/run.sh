@@ -30,6 +30,13 @@ sanitize_only=0
 regress_only=0
 [ "${1:-}" = --regress-only ] && regress_only=1
 
+# --only 'tests/t/016_settle.pl ...': build as it ships, then pg_regress and
+# just the TAP tests named (a developer's quick loop; CI runs everything)
+only_tap=
+if [ "${1:-}" = --only ]; then
+	only_tap=${2:?--only needs the TAP tests to run}
+fi
+
 bg_install_dependencies
 
 passed=0
@@ -49,6 +56,14 @@ if [ $regress_only = 1 ]; then
 	rm -f "$top"/src/*.o "$top/billogram.so"
 	bg_build_and_install "$top" SANITIZE=0
 	BG_REGRESS_ONLY=1 BG_COPY_BACK="results regression.diffs" \
+		bg_run_unprivileged "$top" tests/suite.sh
+	exit
+fi
+
+if [ -n "$only_tap" ]; then
+	rm -f "$top"/src/*.o "$top/billogram.so"
+	bg_build_and_install "$top" SANITIZE=0
+	BG_TAP_TESTS="$only_tap" BG_COPY_BACK="results regression.diffs log tmp_check/tap/tmp_check/log" \
 		bg_run_unprivileged "$top" tests/suite.sh
 	exit
 fi

@@ -87,7 +87,9 @@ export TESTDATADIR="$TESTDIR/tmp_check"
 export TESTLOGDIR="$TESTDIR/tmp_check/log"
 mkdir -p "$TESTDIR"
 prove_rc=0
-prove -v tests/t/*.pl > "$work/prove.out" 2>&1 || prove_rc=$?
+# BG_TAP_TESTS (tests/run.sh --only): just those
+# shellcheck disable=SC2086
+prove -v ${BG_TAP_TESTS:-tests/t/*.pl} > "$work/prove.out" 2>&1 || prove_rc=$?
 # the per-test lines and prove's own summary
 grep -E '^(tests/t/|All tests|Files=|Result:|not ok|#   Failed)' "$work/prove.out"
 [ $prove_rc = 0 ] || tail -n 60 "$work/prove.out"
