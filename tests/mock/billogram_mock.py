@@ -146,9 +146,28 @@ def ctl_event(e):
     return e
 
 
+# The mock's clock, as its events' created_at show it: POST /clock sets an
+# offset from the real time (Billogram's clock may be ahead or behind ours)
+# and whether the times carry their zone; POST /reset puts it back.
+CLOCK = {"offset_s": 0.0, "naive": False}
+
+
+def check_clock(c):
+    if (not isinstance(c, dict) or not set(c) <= {"offset_s", "naive"}
+            or not isinstance(c.get("offset_s", 0), (int, float))
+            or isinstance(c.get("offset_s", 0), bool)
+            or not isinstance(c.get("naive", False), bool)):
+        raise ValueError('expected {"offset_s": seconds[, "naive": bool]}')
+    return {"offset_s": float(c.get("offset_s", 0)),
+            "naive": c.get("naive", False)}
+
+
 def now_iso():
-    t = datetime.datetime.now(datetime.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
+    t = (datetime.datetime.now(datetime.timezone.utc)
+         + datetime.timedelta(seconds=CLOCK["offset_s"]))
+    zone = "" if CLOCK["naive"] else "Z"
+    return (t.strftime("%Y-%m-%dT%H:%M:%S.")
+            + "%03d" % (t.microsecond // 1000) + zone)
 
 
 # --------------------------------------------------------------------------
@@ -1066,6 +1085,7 @@ class CtlHandler(BaseHandler):
         u = urlsplit(self.path)
         if u.path == "/reset":
             STATE.reset()
+            CLOCK.update(offset_s=0.0, naive=False)
             LOG("ctl reset")
             return self.reply(200, {"ok": True})
         if u.path == "/fault":
@@ -1076,6 +1096,14 @@ class CtlHandler(BaseHandler):
             STATE.set_fault(f)
             LOG("ctl fault %s" % json.dumps(f))
             return self.reply(200, {"ok": True, "fault": f})
+        if u.path == "/clock":
+            try:
+                c = check_clock(json.loads(body.decode("utf-8") or "null"))
+            except (ValueError, UnicodeDecodeError) as e:
+                return self.reply(400, {"error": str(e)})
+            CLOCK.update(c)
+            LOG("ctl clock %s" % json.dumps(c))
+            return self.reply(200, {"ok": True, "clock": c})
         m = CTL_PAY_RE.match(u.path)
         if m:
             return self.pay_outside(m.group(1), body)

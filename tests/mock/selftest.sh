@@ -468,6 +468,19 @@ pay g2 '{"mode":"amount","amount":1}'
 check "fault none: back to normal" 200 "$CODE"
 "$HERE/mockctl" "$CTL" fault '{"mode":"nope"}' >/dev/null 2>&1
 check "bad fault JSON rejected" 1 $?
+
+# --- the mock's clock: behind by two hours, then without a zone
+"$HERE/mockctl" "$CTL" clock '{"offset_s":-7200}' >/dev/null
+check "clock offset accepted" 0 $?
+pay clk1 '{"mode":"amount","amount":1}'
+check "clock behind: the event is two hours old" "True" \
+	"$(py "$T/body" '__import__("datetime").datetime.now(__import__("datetime").timezone.utc) - __import__("datetime").datetime.strptime(L(b)["data"]["events"][-1]["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=__import__("datetime").timezone.utc) > __import__("datetime").timedelta(seconds=7000)')"
+"$HERE/mockctl" "$CTL" clock '{"offset_s":0,"naive":true}' >/dev/null
+pay clk1 '{"mode":"amount","amount":1}'
+check "clock naive: created_at without a zone" "False" \
+	"$(py "$T/body" 'L(b)["data"]["events"][-1]["created_at"].endswith("Z")')"
+"$HERE/mockctl" "$CTL" clock '{"offset_s":"x"}' >/dev/null 2>&1
+check "bad clock JSON rejected" 1 $?
 "$HERE/mockctl" "$CTL" reset >/dev/null
 check "reset: record empty" "[]" "$("$HERE/mockctl" "$CTL" requests)"
 "$HERE/mockctl" "$CTL" invoice inv1 >/dev/null 2>&1
