@@ -82,3 +82,354 @@ SELECT pg_catalog.pg_extension_config_dump('billogram_ledger', '');
 -- ==== idempotency keys and what the caller is told (route 10) ====
 
 -- ==== the ledger, baselines and verdicts (routes 1-4, 7, 8) ====
+
+-- pending rows whose invoice is to be read before they are sent
+CREATE INDEX billogram_requests_verify_idx ON billogram_requests (next_attempt_at, id)
+    WHERE state = 'pending' AND verify_reason IS NOT NULL;
+
+-- the ledger's functions (see billogram--0.3.sql)
+
+CREATE FUNCTION billogram_ledger_baseline(invoice_id text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+               'remaining_sum', l.remaining_sum,
+               'events', coalesce((SELECT jsonb_agg(k ORDER BY k)
+                                     FROM jsonb_object_keys(l.events) k), '[]'))
+      FROM @extschema@.billogram_ledger l
+     WHERE l.billogram_id = $1;
+$$;
+
+REVOKE ALL ON FUNCTION billogram_ledger_baseline(text) FROM PUBLIC;
+
+CREATE FUNCTION billogram_ledger_record(invoice_id text, invoice jsonb, request_id bigint)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO @extschema@.billogram_ledger AS l
+           (billogram_id, remaining_sum, events, seen_at, seen_by)
+    SELECT $1,
+           CASE WHEN jsonb_typeof($2 -> 'remaining_sum') = 'number'
+                THEN ($2 ->> 'remaining_sum')::numeric END,
+           coalesce((SELECT jsonb_object_agg(e ->> 'event_uuid', coalesce(e -> 'amount', 'null'))
+                       FROM jsonb_array_elements(CASE jsonb_typeof($2 -> 'events')
+                                                 WHEN 'array' THEN $2 -> 'events' ELSE '[]' END) e
+                      WHERE jsonb_typeof(e -> 'event_uuid') = 'string'), '{}'),
+           clock_timestamp(), $3
+     WHERE $2 IS NOT NULL
+    ON CONFLICT (billogram_id) DO UPDATE
+       SET remaining_sum = EXCLUDED.remaining_sum,
+           events = l.events || EXCLUDED.events,
+           seen_at = EXCLUDED.seen_at,
+           seen_by = EXCLUDED.seen_by;
+$$;
+
+REVOKE ALL ON FUNCTION billogram_ledger_record(text, jsonb, bigint) FROM PUBLIC;
+
+CREATE FUNCTION billogram_read_recorded(invoice_id text, invoice jsonb, failure jsonb, retry_secs integer)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    known jsonb := @extschema@.billogram_ledger_baseline(invoice_id);
+    unknown jsonb;
+    unchanged boolean;
+    r record;
+    outcome text := 'sendable';
+BEGIN
+    IF invoice IS NULL THEN
+        UPDATE @extschema@.billogram_requests
+           SET state = 'failed', finished_at = clock_timestamp(),
+               error = failure || jsonb_build_object(
+                   'message', 'the invoice could not be read before sending: ' || (failure ->> 'message'),
+                   'may_have_reached_billogram', false)
+         WHERE billogram_id = invoice_id AND state = 'pending'
+           AND (failure ->> 'sqlstate' = 'BG404'
+                OR pending_since <= now() - make_interval(secs => retry_secs));
+        RETURN CASE WHEN FOUND THEN 'failed' ELSE 'later' END;
+    END IF;
+
+    -- the payments on the invoice the ledger did not know: any payment
+    -- made for a row shows as one
+    SELECT jsonb_agg(e) INTO unknown
+      FROM jsonb_array_elements(CASE jsonb_typeof(invoice -> 'events')
+                                WHEN 'array' THEN invoice -> 'events' ELSE '[]' END) e
+     WHERE (known IS NULL OR NOT (known -> 'events' ? (e ->> 'event_uuid')))
+       AND jsonb_typeof(e -> 'amount') = 'number';
+    unchanged := unknown IS NULL
+        AND jsonb_typeof(invoice -> 'remaining_sum') = 'number'
+        AND (known IS NULL
+             OR (invoice ->> 'remaining_sum')::numeric = (known ->> 'remaining_sum')::numeric);
+
+    FOR r IN SELECT id, verify_reason FROM @extschema@.billogram_requests
+              WHERE billogram_id = invoice_id AND state = 'pending'
+                AND verify_reason IS NOT NULL
+              FOR UPDATE
+    LOOP
+        IF unchanged OR r.verify_reason = 'first_payment' THEN
+            -- a first payment has never left: whatever the invoice shows
+            -- is not its doing, and is now the baseline it will be sent on
+            UPDATE @extschema@.billogram_requests
+               SET verify_reason = NULL,
+                   resolution = concat_ws(E'\n', resolution,
+                       format('verified (%s) by the billogram worker at %s: the invoice shows nothing the ledger did not know',
+                              r.verify_reason, now()))
+             WHERE id = r.id;
+        ELSIF r.verify_reason = 'resend' THEN
+            UPDATE @extschema@.billogram_requests
+               SET state = 'in_doubt', verify_reason = NULL, finished_at = clock_timestamp(),
+                   settle_at = NULL,
+                   evidence = jsonb_build_object(
+                       'verdict', 'ambiguous', 'checked_at', now(),
+                       'why', 'the resend was not made: the invoice changed since the payment was found not applied',
+                       'remaining_before', known -> 'remaining_sum',
+                       'remaining_after', invoice -> 'remaining_sum',
+                       'new_events', coalesce(unknown, '[]'))
+             WHERE id = r.id;
+            outcome := 'in_doubt';
+        ELSE
+            UPDATE @extschema@.billogram_requests
+               SET state = 'held', verify_reason = NULL, held_at = clock_timestamp(),
+                   error = jsonb_build_object('kind', 'takeover',
+                       'message', 'pending when this server took over, and the invoice shows payments this server did not know of: the server before it may have sent it',
+                       'new_events', coalesce(unknown, '[]'),
+                       'may_have_reached_billogram', true)
+             WHERE id = r.id;
+            outcome := 'held';
+        END IF;
+    END LOOP;
+
+    PERFORM @extschema@.billogram_ledger_record(invoice_id, invoice, NULL);
+    UPDATE @extschema@.billogram_requests
+       SET next_attempt_at = now()
+     WHERE billogram_id = invoice_id AND state = 'pending';
+    IF outcome <> 'sendable' THEN
+        PERFORM pg_notify('billogram_requests',
+                          json_build_object('id', r.id, 'state', outcome)::text);
+    END IF;
+    RETURN outcome;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_read_recorded(text, jsonb, jsonb, integer) FROM PUBLIC;
+
+-- settlement from the row's own baseline, never from clocks; final
+-- verdicts stay final; resend only after a fresh reading
+
+CREATE OR REPLACE FUNCTION billogram_settle(request_id bigint, invoice jsonb, failure jsonb, settle_secs integer)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r @extschema@.billogram_requests;
+    settle_time interval := make_interval(secs => settle_secs);
+    seen jsonb;
+    attributed text[];
+    weighed jsonb;
+    verdict text;
+BEGIN
+    SELECT * INTO r FROM @extschema@.billogram_requests WHERE id = request_id FOR UPDATE;
+    IF NOT FOUND OR r.state <> 'in_doubt' OR r.settle_at IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    IF invoice IS NOT NULL THEN
+        PERFORM @extschema@.billogram_ledger_record(r.billogram_id, invoice, NULL);
+        -- the invoice's events, and those only a callback told of
+        seen := CASE jsonb_typeof(invoice -> 'events') WHEN 'array' THEN invoice -> 'events' ELSE '[]' END;
+        seen := jsonb_set(invoice, '{events}', seen || coalesce((
+            SELECT jsonb_agg(jsonb_build_object('event_uuid', x.event_uuid, 'type', x.type,
+                                                'created_at', x.created_at, 'amount', x.amount)
+                             ORDER BY x.received_at)
+              FROM @extschema@.billogram_events x
+             WHERE x.billogram_id = r.billogram_id
+               AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(seen) g
+                                WHERE g ->> 'event_uuid' = x.event_uuid)), '[]'));
+    END IF;
+    SELECT array_agg(u) INTO attributed
+      FROM @extschema@.billogram_requests b, unnest(b.event_uuids) u
+     WHERE b.billogram_id = r.billogram_id AND b.id <> r.id;
+
+    weighed := @extschema@.billogram_weigh(r.mode, r.amount, r.baseline, seen, attributed,
+                                           now() >= r.sent_at + settle_time);
+    verdict := weighed ->> 'verdict';
+    weighed := weighed || jsonb_build_object('checked_at', now(), 'sent_at', r.sent_at,
+                                             'failure', failure);
+
+    UPDATE @extschema@.billogram_requests
+       SET state = CASE WHEN verdict = 'applied' THEN 'done' ELSE 'in_doubt' END,
+           evidence = weighed,
+           event_uuids = CASE WHEN verdict = 'applied'
+                              THEN ARRAY[weighed ->> 'applied_event'] ELSE event_uuids END,
+           settle_at = CASE WHEN verdict <> 'checking' THEN NULL
+                            WHEN invoice IS NULL THEN now() + least(settle_time, interval '10 seconds')
+                            ELSE r.sent_at + settle_time END,
+           resolution = CASE WHEN verdict = 'applied' THEN
+                            concat_ws(E'\n', resolution,
+                                      format('reconciled by the billogram worker at %s: the invoice shows one new payment of %s (event %s)',
+                                             now(),
+                                             (SELECT f ->> 'amount' FROM jsonb_array_elements(weighed -> 'new_events') f
+                                               WHERE f ->> 'event_uuid' = weighed ->> 'applied_event'),
+                                             weighed ->> 'applied_event'))
+                        ELSE resolution END
+     WHERE id = request_id;
+    IF verdict = 'applied' THEN
+        PERFORM pg_notify('billogram_requests',
+                          json_build_object('id', request_id, 'state', 'done')::text);
+    END IF;
+    RETURN verdict;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION billogram_resolve(request_id bigint, action text)
+RETURNS billogram_requests
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r @extschema@.billogram_requests;
+BEGIN
+    IF action IS NULL OR action NOT IN ('resend', 'mark_done', 'mark_failed') THEN
+        RAISE EXCEPTION 'invalid action "%"', action
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''resend'', ''mark_done'' or ''mark_failed''.';
+    END IF;
+
+    SELECT * INTO r FROM @extschema@.billogram_requests WHERE id = request_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'billogram request % does not exist', request_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF r.state NOT IN ('in_doubt', 'failed') THEN
+        RAISE EXCEPTION 'billogram request % is %, only in_doubt and failed requests can be resolved',
+                        request_id, r.state
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF action = 'resend' AND r.state = 'in_doubt'
+       AND (r.evidence ->> 'verdict' IS DISTINCT FROM 'not_applied' OR r.settle_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'billogram request % cannot be resent: its verdict is %',
+                        request_id, coalesce(r.evidence ->> 'verdict', 'checking')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only a payment the evidence shows not applied is sent again.',
+                  HINT = 'Check the invoice at Billogram, then mark_done or mark_failed; queue a new payment if one is still owed.';
+    END IF;
+
+    UPDATE @extschema@.billogram_requests
+       SET state = CASE action WHEN 'resend' THEN 'pending'
+                               WHEN 'mark_done' THEN 'done'
+                               ELSE 'failed' END,
+           next_attempt_at = CASE WHEN action = 'resend' THEN now() ELSE next_attempt_at END,
+           pending_since = CASE WHEN action = 'resend' THEN now() ELSE pending_since END,
+           finished_at = CASE WHEN action = 'resend' THEN NULL ELSE now() END,
+           settle_at = NULL,
+           verify_reason = CASE WHEN action = 'resend' THEN 'resend' END,
+           evidence = CASE WHEN action = 'resend' THEN NULL ELSE evidence END,
+           resolution = concat_ws(E'\n', resolution,
+                                  format('%s by %s at %s (was %s)', action, @extschema@.billogram_caller(), now(), r.state))
+     WHERE id = request_id
+    RETURNING * INTO r;
+
+    -- the worker sends a resent row, and stops holding back the invoice's
+    -- next payments for a row it was still checking
+    PERFORM @extschema@.billogram_wake_worker_at_commit();
+    IF action <> 'resend' THEN
+        PERFORM pg_notify('billogram_requests',
+                          json_build_object('id', r.id, 'state', r.state)::text);
+    END IF;
+    RETURN r;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION billogram_record_callback("timestamp" text, signature text, body text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cb jsonb;
+    ev jsonb;
+    n bigint;
+BEGIN
+    -- $1, $2, $3: timestamp, signature, body (timestamp is also a type name)
+    IF NOT @extschema@.billogram_verify_callback($1, $2, $3) THEN
+        RAISE EXCEPTION 'billogram callback refused: bad signature or stale timestamp'
+            USING ERRCODE = 'invalid_authorization_specification',
+                  DETAIL = 'Nothing was recorded.',
+                  HINT = 'Pass the Billogram-Request-Timestamp and Billogram-Signature headers and the body exactly as received; check billogram.callback_sign_key.';
+    END IF;
+    cb := $3::jsonb;
+    IF cb ->> 'callback_type' IS DISTINCT FROM 'BillogramEvent' THEN
+        RETURN 'ignored';
+    END IF;
+    ev := cb -> 'event';
+    IF jsonb_typeof(ev) IS DISTINCT FROM 'object' OR ev ->> 'event_uuid' IS NULL THEN
+        RAISE EXCEPTION 'billogram callback has no event with an event_uuid'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO @extschema@.billogram_events
+           (event_uuid, billogram_id, type, created_at, amount, event, callback_id, received_by)
+    VALUES (ev ->> 'event_uuid',
+            coalesce(ev ->> 'billogram_id', cb -> 'billogram' ->> 'id'),
+            ev ->> 'type', ev ->> 'created_at',
+            CASE WHEN jsonb_typeof(ev -> 'data' -> 'amount') = 'number'
+                 THEN (ev -> 'data' ->> 'amount')::numeric END,
+            ev, cb ->> 'callback_id', @extschema@.billogram_caller())
+    ON CONFLICT (event_uuid) DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 1 THEN
+        -- new evidence: the worker reads the invoice again for its rows
+        -- still being checked; a final verdict stays final
+        UPDATE @extschema@.billogram_requests
+           SET settle_at = now()
+         WHERE billogram_id = coalesce(ev ->> 'billogram_id', cb -> 'billogram' ->> 'id')
+           AND state = 'in_doubt' AND settle_at IS NOT NULL;
+        IF FOUND THEN
+            PERFORM @extschema@.billogram_wake_worker_at_commit();
+        END IF;
+    END IF;
+    RETURN CASE WHEN n = 1 THEN 'recorded' ELSE 'duplicate' END;
+END
+$$;
+
+CREATE OR REPLACE VIEW billogram_in_doubt AS
+SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
+       r.error ->> 'message' AS reason,
+       coalesce(r.evidence ->> 'verdict', 'checking') AS verdict,
+       (r.evidence ->> 'remaining_before')::numeric AS remaining_before,
+       (r.evidence ->> 'remaining_after')::numeric AS remaining_after,
+       (SELECT array_agg((f ->> 'amount')::numeric)
+          FROM jsonb_array_elements(r.evidence -> 'new_events') f
+         WHERE jsonb_typeof(f -> 'amount') = 'number') AS new_payments,
+       (r.evidence ->> 'checked_at')::timestamptz AS checked_at,
+       r.settle_at AS next_check_at,
+       CASE coalesce(r.evidence ->> 'verdict', 'checking')
+           WHEN 'checking' THEN
+               format('being checked: the invoice is read again at %s', r.settle_at)
+           WHEN 'not_applied' THEN
+               format('not registered: no new payment on the invoice and its remaining sum unchanged %s after sending; billogram_resolve(%s, ''resend'') sends it again once a fresh reading shows the invoice unchanged',
+                      date_trunc('second', (r.evidence ->> 'checked_at')::timestamptz - r.sent_at), r.id)
+           WHEN 'unchecked' THEN
+               format('the invoice could not be read (%s); check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
+                      r.evidence -> 'failure' ->> 'message', r.id, r.id)
+           ELSE
+               format('ambiguous: %s; check the invoice at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
+                      coalesce(r.evidence ->> 'why', 'the invoice does not show exactly this payment'), r.id, r.id)
+       END AS advice
+  FROM billogram_requests r
+ WHERE r.state = 'in_doubt';
+
+
+/*
+ * Rows 0.2 left pending are sent on 0.3's terms: the ledger is empty, so
+ * each invoice is read before its next payment goes (first_payment).  Rows
+ * in_doubt and still being checked have no baseline: they are read once
+ * more, and their verdict is 'ambiguous' unless the invoice cannot be read
+ * (0.2's clock-based comparison is gone), for an operator to decide.
+ */
+UPDATE billogram_requests SET verify_reason = 'first_payment'
+ WHERE state = 'pending' AND verify_reason IS NULL;

@@ -212,6 +212,9 @@ CREATE INDEX billogram_requests_invoice_idx ON billogram_requests (billogram_id,
 -- in_doubt rows whose invoice is to be read again
 CREATE INDEX billogram_requests_settle_idx ON billogram_requests (settle_at)
     WHERE settle_at IS NOT NULL;
+-- pending rows whose invoice is to be read before they are sent
+CREATE INDEX billogram_requests_verify_idx ON billogram_requests (next_attempt_at, id)
+    WHERE state = 'pending' AND verify_reason IS NOT NULL;
 
 /*
  * Every done row stores the invoice (several kB of JSON).  lz4 compresses
@@ -373,7 +376,13 @@ REVOKE ALL ON FUNCTION billogram_caller() FROM PUBLIC;
  *
  * An operator's decision on an 'in_doubt' or 'failed' row, after checking
  * the invoice at Billogram:
- *   'resend'      send it again (back to pending, attempts kept);
+ *   'resend'      send it again (back to pending, attempts kept), after the
+ *                 worker has read the invoice once more and found nothing
+ *                 on it the ledger did not know (see
+ *                 billogram_read_recorded; otherwise the row comes back
+ *                 in_doubt, ambiguous).  Refused (55000) for an in_doubt
+ *                 row whose verdict is not 'not_applied': a payment that
+ *                 may have been made is not sent again on anyone's word;
  *   'mark_done'   the payment is registered at Billogram;
  *   'mark_failed' it is not, and will not be sent.
  * The decision, who took it and when are kept in the resolution column.
@@ -406,6 +415,14 @@ BEGIN
                         request_id, r.state
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    IF action = 'resend' AND r.state = 'in_doubt'
+       AND (r.evidence ->> 'verdict' IS DISTINCT FROM 'not_applied' OR r.settle_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'billogram request % cannot be resent: its verdict is %',
+                        request_id, coalesce(r.evidence ->> 'verdict', 'checking')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only a payment the evidence shows not applied is sent again.',
+                  HINT = 'Check the invoice at Billogram, then mark_done or mark_failed; queue a new payment if one is still owed.';
+    END IF;
 
     UPDATE @extschema@.billogram_requests
        SET state = CASE action WHEN 'resend' THEN 'pending'
@@ -415,6 +432,8 @@ BEGIN
            pending_since = CASE WHEN action = 'resend' THEN now() ELSE pending_since END,
            finished_at = CASE WHEN action = 'resend' THEN NULL ELSE now() END,
            settle_at = NULL,
+           verify_reason = CASE WHEN action = 'resend' THEN 'resend' END,
+           evidence = CASE WHEN action = 'resend' THEN NULL ELSE evidence END,
            resolution = concat_ws(E'\n', resolution,
                                   format('%s by %s at %s (was %s)', action, @extschema@.billogram_caller(), now(), r.state))
      WHERE id = request_id
@@ -434,37 +453,205 @@ $$;
 REVOKE ALL ON FUNCTION billogram_resolve(bigint, text) FROM PUBLIC;
 
 /*
+ * The ledger's functions, the worker's own: EXECUTE revoked from PUBLIC,
+ * only the worker (the bootstrap superuser) calls them.
+ *
+ * billogram_ledger_baseline(invoice_id) RETURNS jsonb
+ *   What the ledger knows of the invoice, in the form billogram_weigh()
+ *   takes as a baseline: {"remaining_sum": n, "events": [uuid, ...]}, NULL
+ *   when it knows nothing.  The claim fixes it on a row as it marks it
+ *   'sending' (so do the synchronous calls' INSERT): one payment per
+ *   invoice is in flight, so what the ledger holds then is exactly what
+ *   Billogram had shown before this payment.
+ *
+ * billogram_ledger_record(invoice_id, invoice, request_id)
+ *   Adds what a reply or a reading showed (invoice: its summary) to the
+ *   ledger: the remaining sum replaces the one known, the event uuids join
+ *   those known (an event never leaves an invoice).
+ */
+CREATE FUNCTION billogram_ledger_baseline(invoice_id text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+               'remaining_sum', l.remaining_sum,
+               'events', coalesce((SELECT jsonb_agg(k ORDER BY k)
+                                     FROM jsonb_object_keys(l.events) k), '[]'))
+      FROM @extschema@.billogram_ledger l
+     WHERE l.billogram_id = $1;
+$$;
+
+REVOKE ALL ON FUNCTION billogram_ledger_baseline(text) FROM PUBLIC;
+
+CREATE FUNCTION billogram_ledger_record(invoice_id text, invoice jsonb, request_id bigint)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO @extschema@.billogram_ledger AS l
+           (billogram_id, remaining_sum, events, seen_at, seen_by)
+    SELECT $1,
+           CASE WHEN jsonb_typeof($2 -> 'remaining_sum') = 'number'
+                THEN ($2 ->> 'remaining_sum')::numeric END,
+           coalesce((SELECT jsonb_object_agg(e ->> 'event_uuid', coalesce(e -> 'amount', 'null'))
+                       FROM jsonb_array_elements(CASE jsonb_typeof($2 -> 'events')
+                                                 WHEN 'array' THEN $2 -> 'events' ELSE '[]' END) e
+                      WHERE jsonb_typeof(e -> 'event_uuid') = 'string'), '{}'),
+           clock_timestamp(), $3
+     WHERE $2 IS NOT NULL
+    ON CONFLICT (billogram_id) DO UPDATE
+       SET remaining_sum = EXCLUDED.remaining_sum,
+           events = l.events || EXCLUDED.events,
+           seen_at = EXCLUDED.seen_at,
+           seen_by = EXCLUDED.seen_by;
+$$;
+
+REVOKE ALL ON FUNCTION billogram_ledger_record(text, jsonb, bigint) FROM PUBLIC;
+
+/*
+ * billogram_read_recorded(invoice_id, invoice, failure, retry_secs) RETURNS text
+ *
+ * Internal: what the worker's reading of an invoice before sending decides.
+ * The worker reads an invoice before the payment at the head of its queue
+ * when that row has a verify_reason:
+ *   'first_payment'  the ledger knew nothing of the invoice when the row was
+ *                queued: without a reading there would be no baseline to
+ *                settle an unknown outcome by; the row goes once the
+ *                reading is in the ledger;
+ *   'resend'     an operator's billogram_resolve(id, 'resend') of a row
+ *                found not applied: it goes only if the invoice still shows
+ *                no payment the ledger did not know, and the same
+ *                remaining sum; otherwise it becomes in_doubt, ambiguous,
+ *                with the payments nobody accounted for;
+ *   'promotion'  a row pending when this server took over from another
+ *                (promotion, point-in-time recovery: the WAL timeline
+ *                changed): the old server may have sent it, and this one
+ *                may not have heard; it goes only if the invoice shows
+ *                no payment the ledger did not know and (when the ledger
+ *                knew the invoice) the same remaining sum; otherwise it is
+ *                held for an operator, with the reason
+ *                (billogram_release_held()).
+ * The reading joins the ledger, and the invoice's pending rows are due at
+ * once.  A reading that failed (failure) leaves them waiting, tried again
+ * after the put-off the worker gave them, until billogram.retry_for
+ * (retry_secs) has passed since they became pending; then, or at once when
+ * Billogram says the invoice does not exist (404), they fail: nothing of
+ * theirs was sent.  Returns 'sendable', 'held', 'in_doubt', 'failed' or
+ * 'later'.
+ * Privileges: EXECUTE revoked from PUBLIC; only the worker calls it.
+ */
+CREATE FUNCTION billogram_read_recorded(invoice_id text, invoice jsonb, failure jsonb, retry_secs integer)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    known jsonb := @extschema@.billogram_ledger_baseline(invoice_id);
+    unknown jsonb;
+    unchanged boolean;
+    r record;
+    outcome text := 'sendable';
+BEGIN
+    IF invoice IS NULL THEN
+        UPDATE @extschema@.billogram_requests
+           SET state = 'failed', finished_at = clock_timestamp(),
+               error = failure || jsonb_build_object(
+                   'message', 'the invoice could not be read before sending: ' || (failure ->> 'message'),
+                   'may_have_reached_billogram', false)
+         WHERE billogram_id = invoice_id AND state = 'pending'
+           AND (failure ->> 'sqlstate' = 'BG404'
+                OR pending_since <= now() - make_interval(secs => retry_secs));
+        RETURN CASE WHEN FOUND THEN 'failed' ELSE 'later' END;
+    END IF;
+
+    -- the payments on the invoice the ledger did not know: any payment
+    -- made for a row shows as one
+    SELECT jsonb_agg(e) INTO unknown
+      FROM jsonb_array_elements(CASE jsonb_typeof(invoice -> 'events')
+                                WHEN 'array' THEN invoice -> 'events' ELSE '[]' END) e
+     WHERE (known IS NULL OR NOT (known -> 'events' ? (e ->> 'event_uuid')))
+       AND jsonb_typeof(e -> 'amount') = 'number';
+    unchanged := unknown IS NULL
+        AND jsonb_typeof(invoice -> 'remaining_sum') = 'number'
+        AND (known IS NULL
+             OR (invoice ->> 'remaining_sum')::numeric = (known ->> 'remaining_sum')::numeric);
+
+    FOR r IN SELECT id, verify_reason FROM @extschema@.billogram_requests
+              WHERE billogram_id = invoice_id AND state = 'pending'
+                AND verify_reason IS NOT NULL
+              FOR UPDATE
+    LOOP
+        IF unchanged OR r.verify_reason = 'first_payment' THEN
+            -- a first payment has never left: whatever the invoice shows
+            -- is not its doing, and is now the baseline it will be sent on
+            UPDATE @extschema@.billogram_requests
+               SET verify_reason = NULL,
+                   resolution = concat_ws(E'\n', resolution,
+                       format('verified (%s) by the billogram worker at %s: the invoice shows nothing the ledger did not know',
+                              r.verify_reason, now()))
+             WHERE id = r.id;
+        ELSIF r.verify_reason = 'resend' THEN
+            UPDATE @extschema@.billogram_requests
+               SET state = 'in_doubt', verify_reason = NULL, finished_at = clock_timestamp(),
+                   settle_at = NULL,
+                   evidence = jsonb_build_object(
+                       'verdict', 'ambiguous', 'checked_at', now(),
+                       'why', 'the resend was not made: the invoice changed since the payment was found not applied',
+                       'remaining_before', known -> 'remaining_sum',
+                       'remaining_after', invoice -> 'remaining_sum',
+                       'new_events', coalesce(unknown, '[]'))
+             WHERE id = r.id;
+            outcome := 'in_doubt';
+        ELSE
+            UPDATE @extschema@.billogram_requests
+               SET state = 'held', verify_reason = NULL, held_at = clock_timestamp(),
+                   error = jsonb_build_object('kind', 'takeover',
+                       'message', 'pending when this server took over, and the invoice shows payments this server did not know of: the server before it may have sent it',
+                       'new_events', coalesce(unknown, '[]'),
+                       'may_have_reached_billogram', true)
+             WHERE id = r.id;
+            outcome := 'held';
+        END IF;
+    END LOOP;
+
+    PERFORM @extschema@.billogram_ledger_record(invoice_id, invoice, NULL);
+    UPDATE @extschema@.billogram_requests
+       SET next_attempt_at = now()
+     WHERE billogram_id = invoice_id AND state = 'pending';
+    IF outcome <> 'sendable' THEN
+        PERFORM pg_notify('billogram_requests',
+                          json_build_object('id', r.id, 'state', outcome)::text);
+    END IF;
+    RETURN outcome;
+END
+$$;
+
+REVOKE ALL ON FUNCTION billogram_read_recorded(text, jsonb, jsonb, integer) FROM PUBLIC;
+
+/*
  * billogram_settle(request_id, invoice, failure, settle_secs) RETURNS text
  *
  * Internal: the worker's weighing of the evidence on an in_doubt row, each
  * time it has read the invoice again (invoice: its summary, see
- * billogram_invoice_summary) or failed to (failure: why).  It compares the
- * invoice with what the journal knew of it before the request was sent:
- * the latest invoice an earlier row of the same invoice recorded before
- * this row's sent_at (a reply, a snapshot or evidence).  The new events are
- * those that invoice did not have, joined by those Billogram's callbacks
- * reported (billogram_events); when the journal knew nothing of the
- * invoice, the events created from a minute before sent_at on (a minute
- * for the two clocks to differ).  Event types are not looked at: which type
- * a credit payment makes is not documented; an event with data.amount is a
- * payment.  The verdict, kept in evidence with what it rests on:
- *   applied      exactly one new payment, of the amount sent (mode amount)
- *                or of the whole remaining sum, leaving 0 (mode remaining),
- *                and the remaining sum moved by exactly that much: the row
- *                becomes done, its resolution says 'reconciled';
- *   checking     no new payment and the remaining sum unchanged, less than
- *                billogram.settle_time after sending: read again then;
- *   not_applied  the same, after billogram.settle_time: the row stays
- *                in_doubt, billogram_resolve(id, 'resend') sends it again;
- *   ambiguous    anything else (two payments, another amount, a sum that
- *                moved without an event, an unreadable event time): the row
- *                stays in_doubt for a person;
- *   unchecked    the invoice could not be read until billogram.settle_time
- *                after sending: stays in_doubt.
+ * billogram_invoice_summary) or failed to (failure: why).  The weighing
+ * itself is billogram_weigh()'s, from facts the extension recorded: the
+ * row's baseline (what the ledger knew when it was claimed), the invoice
+ * as read now with the events only Billogram's callbacks reported
+ * (billogram_events) added, and the events already attributed to other
+ * rows of the invoice, which never count for this one.  No clock of
+ * Billogram's is read.  The reading joins the ledger.  The verdict, kept
+ * in evidence with what it rests on:
+ *   applied      the row becomes done, its resolution says 'reconciled',
+ *                and the event is attributed to it (event_uuids);
+ *   checking     read again at sent_at + billogram.settle_time (in 10 s at
+ *                most when the invoice could not be read);
+ *   not_applied, ambiguous, unchecked
+ *                final: the row stays in_doubt for an operator, and
+ *                nothing reads it again (settle_at NULL).
  * It never sends anything and never marks a row failed.  Returns the
- * verdict, NULL when the row is no longer waiting for one (resolved or
- * purged meanwhile).  settle_at is when the worker reads the invoice next;
- * NULL once the verdict is final.
+ * verdict, NULL when the row is no longer waiting for one (resolved,
+ * purged, or its verdict final).
  * Privileges: EXECUTE revoked from PUBLIC; only the worker calls it.
  */
 CREATE FUNCTION billogram_settle(request_id bigint, invoice jsonb, failure jsonb, settle_secs integer)
@@ -475,135 +662,54 @@ AS $$
 DECLARE
     r @extschema@.billogram_requests;
     settle_time interval := make_interval(secs => settle_secs);
-    before jsonb;
-    before_id bigint;
-    before_events jsonb;
-    events jsonb;
-    fresh jsonb := '[]';
-    e jsonb;
-    is_new boolean;
-    unreadable boolean := false;
-    n_paid bigint;
-    paid numeric;
-    rem_before numeric;
-    rem_after numeric;
-    expected numeric;
-    verdict text;
+    seen jsonb;
+    attributed text[];
     weighed jsonb;
+    verdict text;
 BEGIN
     SELECT * INTO r FROM @extschema@.billogram_requests WHERE id = request_id FOR UPDATE;
     IF NOT FOUND OR r.state <> 'in_doubt' OR r.settle_at IS NULL THEN
         RETURN NULL;
     END IF;
 
-    IF invoice IS NULL THEN
-        verdict := CASE WHEN now() < r.sent_at + settle_time THEN 'checking' ELSE 'unchecked' END;
-        weighed := jsonb_build_object('verdict', verdict, 'checked_at', now(),
-                                       'sent_at', r.sent_at, 'failure', failure);
-    ELSE
-        -- the latest invoice the journal had seen before this was sent
-        SELECT c.id, c.inv INTO before_id, before
-          FROM (SELECT b.id, b.response AS inv, b.finished_at AS seen_at
-                  FROM @extschema@.billogram_requests b
-                 WHERE b.billogram_id = r.billogram_id AND b.id <> r.id
-                UNION ALL
-                SELECT b.id, b.invoice_snapshot, b.snapshot_at
-                  FROM @extschema@.billogram_requests b
-                 WHERE b.billogram_id = r.billogram_id AND b.id <> r.id
-                UNION ALL
-                SELECT b.id, b.evidence -> 'after', (b.evidence ->> 'checked_at')::timestamptz
-                  FROM @extschema@.billogram_requests b
-                 WHERE b.billogram_id = r.billogram_id AND b.id <> r.id) c
-         WHERE c.seen_at < r.sent_at
-           AND jsonb_typeof(c.inv -> 'remaining_sum') = 'number'
-           AND jsonb_typeof(c.inv -> 'events') = 'array'
-         ORDER BY c.seen_at DESC
-         LIMIT 1;
-        before_events := before -> 'events';
-
+    IF invoice IS NOT NULL THEN
+        PERFORM @extschema@.billogram_ledger_record(r.billogram_id, invoice, NULL);
         -- the invoice's events, and those only a callback told of
-        events := CASE jsonb_typeof(invoice -> 'events') WHEN 'array' THEN invoice -> 'events' ELSE '[]' END;
-        events := events || coalesce((
+        seen := CASE jsonb_typeof(invoice -> 'events') WHEN 'array' THEN invoice -> 'events' ELSE '[]' END;
+        seen := jsonb_set(invoice, '{events}', seen || coalesce((
             SELECT jsonb_agg(jsonb_build_object('event_uuid', x.event_uuid, 'type', x.type,
                                                 'created_at', x.created_at, 'amount', x.amount)
                              ORDER BY x.received_at)
               FROM @extschema@.billogram_events x
              WHERE x.billogram_id = r.billogram_id
-               AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(events) g
-                                WHERE g ->> 'event_uuid' = x.event_uuid)), '[]');
-
-        FOR e IN SELECT value FROM jsonb_array_elements(events) LOOP
-            IF before IS NOT NULL THEN
-                is_new := NOT EXISTS (SELECT 1 FROM jsonb_array_elements(before_events) b
-                                       WHERE coalesce(b ->> 'event_uuid', b::text)
-                                             = coalesce(e ->> 'event_uuid', e::text));
-            ELSE
-                BEGIN
-                    is_new := (e ->> 'created_at')::timestamptz >= r.sent_at - interval '1 minute';
-                EXCEPTION WHEN data_exception THEN
-                    is_new := NULL;
-                END;
-                IF is_new IS NULL THEN
-                    unreadable := true;
-                    is_new := true;
-                END IF;
-            END IF;
-            IF is_new THEN
-                fresh := fresh || jsonb_build_array(jsonb_build_object(
-                    'event_uuid', e -> 'event_uuid', 'type', e -> 'type',
-                    'created_at', e -> 'created_at',
-                    'amount', coalesce(e -> 'amount', e -> 'data' -> 'amount')));
-            END IF;
-        END LOOP;
-
-        SELECT count(*), max(abs((f ->> 'amount')::numeric)) INTO n_paid, paid
-          FROM jsonb_array_elements(fresh) f
-         WHERE jsonb_typeof(f -> 'amount') = 'number';
-        IF jsonb_typeof(invoice -> 'remaining_sum') = 'number' THEN
-            rem_after := (invoice ->> 'remaining_sum')::numeric;
-        END IF;
-        rem_before := (before ->> 'remaining_sum')::numeric;
-        expected := CASE r.mode WHEN 'amount' THEN r.amount ELSE abs(rem_before) END;
-
-        IF unreadable OR rem_after IS NULL THEN
-            verdict := 'ambiguous';
-        ELSIF n_paid = 1 AND paid = coalesce(expected, paid)
-              AND (rem_before IS NULL OR abs(rem_after - rem_before) = paid)
-              AND (r.mode = 'amount' OR rem_after = 0) THEN
-            verdict := 'applied';
-        ELSIF n_paid = 0 AND rem_after = coalesce(rem_before, rem_after) THEN
-            verdict := CASE WHEN now() < r.sent_at + settle_time THEN 'checking' ELSE 'not_applied' END;
-        ELSE
-            verdict := 'ambiguous';
-        END IF;
-
-        weighed := jsonb_build_object(
-            'verdict', verdict, 'checked_at', now(), 'sent_at', r.sent_at,
-            'before_request_id', before_id,
-            'remaining_before', before -> 'remaining_sum',
-            'remaining_after', invoice -> 'remaining_sum',
-            'new_events', fresh,
-            -- what a later row of this invoice compares with
-            'after', jsonb_build_object(
-                'remaining_sum', invoice -> 'remaining_sum',
-                'events', coalesce((SELECT jsonb_agg(jsonb_build_object(
-                                        'event_uuid', g -> 'event_uuid',
-                                        'amount', coalesce(g -> 'amount', g -> 'data' -> 'amount')))
-                                      FROM jsonb_array_elements(events) g), '[]')));
+               AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(seen) g
+                                WHERE g ->> 'event_uuid' = x.event_uuid)), '[]'));
     END IF;
+    SELECT array_agg(u) INTO attributed
+      FROM @extschema@.billogram_requests b, unnest(b.event_uuids) u
+     WHERE b.billogram_id = r.billogram_id AND b.id <> r.id;
+
+    weighed := @extschema@.billogram_weigh(r.mode, r.amount, r.baseline, seen, attributed,
+                                           now() >= r.sent_at + settle_time);
+    verdict := weighed ->> 'verdict';
+    weighed := weighed || jsonb_build_object('checked_at', now(), 'sent_at', r.sent_at,
+                                             'failure', failure);
 
     UPDATE @extschema@.billogram_requests
        SET state = CASE WHEN verdict = 'applied' THEN 'done' ELSE 'in_doubt' END,
            evidence = weighed,
+           event_uuids = CASE WHEN verdict = 'applied'
+                              THEN ARRAY[weighed ->> 'applied_event'] ELSE event_uuids END,
            settle_at = CASE WHEN verdict <> 'checking' THEN NULL
                             WHEN invoice IS NULL THEN now() + least(settle_time, interval '10 seconds')
                             ELSE r.sent_at + settle_time END,
            resolution = CASE WHEN verdict = 'applied' THEN
                             concat_ws(E'\n', resolution,
                                       format('reconciled by the billogram worker at %s: the invoice shows one new payment of %s (event %s)',
-                                             now(), paid,
-                                             (SELECT f ->> 'event_uuid' FROM jsonb_array_elements(fresh) f
-                                               WHERE jsonb_typeof(f -> 'amount') = 'number')))
+                                             now(),
+                                             (SELECT f ->> 'amount' FROM jsonb_array_elements(weighed -> 'new_events') f
+                                               WHERE f ->> 'event_uuid' = weighed ->> 'applied_event'),
+                                             weighed ->> 'applied_event'))
                         ELSE resolution END
      WHERE id = request_id;
     IF verdict = 'applied' THEN
@@ -722,14 +828,14 @@ SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
            WHEN 'checking' THEN
                format('being checked: the invoice is read again at %s', r.settle_at)
            WHEN 'not_applied' THEN
-               format('not registered: no new payment on the invoice and its remaining sum unchanged %s after sending; billogram_resolve(%s, ''resend'') sends it again',
+               format('not registered: no new payment on the invoice and its remaining sum unchanged %s after sending; billogram_resolve(%s, ''resend'') sends it again once a fresh reading shows the invoice unchanged',
                       date_trunc('second', (r.evidence ->> 'checked_at')::timestamptz - r.sent_at), r.id)
            WHEN 'unchecked' THEN
-               format('the invoice could not be read (%s); check it at Billogram, then billogram_resolve(%s, ...)',
-                      r.evidence -> 'failure' ->> 'message', r.id)
+               format('the invoice could not be read (%s); check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
+                      r.evidence -> 'failure' ->> 'message', r.id, r.id)
            ELSE
-               format('ambiguous: the invoice does not show exactly this payment; check it at Billogram, then billogram_resolve(%s, ''mark_done'', ''mark_failed'' or ''resend'')',
-                      r.id)
+               format('ambiguous: %s; check the invoice at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
+                      coalesce(r.evidence ->> 'why', 'the invoice does not show exactly this payment'), r.id, r.id)
        END AS advice
   FROM billogram_requests r
  WHERE r.state = 'in_doubt';
@@ -761,7 +867,9 @@ REVOKE ALL ON billogram_in_doubt FROM PUBLIC;
  * billogram_record_callback(timestamp, signature, body) RETURNS text
  *   Verifies the callback (28000 when the signature or the timestamp is
  *   refused, nothing recorded), then records a BillogramEvent callback's
- *   event: 'recorded', or 'duplicate' for an event_uuid already there.
+ *   event: 'recorded', or 'duplicate' for an event_uuid already there.  A
+ *   new event makes the worker read its invoice again for the rows still
+ *   being checked; a row whose verdict is final is not reopened.
  *   Other callback types are accepted and not recorded: 'ignored'.
  *   Privileges: EXECUTE revoked from PUBLIC; grant it to the role the
  *   receiving endpoint connects as.  SECURITY DEFINER, search_path pinned.
@@ -830,11 +938,12 @@ BEGIN
     ON CONFLICT (event_uuid) DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n = 1 THEN
-        -- new evidence: the worker reads the invoice's in_doubt rows again
+        -- new evidence: the worker reads the invoice again for its rows
+        -- still being checked; a final verdict stays final
         UPDATE @extschema@.billogram_requests
            SET settle_at = now()
          WHERE billogram_id = coalesce(ev ->> 'billogram_id', cb -> 'billogram' ->> 'id')
-           AND state = 'in_doubt';
+           AND state = 'in_doubt' AND settle_at IS NOT NULL;
         IF FOUND THEN
             PERFORM @extschema@.billogram_wake_worker_at_commit();
         END IF;

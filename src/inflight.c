@@ -23,6 +23,7 @@
 #include "postgres.h"
 
 #include "utils/hsearch.h"
+#include "utils/timestamp.h"
 
 #include "inflight.h"
 #include "request.h"
@@ -121,4 +122,136 @@ bool
 bg_inflight_busy(const char *billogram_id)
 {
 	return entry_for(billogram_id, false) != NULL;
+}
+
+/*
+ * Invoices the ledger knows.  A synchronous payment has its baseline fixed
+ * from the ledger as it is journaled (STMT_INSERT_SYNC): on an invoice the
+ * ledger knows nothing of, the worker reads the invoice first, and the
+ * call waits in the channel meanwhile, as on a busy invoice.  The ledger
+ * never forgets an invoice, so neither does this cache, until it is full:
+ * then it starts again, and the invoices are looked up anew.
+ */
+typedef struct BgKnownEntry
+{
+	char		billogram_id[BG_ID_MAXLEN + 1]; /* hash key */
+	bool		known;			/* in the ledger */
+	bool		wanted;			/* a call waits for it: look it up or read it */
+	TimestampTz failed_at;		/* the last reading failed then (0: none) */
+	BgReply		failure;		/* and so */
+} BgKnownEntry;
+
+#define BG_KNOWN_MAX	100000
+
+static HTAB *known_invoices = NULL;
+static int	n_wanted = 0;
+
+static BgKnownEntry *
+known_entry(const char *billogram_id, bool create)
+{
+	bool		found;
+	BgKnownEntry *entry;
+
+	if (known_invoices == NULL ||
+		(create && hash_get_num_entries(known_invoices) >= BG_KNOWN_MAX))
+	{
+		HASHCTL		ctl;
+
+		if (known_invoices != NULL)
+			hash_destroy(known_invoices);
+		ctl.keysize = BG_ID_MAXLEN + 1;
+		ctl.entrysize = sizeof(BgKnownEntry);
+		known_invoices = hash_create("billogram invoices in the ledger", 1024,
+									 &ctl, HASH_ELEM | HASH_STRINGS);
+		n_wanted = 0;
+	}
+	entry = hash_search(known_invoices, billogram_id,
+						create ? HASH_ENTER : HASH_FIND, &found);
+	if (entry != NULL && !found)
+	{
+		entry->known = false;
+		entry->wanted = false;
+		entry->failed_at = 0;
+	}
+	return entry;
+}
+
+bool
+bg_inflight_known(const char *billogram_id)
+{
+	BgKnownEntry *entry = known_entry(billogram_id, false);
+
+	return entry != NULL && entry->known;
+}
+
+void
+bg_inflight_note_known(const char *billogram_id)
+{
+	BgKnownEntry *entry = known_entry(billogram_id, true);
+
+	entry->known = true;
+	entry->failed_at = 0;
+	if (entry->wanted)
+		n_wanted--;
+	entry->wanted = false;
+}
+
+void
+bg_inflight_want(const char *billogram_id)
+{
+	BgKnownEntry *entry = known_entry(billogram_id, true);
+
+	if (!entry->known && !entry->wanted)
+	{
+		entry->wanted = true;
+		n_wanted++;
+	}
+}
+
+bool
+bg_inflight_any_wanted(void)
+{
+	return n_wanted > 0;
+}
+
+List *
+bg_inflight_take_wanted(void)
+{
+	HASH_SEQ_STATUS seq;
+	BgKnownEntry *entry;
+	List	   *ids = NIL;
+
+	if (n_wanted == 0)
+		return NIL;
+	hash_seq_init(&seq, known_invoices);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		if (!entry->wanted)
+			continue;
+		entry->wanted = false;
+		ids = lappend(ids, pstrdup(entry->billogram_id));
+	}
+	n_wanted = 0;
+	return ids;
+}
+
+void
+bg_inflight_read_failed(const char *billogram_id, const BgReply *reply)
+{
+	BgKnownEntry *entry = known_entry(billogram_id, true);
+
+	entry->failed_at = GetCurrentTimestamp();
+	entry->failure = *reply;
+}
+
+const BgReply *
+bg_inflight_recent_failure(const char *billogram_id)
+{
+	BgKnownEntry *entry = known_entry(billogram_id, false);
+
+	if (entry == NULL || entry->failed_at == 0 ||
+		TimestampDifferenceExceeds(entry->failed_at, GetCurrentTimestamp(),
+								   BG_READ_FAILURE_MS))
+		return NULL;
+	return &entry->failure;
 }

@@ -238,8 +238,7 @@ bg_journal_open(void)
  * plans are forced: the custom plan PostgreSQL would otherwise try first,
  * and keep choosing for the claim, costs a planner run per execution.
  * %1$s stands for the journal's qualified name, %2$s for the column list
- * every INSERT names (journal_columns); in STMT_SETTLE, %1$s is the
- * extension's schema.
+ * every INSERT names (journal_columns), %3$s for the extension's schema.
  */
 typedef enum BgStatement
 {
@@ -252,6 +251,9 @@ typedef enum BgStatement
 	STMT_SETTLE_DUE,
 	STMT_SETTLE,
 	STMT_UNSETTLED,
+	STMT_READS_DUE,
+	STMT_READ_RECORDED,
+	STMT_LEDGER_KNOWN,
 	NUM_STATEMENTS
 } BgStatement;
 
@@ -269,9 +271,11 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * enqueue.c).
 	 */
 	[STMT_INSERT] =
-	"INSERT INTO %1$s (%2$s) "
+	"INSERT INTO %1$s (%2$s, verify_reason) "
 	"VALUES ($1, $2, $3, $4::pg_catalog.numeric, $5, $6, $7::pg_catalog.jsonb, "
-	"$8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, NULL) "
+	"$8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, NULL, "
+	"CASE WHEN NOT EXISTS (SELECT 1 FROM %3$s.billogram_ledger l "
+	"WHERE l.billogram_id = $2) THEN 'first_payment' END) "
 	"RETURNING id",
 
 	/*
@@ -282,10 +286,11 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * backend_pid tells the rows apart.
 	 */
 	[STMT_INSERT_SYNC] =
-	"INSERT INTO %1$s (%2$s) "
+	"INSERT INTO %1$s (%2$s, baseline) "
 	"SELECT 'sync', u.billogram_id, u.mode, u.amount::numeric, u.body, NULL, NULL, "
 	"u.created_by, u.effective_role, u.login_role, u.database_name, u.backend_pid, "
-	"u.application_name, $11, $12, 'sending', 1, now() "
+	"u.application_name, $11, $12, 'sending', 1, now(), "
+	"%3$s.billogram_ledger_baseline(u.billogram_id) "
 	"FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
 	"$6::text[], $7::text[], $8::text[], $9::int4[], $10::text[]) "
 	"AS u(billogram_id, mode, amount, body, created_by, effective_role, "
@@ -296,13 +301,19 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * $2, $3: the claim cursor, see bg_journal_claim(); $4, $5: only rows
 	 * made here, see bg_journal_origin().  One payment per invoice in
 	 * flight, in order: a row waits while its invoice has an earlier
-	 * pending row, a row sending, or one still being settled.
+	 * pending row, a row sending, or one still being settled.  Only rows
+	 * that need no reading of their invoice first (verify_reason, see
+	 * STMT_READS_DUE) are claimed; each gets the ledger's view of its
+	 * invoice as its baseline, which is exact now that nothing else of
+	 * ours is in flight on it.
 	 */
 	[STMT_CLAIM] =
-	"UPDATE %1$s r SET state = 'sending', attempts = r.attempts + 1, sent_at = now() "
+	"UPDATE %1$s r SET state = 'sending', attempts = r.attempts + 1, sent_at = now(), "
+	"baseline = %3$s.billogram_ledger_baseline(r.billogram_id) "
 	"WHERE r.id IN (SELECT p.id FROM %1$s p WHERE p.state = 'pending' "
 	"AND p.next_attempt_at <= now() AND (p.next_attempt_at, p.id) > ($2, $3) "
 	"AND p.made_in_system = $4 AND p.made_in_database = $5 "
+	"AND p.verify_reason IS NULL "
 	"AND NOT EXISTS (SELECT 1 FROM %1$s o WHERE o.billogram_id = p.billogram_id "
 	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL "
 	"  OR (o.state = 'pending' AND o.id < p.id))) "
@@ -314,7 +325,8 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * Every outcome of a batch in one statement, over arrays: $1 ids, $2
 	 * final states, $3 retry?, $4 HTTP statuses, $5 what to keep of the
 	 * invoice, $6 errors, $7 Retry-After seconds; $8 billogram.retry_for in
-	 * seconds.  A retry waits 1 s doubling up to 5 min, with jitter, and
+	 * seconds; $9 the invoice's summary whatever is kept, for the ledger and
+	 * for the events the payment added to its baseline (event_uuids).  A retry waits 1 s doubling up to 5 min, with jitter, and
 	 * at least Retry-After; it is made only while the row has been pending
 	 * for less than retry_for: an outage fails payments by its length, not
 	 * by a count of tries.  Final states are announced on the
@@ -322,8 +334,8 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 */
 	[STMT_RECORD_OUTCOMES] =
 	"WITH o AS (SELECT * FROM unnest($1::int8[], $2::text[], $3::bool[], $4::int4[], "
-	"  $5::text[], $6::text[], $7::int4[]) "
-	"  AS o(id, state, retry, http_status, invoice, error, retry_after)), "
+	"  $5::text[], $6::text[], $7::int4[], $9::text[]) "
+	"  AS o(id, state, retry, http_status, invoice, error, retry_after, summary)), "
 	"u AS (UPDATE %1$s r SET "
 	" state = CASE WHEN o.retry AND r.pending_since > now() - make_interval(secs => $8) THEN 'pending' ELSE o.state END,"
 	" next_attempt_at = CASE WHEN o.retry AND r.pending_since > now() - make_interval(secs => $8) THEN now() + greatest("
@@ -334,10 +346,17 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	" settle_at = CASE WHEN o.state = 'in_doubt' AND NOT (o.retry AND r.pending_since > now() - make_interval(secs => $8)) THEN now() END,"
 	" http_status = o.http_status,"
 	" response = o.invoice::jsonb,"
-	" error = o.error::jsonb "
-	" FROM o WHERE r.id = o.id RETURNING r.id, r.state) "
+	" error = o.error::jsonb,"
+	" event_uuids = CASE WHEN o.summary IS NOT NULL AND r.baseline IS NOT NULL THEN ARRAY("
+	"   SELECT e ->> 'event_uuid' FROM jsonb_array_elements(o.summary::jsonb -> 'events') e"
+	"    WHERE jsonb_typeof(e -> 'event_uuid') = 'string'"
+	"      AND NOT coalesce(r.baseline -> 'events' ? (e ->> 'event_uuid'), false))"
+	"   ELSE r.event_uuids END "
+	" FROM o WHERE r.id = o.id RETURNING r.id, r.state, r.billogram_id, o.summary) "
 	"SELECT u.id, u.state, CASE WHEN u.state <> 'pending' THEN "
-	" pg_notify('billogram_requests', json_build_object('id', u.id, 'state', u.state)::text) END "
+	" pg_notify('billogram_requests', json_build_object('id', u.id, 'state', u.state)::text) END, "
+	" CASE WHEN u.summary IS NOT NULL THEN "
+	" %3$s.billogram_ledger_record(u.billogram_id, u.summary::jsonb, u.id) END "
 	"FROM u",
 
 	/* $1, $2: where this worker runs, see bg_journal_origin() */
@@ -375,14 +394,44 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 
 	/* $2: the invoice's summary, $3: why it could not be read; $4: settle_time */
 	[STMT_SETTLE] =
-	"SELECT %1$s.billogram_settle($1, $2::pg_catalog.jsonb, $3::pg_catalog.jsonb, $4)",
+	"SELECT %3$s.billogram_settle($1, $2::pg_catalog.jsonb, $3::pg_catalog.jsonb, $4)",
 
 	/* the invoices held back by a row being settled */
 	[STMT_UNSETTLED] =
 	"SELECT DISTINCT billogram_id FROM %1$s WHERE settle_at IS NOT NULL",
+
+	/*
+	 * Invoices to read before the payment at the head of their queue may
+	 * go (see billogram_read_recorded): the row has a verify_reason, its
+	 * first payment (the ledger knew nothing of it when it was queued), a
+	 * resend or a takeover.  At most $1, through the partial index on such
+	 * rows; each is put off by $2 seconds (the GET's timeout and some)
+	 * meanwhile, which the reading's outcome replaces.  $3, $4: as for the
+	 * claim.
+	 */
+	[STMT_READS_DUE] =
+	"WITH due AS (SELECT p.billogram_id, p.id FROM %1$s p WHERE p.state = 'pending' "
+	"AND p.next_attempt_at <= now() "
+	"AND p.made_in_system = $3 AND p.made_in_database = $4 "
+	"AND p.verify_reason IS NOT NULL "
+	"AND NOT EXISTS (SELECT 1 FROM %1$s o WHERE o.billogram_id = p.billogram_id "
+	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL "
+	"  OR (o.state = 'pending' AND o.id < p.id))) "
+	"ORDER BY p.next_attempt_at, p.id LIMIT $1 FOR UPDATE SKIP LOCKED), "
+	"put_off AS (UPDATE %1$s r SET next_attempt_at = now() + make_interval(secs => $2) "
+	"  FROM due WHERE r.id = due.id RETURNING r.id) "
+	"SELECT due.billogram_id, due.id FROM due JOIN put_off USING (id)",
+
+	/* $1: the invoice, $2: its summary, $3: why it could not be read; $4: retry_for */
+	[STMT_READ_RECORDED] =
+	"SELECT %3$s.billogram_read_recorded($1, $2::pg_catalog.jsonb, $3::pg_catalog.jsonb, $4)",
+
+	/* which of the invoices $1 the ledger knows */
+	[STMT_LEDGER_KNOWN] =
+	"SELECT billogram_id FROM %3$s.billogram_ledger WHERE billogram_id = ANY ($1::text[])",
 };
 
-static const int statement_nargs[NUM_STATEMENTS] = {15, 12, 5, 8, 2, 3, 2, 4, 0};
+static const int statement_nargs[NUM_STATEMENTS] = {15, 12, 5, 9, 2, 3, 2, 4, 0, 4, 4, 1};
 static const Oid statement_types[NUM_STATEMENTS][15] = {
 	[STMT_INSERT] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
@@ -392,11 +441,14 @@ static const Oid statement_types[NUM_STATEMENTS][15] = {
 	INT4ARRAYOID, TEXTARRAYOID, INT8OID, OIDOID},
 	[STMT_CLAIM] = {INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, OIDOID},
 	[STMT_RECORD_OUTCOMES] = {INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID,
-	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID},
+	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID, TEXTARRAYOID},
 	[STMT_HOLD] = {INT8OID, OIDOID},
 	[STMT_SNAPSHOT] = {INT8OID, TEXTOID, TEXTOID},
 	[STMT_SETTLE_DUE] = {INT4OID, INT4OID},
 	[STMT_SETTLE] = {INT8OID, TEXTOID, TEXTOID, INT4OID},
+	[STMT_READS_DUE] = {INT4OID, INT4OID, INT8OID, OIDOID},
+	[STMT_READ_RECORDED] = {TEXTOID, TEXTOID, TEXTOID, INT4OID},
+	[STMT_LEDGER_KNOWN] = {TEXTARRAYOID},
 };
 
 /*
@@ -409,9 +461,7 @@ static char *plans_journal = NULL;
 static char *
 statement_text(const BgJournal *j, BgStatement stmt)
 {
-	if (stmt == STMT_SETTLE)
-		return psprintf(statement_sql[stmt], j->schema);
-	return psprintf(statement_sql[stmt], j->name, journal_columns);
+	return psprintf(statement_sql[stmt], j->name, journal_columns, j->schema);
 }
 
 static SPIPlanPtr
@@ -633,6 +683,19 @@ bg_journal_invoice_text(const BgReply *reply, const char *body)
 }
 
 /*
+ * The summary of the invoice in a successful reply, whatever
+ * billogram.journal_reply keeps: what the ledger records of it.  NULL for
+ * any other reply.
+ */
+char *
+bg_journal_summary_text(const BgReply *reply, const char *body)
+{
+	if (reply->outcome != BG_OUTCOME_OK || body == NULL)
+		return NULL;
+	return summary_text(body + reply->data_offset, reply->data_len);
+}
+
+/*
  * billogram_invoice_summary(invoice jsonb) RETURNS jsonb: the same summary,
  * from SQL, for rows journaled in full.
  */
@@ -813,7 +876,9 @@ bg_journal_record_outcomes(BgFinished *finished, int n)
 	Datum	   *errors = palloc(n * sizeof(Datum));
 	bool	   *error_nulls = palloc(n * sizeof(bool));
 	Datum	   *retry_afters = palloc(n * sizeof(Datum));
-	Datum		args[8];
+	Datum	   *summaries = palloc(n * sizeof(Datum));
+	bool	   *summary_nulls = palloc(n * sizeof(bool));
+	Datum		args[9];
 	int			rc;
 	int			i;
 	uint64		r;
@@ -839,6 +904,9 @@ bg_journal_record_outcomes(BgFinished *finished, int n)
 		errors[i] = error_nulls[i] ? (Datum) 0 :
 			CStringGetTextDatum(error_json(reply));
 		retry_afters[i] = Int32GetDatum((int32) reply->retry_after);
+		summary_nulls[i] = (finished[i].summary == NULL);
+		summaries[i] = summary_nulls[i] ? (Datum) 0 :
+			CStringGetTextDatum(finished[i].summary);
 	}
 	args[0] = PointerGetDatum(int_array(ids, NULL, n, INT8OID));
 	args[1] = PointerGetDatum(text_array(states, NULL, n));
@@ -848,6 +916,7 @@ bg_journal_record_outcomes(BgFinished *finished, int n)
 	args[5] = PointerGetDatum(text_array(errors, error_nulls, n));
 	args[6] = PointerGetDatum(int_array(retry_afters, NULL, n, INT4OID));
 	args[7] = Int32GetDatum(bg_retry_for_s);
+	args[8] = PointerGetDatum(text_array(summaries, summary_nulls, n));
 
 	rc = SPI_execute_plan(plan_for(&journal, STMT_RECORD_OUTCOMES), args, NULL,
 						  false, 0);
@@ -894,6 +963,46 @@ bg_journal_save_snapshot(int64 id, const BgReply *reply, const char *invoice)
 }
 
 /*
+ * A server that took over from another (a promoted standby, a point-in-time
+ * recovery) is on a new WAL timeline.  Its pending rows may have been sent
+ * by the server before it, in WAL this one never received (an asynchronous
+ * standby lags): each is read before it goes (verify_reason 'promotion',
+ * see billogram_read_recorded), and held for an operator unless the
+ * invoice shows nothing the ledger did not know.  The timeline last seen
+ * is kept in billogram_instance; the first look only records it.
+ */
+static void
+check_takeover(void)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		args[1];
+	char	   *sql;
+	int			rc;
+	bool		isnull;
+	int64		marked;
+
+	args[0] = Int64GetDatum((int64) GetWALInsertionTimeLine());
+	sql = psprintf("WITH i AS (UPDATE %2$s.billogram_instance i SET timeline = $1 "
+				   "  FROM (SELECT timeline AS old FROM %2$s.billogram_instance) o "
+				   "  WHERE i.timeline IS DISTINCT FROM $1 RETURNING o.old), "
+				   "u AS (UPDATE %1$s SET verify_reason = 'promotion' "
+				   "  WHERE state = 'pending' AND EXISTS (SELECT 1 FROM i WHERE i.old IS NOT NULL) "
+				   "  RETURNING 1) "
+				   "SELECT count(*) FROM u",
+				   journal.name, journal.schema);
+	rc = SPI_execute_with_args(sql, 1, types, args, NULL, false, 0);
+	check_spi(rc, SPI_OK_SELECT, "looking for a change of timeline");
+	marked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, &isnull));
+	if (marked > 0)
+		ereport(LOG,
+				(errmsg("billogram worker: this server took over on a new timeline; %lld pending request(s) are checked against their invoice before they are sent",
+						(long long) marked),
+				 errdetail("The server before it may have sent them in WAL this server never received."),
+				 errhint("Those whose invoice shows anything the journal did not know are held: see billogram_queue_status and billogram_release_held().")));
+}
+
+/*
  * Rows left 'sending' by a worker that stopped may or may not have reached
  * Billogram; they become 'in_doubt', to be settled from the evidence.
  */
@@ -913,6 +1022,7 @@ bg_journal_recover(void)
 				   "SELECT u.*, pg_notify('billogram_requests', "
 				   "json_build_object('id', u.id, 'state', 'in_doubt')::text) FROM u",
 				   journal.name);
+	check_takeover();
 	rc = SPI_execute(sql, false, 0);
 	check_spi(rc, SPI_OK_SELECT, "recovering requests left in state sending");
 	if (SPI_processed > 0)
@@ -1011,6 +1121,95 @@ bg_journal_settle(int64 id, const BgReply *reply, const char *body)
 	check_spi(rc, SPI_OK_SELECT, "settling an in_doubt request");
 	verdict = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull || strcmp(TextDatumGetCString(verdict), "checking") != 0;
+}
+
+/*
+ * Take up to max_rows invoices to read before their next payment goes (see
+ * STMT_READS_DUE), putting that payment off by hold_secs meanwhile.  Each
+ * comes back as the queued row at the head of its invoice's queue.
+ */
+List *
+bg_journal_reads_due(int max_rows, int hold_secs)
+{
+	List	   *due = NIL;
+	Datum		args[4];
+	int64		system;
+	Oid			database;
+	int			rc;
+	uint64		i;
+
+	if (max_rows <= 0)
+		return NIL;
+	bg_journal_origin(&system, &database);
+	args[0] = Int32GetDatum(max_rows);
+	args[1] = Int32GetDatum(hold_secs);
+	args[2] = Int64GetDatum(system);
+	args[3] = ObjectIdGetDatum(database);
+	rc = SPI_execute_plan(plan_for(&journal, STMT_READS_DUE), args, NULL, false, 0);
+	check_spi(rc, SPI_OK_SELECT, "taking invoices to read before sending");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		due = lappend(due, id);
+	}
+	return due;
+}
+
+/*
+ * What a reading of an invoice before sending showed (see
+ * billogram_read_recorded in SQL): the invoice joins the ledger and its
+ * payments may go, or why it could not be read.  Returns whether the
+ * ledger now knows the invoice.
+ */
+bool
+bg_journal_read_recorded(const char *billogram_id, const BgReply *reply,
+						 const char *body)
+{
+	Datum		args[4];
+	char		nulls[4] = {' ', 'n', 'n', ' '};
+	char	   *summary = bg_journal_summary_text(reply, body);
+	int			rc;
+
+	args[0] = CStringGetTextDatum(billogram_id);
+	if (summary != NULL)
+		set_text_arg(args, nulls, 1, summary);
+	else
+	{
+		args[2] = CStringGetTextDatum(error_json(reply));
+		nulls[2] = ' ';
+	}
+	args[3] = Int32GetDatum(bg_retry_for_s);
+	rc = SPI_execute_plan(plan_for(&journal, STMT_READ_RECORDED), args, nulls,
+						  false, 1);
+	check_spi(rc, SPI_OK_SELECT, "recording an invoice read before sending");
+	return summary != NULL;
+}
+
+/* Those of the invoices ids (a List of C strings) the ledger knows. */
+List *
+bg_journal_ledger_known(List *ids)
+{
+	List	   *known = NIL;
+	Datum	   *elems;
+	Datum		args[1];
+	ListCell   *lc;
+	int			n = 0;
+	int			rc;
+	uint64		i;
+
+	if (ids == NIL)
+		return NIL;
+	elems = palloc(list_length(ids) * sizeof(Datum));
+	foreach(lc, ids)
+		elems[n++] = CStringGetTextDatum((const char *) lfirst(lc));
+	args[0] = PointerGetDatum(text_array(elems, NULL, n));
+	rc = SPI_execute_plan(plan_for(&journal, STMT_LEDGER_KNOWN), args, NULL, true, 0);
+	check_spi(rc, SPI_OK_SELECT, "looking invoices up in the ledger");
+	for (i = 0; i < SPI_processed; i++)
+		known = lappend(known, SPI_getvalue(SPI_tuptable->vals[i],
+											SPI_tuptable->tupdesc, 1));
+	return known;
 }
 
 /* The invoices on which a row is being settled: no payment goes out on them. */

@@ -53,6 +53,7 @@ typedef struct BgFinished
 	bool		is_sync;		/* a synchronous call: never retried */
 	const BgReply *reply;
 	const char *invoice;		/* bg_journal_invoice_text(), or NULL */
+	const char *summary;		/* bg_journal_summary_text(), or NULL */
 	BgJournalState state;		/* out */
 	bool		recorded;		/* out: false if the row was purged */
 } BgFinished;
@@ -101,6 +102,8 @@ extern int64 bg_journal_insert(const BgJournal *journal,
 
 /* What the journal keeps of a successful reply's invoice (see guc.h). */
 extern char *bg_journal_invoice_text(const BgReply *reply, const char *body);
+/* What the ledger records of a successful reply's invoice. */
+extern char *bg_journal_summary_text(const BgReply *reply, const char *body);
 
 /* The worker's side. */
 extern bool bg_journal_open(void);
@@ -115,6 +118,10 @@ extern void bg_journal_recover(void);
 extern List *bg_journal_settle_due(int max_rows, int hold_secs);
 extern bool bg_journal_settle(int64 id, const BgReply *reply, const char *body);
 extern List *bg_journal_unsettled(void);
+extern List *bg_journal_reads_due(int max_rows, int hold_secs);
+extern bool bg_journal_read_recorded(const char *billogram_id,
+									 const BgReply *reply, const char *body);
+extern List *bg_journal_ledger_known(List *ids);
 extern TimestampTz bg_journal_next_due(void);
 
 #endif							/* BILLOGRAM_JOURNAL_H */

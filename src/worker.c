@@ -116,7 +116,9 @@ typedef enum BgJobKind
 	JOB_SYNC,					/* a backend waits in channel slot slotno;
 								 * its request says what it is */
 	JOB_QUEUED,					/* a queued journal row */
-	JOB_SNAPSHOT				/* GET of an in_doubt row's invoice, to settle it */
+	JOB_SNAPSHOT,				/* GET of an in_doubt row's invoice, to settle it */
+	JOB_READ					/* GET of an invoice before its next payment
+								 * goes, for the ledger (verify_reason) */
 } BgJobKind;
 
 typedef struct BgJob
@@ -227,7 +229,7 @@ new_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 	job->request_id = request_id;
 	job->timeout_ms = bg_timeout_ms;
 	/* a synchronous job gets the request its caller built: new_sync_job() */
-	if (kind == JOB_SNAPSHOT)
+	if (kind == JOB_SNAPSHOT || kind == JOB_READ)
 		bg_request_get_invoice(&job->request, payment->billogram_id);
 	else
 		bg_request_credit_payment(&job->request, payment);
@@ -287,7 +289,7 @@ transfer_finished(void *arg, const BgReply *reply, const char *body, size_t body
 	job->reply = *reply;
 	job->finished_at = GetCurrentTimestamp();
 	if (body_len > 0 && (reply->outcome == BG_OUTCOME_OK ||
-						 job->kind == JOB_SNAPSHOT))
+						 job->kind == JOB_SNAPSHOT || job->kind == JOB_READ))
 	{
 		job->body = palloc(body_len + 1);
 		memcpy(job->body, body, body_len);
@@ -424,6 +426,7 @@ write_outcomes(List *jobs)
 		finished[i].is_sync = (job->kind == JOB_SYNC);
 		finished[i].reply = &job->reply;
 		finished[i].invoice = bg_journal_invoice_text(&job->reply, job->body);
+		finished[i].summary = bg_journal_summary_text(&job->reply, job->body);
 		i++;
 	}
 	bg_journal_record_outcomes(finished, n);
@@ -440,11 +443,32 @@ write_outcomes(List *jobs)
 	}
 }
 
-/* What write_alone() writes: a snapshot and its settlement, or an outcome. */
+/*
+ * A reading before sending: its invoice joins the ledger and its payments
+ * may go, queued (the claim) or synchronous (the calls waiting on it); a
+ * failed one is what those calls are told.
+ */
+static void
+read_recorded(BgJob *job)
+{
+	if (bg_journal_read_recorded(job->payment.billogram_id, &job->reply,
+								 job->body))
+		bg_inflight_note_known(job->payment.billogram_id);
+	else
+		bg_inflight_read_failed(job->payment.billogram_id, &job->reply);
+	queue_woken = true;
+}
+
+/*
+ * What write_alone() writes: a snapshot and its settlement, a reading
+ * before sending, or an outcome.
+ */
 static void
 write_one(BgJob *job)
 {
-	if (job->kind == JOB_SNAPSHOT)
+	if (job->kind == JOB_READ)
+		read_recorded(job);
+	else if (job->kind == JOB_SNAPSHOT)
 	{
 		bg_journal_save_snapshot(job->request_id, &job->reply,
 								 bg_journal_invoice_text(&job->reply, job->body));
@@ -525,9 +549,12 @@ record_finished(bool installed, bool journal_due, TimestampTz now,
 			continue;
 		}
 		recorded = keep(recorded, job);
-		if (!installed || (job->kind != JOB_SNAPSHOT && job->request_id == 0))
+		if (!installed ||
+			(job->kind != JOB_SNAPSHOT && job->kind != JOB_READ &&
+			 job->request_id == 0))
 			continue;
-		if (job->kind == JOB_SNAPSHOT || job->write_alone)
+		if (job->kind == JOB_SNAPSHOT || job->kind == JOB_READ ||
+			job->write_alone)
 		{
 			if (!write_alone(job))
 			{
@@ -693,6 +720,61 @@ settle_due(int capacity)
 	return checks;
 }
 
+/* A reading of an invoice before its next payment goes (JOB_READ). */
+static BgJob *
+read_job(const char *billogram_id)
+{
+	BgCreditPayment payment;
+	BgJob	   *job;
+
+	memset(&payment, 0, sizeof(payment));
+	strlcpy(payment.billogram_id, billogram_id, sizeof(payment.billogram_id));
+	job = new_batch_job(JOB_READ, &payment, 0);
+	count_in_flight(job);
+	return job;
+}
+
+/*
+ * The invoices to read before their next payment goes, as GETs for up to
+ * capacity free connections: queued rows with a verify_reason (their
+ * payment is put off meanwhile, as an in_doubt row's reading is), and the
+ * invoices synchronous calls wait on that the ledger does not know.  A
+ * reading counts as a payment in flight on its invoice, so that nothing
+ * else leaves on it before the reading is recorded.
+ */
+static List *
+reads_due(int capacity)
+{
+	List	   *reads = NIL;
+	List	   *wanted = bg_inflight_take_wanted();
+	ListCell   *lc;
+
+	foreach(lc, bg_journal_ledger_known(wanted))
+	{
+		bg_inflight_note_known((const char *) lfirst(lc));
+		invoice_freed = true;
+	}
+	foreach(lc, wanted)
+	{
+		const char *id = (const char *) lfirst(lc);
+
+		if (capacity - list_length(reads) <= 0)
+		{
+			bg_inflight_want(id);
+			continue;
+		}
+		if (!bg_inflight_known(id) && !bg_inflight_busy(id))
+			reads = keep(reads, read_job(id));
+	}
+	if (capacity - list_length(reads) > 0 && queue_due(GetCurrentTimestamp()))
+	{
+		foreach(lc, bg_journal_reads_due(capacity - list_length(reads),
+										 bg_timeout_ms / 1000 + 10))
+			reads = keep(reads, read_job((const char *) lfirst(lc)));
+	}
+	return reads;
+}
+
 /*
  * One batch of database work in one transaction: record the outcome of
  * every finished transfer that is due, journal the synchronous requests in
@@ -747,6 +829,13 @@ journal_batch(List **recorded)
 	to_start = record_sync_requests(installed, no_credentials);
 
 	capacity = bg_http_room() - list_length(to_start);
+	if (installed && journal_due && !ShutdownRequestPending && capacity > 0)
+	{
+		List	   *reads = reads_due(capacity);
+
+		capacity -= list_length(reads);
+		to_start = keep_all(to_start, reads);
+	}
 	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&
 		(to_start != NIL || claim_worthwhile()) &&
 		queue_due(now))
@@ -808,14 +897,39 @@ refuse_while_paused(void)
 }
 
 /*
- * bg_channel_take()'s test: one payment per invoice at a time; a GET may
- * start whenever there is room.
+ * Answer a synchronous payment whose invoice could not be read before it:
+ * it was not sent, whatever the reading's failure would say of a payment.
+ */
+static void
+refuse_unread(BgJob *job, const BgReply *failure)
+{
+	BgReply		reply = *failure;
+
+	reply.may_have_reached = false;
+	snprintf(reply.message, sizeof(reply.message),
+			 "the invoice could not be read before its first payment, which was not sent: %s",
+			 failure->message);
+	answer(job, &reply, NULL, 0);
+}
+
+/*
+ * bg_channel_take()'s test: one payment per invoice at a time, on an
+ * invoice the ledger knows (else it is read first); a GET may start
+ * whenever there is room.
  */
 static bool
 may_start(const BgRequest *request)
 {
-	return request->kind != BG_REQUEST_CREDIT_PAYMENT ||
-		!bg_inflight_busy(request->billogram_id);
+	if (request->kind != BG_REQUEST_CREDIT_PAYMENT)
+		return true;
+	if (bg_inflight_busy(request->billogram_id))
+		return false;
+	if (bg_inflight_known(request->billogram_id) ||
+		bg_inflight_recent_failure(request->billogram_id) != NULL)
+		return true;
+	/* its invoice is to be looked up in the ledger, or read, first */
+	bg_inflight_want(request->billogram_id);
+	return false;
 }
 
 /*
@@ -842,10 +956,20 @@ take_submitted_requests(void)
 
 		if (job->request.kind == BG_REQUEST_CREDIT_PAYMENT)
 		{
-			if (bg_inflight_busy(job->payment.billogram_id))
+			const BgReply *failure;
+
+			if (bg_inflight_busy(job->payment.billogram_id) ||
+				!(bg_inflight_known(job->payment.billogram_id) ||
+				  bg_inflight_recent_failure(job->payment.billogram_id)))
 			{
 				refuse(job, BG_OUTCOME_INVOICE_BUSY,
 					   "no turn came within billogram.timeout");
+				free_job(job);
+				continue;
+			}
+			if ((failure = bg_inflight_recent_failure(job->payment.billogram_id)) != NULL)
+			{
+				refuse_unread(job, failure);
 				free_job(job);
 				continue;
 			}
@@ -1074,7 +1198,7 @@ run_batch(void)
 	answer_sync_callers();
 	batch_taken = take_submitted_requests();
 	start_sync_reads();
-	if (batch_taken == NIL && !outcome_due(now) &&
+	if (batch_taken == NIL && !outcome_due(now) && !bg_inflight_any_wanted() &&
 		!(claim_worthwhile() && !ShutdownRequestPending &&
 		  now >= journal_retry_at &&
 		  queue_due(now)))
@@ -1203,6 +1327,9 @@ ms_until_due(void)
 	 * free, or is answered when its time is up
 	 */
 	if (held_call_deadline != DT_NOEND && invoice_freed)
+		wake = now;
+	/* a call waits for its invoice to be looked up or read */
+	if (bg_inflight_any_wanted() && bg_http_room() > 0)
 		wake = now;
 	wake = Min(wake, held_call_deadline);
 	if (wake == DT_NOEND)
