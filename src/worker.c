@@ -776,16 +776,45 @@ reads_due(int capacity)
 }
 
 /*
+ * How durable the commit of a batch must be, set for that transaction only.
+ *
+ * A batch after which requests leave commits durably whatever
+ * synchronous_commit the worker's session was given (postgresql.conf,
+ * ALTER SYSTEM, ALTER DATABASE, ALTER ROLE): its commit of 'sending' is
+ * what keeps a crash after the POST from sending the payment again, and a
+ * synchronous call's row from being lost with it.  'off' becomes 'on';
+ * 'local', 'remote_write', 'remote_apply' and 'on' are kept as configured,
+ * as they all wait for the local WAL flush (what waiting for a standby
+ * buys is the README's).  A batch that sends nothing only records
+ * outcomes, and commits asynchronously on purpose: lost in a crash, its
+ * rows are found in 'sending' and become in_doubt, never re-sent.
+ */
+static void
+choose_commit_durability(bool will_send)
+{
+	const char *value = NULL;
+
+	if (!will_send)
+		value = "off";
+	else if (synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
+		value = "on";
+	if (value != NULL)
+		(void) set_config_option("synchronous_commit", value,
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
  * One batch of database work in one transaction: record the outcome of
  * every finished transfer that is due, journal the synchronous requests in
  * batch_taken, take the in_doubt rows whose invoice is due to be read
  * (settle_due) and claim due queued rows.  Returns the jobs to start and
  * sets *recorded to the finished jobs whose outcome it wrote.
  *
- * The commit is durable when the batch is about to send anything: 'sending'
- * must be on disk before a request leaves.  A batch that only records
- * outcomes commits asynchronously: if it were lost in a crash, its rows
- * would be found in 'sending' and become in_doubt, never re-sent.
+ * The commit is durable when the batch is about to send anything, whatever
+ * the configuration says: 'sending' must be on disk before a request
+ * leaves.  A batch that only records outcomes commits asynchronously (see
+ * choose_commit_durability()).
  */
 static List *
 journal_batch(List **recorded)
@@ -854,10 +883,7 @@ journal_batch(List **recorded)
 		invoice_freed = true;
 	}
 
-	if (to_start == NIL)
-		(void) set_config_option("synchronous_commit", "off",
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
+	choose_commit_durability(to_start != NIL);
 
 	SPI_finish();
 	PopActiveSnapshot();
@@ -1130,7 +1156,11 @@ start_sync_reads(void)
 
 /*
  * Rows a previous worker left in 'sending' become in_doubt, to be settled;
- * the invoices being settled are read before any call is taken.
+ * the invoices being settled are read before any call is taken.  Its
+ * commit may be as asynchronous as the configuration says: nothing leaves
+ * on its account (the GETs that settle those rows start after a later
+ * batch, whose durable commit flushes this one's WAL too), and if it were
+ * lost the rows would still be in 'sending' for the next recovery.
  */
 static void
 recover_journal(void)
