@@ -115,6 +115,15 @@ COMMENT ON FUNCTION billogram_get_invoice(text) IS
  * rests on, settle_at when the invoice is read next (NULL once final); a
  * payment the evidence shows applied becomes done, 'reconciled'.
  *
+ * What the evidence rests on, all recorded by the extension itself:
+ * baseline is what the ledger (billogram_ledger) knew of the invoice when
+ * the row was claimed, {"remaining_sum", "events": [uuid, ...]}, NULL for
+ * rows from before 0.3; event_uuids the events the row's payment made (the
+ * new ones its successful reply showed, or the one a settlement found);
+ * verify_reason, on a pending row, why its invoice is read before it is
+ * sent ('first_payment', 'resend', 'promotion': see
+ * billogram_read_recorded).
+ *
  * One payment per invoice is in flight at a time, in the order the rows
  * were made: a row is not sent while an earlier row of its invoice is
  * pending, while any row of its invoice is sending, or while one is still

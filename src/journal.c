@@ -461,7 +461,26 @@ static char *plans_journal = NULL;
 static char *
 statement_text(const BgJournal *j, BgStatement stmt)
 {
-	return psprintf(statement_sql[stmt], j->name, journal_columns, j->schema);
+	const char *names[3] = {j->name, journal_columns, j->schema};
+	StringInfoData sql;
+	const char *p;
+
+	/*
+	 * Spliced in by hand: printf's positional arguments would need every
+	 * statement to use all three.
+	 */
+	initStringInfo(&sql);
+	for (p = statement_sql[stmt]; *p; p++)
+	{
+		if (p[0] == '%' && p[1] >= '1' && p[1] <= '3' && p[2] == '$' && p[3] == 's')
+		{
+			appendStringInfoString(&sql, names[p[1] - '1']);
+			p += 3;
+		}
+		else
+			appendStringInfoChar(&sql, *p);
+	}
+	return sql.data;
 }
 
 static SPIPlanPtr
