@@ -1224,8 +1224,14 @@ def main(argv=None):
     LOG("listening: api https://127.0.0.1:%d ctl http://127.0.0.1:%d pid %d"
         % (api.server_address[1], ctl.server_address[1], os.getpid()))
 
+    # A test that dies without stopping the mock must not leave it running
+    # (it would hold whatever the test's caller holds, a lock or a port):
+    # it goes when the process that started it is gone.
+    parent = os.getppid()
     while not STOP.wait(0.1):
-        pass
+        if os.getppid() != parent:
+            LOG("stopping: the process that started the mock is gone")
+            break
     LOG("stopping on signal")
     try:
         api.socket.close()

@@ -528,5 +528,26 @@ req GET ndrop2 -u "$U:$PW"
 check "--magic-get: GET on ndrop id drops" 52 "$RC"
 stop_mock "idle"
 
+# --- the mock goes when the process that started it is gone
+rm -f "$T/orphan.pid"
+(
+	"$HERE/billogram_mock.py" --cert "$T/certs/server.crt" --key "$T/certs/server.key" \
+		--user "$U" --password "$PW" --port-file "$T/port2" --ctl-port-file "$T/ctlport2" \
+		--log "$T/mock2.log" &
+	echo $! >"$T/orphan.pid"
+	sleep 1
+)
+opid=$(cat "$T/orphan.pid")
+for _ in $(seq 30); do
+	kill -0 "$opid" 2>/dev/null || break
+	sleep 0.1
+done
+if kill -0 "$opid" 2>/dev/null; then
+	bad "a mock whose parent exited is still running after 3 s"
+	kill "$opid"
+else
+	ok "a mock whose parent exited stops by itself"
+fi
+
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
