@@ -8,9 +8,10 @@
  * requests that backends submit through the channel, runs up to
  * billogram.max_connections of them at once on the HTTP engine, and posts
  * each outcome back.  A credit payment is journaled as 'sending', and that
- * committed, before it leaves; a GET of an invoice changes nothing at
- * Billogram, so it is started at once and touches no journal.  It does not
- * run during recovery, so a hot standby sends nothing.
+ * committed durably whatever synchronous_commit says, before it leaves; a
+ * GET of an invoice changes nothing at Billogram, so it is started at once
+ * and touches no journal.  It does not run during recovery, so a hot
+ * standby sends nothing.
  *
  * On SIGTERM it stops taking requests, lets the ones in flight finish (each
  * is bounded by its timeout) so their callers get a real answer, and exits;
