@@ -751,9 +751,10 @@ BEGIN
             -- is not its doing, and is now the baseline it will be sent on
             UPDATE @extschema@.billogram_requests
                SET verify_reason = NULL,
-                   resolution = concat_ws(E'\n', resolution,
-                       format('verified (%s) by the billogram worker at %s: the invoice shows nothing the ledger did not know',
-                              r.verify_reason, now()))
+                   resolution = CASE WHEN r.verify_reason = 'first_payment' THEN resolution
+                       ELSE concat_ws(E'\n', resolution,
+                           format('verified (%s) by the billogram worker at %s: the invoice shows no payment the ledger did not know',
+                                  r.verify_reason, now())) END
              WHERE id = r.id;
         ELSIF r.verify_reason = 'resend' THEN
             UPDATE @extschema@.billogram_requests

@@ -162,12 +162,20 @@ SELECT (billogram_resolve(:doubt_id, 'mark_done')).state;
 SELECT state, resolution LIKE 'mark_done by % (was in_doubt)' AS resolution_recorded
   FROM billogram_requests WHERE id = :doubt_id;
 
--- resend a failed request: it goes back to the queue and is sent again
-SELECT id AS failed_id FROM billogram_requests WHERE billogram_id = 'nfqueue1' \gset
+-- resend a failed request: it goes back to the queue, its invoice is read
+-- again, and it is sent again
+SELECT id AS failed_id FROM billogram_requests WHERE billogram_id = 'e400queue1' \gset
 SELECT (billogram_resolve(:failed_id, 'resend')).state;
 SELECT wait_for_queue();
-SELECT state, attempts, mock_request_count('nfqueue1') AS times_sent
+SELECT state, attempts, mock_request_count('e400queue1') AS times_sent
   FROM billogram_requests WHERE id = :failed_id;
+-- a row failed because its invoice does not exist (the reading before its
+-- first payment got 404) was never sent, and a resend does not send it
+SELECT id AS nf_id FROM billogram_requests WHERE billogram_id = 'nfqueue1' \gset
+SELECT (billogram_resolve(:nf_id, 'resend')).state;
+SELECT wait_for_queue();
+SELECT state, attempts, mock_request_count('nfqueue1') AS times_sent
+  FROM billogram_requests WHERE id = :nf_id;
 
 -- purge removes every finished row, done and failed, and keeps what still
 -- matters: an unresolved in_doubt row

@@ -12,8 +12,14 @@ SELECT billogram_credit_payment('drop1', 'amount', 10);
 SELECT billogram_credit_payment('cut1', 'amount', 10);
 \echo :LAST_ERROR_SQLSTATE
 
--- the reply does not come within billogram.timeout
+-- the invoice is read before its first payment: a slow reading outlasts
+-- the call's billogram.timeout, and the payment is not sent (55006)
 SET billogram.timeout = 300;
+SELECT billogram_credit_payment('slow2000t', 'amount', 10);
+\echo :LAST_ERROR_SQLSTATE
+-- the reading goes on and joins the ledger; then the reply to the payment
+-- itself does not come within billogram.timeout
+SELECT pg_sleep(2.5);
 SELECT billogram_credit_payment('slow2000t', 'amount', 10);
 \echo :LAST_ERROR_SQLSTATE
 RESET billogram.timeout;

@@ -1239,7 +1239,7 @@ bg_journal_unsettled(void)
 	int			rc;
 	uint64		i;
 
-	rc = SPI_execute_plan(plan_for(&journal, STMT_UNSETTLED), NULL, NULL, true, 0);
+	rc = SPI_execute_plan(plan_for(&journal, STMT_UNSETTLED), NULL, NULL, false, 0);
 	check_spi(rc, SPI_OK_SELECT, "looking for invoices being settled");
 	for (i = 0; i < SPI_processed; i++)
 		ids = lappend(ids, SPI_getvalue(SPI_tuptable->vals[i],

@@ -219,10 +219,10 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 		case BG_OUTCOME_INVOICE_BUSY:
 			ereport(elevel,
 					(errcode(ERRCODE_OBJECT_IN_USE),
-					 errmsg("%s was not sent: another payment on the invoice was still in flight or being settled",
+					 errmsg("%s was not sent: its turn on the invoice did not come within billogram.timeout",
 							what),
 					 errdetail("%s. %s", reply->message, reached_detail(kind, reply)),
-					 errhint("One payment per invoice is sent at a time. Call again once it is over; billogram_in_doubt shows a payment being settled.")));
+					 errhint("One payment per invoice is sent at a time, and an invoice is read before its first payment. Call again once it is free; billogram_in_doubt shows a payment being settled.")));
 			break;
 		case BG_OUTCOME_NO_CREDENTIALS:
 			ereport(elevel,

@@ -989,8 +989,11 @@ take_submitted_requests(void)
 				!(bg_inflight_known(job->payment.billogram_id) ||
 				  bg_inflight_recent_failure(job->payment.billogram_id)))
 			{
+				/* its time ran out while it waited (may_start()) */
 				refuse(job, BG_OUTCOME_INVOICE_BUSY,
-					   "no turn came within billogram.timeout");
+					   bg_inflight_known(job->payment.billogram_id) ?
+					   "another payment on the invoice was in flight or being settled" :
+					   "the invoice was still being read before its first payment");
 				free_job(job);
 				continue;
 			}
