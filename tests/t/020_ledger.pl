@@ -122,6 +122,13 @@ is(query("SELECT count(*) FROM billogram_requests WHERE billogram_id = 'a500n2b'
 query("ALTER SYSTEM RESET billogram.journal_reply");
 query("SELECT pg_reload_conf()");
 
+# what the mock applied is what the journal has done (before the purge)
+for my $id (qw(a500ck1 base2a a500n2b))
+{
+	my ($m, $j) = books($id);
+	is($j, $m, "the books of $id balance");
+}
+
 # (c) billogram_purge of every finished row: the ledger stays
 BgTest::call($node, "SELECT billogram_credit_payment('a500p2c', 'amount', 70)");
 settled_row('a500p2c');
@@ -194,12 +201,8 @@ query("SELECT billogram_wake_worker_at_commit()");
 $row = settled_row('nobase1');
 is($row->{verdict}, 'ambiguous', 'a row without a baseline is ambiguous, whatever the invoice shows');
 
-# what the mock applied is what the journal has done
-for my $id (qw(a500ck1 base2a a500n2b cb3))
-{
-	my ($m, $j) = books($id);
-	is($j, $m, "the books of $id balance");
-}
+my ($m, $j) = books('cb3');
+is($j, $m, 'the books of cb3 balance');
 
 $node->stop;
 $mock->stop;
