@@ -59,7 +59,8 @@ ok($node->wait_for_log(qr/is at version 0\.1, this library needs $current_re/),
 	'the worker logs that it waits for the update');
 is(scalar @{ $mock->requests }, 0, 'nothing was sent before the update');
 
-my ($rc, $update_out, $update_err) = $node->psql('postgres', 'ALTER EXTENSION billogram UPDATE');
+my $update_err = '';
+my $rc = $node->psql('postgres', 'ALTER EXTENSION billogram UPDATE', stderr => \$update_err);
 is($rc, 0, 'ALTER EXTENSION billogram UPDATE');
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'billogram'"),
 	$current, "updated to $current");
