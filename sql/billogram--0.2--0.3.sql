@@ -90,8 +90,9 @@ SELECT pg_catalog.pg_extension_config_dump('billogram_ledger', '');
  *     journaled by 0.1, which recorded no origin: see billogram--0.1--0.2.sql)
  *     may be a copy's, and a copy must not send what it inherited: it
  *     becomes 'held', with the reason in resolution, until an operator
- *     calls billogram_release_held() (or billogram_fail_held()).  A NOTICE
- *     says how many.
+ *     calls billogram_release_held() (or billogram_fail_held()).  A WARNING
+ *     says how many (a NOTICE would not be seen: ALTER EXTENSION runs its
+ *     scripts with client_min_messages at warning).
  * What the update cannot tell apart: a database restored with pg_restore
  * --clean into the same database while at 0.2 looks like the original; at
  * 0.3 such a restore gets an identity of its own and is held (see
@@ -116,7 +117,7 @@ BEGIN
      WHERE state = 'pending' AND made_in_instance IS NULL;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
-        RAISE NOTICE 'billogram: % pending payment(s) inherited from billogram 0.1 or from another database or cluster are held, not sent', n
+        RAISE WARNING 'billogram: % pending payment(s) inherited from billogram 0.1 or from another database or cluster are held, not sent', n
             USING DETAIL = 'The update cannot tell whether they were made here or came with a copy that may have sent them already.',
                   HINT = 'Check them (SELECT * FROM billogram_requests WHERE state = ''held''), then SELECT billogram_release_held(); to send them, or billogram_fail_held() to drop them.';
     END IF;

@@ -67,7 +67,7 @@ is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extna
 # 0.1 recorded no origin, so the update cannot tell this database from a
 # copy restored elsewhere (a staging server restored from production's
 # dump): what 0.1 left pending is held, not sent, and the update says so.
-like($update_err, qr/NOTICE:  billogram: 2 pending payment\(s\) inherited from billogram 0\.1 or from another database or cluster are held, not sent/,
+like($update_err, qr/WARNING:  billogram: 2 pending payment\(s\) inherited from billogram 0\.1 or from another database or cluster are held, not sent/,
 	'the update says how many inherited payments it holds');
 like($update_err, qr/billogram_release_held\(\)/, 'and which call releases them');
 
