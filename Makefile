@@ -33,6 +33,8 @@ OBJS = \
 	src/reply.o \
 	src/report.o \
 	src/request.o \
+	src/row_moves.o \
+	src/source_row.o \
 	src/stats.o \
 	src/worker.o
 DATA = sql/billogram--0.1.sql sql/billogram--0.2.sql sql/billogram--0.3.sql sql/billogram--0.1--0.2.sql sql/billogram--0.2--0.3.sql
@@ -41,7 +43,7 @@ PGFILEDESC = "billogram - Billogram credit payments from SQL"
 # pg_regress is run by tests/run.sh against a cluster it configures itself,
 # and by PGXS's make installcheck against the running server, which must be
 # configured as docs/installcheck.md says (checked first, REGRESS_PREP)
-REGRESS = setup credit_payment get_invoice bad_input api_errors transport privileges routes queue copies health callbacks verdicts
+REGRESS = setup credit_payment get_invoice bad_input api_errors transport privileges routes queue copies health callbacks verdicts source_rows
 REGRESS_PREP = installcheck-prereq
 
 # The version is read from the control file, the one place it is written, so

@@ -34,11 +34,14 @@ CREATE INDEX billogram_requests_invoice_idx ON billogram_requests (billogram_id,
 CREATE INDEX billogram_requests_settle_idx ON billogram_requests (settle_at)
     WHERE settle_at IS NOT NULL;
 
--- where each row was made: the rows 0.1 journaled here are taken to be this
--- server's, as 0.1 would have sent them
-UPDATE billogram_requests
-   SET made_in_system = (SELECT system_identifier FROM pg_control_system()),
-       made_in_database = (SELECT oid FROM pg_database WHERE datname = current_database());
+-- where each row was made: 0.1 did not record it, and the update cannot
+-- tell a production database from a copy restored elsewhere (a staging
+-- server restored from production's dump, then updated), so the rows 0.1
+-- journaled are not counted as made here: made_in_system and
+-- made_in_database stay NULL, which counts as elsewhere, and a pending one
+-- is held, not sent, until billogram_release_held().  (Until 0.3 this
+-- stamped every inherited row as this server's, so a copy sent what it
+-- inherited; databases already at 0.2 keep what it did then.)
 
 -- a new state, 'held', for rows that came from another cluster or database
 ALTER TABLE billogram_requests

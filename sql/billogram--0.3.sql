@@ -151,15 +151,24 @@ COMMENT ON FUNCTION billogram_get_invoice(text) IS
  * less than billogram.retry_for, and only then marked failed.
  *
  * Where each row was made: made_in_system is the cluster's system
- * identifier (pg_control_system()) and made_in_database the OID of the
- * database whose journal took it.  The worker sends only rows made where it
- * runs.  Rows that arrive any other way, with a restored dump, pg_upgrade or
- * a copy brought up as another cluster, may have been sent already by the
+ * identifier (pg_control_system()), made_in_database the OID of the
+ * database whose journal took it, and made_in_instance the installation
+ * (billogram_instance, made by CREATE EXTENSION and never dumped).  The
+ * worker sends only rows made where it runs, by its installation.  Rows
+ * that arrive any other way, with a restored dump (into the same database
+ * too: pg_restore --clean creates the extension anew, with a new
+ * instance), pg_upgrade, a copy brought up as another cluster, or an update
+ * from 0.1 (see billogram--0.2--0.3.sql), may have been sent already by the
  * server that made them: pending ones become 'held' (held_at says since
  * when) and wait for an operator's billogram_release_held() or
  * billogram_fail_held(); one found in 'sending' becomes 'in_doubt'.  A
- * promoted standby has its primary's system identifier and goes on with
- * the queue it inherited.  NULL (a row written by hand) counts as elsewhere.
+ * promoted standby has its primary's system identifier and instance and
+ * goes on with the queue it inherited.  NULL (a row written by hand)
+ * counts as elsewhere.
+ *
+ * A trigger's row names the root of the source row's partition tree in
+ * source_table and the row's primary key there in source_key; the pair is
+ * also in billogram_keys, so that the row pays once, ever.
  *
  * Privileges: no access for PUBLIC; superusers, or roles granted access
  * explicitly, read it.  Writes go through the functions below; a role
@@ -272,9 +281,15 @@ REVOKE ALL ON billogram_instance FROM PUBLIC;
 /*
  * billogram_keys: every key that has paid, kept for ever (billogram_purge
  * leaves it): a source row of a payments table ('source': the root table
- * of its partition tree and its primary key) or a caller's idempotency key
- * ('call'), and the journal row it made.  A second payment with the same
- * key is not made.
+ * of its partition tree, schema-qualified, a space, and the row's primary
+ * key there as a JSON object of its columns' text, written with DateStyle
+ * ISO and TimeZone UTC) or a caller's idempotency key ('call'), and the
+ * journal row it made.  A second payment with the same key is not made:
+ * the trigger's row moved to another partition, or COPYed in again by a
+ * data-only restore, queues nothing (a NOTICE names the earlier request).
+ * The key is taken in the statement that inserts the journal row; two
+ * transactions taking one key at once make one row.  Its rows are data:
+ * pg_dump dumps them, so a restore keeps knowing what has paid.
  * Privileges: no access for PUBLIC.
  */
 CREATE TABLE billogram_keys (
@@ -338,17 +353,29 @@ REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) FRO
  *                     for 'remaining'.
  * Column names are read as SQL identifiers: 'amount', or '"Amount Due"' for
  * a quoted name.  Any value that billogram_credit_payment() would refuse
- * fails the INSERT with 22023.
+ * fails the INSERT with 22023.  The amount column must be numeric or an
+ * integer type, read by cast: a float, money or any other type fails every
+ * INSERT with 42804 and queues nothing (a float's text depends on
+ * extra_float_digits; PostgreSQL gives a trigger function no say at
+ * CREATE TRIGGER, so this is checked when it fires).
+ *
+ * One payment per source row, ever: the row is identified by the root of
+ * its partition tree (a plain table is its own root) and its primary key
+ * there, recorded in billogram_keys.  A row inserted again, by an UPDATE
+ * that moves it to another partition or a COPY of restored rows, queues
+ * nothing, with a NOTICE naming the earlier request; the INSERT goes on.
+ * A table (or partition tree) without a primary key is refused with 55000.
  *
  *   CREATE TRIGGER register_payout AFTER INSERT ON payments FOR EACH ROW
  *       EXECUTE FUNCTION billogram_payment_trigger('billogram_id', 'amount');
  *
  * Privileges: EXECUTE revoked from PUBLIC.  CREATE TRIGGER requires it of
  * the role creating the trigger, and every row the trigger fires for
- * requires that the owner of the table holds it then (42501 otherwise):
- * PostgreSQL checks a trigger function's EXECUTE only at CREATE TRIGGER, so
- * the function checks again, and a revoked grant or a table given to
- * another owner stops its trigger at once.  Any role that may INSERT into
+ * requires that the owner of the table, and of the root of its partition
+ * tree, holds it then (42501 otherwise): PostgreSQL checks a trigger
+ * function's EXECUTE only at CREATE TRIGGER, so the function checks again,
+ * and a revoked grant or a table given to another owner stops its trigger
+ * at once.  Any role that may INSERT into
  * the table (or COPY into it) fires the trigger and is recorded as the
  * payment's creator; it needs no grant of its own.
  *     GRANT EXECUTE ON FUNCTION billogram_payment_trigger() TO payments_owner;
@@ -892,12 +919,16 @@ REVOKE ALL ON FUNCTION billogram_settle(bigint, jsonb, jsonb, integer) FROM PUBL
  * billogram_fail_held(request_id DEFAULT NULL) RETURNS bigint
  *
  * An operator's decision on 'held' rows (all of them, or the one given),
- * rows that came from another cluster or database (see the journal above).
- * Release only once the server they came from is stopped, or has been
- * checked not to have sent them: each released row becomes this server's,
- * back in the queue, and is sent.  Fail marks them failed instead, never to
- * be sent.  Both return how many rows they changed and record who decided,
- * when, and where the row was made, in resolution.
+ * rows that came from another cluster, database or installation, or that
+ * an update inherited (see the journal above).  Release only once the
+ * server they came from is stopped, or has been checked not to have sent
+ * them: each released row becomes this installation's (made_in_system,
+ * made_in_database, made_in_instance), back in the queue, and is sent
+ * (after a reading of its invoice when the ledger knows nothing of it, as
+ * for any first payment; a row held at a takeover goes on the operator's
+ * word).  Fail marks them failed instead, never to be sent.  Both return
+ * how many rows they changed and record who decided, when, and where the
+ * row was made, in resolution.
  * Privileges: EXECUTE revoked from PUBLIC; SECURITY DEFINER with
  * search_path pinned, as for billogram_resolve().
  */
@@ -914,11 +945,16 @@ BEGIN
            next_attempt_at = now(),
            pending_since = now(),
            resolution = concat_ws(E'\n', resolution,
-                                  format('released by %s at %s (held since %s, made in system %s database %s)',
-                                         @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database)),
+                                  format('released by %s at %s (held since %s, made in system %s database %s instance %s)',
+                                         @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database,
+                                         coalesce(made_in_instance::text, 'unknown'))),
            made_in_system = (SELECT system_identifier FROM pg_control_system()),
            made_in_database = (SELECT oid FROM pg_database WHERE datname = current_database()),
-           held_at = NULL
+           made_in_instance = (SELECT id FROM @extschema@.billogram_instance),
+           held_at = NULL,
+           verify_reason = CASE WHEN EXISTS (SELECT 1 FROM @extschema@.billogram_ledger l
+                                              WHERE l.billogram_id = billogram_requests.billogram_id)
+                                THEN NULL ELSE 'first_payment' END
      WHERE state = 'held' AND (request_id IS NULL OR id = request_id);
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
@@ -1154,7 +1190,8 @@ GRANT SELECT ON billogram_health TO pg_monitor;
  *
  * Deletes the finished rows, 'done' and 'failed' (an operator's resolution
  * of an in_doubt row ends in one of them), that finished longer ago than
- * older_than, and returns how many.  Rows that still matter are never
+ * older_than, and returns how many.  billogram_keys is left whole: a source
+ * row or key that paid must never pay again, however old.  Rows that still matter are never
  * purged: 'pending' and 'sending' ones, and 'in_doubt' ones until an
  * operator resolves them.  To purge on a schedule, with pg_cron:
  *     SELECT cron.schedule('billogram-purge', '17 3 * * *',

@@ -52,7 +52,7 @@ SELECT billogram_release_held(:held1) AS released_again;
 RESET ROLE;
 SELECT wait_for_queue();
 SELECT billogram_id, state, made_in_system = (SELECT system_identifier FROM pg_control_system()) AS made_here,
-       resolution LIKE 'released by regress_bg_operator (login %) at % (held since %, made in system 42 database 16384)' AS recorded
+       resolution LIKE 'released by regress_bg_operator (login %) at % (held since %, made in system 42 database 16384 instance unknown)' AS recorded
   FROM billogram_requests WHERE id = :held1;
 -- fail the rest: never sent
 SET ROLE regress_bg_operator;

@@ -18,6 +18,7 @@
 #include "channel.h"
 #include "guc.h"
 #include "redact.h"
+#include "source_row.h"
 #include "stats.h"
 #include "worker.h"
 
@@ -30,6 +31,7 @@ _PG_init(void)
 {
 	bg_define_settings(process_shared_preload_libraries_in_progress);
 	bg_install_log_redaction();
+	bg_row_moves_install_hook();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -15,8 +15,15 @@
  * billogram_enqueue_credit_payment() is checked by the executor.  A trigger
  * function's EXECUTE is checked only by CREATE TRIGGER, never when the
  * trigger fires, so the trigger checks at every row that the owner of the
- * table it fires on still holds EXECUTE on billogram_payment_trigger(): a
- * revoked grant stops triggers created while it was held.
+ * table it fires on, and of the root of its partition tree, still holds
+ * EXECUTE on billogram_payment_trigger(): a revoked grant stops triggers
+ * created while it was held.
+ *
+ * The trigger pays once per source row, ever: the row's key (source_row.c)
+ * is recorded in billogram_keys with the journal row, and a row inserted
+ * again (restored by COPY) queues nothing; nor does the insert half of an
+ * UPDATE that moves a row to another partition (row_moves.c), which
+ * changes the row's primary key.
  *
  *-------------------------------------------------------------------------
  */
@@ -48,6 +55,7 @@
 #include "guc.h"
 #include "journal.h"
 #include "request.h"
+#include "source_row.h"
 
 PG_FUNCTION_INFO_V1(billogram_enqueue_credit_payment);
 PG_FUNCTION_INFO_V1(billogram_payment_trigger);
@@ -139,7 +147,9 @@ journal_for_queuing(void)
 }
 
 /*
- * Insert one pending row as the journal's owner; returns its id.  Callers
+ * Insert one pending row as the journal's owner; returns its id, or 0 when
+ * its key has paid before (*earlier: the row it made).  With no payment,
+ * only notes the key as taken (a row moved to another partition).  Callers
  * hold no privilege on the journal, so that the only rows they can add are
  * validated payments with their own names on them.  While the owner's
  * identity is borrowed, search_path is pinned and the operation is
@@ -152,7 +162,8 @@ journal_for_queuing(void)
  */
 static int64
 insert_pending(const BgCreditPayment *payment, const char *origin,
-			   const char *source_table, const char *source_key)
+			   const char *source_table, const char *source_key,
+			   const char *key, int64 *earlier)
 {
 	const BgJournal *journal = journal_for_queuing();
 	Oid			save_userid;
@@ -170,13 +181,20 @@ insert_pending(const BgCreditPayment *payment, const char *origin,
 							 GUC_ACTION_SAVE, true, 0, false);
 
 	SPI_connect();
-	id = bg_journal_insert(journal, payment, origin, source_table, source_key);
+	if (payment == NULL)
+		id = bg_journal_note_key(journal, "source", key);
+	else if (key != NULL)
+		id = bg_journal_insert_keyed(journal, payment, origin, source_table,
+									 source_key, "source", key, earlier);
+	else
+		id = bg_journal_insert(journal, payment, origin, source_table, source_key);
 	SPI_finish();
 
 	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
-	request_wake_at_commit();
+	if (id != 0 && payment != NULL)
+		request_wake_at_commit();
 	return id;
 }
 
@@ -190,7 +208,7 @@ billogram_enqueue_credit_payment(PG_FUNCTION_ARGS)
 							PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
 							PG_ARGISNULL(2) ? NULL : PG_GETARG_NUMERIC(2));
 	bg_identify_caller(&payment.caller);
-	PG_RETURN_INT64(insert_pending(&payment, "enqueue", NULL, NULL));
+	PG_RETURN_INT64(insert_pending(&payment, "enqueue", NULL, NULL, NULL, NULL));
 }
 
 /* Used by billogram_resolve(): a row set back to pending is sent soon. */
@@ -289,7 +307,8 @@ check_trigger_use(FunctionCallInfo fcinfo)
  * CREATE TRIGGER checked EXECUTE once, for whoever created the trigger;
  * firing checks nothing.  Every row therefore checks that the table's owner
  * holds EXECUTE on this function now: a revoked grant, or a table given to
- * a role without it, stops queuing at once.
+ * a role without it, stops queuing at once.  A partition's rows are the
+ * partitioned table's too, so its root's owner must hold it as well.
  */
 static void
 check_owner_may_queue(FunctionCallInfo fcinfo, Relation rel)
@@ -315,34 +334,21 @@ check_owner_may_queue(FunctionCallInfo fcinfo, Relation rel)
 						 format_procedure(fn))));
 }
 
+static void
+check_owners_may_queue(FunctionCallInfo fcinfo, const BgSourceTable *source)
+{
+	check_owner_may_queue(fcinfo, source->rel);
+	if (source->root != source->rel &&
+		source->root->rd_rel->relowner != source->rel->rd_rel->relowner)
+		check_owner_may_queue(fcinfo, source->root);
+}
+
 static text *
 column_as_text(Relation rel, HeapTuple tuple, int attnum)
 {
 	char	   *value = SPI_getvalue(tuple, RelationGetDescr(rel), attnum);
 
 	return value ? cstring_to_text(value) : NULL;
-}
-
-static Numeric
-column_as_numeric(Relation rel, HeapTuple tuple, int attnum)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-	char	   *value;
-
-	if (TupleDescAttr(desc, attnum - 1)->atttypid == NUMERICOID)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(tuple, desc, attnum, &isnull);
-
-		return isnull ? NULL : DatumGetNumeric(d);
-	}
-	/* any other type goes through its text form, as a cast would */
-	value = SPI_getvalue(tuple, desc, attnum);
-	if (value == NULL)
-		return NULL;
-	return DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(value),
-											   ObjectIdGetDatum(InvalidOid),
-											   Int32GetDatum(-1)));
 }
 
 static text *
@@ -360,43 +366,38 @@ mode_from_row(Relation rel, HeapTuple tuple, int attnum)
 	return mode;
 }
 
-/* The row's primary key as a JSON object of its text values, or NULL. */
-static char *
-source_key_json(Relation rel, HeapTuple tuple)
+/*
+ * A row inserted again (an UPDATE moving it to another partition, a COPY of
+ * restored rows) is legitimately there: the INSERT goes on, and nothing is
+ * queued.
+ */
+static void
+report_paid_before(const BgSourceTable *source, const char *key_json,
+				   int64 earlier)
 {
-	/*
-	 * One argument in every supported major: 15 and 17 both declare
-	 * RelationGetPrimaryKeyIndex(Relation) in utils/relcache.h (checked by
-	 * building on each).  A major that changes it is not supported until it
-	 * has been built and tested here.
-	 */
-	Oid			pk = RelationGetPrimaryKeyIndex(rel);
-	Relation	index;
-	StringInfoData buf;
-	int			i;
+	if (earlier == 0)
+		ereport(NOTICE,
+				(errmsg("billogram_payment_trigger: row %s of %s has queued its payment before, under the key it had before an UPDATE moved it to another partition; nothing was queued",
+						key_json, source->root_name)));
+	else
+		ereport(NOTICE,
+				(errmsg("billogram_payment_trigger: row %s of %s has queued its payment before, in billogram request %lld; nothing was queued",
+						key_json, source->root_name, (long long) earlier),
+				 errdetail("Each row of a payments table pays once, ever: this one was inserted again (a restore, or a row deleted and inserted with the same key)."),
+				 errhint("To pay again, queue a new payment with a new row or billogram_enqueue_credit_payment().")));
+}
 
-	if (!OidIsValid(pk))
-		return NULL;
-	index = index_open(pk, AccessShareLock);
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	for (i = 0; i < index->rd_index->indnkeyatts; i++)
-	{
-		int			attnum = index->rd_index->indkey.values[i];
-		char	   *value = SPI_getvalue(tuple, RelationGetDescr(rel), attnum);
-
-		if (i > 0)
-			appendStringInfoChar(&buf, ',');
-		escape_json(&buf, SPI_fname(RelationGetDescr(rel), attnum));
-		appendStringInfoChar(&buf, ':');
-		if (value)
-			escape_json(&buf, value);
-		else
-			appendStringInfoString(&buf, "null");
-	}
-	appendStringInfoChar(&buf, '}');
-	index_close(index, AccessShareLock);
-	return buf.data;
+/*
+ * An UPDATE that moves a row to another partition inserts it there: the
+ * row queued its payment when it was first inserted.
+ */
+static void
+report_moved(const BgSourceTable *source)
+{
+	ereport(NOTICE,
+			(errmsg("billogram_payment_trigger: a row of %s moved to partition %s by an UPDATE; nothing was queued",
+					source->root_name, RelationGetRelationName(source->rel)),
+			 errdetail("The row queued its payment when it was inserted; an UPDATE never queues one.")));
 }
 
 Datum
@@ -411,18 +412,32 @@ billogram_payment_trigger(PG_FUNCTION_ARGS)
 	Numeric		amount = NULL;
 	text	   *mode;
 	BgCreditPayment payment;
-	char	   *source_table;
+	BgSourceTable source;
+	char	   *key_json;
+	char	   *key;
+	int64		earlier;
 
 	check_trigger_use(fcinfo);
 	rel = trigdata->tg_relation;
 	tuple = trigdata->tg_trigtuple;
 	args = trigdata->tg_trigger->tgargs;
 	nargs = trigdata->tg_trigger->tgnargs;
-	check_owner_may_queue(fcinfo, rel);
+	bg_source_open(&source, rel);
+	if (bg_row_is_moving(rel))
+	{
+		/* its new key is taken too: a COPY of it restored later pays nothing */
+		key_json = bg_source_key_json(&source, tuple);
+		(void) insert_pending(NULL, NULL, NULL, NULL,
+							  psprintf("%s %s", source.root_name, key_json), NULL);
+		report_moved(&source);
+		bg_source_close(&source);
+		return PointerGetDatum(NULL);
+	}
+	check_owners_may_queue(fcinfo, &source);
 
 	id_col = column_number(rel, args[0]);
 	if (nargs >= 2)
-		amount = column_as_numeric(rel, tuple, column_number(rel, args[1]));
+		amount = bg_source_amount(rel, tuple, column_number(rel, args[1]));
 
 	/*
 	 * Mode 'remaining' pays out everything, so it is never inferred from a
@@ -449,9 +464,13 @@ billogram_payment_trigger(PG_FUNCTION_ARGS)
 							mode, amount);
 	bg_identify_caller(&payment.caller);
 
-	source_table = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-											  RelationGetRelationName(rel));
-	insert_pending(&payment, "trigger", source_table, source_key_json(rel, tuple));
+	/* the row's identity: its partition tree's root and its key there */
+	key_json = bg_source_key_json(&source, tuple);
+	key = psprintf("%s %s", source.root_name, key_json);
+	if (insert_pending(&payment, "trigger", source.root_name, key_json,
+					   key, &earlier) == 0)
+		report_paid_before(&source, key_json, earlier);
+	bg_source_close(&source);
 
 	return PointerGetDatum(NULL);
 }

@@ -41,6 +41,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
+#include "utils/uuid.h"
 
 #include "guc.h"
 #include "invoice.h"
@@ -177,6 +178,16 @@ bg_journal_origin(int64 *system, Oid *database)
 static BgJournal journal;
 static bool wrong_version_logged = false;
 
+/*
+ * This installation (billogram_instance), read in every batch: a restore
+ * with pg_restore --clean makes the extension anew, with a new instance,
+ * while the worker runs.  have_instance is false when the row is missing:
+ * nothing queued is sent then.
+ */
+static pg_uuid_t instance;
+static bool have_instance = false;
+static bool no_instance_logged = false;
+
 const char *
 bg_journal_state_name(BgJournalState state)
 {
@@ -204,6 +215,8 @@ state_from_name(const char *name)
 	return BG_STATE_FAILED;		/* keep the compiler quiet */
 }
 
+static void read_instance(void);
+
 /*
  * Whether the worker can use the journal in this transaction.  An extension
  * at another version is logged once: until it is updated, the queue waits
@@ -216,6 +229,7 @@ bg_journal_open(void)
 	{
 		case BG_JOURNAL_READY:
 			wrong_version_logged = false;
+			read_instance();
 			return true;
 		case BG_JOURNAL_WRONG_VERSION:
 			if (!wrong_version_logged)
@@ -238,7 +252,8 @@ bg_journal_open(void)
  * plans are forced: the custom plan PostgreSQL would otherwise try first,
  * and keep choosing for the claim, costs a planner run per execution.
  * %1$s stands for the journal's qualified name, %2$s for the column list
- * every INSERT names (journal_columns), %3$s for the extension's schema.
+ * every INSERT names (journal_columns), %3$s for the extension's schema and
+ * %4$s for the journal's id sequence as a literal.
  */
 typedef enum BgStatement
 {
@@ -254,6 +269,10 @@ typedef enum BgStatement
 	STMT_READS_DUE,
 	STMT_READ_RECORDED,
 	STMT_LEDGER_KNOWN,
+	STMT_INSERT_KEYED,
+	STMT_KEY_OWNER,
+	STMT_INSTANCE,
+	STMT_NOTE_KEY,
 	NUM_STATEMENTS
 } BgStatement;
 
@@ -261,7 +280,23 @@ typedef enum BgStatement
 static const char journal_columns[] =
 "origin, billogram_id, mode, amount, request_body, source_table, source_key, "
 "created_by, effective_role, login_role, database_name, backend_pid, "
-"application_name, made_in_system, made_in_database, state, attempts, sent_at";
+"application_name, made_in_system, made_in_database, state, attempts, sent_at, "
+"made_in_instance";
+
+/*
+ * The installation a row is made by (billogram_instance, never dumped), as
+ * the last value of every INSERT: rows restored from a dump, even into the
+ * same database, carry another one and are held, not sent.
+ */
+#define INSTANCE_SQL "(SELECT i.id FROM %3$s.billogram_instance i)"
+
+/*
+ * Why a queued row is read before it is sent, as it is inserted: its
+ * invoice's first payment, when the ledger knows nothing of it (see
+ * STMT_READS_DUE); $2 is the invoice.
+ */
+#define FIRST_PAYMENT_SQL "CASE WHEN NOT EXISTS (SELECT 1 FROM %3$s.billogram_ledger l " \
+	"WHERE l.billogram_id = $2) THEN 'first_payment' END"
 
 static const char *const statement_sql[NUM_STATEMENTS] = {
 	/*
@@ -273,9 +308,8 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	[STMT_INSERT] =
 	"INSERT INTO %1$s (%2$s, verify_reason) "
 	"VALUES ($1, $2, $3, $4::pg_catalog.numeric, $5, $6, $7::pg_catalog.jsonb, "
-	"$8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, NULL, "
-	"CASE WHEN NOT EXISTS (SELECT 1 FROM %3$s.billogram_ledger l "
-	"WHERE l.billogram_id = $2) THEN 'first_payment' END) "
+	"$8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, NULL, " INSTANCE_SQL ", "
+	FIRST_PAYMENT_SQL ") "
 	"RETURNING id",
 
 	/*
@@ -289,7 +323,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"INSERT INTO %1$s (%2$s, baseline) "
 	"SELECT 'sync', u.billogram_id, u.mode, u.amount::numeric, u.body, NULL, NULL, "
 	"u.created_by, u.effective_role, u.login_role, u.database_name, u.backend_pid, "
-	"u.application_name, $11, $12, 'sending', 1, now(), "
+	"u.application_name, $11, $12, 'sending', 1, now(), " INSTANCE_SQL ", "
 	"%3$s.billogram_ledger_baseline(u.billogram_id) "
 	"FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
 	"$6::text[], $7::text[], $8::text[], $9::int4[], $10::text[]) "
@@ -298,8 +332,9 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"RETURNING id, backend_pid",
 
 	/*
-	 * $2, $3: the claim cursor, see bg_journal_claim(); $4, $5: only rows
-	 * made here, see bg_journal_origin().  One payment per invoice in
+	 * $2, $3: the claim cursor, see bg_journal_claim(); $4, $5, $6: only
+	 * rows made here, by this installation, see bg_journal_origin() and
+	 * bg_journal_open().  One payment per invoice in
 	 * flight, in order: a row waits while its invoice has an earlier
 	 * pending row, a row sending, or one still being settled.  Only rows
 	 * that need no reading of their invoice first (verify_reason, see
@@ -312,7 +347,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"baseline = %3$s.billogram_ledger_baseline(r.billogram_id) "
 	"WHERE r.id IN (SELECT p.id FROM %1$s p WHERE p.state = 'pending' "
 	"AND p.next_attempt_at <= now() AND (p.next_attempt_at, p.id) > ($2, $3) "
-	"AND p.made_in_system = $4 AND p.made_in_database = $5 "
+	"AND p.made_in_system = $4 AND p.made_in_database = $5 AND p.made_in_instance = $6 "
 	"AND p.verify_reason IS NULL "
 	"AND NOT EXISTS (SELECT 1 FROM %1$s o WHERE o.billogram_id = p.billogram_id "
 	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL "
@@ -359,17 +394,18 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	" %3$s.billogram_ledger_record(u.billogram_id, u.summary::jsonb, u.id) END "
 	"FROM u",
 
-	/* $1, $2: where this worker runs, see bg_journal_origin() */
+	/* $1, $2, $3: where this worker runs and its installation */
 	[STMT_HOLD] =
 	"WITH h AS (UPDATE %1$s SET "
 	" state = CASE state WHEN 'pending' THEN 'held' ELSE 'in_doubt' END,"
 	" held_at = CASE state WHEN 'pending' THEN clock_timestamp() END,"
 	" finished_at = CASE state WHEN 'sending' THEN clock_timestamp() END,"
 	" error = CASE state WHEN 'sending' THEN jsonb_build_object('kind', 'copy',"
-	"   'message', 'found in state sending in a copy of another database or cluster',"
+	"   'message', 'found in state sending in a copy of another database, cluster or installation',"
 	"   'may_have_reached_billogram', true) ELSE error END "
 	" WHERE state IN ('pending', 'sending') "
-	" AND (made_in_system IS DISTINCT FROM $1 OR made_in_database IS DISTINCT FROM $2) "
+	" AND (made_in_system IS DISTINCT FROM $1 OR made_in_database IS DISTINCT FROM $2"
+	"   OR made_in_instance IS DISTINCT FROM $3) "
 	" RETURNING state) "
 	"SELECT count(*) FILTER (WHERE state = 'held'), count(*) FILTER (WHERE state = 'in_doubt') "
 	"FROM h",
@@ -406,13 +442,13 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * first payment (the ledger knew nothing of it when it was queued), a
 	 * resend or a takeover.  At most $1, through the partial index on such
 	 * rows; each is put off by $2 seconds (the GET's timeout and some)
-	 * meanwhile, which the reading's outcome replaces.  $3, $4: as for the
-	 * claim.
+	 * meanwhile, which the reading's outcome replaces.  $3, $4, $5: as for
+	 * the claim.
 	 */
 	[STMT_READS_DUE] =
 	"WITH due AS (SELECT p.billogram_id, p.id FROM %1$s p WHERE p.state = 'pending' "
 	"AND p.next_attempt_at <= now() "
-	"AND p.made_in_system = $3 AND p.made_in_database = $4 "
+	"AND p.made_in_system = $3 AND p.made_in_database = $4 AND p.made_in_instance = $5 "
 	"AND p.verify_reason IS NOT NULL "
 	"AND NOT EXISTS (SELECT 1 FROM %1$s o WHERE o.billogram_id = p.billogram_id "
 	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL "
@@ -429,26 +465,64 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	/* which of the invoices $1 the ledger knows */
 	[STMT_LEDGER_KNOWN] =
 	"SELECT billogram_id FROM %3$s.billogram_ledger WHERE billogram_id = ANY ($1::text[])",
+
+	/*
+	 * A payment with a key that pays once, ever (billogram_keys): $1 to
+	 * $15 as in STMT_INSERT, $16 the key's kind, $17 the key.  The key is
+	 * taken first, with the journal row's id; a key already taken, or being
+	 * taken by a transaction still open (ON CONFLICT waits for it), inserts
+	 * nothing.
+	 */
+	[STMT_INSERT_KEYED] =
+	"WITH k AS (INSERT INTO %3$s.billogram_keys (kind, key, request_id) "
+	"VALUES ($16, $17, pg_catalog.nextval(%4$s::pg_catalog.regclass)) "
+	"ON CONFLICT (kind, key) DO NOTHING RETURNING request_id) "
+	"INSERT INTO %1$s (id, %2$s, verify_reason) "
+	"SELECT k.request_id, $1, $2, $3, $4::pg_catalog.numeric, $5, $6, $7::pg_catalog.jsonb, "
+	"$8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, NULL, " INSTANCE_SQL ", "
+	FIRST_PAYMENT_SQL " FROM k "
+	"RETURNING id",
+
+	/* the journal row a key made */
+	[STMT_KEY_OWNER] =
+	"SELECT request_id FROM %3$s.billogram_keys WHERE kind = $1 AND key = $2",
+
+	/* this installation, read by the worker in each batch */
+	[STMT_INSTANCE] =
+	"SELECT id FROM %3$s.billogram_instance",
+
+	/*
+	 * A key taken without a payment of its own (request_id 0): a row
+	 * moved to another partition, whose payment its first key made.
+	 */
+	[STMT_NOTE_KEY] =
+	"INSERT INTO %3$s.billogram_keys (kind, key, request_id) VALUES ($1, $2, 0) "
+	"ON CONFLICT (kind, key) DO NOTHING",
 };
 
-static const int statement_nargs[NUM_STATEMENTS] = {15, 12, 5, 9, 2, 3, 2, 4, 0, 4, 4, 1};
-static const Oid statement_types[NUM_STATEMENTS][15] = {
+static const int statement_nargs[NUM_STATEMENTS] = {15, 12, 6, 9, 3, 3, 2, 4, 0, 5, 4, 1, 17, 2, 0, 2};
+static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_INSERT] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
 	INT8OID, OIDOID},
 	[STMT_INSERT_SYNC] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 		TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	INT4ARRAYOID, TEXTARRAYOID, INT8OID, OIDOID},
-	[STMT_CLAIM] = {INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, OIDOID},
+	[STMT_CLAIM] = {INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, OIDOID, UUIDOID},
 	[STMT_RECORD_OUTCOMES] = {INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID,
 	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID, TEXTARRAYOID},
-	[STMT_HOLD] = {INT8OID, OIDOID},
+	[STMT_HOLD] = {INT8OID, OIDOID, UUIDOID},
 	[STMT_SNAPSHOT] = {INT8OID, TEXTOID, TEXTOID},
 	[STMT_SETTLE_DUE] = {INT4OID, INT4OID},
 	[STMT_SETTLE] = {INT8OID, TEXTOID, TEXTOID, INT4OID},
-	[STMT_READS_DUE] = {INT4OID, INT4OID, INT8OID, OIDOID},
+	[STMT_READS_DUE] = {INT4OID, INT4OID, INT8OID, OIDOID, UUIDOID},
 	[STMT_READ_RECORDED] = {TEXTOID, TEXTOID, TEXTOID, INT4OID},
 	[STMT_LEDGER_KNOWN] = {TEXTARRAYOID},
+	[STMT_INSERT_KEYED] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
+	INT8OID, OIDOID, TEXTOID, TEXTOID},
+	[STMT_KEY_OWNER] = {TEXTOID, TEXTOID},
+	[STMT_NOTE_KEY] = {TEXTOID, TEXTOID},
 };
 
 /*
@@ -461,18 +535,23 @@ static char *plans_journal = NULL;
 static char *
 statement_text(const BgJournal *j, BgStatement stmt)
 {
-	const char *names[3] = {j->name, journal_columns, j->schema};
+	const char *names[4];
 	StringInfoData sql;
 	const char *p;
 
+	names[0] = j->name;
+	names[1] = journal_columns;
+	names[2] = j->schema;
+	names[3] = quote_literal_cstr(psprintf("%s.billogram_requests_id_seq", j->schema));
+
 	/*
 	 * Spliced in by hand: printf's positional arguments would need every
-	 * statement to use all three.
+	 * statement to use all four.
 	 */
 	initStringInfo(&sql);
 	for (p = statement_sql[stmt]; *p; p++)
 	{
-		if (p[0] == '%' && p[1] >= '1' && p[1] <= '3' && p[2] == '$' && p[3] == 's')
+		if (p[0] == '%' && p[1] >= '1' && p[1] <= '4' && p[2] == '$' && p[3] == 's')
 		{
 			appendStringInfoString(&sql, names[p[1] - '1']);
 			p += 3;
@@ -524,6 +603,34 @@ check_spi(int rc, int expected, const char *what)
 			 SPI_result_code_string(rc));
 }
 
+static void
+read_instance(void)
+{
+	bool		isnull = true;
+	Datum		id = (Datum) 0;
+	int			rc;
+
+	rc = SPI_execute_plan(plan_for(&journal, STMT_INSTANCE), NULL, NULL, true, 1);
+	check_spi(rc, SPI_OK_SELECT, "reading billogram_instance");
+	if (SPI_processed == 1)
+		id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	have_instance = !isnull;
+	if (have_instance)
+	{
+		memcpy(&instance, DatumGetUUIDP(id), sizeof(instance));
+		no_instance_logged = false;
+	}
+	else if (!no_instance_logged)
+	{
+		ereport(WARNING,
+				(errmsg("billogram worker: table billogram_instance in database \"%s\" is empty",
+						bg_database),
+				 errdetail("Queued payments are not sent: without this installation's identity the worker cannot tell them from rows restored from a dump."),
+				 errhint("As a superuser: INSERT INTO billogram_instance DEFAULT VALUES; then check the held rows and call billogram_release_held().")));
+		no_instance_logged = true;
+	}
+}
+
 /* A text argument and its SPI null flag; "" is NULL. */
 static void
 set_text_arg(Datum *values, char *nulls, int i, const char *s)
@@ -534,18 +641,15 @@ set_text_arg(Datum *values, char *nulls, int i, const char *s)
 	nulls[i] = isnull ? 'n' : ' ';
 }
 
-int64
-bg_journal_insert(const BgJournal *j, const BgCreditPayment *payment,
-				  const char *origin, const char *source_table,
-				  const char *source_key)
+/* The values of a new pending row, $1 to $15 of STMT_INSERT. */
+static void
+insert_args(Datum *values, char *nulls, const BgCreditPayment *payment,
+			const char *origin, const char *source_table,
+			const char *source_key)
 {
 	const BgCaller *caller = &payment->caller;
-	Datum		values[15];
-	char		nulls[15];
-	bool		isnull;
 	int64		system;
 	Oid			database;
-	int			rc;
 
 	set_text_arg(values, nulls, 0, origin);
 	set_text_arg(values, nulls, 1, payment->billogram_id);
@@ -565,11 +669,74 @@ bg_journal_insert(const BgJournal *j, const BgCreditPayment *payment,
 	values[13] = Int64GetDatum(system);
 	values[14] = ObjectIdGetDatum(database);
 	nulls[13] = nulls[14] = ' ';
+}
 
+int64
+bg_journal_insert(const BgJournal *j, const BgCreditPayment *payment,
+				  const char *origin, const char *source_table,
+				  const char *source_key)
+{
+	Datum		values[15];
+	char		nulls[15];
+	bool		isnull;
+	int			rc;
+
+	insert_args(values, nulls, payment, origin, source_table, source_key);
 	rc = SPI_execute_plan(plan_for(j, STMT_INSERT), values, nulls, false, 1);
 	check_spi(rc, SPI_OK_INSERT_RETURNING, "queuing a credit payment");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * The same, once per key, ever: returns the new row's id, or 0 when the
+ * key has paid before, with *earlier set to the journal row it made.  Two
+ * transactions taking the same key at once make one row: the second waits
+ * for the first and inserts nothing if it commits.
+ */
+int64
+bg_journal_insert_keyed(const BgJournal *j, const BgCreditPayment *payment,
+						const char *origin, const char *source_table,
+						const char *source_key, const char *key_kind,
+						const char *key, int64 *earlier)
+{
+	Datum		values[17];
+	char		nulls[17];
+	bool		isnull;
+	int			rc;
+
+	insert_args(values, nulls, payment, origin, source_table, source_key);
+	set_text_arg(values, nulls, 15, key_kind);
+	set_text_arg(values, nulls, 16, key);
+	rc = SPI_execute_plan(plan_for(j, STMT_INSERT_KEYED), values, nulls, false, 1);
+	check_spi(rc, SPI_OK_INSERT_RETURNING, "queuing a keyed credit payment");
+	*earlier = 0;
+	if (SPI_processed == 1)
+		return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+
+	rc = SPI_execute_plan(plan_for(j, STMT_KEY_OWNER), values + 15, nulls + 15,
+						  false, 1);
+	check_spi(rc, SPI_OK_SELECT, "reading a payment key");
+	if (SPI_processed == 1)
+		*earlier = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+	return 0;
+}
+
+/* Take a key without a payment (see STMT_NOTE_KEY); returns 0. */
+int64
+bg_journal_note_key(const BgJournal *j, const char *key_kind, const char *key)
+{
+	Datum		values[2];
+	char		nulls[2];
+	int			rc;
+
+	set_text_arg(values, nulls, 0, key_kind);
+	set_text_arg(values, nulls, 1, key);
+	rc = SPI_execute_plan(plan_for(j, STMT_NOTE_KEY), values, nulls, false, 0);
+	check_spi(rc, SPI_OK_INSERT, "noting a payment key");
+	return 0;
 }
 
 /* An element of a text array under construction; "" is NULL. */
@@ -780,13 +947,13 @@ List *
 bg_journal_claim(int max_rows)
 {
 	List	   *claimed = NIL;
-	Datum		args[5];
+	Datum		args[6];
 	int64		system;
 	Oid			database;
 	int			rc;
 	uint64		i;
 
-	if (max_rows <= 0)
+	if (max_rows <= 0 || !have_instance)
 		return NIL;
 	bg_journal_origin(&system, &database);
 	args[0] = Int32GetDatum(max_rows);
@@ -794,6 +961,7 @@ bg_journal_claim(int max_rows)
 	args[2] = Int64GetDatum(claim_after_id);
 	args[3] = Int64GetDatum(system);
 	args[4] = ObjectIdGetDatum(database);
+	args[5] = UUIDPGetDatum(&instance);
 	rc = SPI_execute_plan(plan_for(&journal, STMT_CLAIM), args, NULL, false, 0);
 	check_spi(rc, SPI_OK_UPDATE_RETURNING, "claiming queued payments");
 
@@ -1062,7 +1230,7 @@ bg_journal_recover(void)
 void
 bg_journal_hold_foreign(void)
 {
-	Datum		args[2];
+	Datum		args[3];
 	int64		system;
 	Oid			database;
 	int64		held;
@@ -1070,9 +1238,12 @@ bg_journal_hold_foreign(void)
 	bool		isnull;
 	int			rc;
 
+	if (!have_instance)
+		return;
 	bg_journal_origin(&system, &database);
 	args[0] = Int64GetDatum(system);
 	args[1] = ObjectIdGetDatum(database);
+	args[2] = UUIDPGetDatum(&instance);
 	rc = SPI_execute_plan(plan_for(&journal, STMT_HOLD), args, NULL, false, 0);
 	check_spi(rc, SPI_OK_SELECT, "holding requests made elsewhere");
 	held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -1082,7 +1253,8 @@ bg_journal_hold_foreign(void)
 				(errmsg("billogram worker: %lld request(s) made in another cluster or database are held, not sent",
 						(long long) (held + doubted)),
 				 errdetail("%lld pending request(s) are now held, %lld found in state sending are now in_doubt. "
-						   "They came with a restored dump or a copy of the data: the server that made them may have sent them already.",
+						   "They came with a restored dump (into this database too: the extension made anew has an identity of its own), a copy of the data, or an upgrade that inherited them: "
+						   "the server that made them may have sent them already.",
 						   (long long) held, (long long) doubted),
 				 errhint("Check that the server they came from is stopped or has not sent them, then call billogram_release_held() or billogram_fail_held().")));
 }
@@ -1151,19 +1323,20 @@ List *
 bg_journal_reads_due(int max_rows, int hold_secs)
 {
 	List	   *due = NIL;
-	Datum		args[4];
+	Datum		args[5];
 	int64		system;
 	Oid			database;
 	int			rc;
 	uint64		i;
 
-	if (max_rows <= 0)
+	if (max_rows <= 0 || !have_instance)
 		return NIL;
 	bg_journal_origin(&system, &database);
 	args[0] = Int32GetDatum(max_rows);
 	args[1] = Int32GetDatum(hold_secs);
 	args[2] = Int64GetDatum(system);
 	args[3] = ObjectIdGetDatum(database);
+	args[4] = UUIDPGetDatum(&instance);
 	rc = SPI_execute_plan(plan_for(&journal, STMT_READS_DUE), args, NULL, false, 0);
 	check_spi(rc, SPI_OK_SELECT, "taking invoices to read before sending");
 	for (i = 0; i < SPI_processed; i++)

@@ -100,6 +100,21 @@ extern int64 bg_journal_insert(const BgJournal *journal,
 							   const char *source_table,
 							   const char *source_key);
 
+/*
+ * The same for a payment that pays once per key, ever (billogram_keys):
+ * returns 0 and sets *earlier to the row the key made when it has paid.
+ */
+extern int64 bg_journal_insert_keyed(const BgJournal *journal,
+									 const BgCreditPayment *payment,
+									 const char *origin,
+									 const char *source_table,
+									 const char *source_key,
+									 const char *key_kind, const char *key,
+									 int64 *earlier);
+
+extern int64 bg_journal_note_key(const BgJournal *journal,
+								 const char *key_kind, const char *key);
+
 /* What the journal keeps of a successful reply's invoice (see guc.h). */
 extern char *bg_journal_invoice_text(const BgReply *reply, const char *body);
 /* What the ledger records of a successful reply's invoice. */

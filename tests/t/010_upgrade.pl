@@ -59,17 +59,35 @@ ok($node->wait_for_log(qr/is at version 0\.1, this library needs $current_re/),
 	'the worker logs that it waits for the update');
 is(scalar @{ $mock->requests }, 0, 'nothing was sent before the update');
 
-$node->safe_psql('postgres', 'ALTER EXTENSION billogram UPDATE');
+my $update_err = '';
+my $rc = $node->psql('postgres', 'ALTER EXTENSION billogram UPDATE', stderr => \$update_err);
+is($rc, 0, 'ALTER EXTENSION billogram UPDATE');
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'billogram'"),
 	$current, "updated to $current");
+# 0.1 recorded no origin, so the update cannot tell this database from a
+# copy restored elsewhere (a staging server restored from production's
+# dump): what 0.1 left pending is held, not sent, and the update says so.
+like($update_err, qr/WARNING:  billogram: 2 pending payment\(s\) inherited from billogram 0\.1 or from another database or cluster are held, not sent/,
+	'the update says how many inherited payments it holds');
+like($update_err, qr/billogram_release_held\(\)/, 'and which call releases them');
 
-# The worker takes the journal up within its sweep interval: the pending
-# rows are sent once each, the row left in 'sending' becomes in_doubt.
-ok(BgTest::wait_settled($node, 60), 'the queue inherited from 0.1 drains');
+# The worker takes the journal up within its sweep interval: the row left
+# in 'sending' becomes in_doubt; the held rows wait.
+$node->poll_query_until('postgres',
+	"SELECT state = 'in_doubt' FROM billogram_requests WHERE billogram_id = 'upSending1'")
+  or die 'the row in sending was not taken up';
 is($node->safe_psql('postgres',
 	"SELECT string_agg(billogram_id || '=' || state, ',' ORDER BY id) FROM billogram_requests"),
-	'upPending1=done,upPending2=done,upSending1=in_doubt,upDone1=done,upFailed1=failed,upDoubt1=in_doubt',
+	'upPending1=held,upPending2=held,upSending1=in_doubt,upDone1=done,upFailed1=failed,upDoubt1=in_doubt',
 	'every row is where the update puts it');
+like($node->safe_psql('postgres', "SELECT resolution FROM billogram_requests WHERE billogram_id = 'upPending1'"),
+	qr/^held by the update to 0\.3 at .*: inherited, not recorded as made in this database \(made in system unknown database unknown\)$/,
+	'with the reason');
+is(scalar @{ $mock->posts }, 0, 'nothing inherited was sent');
+
+# The operator checked: release.  Each is sent once.
+is($node->safe_psql('postgres', 'SELECT billogram_release_held()'), '2', 'released');
+ok(BgTest::wait_settled($node, 60), 'the released rows are sent');
 is_deeply($mock->post_counts(qr/^up/), { upPending1 => 1, upPending2 => 1 },
 	'the pending rows were sent once each, nothing else was');
 $node->poll_query_until('postgres',
@@ -91,7 +109,14 @@ is($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{
 	SELECT (billogram_resolve(id, 'resend')).state FROM billogram_requests WHERE billogram_id = 'upFailed1'}),
 	'pending', "a failed row from 0.1 can be sent again");
-ok(BgTest::wait_settled($node, 60), 'and it is');
+# it is still inherited (made nowhere known): held until released
+ok($node->poll_query_until('postgres',
+	"SELECT state = 'held' FROM billogram_requests WHERE billogram_id = 'upFailed1'"),
+	'the worker holds it, as it holds every row not known to be made here');
+is($node->safe_psql('postgres',
+	"SELECT billogram_release_held(id) FROM billogram_requests WHERE billogram_id = 'upFailed1'"),
+	'1', 'released');
+ok(BgTest::wait_settled($node, 60), 'and it is sent');
 is(scalar @{ $mock->posts('upFailed1') }, 1, 'once');
 ($state, $out) = BgTest::call($node, q{
 	SET ROLE clerk;

@@ -70,7 +70,7 @@ is($staging->safe_psql('postgres',
 	'done', 'and done');
 like($staging->safe_psql('postgres',
 	"SELECT resolution FROM billogram_requests WHERE billogram_id = 'copy1'"),
-	qr/^released by \S+ at .* \(held since .*, made in system -?\d+ database \d+\)$/,
+	qr/^released by \S+ at .* \(held since .*, made in system -?\d+ database \d+ instance (?:[0-9a-f-]{36}|unknown)\)$/,
 	'the release is journaled with who did it and where the row was made');
 
 done_testing();
