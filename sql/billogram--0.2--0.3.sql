@@ -221,15 +221,33 @@ DECLARE
     outcome text := 'sendable';
 BEGIN
     IF invoice IS NULL THEN
-        UPDATE @extschema@.billogram_requests
-           SET state = 'failed', finished_at = clock_timestamp(),
-               error = failure || jsonb_build_object(
-                   'message', 'the invoice could not be read before sending: ' || (failure ->> 'message'),
-                   'may_have_reached_billogram', false)
-         WHERE billogram_id = invoice_id AND state = 'pending'
-           AND (failure ->> 'sqlstate' = 'BG404'
-                OR pending_since <= now() - make_interval(secs => retry_secs));
-        RETURN CASE WHEN FOUND THEN 'failed' ELSE 'later' END;
+        -- nothing of theirs was sent: they wait, with the reason, and fail
+        -- once the invoice is known not to exist or retry_for is up
+        outcome := 'later';
+        FOR r IN UPDATE @extschema@.billogram_requests
+                    SET state = CASE WHEN failure ->> 'sqlstate' = 'BG404'
+                                       OR pending_since <= now() - make_interval(secs => retry_secs)
+                                     THEN 'failed' ELSE 'pending' END,
+                        finished_at = CASE WHEN failure ->> 'sqlstate' = 'BG404'
+                                             OR pending_since <= now() - make_interval(secs => retry_secs)
+                                           THEN clock_timestamp() END,
+                        next_attempt_at = now() + make_interval(secs => greatest(
+                            coalesce((failure ->> 'retry_after')::integer, 0),
+                            least(300, 1 + extract(epoch FROM now() - pending_since) / 4))),
+                        error = failure || jsonb_build_object(
+                            'message', 'the invoice could not be read before sending: ' || (failure ->> 'message'),
+                            'may_have_reached_billogram', false)
+                  WHERE billogram_id = invoice_id AND state = 'pending'
+                    AND verify_reason IS NOT NULL
+                  RETURNING id, state
+        LOOP
+            IF r.state = 'failed' THEN
+                outcome := 'failed';
+                PERFORM pg_notify('billogram_requests',
+                                  json_build_object('id', r.id, 'state', 'failed')::text);
+            END IF;
+        END LOOP;
+        RETURN outcome;
     END IF;
 
     -- the payments on the invoice the ledger did not know: any payment
@@ -271,6 +289,8 @@ BEGIN
                        'new_events', coalesce(unknown, '[]'))
              WHERE id = r.id;
             outcome := 'in_doubt';
+            PERFORM pg_notify('billogram_requests',
+                              json_build_object('id', r.id, 'state', 'in_doubt')::text);
         ELSE
             UPDATE @extschema@.billogram_requests
                SET state = 'held', verify_reason = NULL, held_at = clock_timestamp(),
@@ -280,6 +300,8 @@ BEGIN
                        'may_have_reached_billogram', true)
              WHERE id = r.id;
             outcome := 'held';
+            PERFORM pg_notify('billogram_requests',
+                              json_build_object('id', r.id, 'state', 'held')::text);
         END IF;
     END LOOP;
 
@@ -287,10 +309,6 @@ BEGIN
     UPDATE @extschema@.billogram_requests
        SET next_attempt_at = now()
      WHERE billogram_id = invoice_id AND state = 'pending';
-    IF outcome <> 'sendable' THEN
-        PERFORM pg_notify('billogram_requests',
-                          json_build_object('id', r.id, 'state', outcome)::text);
-    END IF;
     RETURN outcome;
 END
 $$;

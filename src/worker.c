@@ -859,7 +859,8 @@ journal_batch(List **recorded)
 	to_start = record_sync_requests(installed, no_credentials);
 
 	capacity = bg_http_room() - list_length(to_start);
-	if (installed && journal_due && !ShutdownRequestPending && capacity > 0)
+	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&
+		no_credentials == NULL)
 	{
 		List	   *reads = reads_due(capacity);
 
@@ -924,6 +925,21 @@ refuse_while_paused(void)
 }
 
 /*
+ * Must the invoice of a synchronous payment be read (or looked up in the
+ * ledger) before the payment may go?  Not when the call will be refused
+ * anyway, for want of a journal or of credentials (record_sync_requests()
+ * says why at once), nor when the last reading failed just now (the call
+ * is answered with that failure).
+ */
+static bool
+needs_reading(const char *billogram_id)
+{
+	return journal_was_ready && missing_credentials() == NULL &&
+		!bg_inflight_known(billogram_id) &&
+		bg_inflight_recent_failure(billogram_id) == NULL;
+}
+
+/*
  * Answer a synchronous payment whose invoice could not be read before it:
  * it was not sent, whatever the reading's failure would say of a payment.
  */
@@ -951,8 +967,7 @@ may_start(const BgRequest *request)
 		return true;
 	if (bg_inflight_busy(request->billogram_id))
 		return false;
-	if (bg_inflight_known(request->billogram_id) ||
-		bg_inflight_recent_failure(request->billogram_id) != NULL)
+	if (!needs_reading(request->billogram_id))
 		return true;
 	/* its invoice is to be looked up in the ledger, or read, first */
 	bg_inflight_want(request->billogram_id);
@@ -986,12 +1001,11 @@ take_submitted_requests(void)
 			const BgReply *failure;
 
 			if (bg_inflight_busy(job->payment.billogram_id) ||
-				!(bg_inflight_known(job->payment.billogram_id) ||
-				  bg_inflight_recent_failure(job->payment.billogram_id)))
+				needs_reading(job->payment.billogram_id))
 			{
 				/* its time ran out while it waited (may_start()) */
 				refuse(job, BG_OUTCOME_INVOICE_BUSY,
-					   bg_inflight_known(job->payment.billogram_id) ?
+					   bg_inflight_busy(job->payment.billogram_id) ?
 					   "another payment on the invoice was in flight or being settled" :
 					   "the invoice was still being read before its first payment");
 				free_job(job);
@@ -1028,9 +1042,21 @@ answer_sync_callers(void)
 
 		if (job->kind == JOB_SYNC && !job->answered)
 			answer(job, &job->reply, job->body, job->body_len);
-		/* a GET is journaled nowhere: answered, it is done with */
-		if (is_sync_read(job))
+		if (is_sync_read(job) && job->reply.outcome == BG_OUTCOME_OK &&
+			job->body != NULL)
 		{
+			/*
+			 * The invoice it read joins the ledger, as a reading of the
+			 * worker's own (read_recorded()): a baseline for the payments
+			 * that follow.  Nothing of the GET is journaled.
+			 */
+			job->kind = JOB_READ;
+			strlcpy(job->payment.billogram_id, job->request.billogram_id,
+					sizeof(job->payment.billogram_id));
+		}
+		else if (is_sync_read(job))
+		{
+			/* answered, a failed GET is done with */
 			finished_jobs = foreach_delete_current(finished_jobs, lc);
 			free_job(job);
 		}

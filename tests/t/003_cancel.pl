@@ -22,7 +22,7 @@ sub wait_for_request
 	my ($id) = @_;
 	for (1 .. 200)
 	{
-		return 1 if @{ $mock->requests($id) };
+		return 1 if @{ $mock->posts($id) };
 		usleep(25_000);
 	}
 	return 0;
@@ -38,6 +38,18 @@ sub start_call
 		'>', \$c{out}, '2>', \$c{err});
 	return \%c;
 }
+
+# The invoices are read first (billogram_get_invoice feeds the ledger), so
+# that the payments below go at once rather than after a reading of their
+# own: what is cancelled is the wait for the payment's reply.
+for my $id (qw(slow3000a slow3000b))
+{
+	my ($gstate) = BgTest::call($node, "SELECT billogram_get_invoice('$id') IS NOT NULL");
+	is($gstate, '', "$id read");
+}
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 2 FROM billogram_ledger WHERE billogram_id IN ('slow3000a', 'slow3000b')")
+  or die 'the readings did not reach the ledger';
 
 # statement_timeout while the reply is awaited
 my $t0 = time;

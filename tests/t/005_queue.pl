@@ -88,7 +88,7 @@ is(states('early'), 'done=300', 'the others are done');
 is(states('late1'), 'done=1', 'the late row is done');
 is(scalar @{ $mock->posts('late1') }, 1, 'and was sent once');
 is($node->safe_psql('postgres',
-		"SELECT bool_and(a.next_attempt_at < b.next_attempt_at) FROM billogram_requests a, billogram_requests b "
+		"SELECT bool_and(a.created_at < b.created_at) FROM billogram_requests a, billogram_requests b "
 		  . "WHERE a.billogram_id = 'late1' AND b.billogram_id LIKE 'early%'"),
 	't', 'though it sorted before all of them in the queue');
 
@@ -107,6 +107,10 @@ like($lout, qr/Asynchronous notification "billogram_requests" with payload "\{"i
 like($lout, qr/payload "\{"id" : \d+, "state" : "failed"\}"/, 'and when one fails');
 
 # --- 503, then success: retried after Retry-After ---
+# (the invoice is read first, so that the 503 is the payment's)
+$node->safe_psql('postgres', "SELECT billogram_get_invoice('retry503') IS NOT NULL");
+$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM billogram_ledger WHERE billogram_id = 'retry503'")
+  or die 'the reading did not reach the ledger';
 $mock->fault('{"mode":"status","status":503,"retry_after":1,"count":1}');
 $node->safe_psql('postgres', "INSERT INTO payments (invoice, amount) VALUES ('retry503', 7)");
 ok(BgTest::wait_settled($node), 'the 503 row settled');
@@ -122,7 +126,8 @@ ok(BgTest::wait_settled($node), 'the 404 and 500 rows settled');
 is($node->safe_psql('postgres', "SELECT state FROM billogram_requests WHERE billogram_id = 'nfq1'"),
 	'failed', '404: failed');
 is($node->safe_psql('postgres', "SELECT attempts FROM billogram_requests WHERE billogram_id = 'nfq1'"),
-	'1', 'and not retried');
+	'0', 'by the reading of its invoice before its first payment, and never sent');
+is(scalar @{ $mock->posts('nfq1') }, 0, 'no payment reached the mock');
 is($node->safe_psql('postgres', "SELECT state FROM billogram_requests WHERE billogram_id = 'e500q1'"),
 	'in_doubt', '500: in_doubt');
 ok( $node->poll_query_until('postgres',
@@ -136,7 +141,7 @@ $node->safe_psql('postgres',
 	"INSERT INTO payments (invoice, amount) SELECT 'down' || g, 2 FROM generate_series(1, 20) g");
 sleep 3;
 is( $node->safe_psql('postgres',
-		"SELECT bool_and(state = 'pending' AND attempts >= 1 AND error->>'kind' = 'no_reply' "
+		"SELECT bool_and(state = 'pending' AND error->>'kind' = 'no_reply' "
 		  . "AND NOT (error->>'may_have_reached_billogram')::bool) FROM billogram_requests WHERE billogram_id LIKE 'down%'"),
 	't', 'while the API is down, rows wait as pending with the reason');
 $mock->fault('{"mode":"none"}');
