@@ -63,6 +63,13 @@ ok($node->log_contains(qr/sending is paused for \d+ ms, then one request probes/
 ok($node->log_contains(qr/Billogram answers again; sending resumes/), 'and the end of it');
 
 # --- an outage longer than the old attempt budget: nothing fails ---
+# (their invoices are read first, so that what the outage meets is the
+# payments themselves)
+$node->safe_psql('postgres',
+	"SELECT count(billogram_get_invoice('out' || g)) FROM generate_series(1, 10) g");
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 10 FROM billogram_ledger WHERE billogram_id LIKE 'out%'")
+  or die 'the readings did not reach the ledger';
 $mock->fault('{"mode":"down"}');
 $node->safe_psql('postgres',
 	"INSERT INTO payments (invoice, amount) SELECT 'out' || g, 2 FROM generate_series(1, 10) g");
