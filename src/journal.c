@@ -458,9 +458,14 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"  FROM due WHERE r.id = due.id RETURNING r.id) "
 	"SELECT due.billogram_id, due.id FROM due JOIN put_off USING (id)",
 
-	/* $1: the invoice, $2: its summary, $3: why it could not be read; $4: retry_for */
+	/*
+	 * Readings of invoices, in arrays: $1 the invoices, $2 their summaries,
+	 * $3 why each could not be read; $4 billogram.retry_for in seconds.
+	 */
 	[STMT_READ_RECORDED] =
-	"SELECT %3$s.billogram_read_recorded($1, $2::pg_catalog.jsonb, $3::pg_catalog.jsonb, $4)",
+	"SELECT %3$s.billogram_read_recorded(u.i, u.s::pg_catalog.jsonb, u.f::pg_catalog.jsonb, $4) "
+	"FROM unnest($1::pg_catalog.text[], $2::pg_catalog.text[], $3::pg_catalog.text[]) "
+	"WITH ORDINALITY AS u(i, s, f, n) ORDER BY u.n",
 
 	/* which of the invoices $1 the ledger knows */
 	[STMT_LEDGER_KNOWN] =
@@ -516,7 +521,7 @@ static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_SETTLE_DUE] = {INT4OID, INT4OID},
 	[STMT_SETTLE] = {INT8OID, TEXTOID, TEXTOID, INT4OID},
 	[STMT_READS_DUE] = {INT4OID, INT4OID, INT8OID, OIDOID, UUIDOID},
-	[STMT_READ_RECORDED] = {TEXTOID, TEXTOID, TEXTOID, INT4OID},
+	[STMT_READ_RECORDED] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4OID},
 	[STMT_LEDGER_KNOWN] = {TEXTARRAYOID},
 	[STMT_INSERT_KEYED] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
@@ -1349,33 +1354,44 @@ bg_journal_reads_due(int max_rows, int hold_secs)
 }
 
 /*
- * What a reading of an invoice before sending showed (see
- * billogram_read_recorded in SQL): the invoice joins the ledger and its
- * payments may go, or why it could not be read.  Returns whether the
- * ledger now knows the invoice.
+ * What readings of invoices showed (see billogram_read_recorded in SQL), n
+ * of them in one statement: each invoice joins the ledger and its payments
+ * may go, or the reading's failure is recorded on the rows waiting for it.
+ * known[i] says whether the ledger now knows invoice i.
  */
-bool
-bg_journal_read_recorded(const char *billogram_id, const BgReply *reply,
-						 const char *body)
+void
+bg_journal_reads_recorded(BgRead *reads, int n)
 {
+	Datum	   *ids = palloc(n * sizeof(Datum));
+	Datum	   *summaries = palloc(n * sizeof(Datum));
+	bool	   *summary_nulls = palloc(n * sizeof(bool));
+	Datum	   *failures = palloc(n * sizeof(Datum));
+	bool	   *failure_nulls = palloc(n * sizeof(bool));
 	Datum		args[4];
-	char		nulls[4] = {' ', 'n', 'n', ' '};
-	char	   *summary = bg_journal_summary_text(reply, body);
 	int			rc;
+	int			i;
 
-	args[0] = CStringGetTextDatum(billogram_id);
-	if (summary != NULL)
-		set_text_arg(args, nulls, 1, summary);
-	else
+	if (n == 0)
+		return;
+	for (i = 0; i < n; i++)
 	{
-		args[2] = CStringGetTextDatum(error_json(reply));
-		nulls[2] = ' ';
+		char	   *summary = bg_journal_summary_text(reads[i].reply, reads[i].body);
+
+		ids[i] = CStringGetTextDatum(reads[i].billogram_id);
+		summary_nulls[i] = (summary == NULL);
+		summaries[i] = summary ? CStringGetTextDatum(summary) : (Datum) 0;
+		failure_nulls[i] = (summary != NULL);
+		failures[i] = summary ? (Datum) 0 :
+			CStringGetTextDatum(error_json(reads[i].reply));
+		reads[i].known = (summary != NULL);
 	}
+	args[0] = PointerGetDatum(text_array(ids, NULL, n));
+	args[1] = PointerGetDatum(text_array(summaries, summary_nulls, n));
+	args[2] = PointerGetDatum(text_array(failures, failure_nulls, n));
 	args[3] = Int32GetDatum(bg_retry_for_s);
-	rc = SPI_execute_plan(plan_for(&journal, STMT_READ_RECORDED), args, nulls,
-						  false, 1);
-	check_spi(rc, SPI_OK_SELECT, "recording an invoice read before sending");
-	return summary != NULL;
+	rc = SPI_execute_plan(plan_for(&journal, STMT_READ_RECORDED), args, NULL,
+						  false, 0);
+	check_spi(rc, SPI_OK_SELECT, "recording invoice readings");
 }
 
 /* Those of the invoices ids (a List of C strings) the ledger knows. */

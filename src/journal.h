@@ -58,6 +58,19 @@ typedef struct BgFinished
 	bool		recorded;		/* out: false if the row was purged */
 } BgFinished;
 
+/*
+ * A reading of an invoice, as bg_journal_reads_recorded() records it in the
+ * ledger: the invoice, the GET's reply and body go in; whether the ledger
+ * now knows the invoice comes out.
+ */
+typedef struct BgRead
+{
+	const char *billogram_id;
+	const BgReply *reply;
+	const char *body;
+	bool		known;			/* out */
+} BgRead;
+
 /* Longest wait between two looks at the queue, in milliseconds. */
 #define BG_SWEEP_MS		10000
 
@@ -134,8 +147,7 @@ extern List *bg_journal_settle_due(int max_rows, int hold_secs);
 extern bool bg_journal_settle(int64 id, const BgReply *reply, const char *body);
 extern List *bg_journal_unsettled(void);
 extern List *bg_journal_reads_due(int max_rows, int hold_secs);
-extern bool bg_journal_read_recorded(const char *billogram_id,
-									 const BgReply *reply, const char *body);
+extern void bg_journal_reads_recorded(BgRead *reads, int n);
 extern List *bg_journal_ledger_known(List *ids);
 extern TimestampTz bg_journal_next_due(void);
 

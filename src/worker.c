@@ -445,18 +445,35 @@ write_outcomes(List *jobs)
 }
 
 /*
- * A reading before sending: its invoice joins the ledger and its payments
- * may go, queued (the claim) or synchronous (the calls waiting on it); a
- * failed one is what those calls are told.
+ * Readings of invoices, in one statement: each invoice joins the ledger and
+ * its payments may go, queued (the claim) or synchronous (the calls waiting
+ * on it); a failed one is what those calls are told.
  */
 static void
-read_recorded(BgJob *job)
+write_readings(List *jobs)
 {
-	if (bg_journal_read_recorded(job->payment.billogram_id, &job->reply,
-								 job->body))
-		bg_inflight_note_known(job->payment.billogram_id);
-	else
-		bg_inflight_read_failed(job->payment.billogram_id, &job->reply);
+	int			n = list_length(jobs);
+	BgRead	   *reads = palloc0(n * sizeof(BgRead));
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, jobs)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		reads[i].billogram_id = job->payment.billogram_id;
+		reads[i].reply = &job->reply;
+		reads[i].body = job->body;
+		i++;
+	}
+	bg_journal_reads_recorded(reads, n);
+	for (i = 0; i < n; i++)
+	{
+		if (reads[i].known)
+			bg_inflight_note_known(reads[i].billogram_id);
+		else
+			bg_inflight_read_failed(reads[i].billogram_id, reads[i].reply);
+	}
 	queue_woken = true;
 }
 
@@ -468,7 +485,7 @@ static void
 write_one(BgJob *job)
 {
 	if (job->kind == JOB_READ)
-		read_recorded(job);
+		write_readings(list_make1(job));
 	else if (job->kind == JOB_SNAPSHOT)
 	{
 		bg_journal_save_snapshot(job->request_id, &job->reply,
@@ -538,6 +555,7 @@ record_finished(bool installed, bool journal_due, TimestampTz now,
 {
 	List	   *recorded = NIL;
 	List	   *together = NIL;
+	List	   *readings = NIL;
 	ListCell   *lc;
 
 	foreach(lc, finished_jobs)
@@ -554,8 +572,9 @@ record_finished(bool installed, bool journal_due, TimestampTz now,
 			(job->kind != JOB_SNAPSHOT && job->kind != JOB_READ &&
 			 job->request_id == 0))
 			continue;
-		if (job->kind == JOB_SNAPSHOT || job->kind == JOB_READ ||
-			job->write_alone)
+		if (job->kind == JOB_READ && !job->write_alone)
+			readings = keep(readings, job);
+		else if (job->kind == JOB_SNAPSHOT || job->write_alone)
 		{
 			if (!write_alone(job))
 			{
@@ -571,6 +590,13 @@ record_finished(bool installed, bool journal_due, TimestampTz now,
 	{
 		batch_writing_together = together;
 		write_outcomes(together);
+		batch_writing_together = NIL;
+	}
+	if (readings != NIL)
+	{
+		/* on an error, each is written alone from then on, as outcomes are */
+		batch_writing_together = readings;
+		write_readings(readings);
 		batch_writing_together = NIL;
 	}
 	return recorded;
