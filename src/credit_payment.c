@@ -56,7 +56,7 @@ report_unreturnable(const BgRequest *request, int64 request_id,
 			(errcode(ERRCODE_UNTRANSLATABLE_CHARACTER),
 			 errmsg("the credit payment on %s was registered, but its invoice cannot be returned in this database",
 					request->billogram_id),
-			 errdetail("Billogram registered the payment: row %lld of billogram_requests in database \"%s\" records it as done. The invoice holds %s.",
+			 errdetail("Billogram registered the payment; row %lld of billogram_requests in database \"%s\" records it, as done once the worker has written the outcome. The invoice holds %s.",
 					   (long long) request_id, bg_database, why),
 			 errhint("Do not pay again. Read the row in database \"%s\", or the invoice with billogram_get_invoice() from a database whose encoding is UTF8.",
 					 bg_database)));

@@ -331,7 +331,7 @@ bg_report_key_used(const char *key, const char *billogram_id,
 				 reply->status[0] ?
 				 errdetail_internal("billogram_status=%s\n%sRequest %lld of billogram_requests, made with this key, failed; nothing was sent now.",
 									reply->status,
-									reply->field[0] ? psprintf("field=%s\n", reply->field) : "",
+									reply->field[0] ? psprintf("Field: %s. ", reply->field) : "",
 									(long long) request_id) :
 				 errdetail("Request %lld of billogram_requests, made with this key, failed; nothing was sent now.",
 						   (long long) request_id),
