@@ -44,6 +44,9 @@ $node->safe_psql('postgres', q{
 	    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount');
 	CREATE ROLE clerk;
 	GRANT EXECUTE ON FUNCTION billogram_purge(interval) TO clerk;
+	CREATE ROLE payer;
+	GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric) TO payer WITH GRANT OPTION;
+	GRANT EXECUTE ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) TO clerk;
 });
 
 # The library is newer: with the database at 0.1 it sends nothing and says why.
@@ -62,6 +65,15 @@ is(scalar @{ $mock->requests }, 0, 'nothing was sent before the update');
 $node->safe_psql('postgres', 'ALTER EXTENSION billogram UPDATE');
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'billogram'"),
 	$current, "updated to $current");
+# the functions that gained an idempotency key were made again, with the
+# grants their predecessors had, and no others
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(pg_get_userbyid(a.grantee) || ':' || p.proname || ':' || a.is_grantable, ',' ORDER BY 1)
+	  FROM pg_proc p, aclexplode(p.proacl) a
+	 WHERE p.proname IN ('billogram_credit_payment', 'billogram_enqueue_credit_payment')
+	   AND a.grantee <> p.proowner AND p.pronargs = 4}),
+	'clerk:billogram_enqueue_credit_payment:false,payer:billogram_credit_payment:true',
+	'EXECUTE on the payment functions is granted as before the update');
 
 # The worker takes the journal up within its sweep interval: the pending
 # rows are sent once each, the row left in 'sending' becomes in_doubt.
