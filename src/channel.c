@@ -383,7 +383,7 @@ report_abandoned(const BgRequest *request, BgSlotState was, int64 request_id)
 				(errmsg("the credit payment on %s was not sent to Billogram",
 						request->billogram_id),
 				 was == SLOT_TAKEN ?
-				 errdetail("The worker had taken it but not yet recorded it; it will not send it now.") : 0));
+				 errdetail("The worker had taken it but not yet recorded it; it will not send it now (a row it still writes will say failed).") : 0));
 	else if (was == SLOT_JOURNALED)
 		ereport(NOTICE,
 				(errmsg("the credit payment on %s was not sent to Billogram",

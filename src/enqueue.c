@@ -63,7 +63,7 @@ static bool wake_at_commit = false;
 
 /* A copy in the memory of the caller of SPI_connect(), for after SPI_finish() */
 static char *
-SPI_palloc_copy(const char *s)
+copy_out_of_spi(const char *s)
 {
 	char	   *copy = SPI_palloc(strlen(s) + 1);
 
@@ -268,10 +268,10 @@ bg_find_key_here(const BgCreditPayment *payment, BgKeyUse *use)
 	/* what it found outlives SPI's memory */
 	if (found)
 	{
-		use->response = use->response ? SPI_palloc_copy(use->response) : NULL;
-		use->message = use->message ? SPI_palloc_copy(use->message) : NULL;
-		use->status = use->status ? SPI_palloc_copy(use->status) : NULL;
-		use->field = use->field ? SPI_palloc_copy(use->field) : NULL;
+		use->response = use->response ? copy_out_of_spi(use->response) : NULL;
+		use->message = use->message ? copy_out_of_spi(use->message) : NULL;
+		use->status = use->status ? copy_out_of_spi(use->status) : NULL;
+		use->field = use->field ? copy_out_of_spi(use->field) : NULL;
 	}
 	SPI_finish();
 	AtEOXact_GUC(true, save_nestlevel);
