@@ -409,7 +409,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	/* the worker's claims of a batch get their rows: keys $1, ids $2 */
 	[STMT_KEY_BIND] =
 	"UPDATE %1$s.billogram_keys k SET request_id = u.id "
-	"FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.int8[]) AS u(key, id) "
+	"FROM unnest($1::pg_catalog.text[], $2::pg_catalog.int8[]) AS u(key, id) "
 	"WHERE k.kind = 'call' AND k.key = u.key",
 };
 

@@ -112,14 +112,15 @@ reached_text(BgRequestKind kind, const BgReply *reply)
 }
 
 /*
- * Whether the payment may have been registered, and, when a journal row
- * records it (request_id, 0 if none), which: whoever reads the error must
- * be able to find the payment that may have moved money.
+ * Whether the payment may have been registered, and, when it may have, the
+ * journal row that records it (request_id, 0 if none): whoever reads the
+ * error must be able to find the payment that may have moved money.
  */
 static char *
 reached_detail(BgRequestKind kind, const BgReply *reply, int64 request_id)
 {
-	if (kind != BG_REQUEST_CREDIT_PAYMENT || request_id == 0)
+	if (kind != BG_REQUEST_CREDIT_PAYMENT || request_id == 0 ||
+		!reply->may_have_reached)
 		return pstrdup(reached_text(kind, reply));
 	return psprintf("%s Row %lld of billogram_requests records it.",
 					reached_text(kind, reply), (long long) request_id);
