@@ -68,7 +68,8 @@ is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extna
 # the functions that gained an idempotency key were made again, with the
 # grants their predecessors had, and no others
 is($node->safe_psql('postgres', q{
-	SELECT string_agg(pg_get_userbyid(a.grantee) || ':' || p.proname || ':' || a.is_grantable, ',' ORDER BY 1)
+	SELECT string_agg(pg_get_userbyid(a.grantee) || ':' || p.proname || ':' || a.is_grantable, ','
+	                  ORDER BY pg_get_userbyid(a.grantee))
 	  FROM pg_proc p, aclexplode(p.proacl) a
 	 WHERE p.proname IN ('billogram_credit_payment', 'billogram_enqueue_credit_payment')
 	   AND a.grantee <> p.proowner AND p.pronargs = 4}),
@@ -145,6 +146,10 @@ my $describe = q{
 	   WHERE attrelid = 'billogram_requests'::regclass AND attnum > 0
 	) s};
 $node->safe_psql('postgres', 'REVOKE ALL ON FUNCTION billogram_purge(interval) FROM clerk');
+$node->safe_psql('postgres', q{
+	REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric, text) FROM payer CASCADE;
+	REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric, text) FROM clerk;
+});
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION billogram');
 my $upgraded = $node->safe_psql('postgres', $describe);
