@@ -28,6 +28,7 @@ OBJS = \
 	src/inflight.o \
 	src/invoice.o \
 	src/journal.o \
+	src/jsonb_fit.o \
 	src/json_span.o \
 	src/redact.o \
 	src/reply.o \

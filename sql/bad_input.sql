@@ -67,6 +67,25 @@ SELECT billogram_credit_payment('åäö', 'remaining');
 SELECT billogram_credit_payment(E'abc\ndef', 'remaining');
 \echo :LAST_ERROR_SQLSTATE
 
+-- idempotency key: 1 to 255 bytes of printable ASCII; NULL is no key
+SELECT billogram_credit_payment('badinput1', 'amount', 1, '');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billogram_credit_payment('badinput1', 'amount', 1, repeat('k', 256));
+\echo :LAST_ERROR_SQLSTATE
+SELECT billogram_credit_payment('badinput1', 'amount', 1, E'key\twith tab');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billogram_credit_payment('badinput1', 'amount', 1, 'nyckel-åäö');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billogram_enqueue_credit_payment('badinput1', 'amount', 1, '');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billogram_enqueue_credit_payment('badinput1', 'amount', 1, repeat('k', 256));
+\echo :LAST_ERROR_SQLSTATE
+-- a bad key is refused before anything else is looked at
+SELECT billogram_credit_payment('badinput1', 'amount', 1, E'\x01');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS keys_recorded FROM billogram_keys WHERE kind = 'call';
+SELECT count(*) AS rows_queued FROM billogram_requests WHERE billogram_id = 'badinput1';
+
 -- of all requests the mock received so far, none came from this file
 SELECT count(*) > 0 AS mock_has_requests,
        count(*) FILTER (WHERE r->>'id' IS NULL OR r->>'id' !~ '^[A-Za-z0-9]{1,64}$'
@@ -81,3 +100,10 @@ SELECT r->>'body' AS body FROM mock_requests('zeros1') AS r;
 -- the longest valid id is accepted
 SELECT inv->>'id' = repeat('a', 64) AS long_id_ok
   FROM billogram_credit_payment(repeat('a', 64), 'amount', 1) AS inv;
+
+-- the longest valid key is accepted, and recorded with the row it paid
+SELECT inv->>'id' AS id
+  FROM billogram_credit_payment('longkey1', 'amount', 1, repeat('k', 255)) AS inv;
+SELECT k.request_id = r.id AS key_names_its_row, r.idempotency_key = repeat('k', 255) AS row_has_key
+  FROM billogram_keys k JOIN billogram_requests r ON r.id = k.request_id
+ WHERE k.kind = 'call' AND k.key = repeat('k', 255);

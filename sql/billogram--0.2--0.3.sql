@@ -160,6 +160,66 @@ $$;
 
 -- ==== idempotency keys and what the caller is told (route 10) ====
 
+/*
+ * billogram_credit_payment and billogram_enqueue_credit_payment take an
+ * optional idempotency_key (see billogram--0.3.sql).  A new argument with
+ * a default cannot be added in place: each function is dropped and made
+ * again, and every grant of EXECUTE on the old one is given again on the
+ * new one, as it was (with its grant option), so no role that could pay
+ * loses it and none gains it.
+ */
+-- the grants, as GRANT statements run once the new functions exist
+DO $$
+BEGIN
+    PERFORM pg_catalog.set_config('billogram_upgrade.grants', coalesce(pg_catalog.string_agg(
+        pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s',
+                          CASE p.proname
+                              WHEN 'billogram_credit_payment'
+                              THEN 'billogram_credit_payment(text, text, numeric, text)'
+                              ELSE 'billogram_enqueue_credit_payment(text, text, numeric, text)' END,
+                          CASE a.grantee WHEN 0 THEN 'PUBLIC'
+                              ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END,
+                          CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END),
+        '; '), ''), true)
+      FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+     WHERE p.oid IN ('billogram_credit_payment(text, text, numeric)'::regprocedure,
+                     'billogram_enqueue_credit_payment(text, text, numeric)'::regprocedure)
+       AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner;
+END
+$$;
+
+DROP FUNCTION billogram_credit_payment(text, text, numeric);
+DROP FUNCTION billogram_enqueue_credit_payment(text, text, numeric);
+
+CREATE FUNCTION billogram_credit_payment(id text, mode text, amount numeric DEFAULT NULL,
+                                         idempotency_key text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'billogram_credit_payment'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric, text) FROM PUBLIC;
+
+COMMENT ON FUNCTION billogram_credit_payment(text, text, numeric, text) IS
+'Registers a payment on a Billogram credit invoice through the billogram worker; returns the updated invoice';
+
+CREATE FUNCTION billogram_enqueue_credit_payment(id text, mode text, amount numeric DEFAULT NULL,
+                                                 idempotency_key text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'billogram_enqueue_credit_payment'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric, text) FROM PUBLIC;
+
+DO $$
+DECLARE
+    grants text := pg_catalog.current_setting('billogram_upgrade.grants');
+BEGIN
+    IF grants <> '' THEN
+        EXECUTE grants;
+    END IF;
+END
+$$;
+
 -- ==== the ledger, baselines and verdicts (routes 1-4, 7, 8) ====
 
 -- pending rows whose invoice is to be read before they are sent

@@ -32,7 +32,7 @@
 \echo Use "CREATE EXTENSION billogram" to load this file. \quit
 
 /*
- * billogram_credit_payment(id, mode, amount)
+ * billogram_credit_payment(id, mode, amount, idempotency_key)
  *
  * Registers a payment on the stand-alone credit invoice `id` and returns the
  * updated invoice (the reply's "data") as jsonb.
@@ -41,7 +41,20 @@
  *                     have at most two decimals.
  * Invalid arguments raise SQLSTATE 22023 and nothing is sent.  Failures
  * raise BG000 (no reply), BG001 (unusable reply), BG002 (worker lost the
- * request) or BG followed by the HTTP status of an error reply (BG404...).
+ * request) or BG followed by the HTTP status of an error reply (BG404...);
+ * whenever the payment may have been registered, the DETAIL names its row
+ * in billogram_requests.
+ *
+ * idempotency_key (optional, 1 to 255 bytes of printable ASCII, else
+ * 22023): a key pays at most once, ever.  The worker records it in
+ * billogram_keys in the transaction that journals the call, before the
+ * request leaves.  A call with a key used before sends nothing and returns
+ * what the journal recorded of the request that used it: its invoice
+ * (what billogram.journal_reply kept of it, with a NOTICE), the error it
+ * failed with (same SQLSTATE), BG004 while it is pending, being sent or in
+ * doubt, BG005 when it is done or purged and no invoice was kept; 22023
+ * when it was for another invoice, mode or amount.  Keys are one namespace
+ * for every role and both functions that take them.
  *
  * The payment is made when the function runs and is not undone if the
  * calling transaction rolls back.  VOLATILE and PARALLEL UNSAFE: every call
@@ -49,16 +62,17 @@
  *
  * Privileges: EXECUTE is revoked from PUBLIC; grant it to the roles that
  * may register payments:
- *     GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric) TO finance;
+ *     GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric, text) TO finance;
  */
-CREATE FUNCTION billogram_credit_payment(id text, mode text, amount numeric DEFAULT NULL)
+CREATE FUNCTION billogram_credit_payment(id text, mode text, amount numeric DEFAULT NULL,
+                                         idempotency_key text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'billogram_credit_payment'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric, text) FROM PUBLIC;
 
-COMMENT ON FUNCTION billogram_credit_payment(text, text, numeric) IS
+COMMENT ON FUNCTION billogram_credit_payment(text, text, numeric, text) IS
 'Registers a payment on a Billogram credit invoice through the billogram worker; returns the updated invoice';
 
 /*
@@ -321,7 +335,7 @@ REVOKE ALL ON billogram_ledger FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('billogram_ledger', '');
 
 /*
- * billogram_enqueue_credit_payment(id, mode, amount) RETURNS bigint
+ * billogram_enqueue_credit_payment(id, mode, amount, idempotency_key) RETURNS bigint
  *
  * Queues a credit payment, validated exactly like billogram_credit_payment()
  * (22023 and nothing queued on bad input), and returns the request's id.
@@ -329,15 +343,22 @@ SELECT pg_catalog.pg_extension_config_dump('billogram_ledger', '');
  * commits.  Runs as its caller, whose roles the journal records; the row
  * itself is inserted as the journal's owner, so granted roles need no
  * privileges on billogram_requests.
+ * idempotency_key: as for billogram_credit_payment(), recorded in
+ * billogram_keys in the calling transaction.  A key used before (by either
+ * function) queues nothing and returns the id of the request that used it,
+ * with a NOTICE; 22023 when that was another payment.  A transaction that
+ * queues with a key another transaction is committing at the same moment
+ * waits for it, and fails with 40001 if it commits.
  * Privileges: EXECUTE revoked from PUBLIC; grant it like the synchronous
  * function.
  */
-CREATE FUNCTION billogram_enqueue_credit_payment(id text, mode text, amount numeric DEFAULT NULL)
+CREATE FUNCTION billogram_enqueue_credit_payment(id text, mode text, amount numeric DEFAULT NULL,
+                                                 idempotency_key text DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'billogram_enqueue_credit_payment'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric, text) FROM PUBLIC;
 
 /*
  * billogram_payment_trigger(id_column [, amount_column [, mode_column]])

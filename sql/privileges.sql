@@ -6,9 +6,9 @@
 \set VERBOSITY default
 CREATE ROLE regress_bg_clerk LOGIN;
 CREATE ROLE regress_bg_finance LOGIN;
-GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric) TO regress_bg_finance;
+GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric, text) TO regress_bg_finance;
 
-SELECT has_function_privilege('public', 'billogram_credit_payment(text, text, numeric)', 'EXECUTE') AS public_can_execute;
+SELECT has_function_privilege('public', 'billogram_credit_payment(text, text, numeric, text)', 'EXECUTE') AS public_can_execute;
 
 SET ROLE regress_bg_clerk;
 SELECT billogram_credit_payment('privs1', 'amount', 10);
@@ -36,6 +36,24 @@ RESET ROLE;
 
 -- only the granted call reached Billogram
 SELECT mock_request_count('privs1') AS sent;
+
+-- idempotency keys tell a role without grants nothing: its calls are
+-- refused before any key is looked up, whether the key was used (for
+-- another role's payment) or not, and it cannot read the keys
+SET ROLE regress_bg_finance;
+SELECT inv->>'id' AS id FROM billogram_credit_payment('privs3', 'amount', 10, 'privs-key-1') AS inv;
+RESET ROLE;
+SET ROLE regress_bg_clerk;
+SELECT billogram_credit_payment('privs3', 'amount', 10, 'privs-key-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billogram_credit_payment('privs3', 'amount', 10, 'privs-key-unused');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billogram_enqueue_credit_payment('privs3', 'amount', 10, 'privs-key-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM billogram_keys;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT count(*) AS sent FROM mock_requests('privs3');
 
 -- reading an invoice is a grant of its own: paying does not imply it, nor
 -- it paying
@@ -82,5 +100,5 @@ ALTER SYSTEM SET billogram.api_password = 'tiny-pass';
 DROP ROLE regress_bg_clerk;
 REVOKE ALL ON FUNCTION billogram_get_invoice(text) FROM regress_bg_reader;
 DROP ROLE regress_bg_reader;
-REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric) FROM regress_bg_finance;
+REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric, text) FROM regress_bg_finance;
 DROP ROLE regress_bg_finance;

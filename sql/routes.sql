@@ -11,8 +11,8 @@ CREATE ROLE regress_bg_payer;            -- may pay and queue
 CREATE SCHEMA regress_open;
 GRANT USAGE, CREATE ON SCHEMA regress_open TO PUBLIC;
 GRANT EXECUTE ON FUNCTION billogram_payment_trigger() TO regress_bg_owner;
-GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric) TO regress_bg_payer;
-GRANT EXECUTE ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) TO regress_bg_payer;
+GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric, text) TO regress_bg_payer;
+GRANT EXECUTE ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric, text) TO regress_bg_payer;
 
 -- PUBLIC holds no capability
 SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_may
@@ -158,6 +158,6 @@ SELECT r->>'id' AS id, count(*) AS times_sent FROM mock_requests('') r
 DROP TABLE pg_temp.t_temp;
 DROP SCHEMA regress_open CASCADE;
 REVOKE ALL ON FUNCTION billogram_payment_trigger() FROM regress_bg_owner;
-REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric) FROM regress_bg_payer;
-REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) FROM regress_bg_payer;
+REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric, text) FROM regress_bg_payer;
+REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric, text) FROM regress_bg_payer;
 DROP ROLE regress_bg_nogrant, regress_bg_owner, regress_bg_inserter, regress_bg_payer;

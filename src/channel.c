@@ -14,12 +14,17 @@
  * A slot carries the request itself, whose kind tells the worker what to do
  * with it, and for a credit payment what the journal records of it.
  *
- * A slot's life: FREE -> SUBMITTED -> SENDING -> DONE -> FREE.  A caller that
- * stops waiting (cancel, statement_timeout, termination) abandons its slot:
- * a SUBMITTED slot is simply freed and nothing is sent; a SENDING one becomes
- * ABANDONED and the worker, when done, logs a credit payment's outcome and
- * frees it.  Only a credit payment's fate is told: a GET changes nothing at
- * Billogram, whether it was sent or not.
+ * A slot's life: FREE -> SUBMITTED -> TAKEN [-> JOURNALED] -> SENDING ->
+ * DONE -> FREE.  TAKEN: the worker has it; JOURNALED: its 'sending' row is
+ * written (the row's id is in the slot); SENDING: handed to libcurl, and
+ * only from then on may it have reached Billogram.  A caller that stops
+ * waiting (cancel, statement_timeout, termination) abandons its slot: a
+ * SUBMITTED slot is simply freed and nothing is sent; any other becomes
+ * ABANDONED, and the worker, which owns it, frees it when done.  One
+ * abandoned before it was handed to libcurl is never sent (see
+ * bg_channel_hand_over), so the caller can be told "not sent" truthfully;
+ * one abandoned later has its outcome logged.  Only a credit payment's fate
+ * is told: a GET changes nothing at Billogram, whether it was sent or not.
  *
  * All state changes happen under one LWLock held for a few instructions;
  * reply data is copied outside it, by the one process that owns the slot in
@@ -52,7 +57,9 @@ typedef enum BgSlotState
 {
 	SLOT_FREE,
 	SLOT_SUBMITTED,				/* waiting for the worker */
-	SLOT_SENDING,				/* taken by the worker */
+	SLOT_TAKEN,					/* taken by the worker, not journaled yet */
+	SLOT_JOURNALED,				/* its row is written, not yet sent */
+	SLOT_SENDING,				/* handed to libcurl */
 	SLOT_ABANDONED,				/* taken, but the caller stopped waiting */
 	SLOT_DONE					/* reply written, caller not yet woken up */
 } BgSlotState;
@@ -65,6 +72,8 @@ typedef struct BgSlot
 	TimestampTz deadline;		/* submission + billogram.timeout */
 	BgRequest	request;
 	BgCreditPayment payment;	/* zeroed unless a credit payment */
+	bool		handed;			/* handed to libcurl: it may have left */
+	BgCallRecord record;		/* its journal row, once written */
 	BgReply		reply;
 	dsm_handle	body_handle;	/* DSM_HANDLE_INVALID: body is inline */
 	Size		body_len;
@@ -163,7 +172,7 @@ release_body_segment(dsm_handle handle)
  * request had been sent.
  */
 static BgSlotState
-abandon_slot(int slotno)
+abandon_slot(int slotno, int64 *request_id)
 {
 	BgSlot	   *slot = &channel->slots[slotno];
 	BgSlotState was;
@@ -174,11 +183,14 @@ abandon_slot(int slotno)
 
 	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
 	was = slot->state;
+	*request_id = slot->record.request_id;
 	switch (was)
 	{
 		case SLOT_SUBMITTED:
 			slot->state = SLOT_FREE;
 			break;
+		case SLOT_TAKEN:
+		case SLOT_JOURNALED:
 		case SLOT_SENDING:
 			slot->state = SLOT_ABANDONED;
 			break;
@@ -199,8 +211,10 @@ abandon_slot(int slotno)
 static void
 abandon_on_exit(int code, Datum arg)
 {
+	int64		request_id;
+
 	if (my_slot >= 0 && channel != NULL)
-		abandon_slot(my_slot);
+		abandon_slot(my_slot, &request_id);
 }
 
 static void
@@ -264,6 +278,8 @@ submit(const BgRequest *request, const BgCreditPayment *payment,
 		slot->owner_latch = MyLatch;
 		slot->body_handle = DSM_HANDLE_INVALID;
 		slot->body_len = 0;
+		slot->handed = false;
+		memset(&slot->record, 0, sizeof(slot->record));
 		slot->seq = channel->next_seq++;
 		slot->state = SLOT_SUBMITTED;
 	}
@@ -280,6 +296,7 @@ static void
 collect_reply(BgSlot *slot, BgCallerReply *result)
 {
 	result->reply = slot->reply;
+	result->record = slot->record;
 	result->body_len = slot->body_len;
 	result->body = palloc(slot->body_len + 1);
 
@@ -292,7 +309,10 @@ collect_reply(BgSlot *slot, BgCallerReply *result)
 		if (seg == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_BILLOGRAM_WORKER_LOST),
-					 errmsg("could not read the reply of the billogram worker")));
+					 errmsg("could not read the reply of the billogram worker"),
+					 slot->record.request_id != 0 ?
+					 errdetail("The payment may have been registered: see row %lld of billogram_requests.",
+							   (long long) slot->record.request_id) : 0));
 		memcpy(result->body, dsm_segment_address(seg), slot->body_len);
 		dsm_detach(seg);
 		dsm_unpin_segment(slot->body_handle);
@@ -315,10 +335,12 @@ wait_for_reply(int slotno, int timeout_ms, BgCallerReply *result)
 	for (;;)
 	{
 		BgSlotState state;
+		int64		request_id;
 		long		wait_ms;
 
 		LWLockAcquire(channel->lock, LW_SHARED);
 		state = slot->state;
+		request_id = slot->record.request_id;
 		LWLockRelease(channel->lock);
 
 		if (state == SLOT_DONE)
@@ -333,6 +355,9 @@ wait_for_reply(int slotno, int timeout_ms, BgCallerReply *result)
 					(errcode(ERRCODE_BILLOGRAM_WORKER_LOST),
 					 errmsg("the billogram worker did not answer within %d ms",
 							timeout_ms + BG_WORKER_GRACE_MS),
+					 request_id != 0 ?
+					 errdetail("Row %lld of billogram_requests records the request.",
+							   (long long) request_id) : 0,
 					 errhint("Check the server log for the worker's messages.")));
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -349,24 +374,34 @@ wait_for_reply(int slotno, int timeout_ms, BgCallerReply *result)
  * Billogram: whether it left matters to nobody.
  */
 static void
-report_abandoned(const BgRequest *request, BgSlotState was)
+report_abandoned(const BgRequest *request, BgSlotState was, int64 request_id)
 {
 	if (request->kind != BG_REQUEST_CREDIT_PAYMENT)
 		return;
-	if (was == SLOT_SUBMITTED)
+	if (was == SLOT_SUBMITTED || was == SLOT_TAKEN)
 		ereport(NOTICE,
 				(errmsg("the credit payment on %s was not sent to Billogram",
-						request->billogram_id)));
+						request->billogram_id),
+				 was == SLOT_TAKEN ?
+				 errdetail("The worker had taken it but not yet recorded it; it will not send it now (a row it still writes will say failed).") : 0));
+	else if (was == SLOT_JOURNALED)
+		ereport(NOTICE,
+				(errmsg("the credit payment on %s was not sent to Billogram",
+						request->billogram_id),
+				 errdetail("The worker had recorded it as row %lld of billogram_requests but not yet sent it; it will not send it now, and the row will say failed.",
+						   (long long) request_id)));
 	else if (was == SLOT_SENDING)
 		ereport(WARNING,
 				(errmsg("the credit payment on %s had already been sent to Billogram",
 						request->billogram_id),
-				 errdetail("The worker finishes the request and records its outcome in billogram_requests and the server log.")));
+				 errdetail("The worker finishes the request and records its outcome in row %lld of billogram_requests and in the server log.",
+						   (long long) request_id)));
 	else if (was == SLOT_DONE)
 		ereport(WARNING,
 				(errmsg("the credit payment on %s was answered by Billogram as the wait ended",
 						request->billogram_id),
-				 errdetail("Its outcome is recorded in billogram_requests.")));
+				 errdetail("Its outcome is recorded in row %lld of billogram_requests.",
+						   (long long) request_id)));
 }
 
 /*
@@ -389,7 +424,10 @@ wait_or_abandon(const BgRequest *request, int slotno, int timeout_ms,
 	}
 	PG_CATCH();
 	{
-		report_abandoned(request, abandon_slot(slotno));
+		int64		request_id;
+		BgSlotState was = abandon_slot(slotno, &request_id);
+
+		report_abandoned(request, was, request_id);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -476,11 +514,12 @@ fail_outstanding_slots(const char *why)
 
 		if (slot->state == SLOT_SENDING)
 			fail_slot(slot, why, true);
-		else if (slot->state == SLOT_SUBMITTED)
+		else if (slot->state == SLOT_SUBMITTED || slot->state == SLOT_TAKEN ||
+				 slot->state == SLOT_JOURNALED)
 			fail_slot(slot, why, false);
 		else if (slot->state == SLOT_ABANDONED)
 		{
-			if (slot->request.kind == BG_REQUEST_CREDIT_PAYMENT)
+			if (slot->request.kind == BG_REQUEST_CREDIT_PAYMENT && slot->handed)
 				ereport(LOG,
 						(errmsg("billogram: the outcome of the credit payment on %s is unknown: %s",
 								slot->request.billogram_id, why),
@@ -559,7 +598,7 @@ bg_channel_take(BgTakenRequest *taken, BgMayTake may_take,
 	{
 		BgSlot	   *slot = &channel->slots[oldest];
 
-		slot->state = SLOT_SENDING;
+		slot->state = SLOT_TAKEN;
 		taken->slotno = oldest;
 		/* the time left of the caller's billogram.timeout; 0 if none */
 		taken->timeout_ms = (int) TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
@@ -597,6 +636,54 @@ store_body(BgSlot *slot, const char *body, size_t body_len)
 	return slot->body_handle;
 }
 
+/*
+ * The request in slotno has its journal row: the caller will be told its
+ * id, with its outcome or when it stops waiting.
+ */
+void
+bg_channel_journaled(int slotno, int64 request_id)
+{
+	BgSlot	   *slot = &channel->slots[slotno];
+
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	slot->record.request_id = request_id;
+	if (slot->state == SLOT_TAKEN)
+		slot->state = SLOT_JOURNALED;
+	LWLockRelease(channel->lock);
+}
+
+/* What the caller is told of the journal with the reply about to be posted */
+void
+bg_channel_set_record(int slotno, const BgCallRecord *record)
+{
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	channel->slots[slotno].record = *record;
+	LWLockRelease(channel->lock);
+}
+
+/*
+ * The worker is about to hand the request in slotno to libcurl: from now
+ * on it may reach Billogram, and a caller who stops waiting is told so.
+ * Returns false, and the request must not be sent, when the caller has
+ * stopped waiting already: it was told that nothing was sent.
+ */
+bool
+bg_channel_hand_over(int slotno)
+{
+	BgSlot	   *slot = &channel->slots[slotno];
+	bool		go;
+
+	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	go = (slot->state != SLOT_ABANDONED);
+	if (go)
+	{
+		slot->state = SLOT_SENDING;
+		slot->handed = true;
+	}
+	LWLockRelease(channel->lock);
+	return go;
+}
+
 void
 bg_channel_post_reply(int slotno, const BgReply *reply,
 					  const char *body, size_t body_len)
@@ -604,6 +691,7 @@ bg_channel_post_reply(int slotno, const BgReply *reply,
 	BgSlot	   *slot = &channel->slots[slotno];
 	BgRequestKind kind = slot->request.kind;
 	char		billogram_id[BG_ID_MAXLEN + 1];
+	int64		request_id = slot->record.request_id;
 	dsm_handle	stored = DSM_HANDLE_INVALID;
 	Latch	   *owner = NULL;
 	bool		abandoned;
@@ -649,5 +737,5 @@ bg_channel_post_reply(int slotno, const BgReply *reply,
 	ereport(LOG,
 			(errmsg("billogram: the caller of the credit payment on %s stopped waiting; its outcome follows",
 					billogram_id)));
-	bg_report_failure(LOG, kind, billogram_id, reply);
+	bg_report_failure(LOG, kind, billogram_id, reply, request_id);
 }

@@ -26,10 +26,26 @@ typedef struct BgTakenRequest
 	BgCreditPayment payment;
 } BgTakenRequest;
 
+/*
+ * What the journal holds of a synchronous credit payment, beside its reply:
+ * the row that records it (0 while none does), and for a call whose
+ * idempotency key was used before, the request that used it and what
+ * became of it.
+ */
+typedef struct BgCallRecord
+{
+	int64		request_id;
+	bool		repeated;		/* the key was used before: nothing sent now */
+	bool		same_payment;	/* ... for this invoice, mode and amount */
+	char		state[16];		/* that request's state; "" once purged */
+	char		sqlstate[6];	/* the SQLSTATE a failed one was given */
+} BgCallRecord;
+
 /* A reply as the calling backend gets it; body is palloc'd. */
 typedef struct BgCallerReply
 {
 	BgReply		reply;
+	BgCallRecord record;
 	char	   *body;
 	size_t		body_len;
 } BgCallerReply;
@@ -54,6 +70,9 @@ extern void bg_channel_attach_worker(void);
 typedef bool (*BgMayTake) (const BgRequest *request);
 extern bool bg_channel_take(BgTakenRequest *taken, BgMayTake may_take,
 							TimestampTz *next_deadline);
+extern void bg_channel_journaled(int slotno, int64 request_id);
+extern void bg_channel_set_record(int slotno, const BgCallRecord *record);
+extern bool bg_channel_hand_over(int slotno);
 extern void bg_channel_post_reply(int slotno, const BgReply *reply,
 								  const char *body, size_t body_len);
 

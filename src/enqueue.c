@@ -25,6 +25,11 @@
  * UPDATE that moves a row to another partition (row_moves.c), which
  * changes the row's primary key.
  *
+ * A payment queued with an idempotency key records the key in
+ * billogram_keys in the same transaction; a key used before queues nothing
+ * and returns the request that used it (22023 when that was another
+ * payment).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -54,6 +59,7 @@
 #include "channel.h"
 #include "guc.h"
 #include "journal.h"
+#include "report.h"
 #include "request.h"
 #include "source_row.h"
 
@@ -62,6 +68,16 @@ PG_FUNCTION_INFO_V1(billogram_payment_trigger);
 PG_FUNCTION_INFO_V1(billogram_wake_worker_at_commit);
 
 static bool wake_at_commit = false;
+
+/* A copy in the memory of the caller of SPI_connect(), for after SPI_finish() */
+static char *
+copy_out_of_spi(const char *s)
+{
+	char	   *copy = SPI_palloc(strlen(s) + 1);
+
+	strcpy(copy, s);
+	return copy;
+}
 static bool xact_callback_registered = false;
 
 static void
@@ -147,9 +163,49 @@ journal_for_queuing(void)
 }
 
 /*
+ * Insert the pending row, and record its idempotency key if it has one;
+ * returns its id.  A key used before inserts nothing: the request that
+ * used it is returned as a negative id, after a NOTICE, or 22023 is raised
+ * when that was another payment.  Two transactions queuing with one key at
+ * once: the second waits for the first, and if that commits, fails with
+ * 40001 and queues nothing (its retry finds the first request).
+ */
+static int64
+insert_or_find(const BgJournal *journal, const BgCreditPayment *payment,
+			   const char *origin, const char *source_table,
+			   const char *source_key)
+{
+	BgKeyUse	use;
+	int64		id;
+
+	if (payment->idempotency_key[0] != '\0' &&
+		bg_journal_find_key(journal, payment, &use))
+	{
+		if (use.state[0] != '\0' && !use.same_payment)
+			bg_report_key_mismatch(payment->idempotency_key, use.request_id);
+		ereport(NOTICE,
+				(errmsg("idempotency key \"%s\" was used by request %lld: nothing was queued",
+						payment->idempotency_key, (long long) use.request_id)));
+		return -use.request_id;
+	}
+	id = bg_journal_insert(journal, payment, origin, source_table, source_key);
+	if (payment->idempotency_key[0] != '\0' &&
+		!bg_journal_claim_key(journal, payment, id, &use))
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("idempotency key \"%s\" was used by request %lld, committed while this one was being queued",
+						payment->idempotency_key, (long long) use.request_id),
+				 errdetail("Nothing was queued."),
+				 errhint("Retry the transaction: the key's request is then returned.")));
+	return id;
+}
+
+/*
  * Insert one pending row as the journal's owner; returns its id, or 0 when
- * its key has paid before (*earlier: the row it made).  With no payment,
- * only notes the key as taken (a row moved to another partition).  Callers
+ * its source key has paid before (*earlier: the row it made); a call's
+ * idempotency key used before returns the request that used it (see
+ * insert_or_find()).  With no payment, only notes the source key as taken
+ * (a row moved to another partition).  Callers
  * hold no privilege on the journal, so that the only rows they can add are
  * validated payments with their own names on them.  While the owner's
  * identity is borrowed, search_path is pinned and the operation is
@@ -187,15 +243,59 @@ insert_pending(const BgCreditPayment *payment, const char *origin,
 		id = bg_journal_insert_keyed(journal, payment, origin, source_table,
 									 source_key, "source", key, earlier);
 	else
-		id = bg_journal_insert(journal, payment, origin, source_table, source_key);
+		id = insert_or_find(journal, payment, origin, source_table, source_key);
 	SPI_finish();
 
 	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
-	if (id != 0 && payment != NULL)
+	if (id > 0 && payment != NULL)
 		request_wake_at_commit();
-	return id;
+	return id > 0 ? id : -id;
+}
+
+/*
+ * What payment's idempotency key was used for, looked up by a backend in
+ * billogram.database, as the journal's owner like an insert: false when it
+ * was never used, or when this is another database (only the worker can
+ * look there).  The first, cheap look of a synchronous call with a key.
+ */
+bool
+bg_find_key_here(const BgCreditPayment *payment, BgKeyUse *use)
+{
+	static BgJournal journal;
+	char	   *here = get_database_name(MyDatabaseId);
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	bool		found;
+
+	if (bg_database == NULL || here == NULL || strcmp(here, bg_database) != 0 ||
+		bg_journal_lookup(&journal) != BG_JOURNAL_READY)
+		return false;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(journal.owner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	SPI_connect();
+	found = bg_journal_find_key(&journal, payment, use);
+	/* what it found outlives SPI's memory */
+	if (found)
+	{
+		use->response = use->response ? copy_out_of_spi(use->response) : NULL;
+		use->message = use->message ? copy_out_of_spi(use->message) : NULL;
+		use->status = use->status ? copy_out_of_spi(use->status) : NULL;
+		use->field = use->field ? copy_out_of_spi(use->field) : NULL;
+	}
+	SPI_finish();
+	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return found;
 }
 
 Datum
@@ -207,6 +307,8 @@ billogram_enqueue_credit_payment(PG_FUNCTION_ARGS)
 							PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
 							PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
 							PG_ARGISNULL(2) ? NULL : PG_GETARG_NUMERIC(2));
+	bg_set_idempotency_key(&payment, PG_NARGS() > 3 && !PG_ARGISNULL(3) ?
+						   PG_GETARG_TEXT_PP(3) : NULL);
 	bg_identify_caller(&payment.caller);
 	PG_RETURN_INT64(insert_pending(&payment, "enqueue", NULL, NULL, NULL, NULL));
 }

@@ -46,6 +46,7 @@
 #include "guc.h"
 #include "invoice.h"
 #include "journal.h"
+#include "jsonb_fit.h"
 #include "report.h"
 
 /*
@@ -273,6 +274,9 @@ typedef enum BgStatement
 	STMT_KEY_OWNER,
 	STMT_INSTANCE,
 	STMT_NOTE_KEY,
+	STMT_KEY_FIND,
+	STMT_KEY_CLAIM,
+	STMT_KEY_BIND,
 	NUM_STATEMENTS
 } BgStatement;
 
@@ -281,7 +285,7 @@ static const char journal_columns[] =
 "origin, billogram_id, mode, amount, request_body, source_table, source_key, "
 "created_by, effective_role, login_role, database_name, backend_pid, "
 "application_name, made_in_system, made_in_database, state, attempts, sent_at, "
-"made_in_instance";
+"made_in_instance, idempotency_key";
 
 /*
  * The installation a row is made by (billogram_instance, never dumped), as
@@ -308,7 +312,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	[STMT_INSERT] =
 	"INSERT INTO %1$s (%2$s, verify_reason) "
 	"VALUES ($1, $2, $3, $4::pg_catalog.numeric, $5, $6, $7::pg_catalog.jsonb, "
-	"$8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, NULL, " INSTANCE_SQL ", "
+	"$8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, NULL, " INSTANCE_SQL ", $16, "
 	FIRST_PAYMENT_SQL ") "
 	"RETURNING id",
 
@@ -316,19 +320,19 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * The synchronous calls of a batch, made by the worker in one
 	 * statement, already 'sending': arrays of id, mode, amount and body,
 	 * then of the callers' columns ($5 to $10); $11, $12:
-	 * bg_journal_origin().  A backend has at most one call in progress, so
-	 * backend_pid tells the rows apart.
+	 * bg_journal_origin(); $13 the idempotency keys.  A backend has at most
+	 * one call in progress, so backend_pid tells the rows apart.
 	 */
 	[STMT_INSERT_SYNC] =
 	"INSERT INTO %1$s (%2$s, baseline) "
 	"SELECT 'sync', u.billogram_id, u.mode, u.amount::numeric, u.body, NULL, NULL, "
 	"u.created_by, u.effective_role, u.login_role, u.database_name, u.backend_pid, "
-	"u.application_name, $11, $12, 'sending', 1, now(), " INSTANCE_SQL ", "
+	"u.application_name, $11, $12, 'sending', 1, now(), " INSTANCE_SQL ", u.idempotency_key, "
 	"%3$s.billogram_ledger_baseline(u.billogram_id) "
 	"FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
-	"$6::text[], $7::text[], $8::text[], $9::int4[], $10::text[]) "
+	"$6::text[], $7::text[], $8::text[], $9::int4[], $10::text[], $13::text[]) "
 	"AS u(billogram_id, mode, amount, body, created_by, effective_role, "
-	"login_role, database_name, backend_pid, application_name) "
+	"login_role, database_name, backend_pid, application_name, idempotency_key) "
 	"RETURNING id, backend_pid",
 
 	/*
@@ -484,7 +488,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"ON CONFLICT (kind, key) DO NOTHING RETURNING request_id) "
 	"INSERT INTO %1$s (id, %2$s, verify_reason) "
 	"SELECT k.request_id, $1, $2, $3, $4::pg_catalog.numeric, $5, $6, $7::pg_catalog.jsonb, "
-	"$8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, NULL, " INSTANCE_SQL ", "
+	"$8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, NULL, " INSTANCE_SQL ", NULL, "
 	FIRST_PAYMENT_SQL " FROM k "
 	"RETURNING id",
 
@@ -503,16 +507,41 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	[STMT_NOTE_KEY] =
 	"INSERT INTO %3$s.billogram_keys (kind, key, request_id) VALUES ($1, $2, 0) "
 	"ON CONFLICT (kind, key) DO NOTHING",
+
+	/*
+	 * What a call's key ($1) was used for: the request (its row
+	 * gone once purged; 0 while its call is being recorded by this very
+	 * transaction), whether it was the same payment ($2 to $4), its state,
+	 * the invoice kept and the error.
+	 */
+	[STMT_KEY_FIND] =
+	"SELECT k.request_id, r.state, "
+	"r.billogram_id = $2 AND r.mode = $3 AND r.amount IS NOT DISTINCT FROM $4::pg_catalog.numeric, "
+	"r.response::pg_catalog.text, r.error ->> 'sqlstate', r.error ->> 'message', "
+	"r.error ->> 'status', r.error ->> 'field' "
+	"FROM %3$s.billogram_keys k LEFT JOIN %1$s r ON r.id = k.request_id "
+	"WHERE k.kind = 'call' AND k.key = $1",
+
+	/* the key $1 for request $2, unless it is taken */
+	[STMT_KEY_CLAIM] =
+	"INSERT INTO %3$s.billogram_keys (kind, key, request_id) VALUES ('call', $1, $2) "
+	"ON CONFLICT (kind, key) DO NOTHING RETURNING request_id",
+
+	/* the worker's claims of a batch get their rows: keys $1, ids $2 */
+	[STMT_KEY_BIND] =
+	"UPDATE %3$s.billogram_keys k SET request_id = u.id "
+	"FROM unnest($1::pg_catalog.text[], $2::pg_catalog.int8[]) AS u(key, id) "
+	"WHERE k.kind = 'call' AND k.key = u.key",
 };
 
-static const int statement_nargs[NUM_STATEMENTS] = {15, 12, 6, 9, 3, 3, 2, 4, 0, 5, 4, 1, 17, 2, 0, 2};
+static const int statement_nargs[NUM_STATEMENTS] = {16, 13, 6, 9, 3, 3, 2, 4, 0, 5, 4, 1, 17, 2, 0, 2, 4, 2, 2};
 static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_INSERT] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
-	INT8OID, OIDOID},
+	INT8OID, OIDOID, TEXTOID},
 	[STMT_INSERT_SYNC] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 		TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	INT4ARRAYOID, TEXTARRAYOID, INT8OID, OIDOID},
+	INT4ARRAYOID, TEXTARRAYOID, INT8OID, OIDOID, TEXTARRAYOID},
 	[STMT_CLAIM] = {INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, OIDOID, UUIDOID},
 	[STMT_RECORD_OUTCOMES] = {INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID,
 	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID, TEXTARRAYOID},
@@ -528,6 +557,9 @@ static const Oid statement_types[NUM_STATEMENTS][17] = {
 	INT8OID, OIDOID, TEXTOID, TEXTOID},
 	[STMT_KEY_OWNER] = {TEXTOID, TEXTOID},
 	[STMT_NOTE_KEY] = {TEXTOID, TEXTOID},
+	[STMT_KEY_FIND] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID},
+	[STMT_KEY_CLAIM] = {TEXTOID, INT8OID},
+	[STMT_KEY_BIND] = {TEXTARRAYOID, INT8ARRAYOID},
 };
 
 /*
@@ -676,17 +708,22 @@ insert_args(Datum *values, char *nulls, const BgCreditPayment *payment,
 	nulls[13] = nulls[14] = ' ';
 }
 
+/*
+ * Insert one pending row and return its id: $1 to $15 as insert_args()
+ * makes them, $16 the call's idempotency key (NULL if none).
+ */
 int64
 bg_journal_insert(const BgJournal *j, const BgCreditPayment *payment,
 				  const char *origin, const char *source_table,
 				  const char *source_key)
 {
-	Datum		values[15];
-	char		nulls[15];
+	Datum		values[16];
+	char		nulls[16];
 	bool		isnull;
 	int			rc;
 
 	insert_args(values, nulls, payment, origin, source_table, source_key);
+	set_text_arg(values, nulls, 15, payment->idempotency_key);
 	rc = SPI_execute_plan(plan_for(j, STMT_INSERT), values, nulls, false, 1);
 	check_spi(rc, SPI_OK_INSERT_RETURNING, "queuing a credit payment");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -762,11 +799,11 @@ bg_journal_insert_sync(const BgCreditPayment *const *payments, int n,
 	enum
 	{
 		ID, MODE, AMOUNT, BODY, ROLE, EFFECTIVE, LOGIN, DATABASE, PID, APP,
-		NCOLS
+		KEY, NCOLS
 	};
 	Datum	   *elems[NCOLS];
 	bool	   *elem_nulls[NCOLS];
-	Datum		args[12];
+	Datum		args[13];
 	int64		system;
 	Oid			database;
 	int			rc;
@@ -796,15 +833,17 @@ bg_journal_insert_sync(const BgCreditPayment *const *payments, int n,
 		set_text_elem(elems[DATABASE], elem_nulls[DATABASE], i, NameStr(c->database));
 		elems[PID][i] = Int32GetDatum(c->pid);
 		set_text_elem(elems[APP], elem_nulls[APP], i, c->application_name);
+		set_text_elem(elems[KEY], elem_nulls[KEY], i, p->idempotency_key);
 		ids[i] = 0;
 	}
-	for (col = 0; col < NCOLS; col++)
+	for (col = 0; col < APP + 1; col++)
 		args[col] = PointerGetDatum(col == PID ?
 									int_array(elems[col], NULL, n, INT4OID) :
 									text_array(elems[col], elem_nulls[col], n));
 	bg_journal_origin(&system, &database);
 	args[10] = Int64GetDatum(system);
 	args[11] = ObjectIdGetDatum(database);
+	args[12] = PointerGetDatum(text_array(elems[KEY], elem_nulls[KEY], n));
 
 	rc = SPI_execute_plan(plan_for(&journal, STMT_INSERT_SYNC), args, NULL,
 						  false, 0);
@@ -868,7 +907,12 @@ bg_journal_invoice_text(const BgReply *reply, const char *body)
 		/* the span ends inside the body: a string of its own first */
 		char	   *data = pnstrdup(body + reply->data_offset, reply->data_len);
 
-		return pg_any_to_server(data, (int) reply->data_len, PG_UTF8);
+		/*
+		 * An invoice jsonb cannot hold here must not keep the outcome of a
+		 * payment from being written: its summary is kept instead.
+		 */
+		if (bg_jsonb_obstacle(data, reply->data_len) == NULL)
+			return pg_any_to_server(data, (int) reply->data_len, PG_UTF8);
 	}
 	return summary_text(body + reply->data_offset, reply->data_len);
 }
@@ -1456,4 +1500,120 @@ bg_journal_next_due(void)
 	if (isnull || DatumGetTimestampTz(due) > sweep)
 		return sweep;
 	return DatumGetTimestampTz(due);
+}
+
+/* The journal the worker opened for the current batch. */
+const BgJournal *
+bg_journal_opened(void)
+{
+	return &journal;
+}
+
+/* A text column of the current SPI row, palloc'd; NULL for NULL. */
+static char *
+spi_text(int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col);
+}
+
+/*
+ * What payment's idempotency key was used for before; false if never.
+ * SPI connected, as the journal's owner.
+ */
+bool
+bg_journal_find_key(const BgJournal *j, const BgCreditPayment *payment,
+					BgKeyUse *use)
+{
+	Datum		values[4];
+	char		nulls[4];
+	bool		isnull;
+	char	   *text;
+	int			rc;
+
+	memset(use, 0, sizeof(*use));
+	set_text_arg(values, nulls, 0, payment->idempotency_key);
+	set_text_arg(values, nulls, 1, payment->billogram_id);
+	set_text_arg(values, nulls, 2, payment->mode);
+	set_text_arg(values, nulls, 3, payment->amount);
+	rc = SPI_execute_plan(plan_for(j, STMT_KEY_FIND), values, nulls, false, 1);
+	check_spi(rc, SPI_OK_SELECT, "looking up an idempotency key");
+	if (SPI_processed == 0)
+		return false;
+	use->request_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+	if ((text = spi_text(2)) != NULL)
+		strlcpy(use->state, text, sizeof(use->state));
+	use->same_payment = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 3, &isnull)) && !isnull;
+	use->response = spi_text(4);
+	if ((text = spi_text(5)) != NULL)
+		strlcpy(use->sqlstate, text, sizeof(use->sqlstate));
+	use->message = spi_text(6);
+	use->status = spi_text(7);
+	use->field = spi_text(8);
+	return true;
+}
+
+/*
+ * Record payment's idempotency key for request_id (0: the worker binds it
+ * to its row later in the same transaction, bg_journal_bind_keys).  When
+ * the key is taken, fills *use with what it was used for and returns
+ * false.  A key recorded by a transaction still in progress is waited for.
+ */
+bool
+bg_journal_claim_key(const BgJournal *j, const BgCreditPayment *payment,
+					 int64 request_id, BgKeyUse *use)
+{
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	int			rc;
+
+	values[0] = CStringGetTextDatum(payment->idempotency_key);
+	values[1] = Int64GetDatum(request_id);
+	rc = SPI_execute_plan(plan_for(j, STMT_KEY_CLAIM), values, nulls, false, 1);
+	check_spi(rc, SPI_OK_INSERT_RETURNING, "recording an idempotency key");
+	if (SPI_processed == 1)
+		return true;
+	if (!bg_journal_find_key(j, payment, use))
+	{
+		/* taken by a transaction this one's snapshot cannot see */
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("idempotency key \"%s\" was recorded by a concurrent transaction",
+						payment->idempotency_key),
+				 errdetail("Nothing was sent or queued."),
+				 errhint("Retry the transaction: the key's first request is then found.")));
+	}
+	return false;
+}
+
+/* The keys of n journaled calls (those with one) get their rows, ids[]. */
+void
+bg_journal_bind_keys(const BgCreditPayment *const *payments,
+					 const int64 *ids, int n)
+{
+	Datum	   *keys = palloc(n * sizeof(Datum));
+	Datum	   *key_ids = palloc(n * sizeof(Datum));
+	Datum		args[2];
+	int			nkeys = 0;
+	int			rc;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (payments[i]->idempotency_key[0] == '\0')
+			continue;
+		keys[nkeys] = CStringGetTextDatum(payments[i]->idempotency_key);
+		key_ids[nkeys] = Int64GetDatum(ids[i]);
+		nkeys++;
+	}
+	if (nkeys == 0)
+		return;
+	args[0] = PointerGetDatum(text_array(keys, NULL, nkeys));
+	args[1] = PointerGetDatum(int_array(key_ids, NULL, nkeys, INT8OID));
+	rc = SPI_execute_plan(plan_for(&journal, STMT_KEY_BIND), args, NULL, false, 0);
+	check_spi(rc, SPI_OK_UPDATE, "binding idempotency keys to their rows");
+	if (SPI_processed != (uint64) nkeys)
+		elog(ERROR, "billogram worker: %llu of %d idempotency keys bound to their rows",
+			 (unsigned long long) SPI_processed, nkeys);
 }

@@ -71,6 +71,25 @@ typedef struct BgRead
 	bool		known;			/* out */
 } BgRead;
 
+/*
+ * What an idempotency key was used for: the request that used it (0 while
+ * its call is being recorded in this very transaction), whether for the
+ * same invoice, mode and amount, its state ("" once purged), and what the
+ * journal kept of its outcome (the invoice as text in the server's
+ * encoding; a failure's SQLSTATE, message, Billogram status and field).
+ */
+typedef struct BgKeyUse
+{
+	int64		request_id;
+	bool		same_payment;
+	char		state[16];
+	char		sqlstate[6];
+	char	   *response;
+	char	   *message;
+	char	   *status;
+	char	   *field;
+} BgKeyUse;
+
 /* Longest wait between two looks at the queue, in milliseconds. */
 #define BG_SWEEP_MS		10000
 
@@ -133,8 +152,21 @@ extern char *bg_journal_invoice_text(const BgReply *reply, const char *body);
 /* What the ledger records of a successful reply's invoice. */
 extern char *bg_journal_summary_text(const BgReply *reply, const char *body);
 
+/* Idempotency keys of calls (billogram_keys, kind 'call'); SPI connected. */
+extern bool bg_journal_find_key(const BgJournal *journal,
+								const BgCreditPayment *payment, BgKeyUse *use);
+extern bool bg_journal_claim_key(const BgJournal *journal,
+								 const BgCreditPayment *payment,
+								 int64 request_id, BgKeyUse *use);
+
+/* A backend's own look at a key, in billogram.database only (enqueue.c) */
+extern bool bg_find_key_here(const BgCreditPayment *payment, BgKeyUse *use);
+
 /* The worker's side. */
 extern bool bg_journal_open(void);
+extern const BgJournal *bg_journal_opened(void);
+extern void bg_journal_bind_keys(const BgCreditPayment *const *payments,
+								 const int64 *ids, int n);
 extern void bg_journal_hold_foreign(void);
 extern void bg_journal_insert_sync(const BgCreditPayment *const *payments,
 								   int n, int64 *ids);

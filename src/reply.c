@@ -424,6 +424,7 @@ outcome_kind(BgOutcome outcome)
 		[BG_OUTCOME_NO_CREDENTIALS] = "no_credentials",
 		[BG_OUTCOME_PAUSED] = "paused",
 		[BG_OUTCOME_INVOICE_BUSY] = "invoice_busy",
+		[BG_OUTCOME_KEY_USED] = "key_used",
 	};
 
 	if ((unsigned) outcome >= sizeof(kinds) / sizeof(kinds[0]) ||

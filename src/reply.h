@@ -27,9 +27,12 @@ typedef enum BgOutcome
 	BG_OUTCOME_NO_CREDENTIALS,	/* not sent: no API user or password set */
 	BG_OUTCOME_PAUSED,			/* not sent: Billogram asked to wait
 								 * (http_status says how) */
-	BG_OUTCOME_INVOICE_BUSY		/* not sent: another payment on the invoice
+	BG_OUTCOME_INVOICE_BUSY,	/* not sent: another payment on the invoice
 								 * was in flight or being settled for all
 								 * of the caller's timeout */
+	BG_OUTCOME_KEY_USED			/* not sent: its idempotency key was used
+								 * before (the channel's BgCallRecord says
+								 * by which request, and what became of it) */
 } BgOutcome;
 
 #define BG_REPLY_STATUS_LEN		64

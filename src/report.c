@@ -72,6 +72,8 @@ bg_reply_sqlstate(const BgReply *reply)
 			return sqlstate_for_http_status(reply->http_status);
 		case BG_OUTCOME_INVOICE_BUSY:
 			return ERRCODE_OBJECT_IN_USE;
+		case BG_OUTCOME_KEY_USED:
+			return ERRCODE_BILLOGRAM_KEY_IN_PROGRESS;
 	}
 	return ERRCODE_INTERNAL_ERROR;
 }
@@ -94,7 +96,7 @@ request_name(BgRequestKind kind, const char *id)
 }
 
 static const char *
-reached_detail(BgRequestKind kind, const BgReply *reply)
+reached_text(BgRequestKind kind, const BgReply *reply)
 {
 	if (kind != BG_REQUEST_CREDIT_PAYMENT)
 	{
@@ -109,9 +111,24 @@ reached_detail(BgRequestKind kind, const BgReply *reply)
 	return "The request did not reach Billogram; no payment was registered.";
 }
 
+/*
+ * Whether the payment may have been registered, and, when it may have, the
+ * journal row that records it (request_id, 0 if none): whoever reads the
+ * error must be able to find the payment that may have moved money.
+ */
+static char *
+reached_detail(BgRequestKind kind, const BgReply *reply, int64 request_id)
+{
+	if (kind != BG_REQUEST_CREDIT_PAYMENT || request_id == 0 ||
+		!reply->may_have_reached)
+		return pstrdup(reached_text(kind, reply));
+	return psprintf("%s Row %lld of billogram_requests records it.",
+					reached_text(kind, reply), (long long) request_id);
+}
+
 static void
 report_api_error(int elevel, BgRequestKind kind, const char *what,
-				 const BgReply *reply)
+				 const BgReply *reply, int64 request_id)
 {
 	bool		retry_later = bg_reply_asks_to_wait(reply);
 	bool		is_redirect = (reply->http_status >= 300 &&
@@ -128,7 +145,7 @@ report_api_error(int elevel, BgRequestKind kind, const char *what,
 				 errmsg("Billogram answered %s with HTTP %ld",
 						what, reply->http_status),
 				 errdetail("The reply carried no Billogram error. %s",
-						   reached_detail(kind, reply)),
+						   reached_detail(kind, reply, request_id)),
 				 retry_later ? errhint("Billogram asks to try again later.") :
 				 is_redirect && kind == BG_REQUEST_CREDIT_PAYMENT ?
 				 errhint("Redirects are not followed: following one would send the payment again, elsewhere. Check billogram.api_url.") :
@@ -144,7 +161,7 @@ report_api_error(int elevel, BgRequestKind kind, const char *what,
 		appendStringInfo(&detail, "field=%s\n", reply->field_name);
 	if (reply->field[0])
 		appendStringInfo(&detail, "Field: %s. ", reply->field);
-	appendStringInfoString(&detail, reached_detail(kind, reply));
+	appendStringInfoString(&detail, reached_detail(kind, reply, request_id));
 
 	ereport(elevel,
 			(errcode(sqlstate_for_http_status(reply->http_status)),
@@ -159,7 +176,7 @@ report_api_error(int elevel, BgRequestKind kind, const char *what,
 
 void
 bg_report_failure(int elevel, BgRequestKind kind, const char *id,
-				  const BgReply *reply)
+				  const BgReply *reply, int64 request_id)
 {
 	char	   *what = request_name(kind, id);
 
@@ -172,14 +189,14 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 				elog(elevel, "%s was answered", what);
 			break;
 		case BG_OUTCOME_API_ERROR:
-			report_api_error(elevel, kind, what, reply);
+			report_api_error(elevel, kind, what, reply, request_id);
 			break;
 		case BG_OUTCOME_TRANSPORT:
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_NO_REPLY),
 					 errmsg("no reply from Billogram to %s: %s",
 							what, reply->message),
-					 errdetail("%s", reached_detail(kind, reply))));
+					 errdetail("%s", reached_detail(kind, reply, request_id))));
 			break;
 		case BG_OUTCOME_BAD_REPLY:
 			ereport(elevel,
@@ -188,8 +205,8 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 							what, reply->message),
 					 reply->http_status ?
 					 errdetail("HTTP status %ld. %s", reply->http_status,
-							   reached_detail(kind, reply)) :
-					 errdetail("%s", reached_detail(kind, reply))));
+							   reached_detail(kind, reply, request_id)) :
+					 errdetail("%s", reached_detail(kind, reply, request_id))));
 			break;
 		case BG_OUTCOME_NOT_INSTALLED:
 			ereport(elevel,
@@ -205,7 +222,7 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 					(errcode(ERRCODE_BILLOGRAM_NOT_RECORDED),
 					 errmsg("%s was not sent: the billogram worker could not record it in billogram_requests",
 							what),
-					 errdetail("%s %s", reply->message, reached_detail(kind, reply)),
+					 errdetail("%s %s", reply->message, reached_detail(kind, reply, request_id)),
 					 errhint("Nothing was sent, so the call can be made again. The server log has the worker's error.")));
 			break;
 		case BG_OUTCOME_PAUSED:
@@ -213,7 +230,7 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 					(errcode(sqlstate_for_http_status(reply->http_status)),
 					 errmsg("%s was not sent: Billogram asked to wait (HTTP %ld)",
 							what, reply->http_status),
-					 errdetail("%s. %s", reply->message, reached_detail(kind, reply)),
+					 errdetail("%s. %s", reply->message, reached_detail(kind, reply, request_id)),
 					 errhint("Billogram asks to try again later.")));
 			break;
 		case BG_OUTCOME_INVOICE_BUSY:
@@ -221,7 +238,7 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 					(errcode(ERRCODE_OBJECT_IN_USE),
 					 errmsg("%s was not sent: its turn on the invoice did not come within billogram.timeout",
 							what),
-					 errdetail("%s. %s", reply->message, reached_detail(kind, reply)),
+					 errdetail("%s. %s", reply->message, reached_detail(kind, reply, request_id)),
 					 errhint("One payment per invoice is sent at a time, and an invoice is read before its first payment. Call again once it is free; billogram_in_doubt shows a payment being settled.")));
 			break;
 		case BG_OUTCOME_NO_CREDENTIALS:
@@ -229,18 +246,107 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("no Billogram API credentials are configured: %s was not sent",
 							what),
-					 errdetail("%s. %s", reply->message, reached_detail(kind, reply)),
+					 errdetail("%s. %s", reply->message, reached_detail(kind, reply, request_id)),
 					 errhint(BG_CREDENTIALS_HINT)));
+			break;
+		case BG_OUTCOME_KEY_USED:
+			/* bg_report_key_used() says more, from the journal */
+			ereport(elevel,
+					(errcode(ERRCODE_BILLOGRAM_KEY_IN_PROGRESS),
+					 errmsg("%s was not sent: its idempotency key was used before",
+							what),
+					 errdetail("%s", reached_detail(kind, reply, request_id))));
 			break;
 		case BG_OUTCOME_WORKER:
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_WORKER_LOST),
 					 errmsg("the billogram worker could not finish %s: %s",
 							what, reply->message),
-					 errdetail("%s", reached_detail(kind, reply)),
+					 errdetail("%s", reached_detail(kind, reply, request_id)),
 					 errhint("Check the server log for the worker's messages.")));
 			break;
 	}
 	/* below ERROR: the worker logs, and goes on for a long time */
 	pfree(what);
+}
+
+/* A recorded SQLSTATE ("BG404"), or BG001 when it is not one. */
+static int
+recorded_sqlstate(const char *s)
+{
+	int			i;
+
+	if (s == NULL || strlen(s) != 5)
+		return ERRCODE_BILLOGRAM_BAD_REPLY;
+	for (i = 0; i < 5; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'Z')))
+			return ERRCODE_BILLOGRAM_BAD_REPLY;
+	return MAKE_SQLSTATE(s[0], s[1], s[2], s[3], s[4]);
+}
+
+void
+bg_report_key_mismatch(const char *key, int64 request_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("idempotency key \"%s\" was already used for a different payment", key),
+			 errdetail("Request %lld of billogram_requests was made with this key for another invoice, mode or amount. Nothing was sent.",
+					   (long long) request_id),
+			 errhint("A key names one payment for ever; use a new key for a new payment.")));
+}
+
+/*
+ * A synchronous call whose key was used before, and whose request did not
+ * leave an invoice to return: raise what the journal says of it.  Nothing
+ * was sent for this call.
+ */
+void
+bg_report_key_used(const char *key, const char *billogram_id,
+				   int64 request_id, bool same_payment, const char *state,
+				   const char *sqlstate, const BgReply *reply)
+{
+	if (state[0] != '\0' && !same_payment)
+		bg_report_key_mismatch(key, request_id);
+	if (state[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_BILLOGRAM_KEY_NO_INVOICE),
+				 errmsg("the request made with idempotency key \"%s\" is no longer in the journal", key),
+				 errdetail("Request %lld was purged by billogram_purge() once it had finished; the key is kept for ever, so nothing was sent now.",
+						   (long long) request_id),
+				 errhint("Read the invoice with billogram_get_invoice('%s') to see whether it was paid.",
+						 billogram_id)));
+	if (strcmp(state, "done") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_BILLOGRAM_KEY_NO_INVOICE),
+				 errmsg("the credit payment on %s with idempotency key \"%s\" was registered, but the journal kept no invoice",
+						billogram_id, key),
+				 errdetail("Request %lld of billogram_requests, made with this key, is done; billogram.journal_reply kept nothing of the invoice. Nothing was sent now.",
+						   (long long) request_id),
+				 errhint("Read the invoice with billogram_get_invoice('%s').", billogram_id)));
+	if (strcmp(state, "failed") == 0)
+		ereport(ERROR,
+				(errcode(recorded_sqlstate(sqlstate)),
+				 errmsg("the credit payment on %s with idempotency key \"%s\" failed before: %s",
+						billogram_id, key,
+						reply->message[0] ? reply->message : "(no message)"),
+				 reply->status[0] ?
+				 errdetail_internal("billogram_status=%s\n%sRequest %lld of billogram_requests, made with this key, failed; nothing was sent now.",
+									reply->status,
+									reply->field[0] ? psprintf("Field: %s. ", reply->field) : "",
+									(long long) request_id) :
+				 errdetail("Request %lld of billogram_requests, made with this key, failed; nothing was sent now.",
+						   (long long) request_id),
+				 errhint("A key pays at most once: use a new key to try the payment again.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_BILLOGRAM_KEY_IN_PROGRESS),
+			 request_id == 0 || strcmp(state, "in_doubt") != 0 ?
+			 errmsg("the credit payment on %s with idempotency key \"%s\" is still in progress",
+					billogram_id, key) :
+			 errmsg("the outcome of the credit payment on %s with idempotency key \"%s\" is unknown, see billogram_in_doubt",
+					billogram_id, key),
+			 request_id == 0 ?
+			 errdetail("Another call with this key is being recorded at the same moment. Nothing was sent now.") :
+			 errdetail("Request %lld of billogram_requests, made with this key, is %s. Nothing was sent now.",
+					   (long long) request_id, state),
+			 errhint("Call again with the same key later: once the request has an outcome, that outcome is returned.")));
 }

@@ -17,6 +17,16 @@
 #define ERRCODE_BILLOGRAM_WORKER_LOST	MAKE_SQLSTATE('B','G','0','0','2')
 /* not sent, because its journal row could not be written: safe to call again */
 #define ERRCODE_BILLOGRAM_NOT_RECORDED	MAKE_SQLSTATE('B','G','0','0','3')
+/*
+ * Not sent: the idempotency key was used by a request still pending,
+ * being sent, in doubt or held; call again later with the same key.
+ */
+#define ERRCODE_BILLOGRAM_KEY_IN_PROGRESS	MAKE_SQLSTATE('B','G','0','0','4')
+/*
+ * Not sent: the idempotency key was used by a request that finished, of
+ * which the journal keeps no invoice (journal_reply = none, or purged).
+ */
+#define ERRCODE_BILLOGRAM_KEY_NO_INVOICE	MAKE_SQLSTATE('B','G','0','0','5')
 
 /* Where 401, 403 and missing credentials send whoever has to fix them. */
 #define BG_CREDENTIALS_HINT \
@@ -33,6 +43,18 @@ extern int	bg_reply_sqlstate(const BgReply *reply);
  */
 extern void bg_report_failure(int elevel, BgRequestKind kind,
 							  const char *billogram_id,
-							  const BgReply *reply);
+							  const BgReply *reply, int64 request_id);
+
+/*
+ * A call whose idempotency key was used before: 22023 for another payment,
+ * else what the journal says of the request that used it (its SQLSTATE
+ * when it failed; BG004 in progress or in doubt; BG005 done or purged with
+ * no invoice kept).  Both raise ERROR.
+ */
+extern void bg_report_key_mismatch(const char *key, int64 request_id);
+extern void bg_report_key_used(const char *key, const char *billogram_id,
+							   int64 request_id, bool same_payment,
+							   const char *state, const char *sqlstate,
+							   const BgReply *reply);
 
 #endif							/* BILLOGRAM_REPORT_H */

@@ -166,6 +166,44 @@ bg_build_credit_payment(BgCreditPayment *req,
 				 errhint("Use mode 'remaining' or 'amount'.")));
 }
 
+/*
+ * A key names one payment for ever, in one namespace for every caller; it
+ * is journaled, logged and shown back in messages, so it is kept to
+ * printable ASCII: no byte that an encoding conversion could change.
+ */
+void
+bg_set_idempotency_key(BgCreditPayment *req, text *key)
+{
+	const char *s;
+	int			len;
+	int			i;
+
+	req->idempotency_key[0] = '\0';
+	if (key == NULL)
+		return;
+	s = VARDATA_ANY(key);
+	len = VARSIZE_ANY_EXHDR(key);
+	if (len < 1 || len > BG_KEY_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid idempotency key: must be 1 to %d bytes long",
+						BG_KEY_MAXLEN),
+				 errdetail("The key given was %d bytes long. Nothing was sent.", len),
+				 errhint("Pass NULL for a call without a key, or a key such as a UUID.")));
+	for (i = 0; i < len; i++)
+	{
+		if (s[i] < 0x20 || s[i] > 0x7E)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid idempotency key: only printable ASCII characters are allowed"),
+					 errdetail("Byte %d of the key is 0x%02x. Nothing was sent.",
+							   i + 1, (unsigned char) s[i]),
+					 errhint("Use letters, digits and punctuation, for example a UUID.")));
+	}
+	memcpy(req->idempotency_key, s, len);
+	req->idempotency_key[len] = '\0';
+}
+
 void
 bg_build_get_invoice(BgRequest *req, text *id)
 {

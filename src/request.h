@@ -28,6 +28,9 @@
  */
 #define BG_PATH_MAXLEN		256
 
+/* Longest idempotency key, in bytes (printable ASCII only), as Stripe's. */
+#define BG_KEY_MAXLEN		255
+
 /*
  * Who asked for a payment, as the journal records it: the role that called
  * or inserted (SET ROLE counts, SECURITY DEFINER does not), the effective
@@ -51,6 +54,7 @@ typedef struct BgCreditPayment
 	char		amount[32];		/* decimal text; empty in mode remaining */
 	char		body[BG_BODY_MAXLEN];	/* exact JSON request body */
 	BgCaller	caller;			/* unset for rows claimed from the queue */
+	char		idempotency_key[BG_KEY_MAXLEN + 1]; /* "": none given */
 } BgCreditPayment;
 
 /*
@@ -92,6 +96,12 @@ typedef struct BgRequest
  */
 extern void bg_build_credit_payment(BgCreditPayment *req,
 									text *id, text *mode, Numeric amount);
+
+/*
+ * Check an idempotency key (NULL: none) and copy it into req; 22023 for
+ * an empty, too long or non-printable one.
+ */
+extern void bg_set_idempotency_key(BgCreditPayment *req, text *key);
 
 /* Check id (may be NULL) as above, and fill *req with its GET. */
 extern void bg_build_get_invoice(BgRequest *req, text *id);

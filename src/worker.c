@@ -37,6 +37,7 @@
 
 #include "access/xact.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "storage/lwlock.h"
 #include "utils/timeout.h"
 #include "miscadmin.h"
@@ -342,9 +343,24 @@ new_batch_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 	return job;
 }
 
+/*
+ * Hand a job to libcurl.  A synchronous caller who stopped waiting before
+ * this moment was told that nothing was sent, and nothing is: the job
+ * finishes unsent, and a payment's row, if it has one, says failed.
+ */
 static void
 start_job(BgJob *job)
 {
+	if (job->kind == JOB_SYNC && !bg_channel_hand_over(job->slotno))
+	{
+		BgReply		reply;
+
+		bg_transport_failure(&reply, "its caller stopped waiting before it was sent",
+							 false);
+		job->started = true;	/* dealt with: it is finished, unsent */
+		transfer_finished(job, &reply, NULL, 0);
+		return;
+	}
 	bg_http_start(job, &job->request, job->timeout_ms);
 	job->started = true;
 }
@@ -603,6 +619,97 @@ record_finished(bool installed, bool journal_due, TimestampTz now,
 }
 
 /*
+ * Answer a call whose idempotency key was used before, from what the
+ * journal says of the request that used it: that request's invoice when it
+ * was the same payment and is done with one kept, else a refusal that
+ * bg_report_key_used() words from the record.  Nothing is sent.
+ */
+static void
+answer_key_used(BgJob *job, const BgKeyUse *use)
+{
+	BgReply		reply;
+	BgCallRecord record;
+	char	   *body = NULL;
+	size_t		body_len = 0;
+
+	memset(&reply, 0, sizeof(reply));
+	memset(&record, 0, sizeof(record));
+	record.request_id = use->request_id;
+	record.repeated = true;
+	record.same_payment = use->same_payment;
+	strlcpy(record.state, use->state, sizeof(record.state));
+	strlcpy(record.sqlstate, use->sqlstate, sizeof(record.sqlstate));
+	if (use->same_payment && use->response != NULL &&
+		strcmp(use->state, bg_journal_state_name(BG_STATE_DONE)) == 0)
+	{
+		/* the caller reads a body as UTF-8, as Billogram sends it */
+		body = pg_server_to_any(use->response, (int) strlen(use->response),
+								PG_UTF8);
+		body_len = strlen(body);
+		reply.outcome = BG_OUTCOME_OK;
+		reply.data_offset = 0;
+		reply.data_len = body_len;
+	}
+	else
+	{
+		reply.outcome = BG_OUTCOME_KEY_USED;
+		strlcpy(reply.message, use->message ? use->message : "", sizeof(reply.message));
+		strlcpy(reply.status, use->status ? use->status : "", sizeof(reply.status));
+		strlcpy(reply.field, use->field ? use->field : "", sizeof(reply.field));
+	}
+	bg_channel_set_record(job->slotno, &record);
+	answer(job, &reply, body, body_len);
+}
+
+/*
+ * Record the idempotency key of a synchronous call in the batch's
+ * transaction, before anything is sent, in a subtransaction of its own:
+ * a key taken already, or one whose first use is still being committed by
+ * another transaction (a lock wait), must not fail the other calls of the
+ * batch.  Returns whether the call may go on; if not, it is answered.
+ */
+static bool
+claim_key_alone(BgJob *job)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	BgKeyUse	use;
+	volatile bool claimed = false;
+	volatile bool failed = false;
+	char		why[BG_REPLY_TEXT_LEN];
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		claimed = bg_journal_claim_key(bg_journal_opened(), &job->payment, 0,
+									   &use);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		snprintf(why, sizeof(why), "%s.", edata->message);
+		FreeErrorData(edata);
+		failed = true;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+
+	if (failed)
+		refuse(job, BG_OUTCOME_NOT_RECORDED, why);
+	else if (!claimed)
+		answer_key_used(job, &use);
+	return claimed && !failed;
+}
+
+/*
  * Journal the synchronous requests taken, in one statement; returns those
  * to start.
  */
@@ -629,7 +736,8 @@ record_sync_requests(bool installed, const char *no_credentials)
 			/* Billogram would answer 401: say why without asking it */
 			refuse(job, BG_OUTCOME_NO_CREDENTIALS, no_credentials);
 		}
-		else
+		else if (job->payment.idempotency_key[0] == '\0' ||
+				 claim_key_alone(job))
 			to_record = keep(to_record, job);
 	}
 	if (to_record == NIL)
@@ -640,6 +748,7 @@ record_sync_requests(bool installed, const char *no_credentials)
 	foreach(lc, to_record)
 		payments[i++] = &((BgJob *) lfirst(lc))->payment;
 	bg_journal_insert_sync(payments, list_length(to_record), ids);
+	bg_journal_bind_keys(payments, ids, list_length(to_record));
 
 	i = 0;
 	foreach(lc, to_record)
@@ -1143,6 +1252,14 @@ start_committed(List *to_start)
 
 	batch_created = NIL;
 	batch_starting = to_start;
+	/* the callers of payments may be told of their committed rows now */
+	foreach(lc, to_start)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		if (job->kind == JOB_SYNC && job->request_id != 0)
+			bg_channel_journaled(job->slotno, job->request_id);
+	}
 	foreach(lc, to_start)
 		start_job((BgJob *) lfirst(lc));
 	batch_starting = NIL;

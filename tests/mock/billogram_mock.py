@@ -56,7 +56,8 @@ MAGIC_RE = re.compile(
     r"(nf|e400|e401|e403|e409|e429|e500|e502|e503|e504|slow(?P<ms>[0-9]+)|"
     r"a500|a502|adrop|ndrop|n500|"
     r"drop|cut|trunc|notjson|empty|wrongtype|nodata|nostatus|okerr|created|longsv|"
-    r"huge(?P<mib>[0-9]+)|bigok|bighdr|deep|nul|badutf|silent|trickle|redirect)")
+    r"huge(?P<mib>[0-9]+)|bigok|bighdr|deep|nul|badutf|silent|trickle|redirect|"
+    r"latnul|latx)")
 
 # Magic ids whose reply is fixed and that never touch the invoice.
 FIXED_FAULTS = {"nf", "e400", "e401", "e403", "e409", "e429", "e500", "n500",
@@ -793,7 +794,7 @@ class ApiHandler(BaseHandler):
         if name == "deep":
             return Resp(200, parts=[b'{"status":"OK","data":',
                                     b"[" * 100000, b"]" * 100000, b"}"])
-        if name in ("huge", "bigok", "nul", "badutf"):
+        if name in ("huge", "bigok", "nul", "badutf", "latnul", "latx"):
             marker = "@@ATTACHMENT-%s@@" % name
             full = to_json({"status": "OK",
                             "data": STATE.data(snap, marker)})
@@ -804,6 +805,12 @@ class ApiHandler(BaseHandler):
                 mid = Fill(100 * 1024)
             elif name == "nul":
                 mid = b"JVBERi0x\x00LjQK"
+            elif name == "latnul":
+                # valid JSON: the escape \u0000, which no jsonb can hold
+                mid = b"JVBERi0x\\u0000LjQK"
+            elif name == "latx":
+                # valid UTF-8 that LATIN1 cannot hold: euro sign, l-stroke
+                mid = "Faktura \u20ac 100, \u0141\u00f3d\u017a".encode("utf-8")
             else:
                 mid = b"JVBERi0x\xff\xfeLjQK"
             return Resp(200, parts=[pre, mid, post])

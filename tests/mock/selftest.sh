@@ -258,6 +258,12 @@ pay nul1 '{"mode":"remaining"}'
 check "nul: 200 with raw NUL" "200 True" "$CODE $(py "$T/body" 'b"\x00" in b')"
 pay badutf1 '{"mode":"remaining"}'
 check "badutf: 200 with \\xff\\xfe" "200 True" "$CODE $(py "$T/body" 'b"\xff\xfe" in b')"
+pay latnul1 '{"mode":"remaining"}'
+check "latnul: 200, valid JSON with the escape \\u0000" "200 True 0.00" \
+	"$CODE $(py "$T/body" '"\x00" in L(b)["data"]["attachment_content"], L(b)["data"]["remaining_sum"]')"
+pay latx1 '{"mode":"remaining"}'
+check "latx: 200, valid JSON with raw UTF-8 a LATIN1 database cannot hold" "200 True True" \
+	"$CODE $(py "$T/body" '"\u20ac" in L(b)["data"]["attachment_content"], "\u20ac".encode() in b')"
 t0=$(date +%s%N)
 pay slow1500x '{"mode":"amount","amount":1}'
 t1=$(date +%s%N)

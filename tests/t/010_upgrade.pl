@@ -44,6 +44,9 @@ $node->safe_psql('postgres', q{
 	    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount');
 	CREATE ROLE clerk;
 	GRANT EXECUTE ON FUNCTION billogram_purge(interval) TO clerk;
+	CREATE ROLE payer;
+	GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric) TO payer WITH GRANT OPTION;
+	GRANT EXECUTE ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) TO clerk;
 });
 
 # The library is newer: with the database at 0.1 it sends nothing and says why.
@@ -70,6 +73,17 @@ is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extna
 like($update_err, qr/WARNING:  billogram: 2 pending payment\(s\) inherited from billogram 0\.1 or from another database or cluster are held, not sent/,
 	'the update says how many inherited payments it holds');
 like($update_err, qr/billogram_release_held\(\)/, 'and which call releases them');
+
+# the functions that gained an idempotency key were made again, with the
+# grants their predecessors had, and no others
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(pg_get_userbyid(a.grantee) || ':' || p.proname || ':' || a.is_grantable, ','
+	                  ORDER BY pg_get_userbyid(a.grantee))
+	  FROM pg_proc p, aclexplode(p.proacl) a
+	 WHERE p.proname IN ('billogram_credit_payment', 'billogram_enqueue_credit_payment')
+	   AND a.grantee <> p.proowner AND p.pronargs = 4}),
+	'clerk:billogram_enqueue_credit_payment:false,payer:billogram_credit_payment:true',
+	'EXECUTE on the payment functions is granted as before the update');
 
 # The worker takes the journal up within its sweep interval: the row left
 # in 'sending' becomes in_doubt; the held rows wait.
@@ -158,6 +172,10 @@ my $describe = q{
 	   WHERE attrelid = 'billogram_requests'::regclass AND attnum > 0
 	) s};
 $node->safe_psql('postgres', 'REVOKE ALL ON FUNCTION billogram_purge(interval) FROM clerk');
+$node->safe_psql('postgres', q{
+	REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric, text) FROM payer CASCADE;
+	REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric, text) FROM clerk;
+});
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION billogram');
 my $upgraded = $node->safe_psql('postgres', $describe);
