@@ -921,8 +921,9 @@ BEGIN
       FROM @extschema@.billogram_requests b, unnest(b.event_uuids) u
      WHERE b.billogram_id = r.billogram_id AND b.id <> r.id;
 
+    -- a row without sent_at (0.1 recorded none) has waited long enough
     weighed := @extschema@.billogram_weigh(r.mode, r.amount, r.baseline, seen, attributed,
-                                           now() >= r.sent_at + settle_time);
+                                           coalesce(now() >= r.sent_at + settle_time, true));
     verdict := weighed ->> 'verdict';
     weighed := weighed || jsonb_build_object('checked_at', now(), 'sent_at', r.sent_at,
                                              'failure', failure);

@@ -53,7 +53,7 @@ SELECT billogram_enqueue_credit_payment('privs3', 'amount', 10, 'privs-key-1');
 SELECT count(*) FROM billogram_keys;
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
-SELECT count(*) AS sent FROM mock_requests('privs3');
+SELECT mock_request_count('privs3') AS sent;
 
 -- reading an invoice is a grant of its own: paying does not imply it, nor
 -- it paying

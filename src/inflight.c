@@ -137,6 +137,8 @@ typedef struct BgKnownEntry
 	char		billogram_id[BG_ID_MAXLEN + 1]; /* hash key */
 	bool		known;			/* in the ledger */
 	bool		wanted;			/* a call waits for it: look it up or read it */
+	bool		unreadable;		/* no journal to read it into: calls go, to
+								 * be refused */
 	TimestampTz failed_at;		/* the last reading failed then (0: none) */
 	BgReply		failure;		/* and so */
 } BgKnownEntry;
@@ -171,6 +173,7 @@ known_entry(const char *billogram_id, bool create)
 	{
 		entry->known = false;
 		entry->wanted = false;
+		entry->unreadable = false;
 		entry->failed_at = 0;
 	}
 	return entry;
@@ -254,4 +257,49 @@ bg_inflight_recent_failure(const char *billogram_id)
 								   BG_READ_FAILURE_MS))
 		return NULL;
 	return &entry->failure;
+}
+
+/*
+ * The worker found no journal to record readings in (no extension, or one
+ * at another version): the calls that wait for their invoice to be read
+ * may go on, to be refused with the reason (55000).  Until it finds one
+ * again: bg_inflight_journal_ready().
+ */
+void
+bg_inflight_journal_missing(void)
+{
+	HASH_SEQ_STATUS seq;
+	BgKnownEntry *entry;
+
+	if (known_invoices == NULL)
+		return;
+	hash_seq_init(&seq, known_invoices);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		if (entry->wanted)
+			entry->unreadable = true;
+		entry->wanted = false;
+	}
+	n_wanted = 0;
+}
+
+void
+bg_inflight_journal_ready(void)
+{
+	HASH_SEQ_STATUS seq;
+	BgKnownEntry *entry;
+
+	if (known_invoices == NULL)
+		return;
+	hash_seq_init(&seq, known_invoices);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+		entry->unreadable = false;
+}
+
+bool
+bg_inflight_unreadable(const char *billogram_id)
+{
+	BgKnownEntry *entry = known_entry(billogram_id, false);
+
+	return entry != NULL && entry->unreadable;
 }

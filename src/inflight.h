@@ -43,5 +43,8 @@ extern List *bg_inflight_take_wanted(void);
 extern void bg_inflight_read_failed(const char *billogram_id,
 									const BgReply *reply);
 extern const BgReply *bg_inflight_recent_failure(const char *billogram_id);
+extern void bg_inflight_journal_missing(void);
+extern void bg_inflight_journal_ready(void);
+extern bool bg_inflight_unreadable(const char *billogram_id);
 
 #endif							/* BILLOGRAM_INFLIGHT_H */

@@ -983,6 +983,10 @@ journal_batch(List **recorded)
 		bg_journal_hold_foreign();
 		hold_check_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BG_SWEEP_MS);
 	}
+	if (installed && !journal_was_ready)
+		bg_inflight_journal_ready();
+	else if (!installed)
+		bg_inflight_journal_missing();
 	if (!installed)
 	{
 		/* nothing to claim until CREATE EXTENSION: just sweep now and then */
@@ -1062,15 +1066,17 @@ refuse_while_paused(void)
 /*
  * Must the invoice of a synchronous payment be read (or looked up in the
  * ledger) before the payment may go?  Not when the call will be refused
- * anyway, for want of a journal or of credentials (record_sync_requests()
- * says why at once), nor when the last reading failed just now (the call
- * is answered with that failure).
+ * anyway, for want of credentials or of a journal (the last batch found
+ * none: bg_inflight_journal_missing(); record_sync_requests() says why at
+ * once), nor when the last reading failed just now (the call is answered
+ * with that failure).
  */
 static bool
 needs_reading(const char *billogram_id)
 {
-	return journal_was_ready && missing_credentials() == NULL &&
+	return missing_credentials() == NULL &&
 		!bg_inflight_known(billogram_id) &&
+		!bg_inflight_unreadable(billogram_id) &&
 		bg_inflight_recent_failure(billogram_id) == NULL;
 }
 
@@ -1140,7 +1146,7 @@ take_submitted_requests(void)
 			{
 				/* its time ran out while it waited (may_start()) */
 				refuse(job, BG_OUTCOME_INVOICE_BUSY,
-					   bg_inflight_busy(job->payment.billogram_id) ?
+					   bg_inflight_known(job->payment.billogram_id) ?
 					   "another payment on the invoice was in flight or being settled" :
 					   "the invoice was still being read before its first payment");
 				free_job(job);

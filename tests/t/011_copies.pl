@@ -24,7 +24,7 @@ $prod->safe_psql('postgres', q{
 	INSERT INTO payouts (invoice, amount) SELECT 'copy' || i, i FROM generate_series(1, 5) i;
 });
 $prod->poll_query_until('postgres',
-	"SELECT count(*) = 5 FROM billogram_requests WHERE state = 'pending' AND attempts >= 1")
+	"SELECT count(*) = 5 FROM billogram_requests WHERE state = 'pending' AND error IS NOT NULL")
   or die 'the rows were not tried';
 my $dump = $prod->basedir . '/prod.dump';
 $prod->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $prod->connstr('postgres') ],

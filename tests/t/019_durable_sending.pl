@@ -47,6 +47,16 @@ sub wait_posted
 	return 0;
 }
 
+# Both invoices are read first (the GETs feed the ledger), so that each
+# payment leaves at once rather than after a slow reading of its own; the
+# ledger's rows are made durable by the checkpoint.
+$node->safe_psql('postgres',
+	"SELECT count(billogram_get_invoice(i)) FROM unnest(ARRAY['slow3000q19', 'slow3000s19']) i");
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 2 FROM billogram_ledger WHERE billogram_id IN ('slow3000q19', 'slow3000s19')")
+  or die 'the readings did not reach the ledger';
+$node->safe_psql('postgres', 'CHECKPOINT');
+
 # A queued payment: the queueing commit itself is made durable, so that
 # what is tested is the worker's commit of 'sending' alone.
 my $queued = 'slow3000q19';
