@@ -144,6 +144,11 @@ is($ok, '', 'the refused call succeeds when made again');
 # ---------------------------------------------------------------------
 # A lock held on the journal: calls fail fast and send nothing.
 # ---------------------------------------------------------------------
+# (the invoice is read first: what the lock is to stop is the payment's
+# own 'sending' row, not the ledger's record of a reading)
+$node->safe_psql('postgres', "SELECT billogram_get_invoice('locked1') IS NOT NULL");
+$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM billogram_ledger WHERE billogram_id = 'locked1'")
+  or die 'the reading did not reach the ledger';
 my ($lin, $lout, $lerr) = ('', '', '');
 my $locker = IPC::Run::start(
 	[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') ],
