@@ -34,6 +34,11 @@ sub journal_rows
 }
 
 # --- a GET needs no journal: served while another session locks it ---
+# (lockpay1 is read first, so that the payment below needs its own
+# 'sending' row, not a reading, when the lock stops it)
+$node->safe_psql('postgres', "SELECT billogram_get_invoice('lockpay1') IS NOT NULL");
+$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM billogram_ledger WHERE billogram_id = 'lockpay1'")
+  or die 'the reading did not reach the ledger';
 my %locker = (out => '', err => '');
 $locker{h} = IPC::Run::start(
 	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c',
