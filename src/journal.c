@@ -269,6 +269,7 @@ typedef enum BgStatement
 	STMT_UNSETTLED,
 	STMT_READS_DUE,
 	STMT_READ_RECORDED,
+	STMT_NEXT_DUE,
 	STMT_LEDGER_KNOWN,
 	STMT_INSERT_KEYED,
 	STMT_KEY_OWNER,
@@ -471,6 +472,27 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"FROM unnest($1::pg_catalog.text[], $2::pg_catalog.text[], $3::pg_catalog.text[]) "
 	"WITH ORDINALITY AS u(i, s, f, n) ORDER BY u.n",
 
+	/*
+	 * The earliest time a row may be claimed (STMT_CLAIM) or read
+	 * (STMT_READS_DUE), with the same test of its invoice being free; each
+	 * part matches one partial index's predicate, and walks it in order only
+	 * past the rows that wait on their invoice.  Then the earliest reading of
+	 * an in_doubt row.
+	 */
+	[STMT_NEXT_DUE] =
+	"SELECT least("
+	"(SELECT p.next_attempt_at FROM %1$s p WHERE p.state = 'pending' AND p.verify_reason IS NULL "
+	"  AND NOT EXISTS (SELECT 1 FROM %1$s o WHERE o.billogram_id = p.billogram_id "
+	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL "
+	"  OR (o.state = 'pending' AND o.id < p.id))) "
+	"  ORDER BY p.next_attempt_at, p.id LIMIT 1), "
+	"(SELECT p.next_attempt_at FROM %1$s p WHERE p.state = 'pending' AND p.verify_reason IS NOT NULL "
+	"  AND NOT EXISTS (SELECT 1 FROM %1$s o WHERE o.billogram_id = p.billogram_id "
+	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL "
+	"  OR (o.state = 'pending' AND o.id < p.id))) "
+	"  ORDER BY p.next_attempt_at, p.id LIMIT 1), "
+	"(SELECT min(settle_at) FROM %1$s WHERE settle_at IS NOT NULL))",
+
 	/* which of the invoices $1 the ledger knows */
 	[STMT_LEDGER_KNOWN] =
 	"SELECT billogram_id FROM %3$s.billogram_ledger WHERE billogram_id = ANY ($1::text[])",
@@ -534,7 +556,28 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"WHERE k.kind = 'call' AND k.key = u.key",
 };
 
-static const int statement_nargs[NUM_STATEMENTS] = {16, 13, 6, 9, 3, 3, 2, 4, 0, 5, 4, 1, 17, 2, 0, 2, 4, 2, 2};
+static const int statement_nargs[NUM_STATEMENTS] = {
+	[STMT_INSERT] = 16,
+	[STMT_INSERT_SYNC] = 13,
+	[STMT_CLAIM] = 6,
+	[STMT_RECORD_OUTCOMES] = 9,
+	[STMT_HOLD] = 3,
+	[STMT_SNAPSHOT] = 3,
+	[STMT_SETTLE_DUE] = 2,
+	[STMT_SETTLE] = 4,
+	[STMT_UNSETTLED] = 0,
+	[STMT_READS_DUE] = 5,
+	[STMT_READ_RECORDED] = 4,
+	[STMT_NEXT_DUE] = 0,
+	[STMT_LEDGER_KNOWN] = 1,
+	[STMT_INSERT_KEYED] = 17,
+	[STMT_KEY_OWNER] = 2,
+	[STMT_INSTANCE] = 0,
+	[STMT_NOTE_KEY] = 2,
+	[STMT_KEY_FIND] = 4,
+	[STMT_KEY_CLAIM] = 2,
+	[STMT_KEY_BIND] = 2,
+};
 static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_INSERT] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
@@ -551,6 +594,7 @@ static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_SETTLE] = {INT8OID, TEXTOID, TEXTOID, INT4OID},
 	[STMT_READS_DUE] = {INT4OID, INT4OID, INT8OID, OIDOID, UUIDOID},
 	[STMT_READ_RECORDED] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4OID},
+	[STMT_NEXT_DUE] = {0},
 	[STMT_LEDGER_KNOWN] = {TEXTARRAYOID},
 	[STMT_INSERT_KEYED] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
@@ -1480,7 +1524,15 @@ bg_journal_unsettled(void)
 	return ids;
 }
 
-/* When the queue next needs a look: the earliest due row, or a sweep. */
+/*
+ * When the queue next needs a look: the earliest time a row could be
+ * claimed or read, or a sweep.  A pending row behind another payment of its
+ * invoice (one in flight, being settled, or queued before it) is not
+ * counted: it cannot go before that one is over, and whatever ends it (an
+ * outcome, a verdict, an operator's resolution) wakes the worker anyway.
+ * Counting it made the worker claim nothing in a loop for as long as an
+ * earlier payment was settled, which may be days.
+ */
 TimestampTz
 bg_journal_next_due(void)
 {
@@ -1488,13 +1540,9 @@ bg_journal_next_due(void)
 													BG_SWEEP_MS);
 	bool		isnull;
 	Datum		due;
-	char	   *sql;
 	int			rc;
 
-	sql = psprintf("SELECT least((SELECT min(next_attempt_at) FROM %1$s WHERE state = 'pending'), "
-				   "(SELECT min(settle_at) FROM %1$s WHERE settle_at IS NOT NULL))",
-				   journal.name);
-	rc = SPI_execute(sql, true, 1);
+	rc = SPI_execute_plan(plan_for(&journal, STMT_NEXT_DUE), NULL, NULL, true, 1);
 	check_spi(rc, SPI_OK_SELECT, "looking for due payments");
 	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull || DatumGetTimestampTz(due) > sweep)

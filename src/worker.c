@@ -57,6 +57,7 @@
 #include "http.h"
 #include "inflight.h"
 #include "journal.h"
+#include "other_databases.h"
 #include "report.h"
 #include "stats.h"
 #include "worker.h"
@@ -202,6 +203,9 @@ static bool journal_recovered = false;
 
 /* when pending statistics are next due to be flushed; 0 if none pending */
 static TimestampTz stats_flush_at = 0;
+
+/* whether other databases were looked at for payments nobody sends */
+static bool other_databases_checked = false;
 
 /* logged once per configuration: queued payments wait for credentials */
 static bool warned_no_credentials = false;
@@ -422,8 +426,12 @@ outcome_recorded(BgJob *job, BgJournalState state)
 								job->reply.message));
 	if (state == BG_STATE_IN_DOUBT)
 		bg_inflight_mark_unsettled(job->payment.billogram_id);
-	if (state == BG_STATE_PENDING || state == BG_STATE_IN_DOUBT)
-		queue_woken = true;
+	/*
+	 * a retry or an in_doubt row to read is due, or the invoice is free for
+	 * the payment queued behind this one: the queue's next due time leaves
+	 * such rows out (bg_journal_next_due)
+	 */
+	queue_woken = true;
 }
 
 /* Journal the outcomes of jobs (credit payments) in one statement. */
@@ -507,7 +515,11 @@ write_one(BgJob *job)
 		bg_journal_save_snapshot(job->request_id, &job->reply,
 								 bg_journal_invoice_text(&job->reply, job->body));
 		if (bg_journal_settle(job->request_id, &job->reply, job->body))
+		{
+			/* a final verdict frees the invoice for what is queued on it */
 			unsettled_stale = true;
+			queue_woken = true;
+		}
 	}
 	else
 		write_outcomes(list_make1(job));
@@ -1641,6 +1653,13 @@ billogram_worker_main(Datum main_arg)
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
+
+		/* once, and not again if it failed */
+		if (!other_databases_checked)
+		{
+			other_databases_checked = true;
+			bg_check_other_databases();
+		}
 
 		if (ConfigReloadPending)
 		{

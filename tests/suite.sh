@@ -98,6 +98,26 @@ t_fail=$(grep -cE '^not ok ' "$work/prove.out" || true)
 
 passed=$((r_pass + t_pass))
 failed=$((r_fail + t_fail))
+
+# ---- nothing left running ----
+# Every TAP test stops the servers and mocks it started, also when it
+# fails: a mock API or postmaster of this tree still running now is a
+# defect (matched by this tree's path, so another run on the machine is
+# not counted).  Given a moment: a process told to stop may still be exiting.
+left=
+for _ in $(seq 1 50); do
+	left=$(pgrep -af -- "$BG_TOP/(tests/mock/|tmp_check/)" || true)
+	[ -z "$left" ] && break
+	sleep 0.1
+done
+if [ -z "$left" ]; then
+	echo "processes left running by the TAP tests: none"
+	passed=$((passed + 1))
+else
+	echo "processes left running by the TAP tests:"
+	echo "$left"
+	failed=$((failed + 1))
+fi
 [ $regress_rc = 0 ] || [ $r_fail -gt 0 ] || failed=$((failed + 1))
 [ $prove_rc = 0 ] || [ $t_fail -gt 0 ] || failed=$((failed + 1))
 echo "pg_regress: $r_pass passed, $r_fail failed; TAP: $t_pass passed, $t_fail failed"
