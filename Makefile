@@ -30,6 +30,7 @@ OBJS = \
 	src/journal.o \
 	src/jsonb_fit.o \
 	src/json_span.o \
+	src/other_databases.o \
 	src/redact.o \
 	src/reply.o \
 	src/report.o \
