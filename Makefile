@@ -25,11 +25,13 @@ OBJS = \
 	src/enqueue.o \
 	src/guc.o \
 	src/http.o \
+	src/http_events.o \
 	src/inflight.o \
 	src/invoice.o \
 	src/journal.o \
 	src/jsonb_fit.o \
 	src/json_span.o \
+	src/pause.o \
 	src/redact.o \
 	src/reply.o \
 	src/report.o \

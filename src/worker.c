@@ -57,6 +57,7 @@
 #include "http.h"
 #include "inflight.h"
 #include "journal.h"
+#include "pause.h"
 #include "report.h"
 #include "stats.h"
 #include "worker.h"
@@ -303,6 +304,34 @@ transfer_finished(void *arg, const BgReply *reply, const char *body, size_t body
 }
 
 /*
+ * The HTTP engine's report of a finished transfer: the pause (pause.c)
+ * hears of the answer, then the job is finished.
+ */
+static void
+transfer_answered(void *job, const BgReply *reply, const BgTransferFacts *facts,
+				  const char *body, size_t body_len)
+{
+	bg_pause_answered(reply, facts->started_at, facts->probe);
+	transfer_finished(job, reply, body, body_len);
+}
+
+/* The HTTP engine's settings: the billogram.* settings in force now. */
+static const BgHttpSettings *
+http_settings(void)
+{
+	static BgHttpSettings settings;
+
+	settings.api_url = bg_api_url;
+	settings.api_user = bg_api_user;
+	settings.api_password = bg_api_password_in_use();
+	settings.ca_file = bg_ca_file;
+	settings.allow_insecure_http = bg_allow_insecure_http;
+	settings.max_connections = bg_max_connections;
+	settings.max_response_kb = bg_max_response_kb;
+	return &settings;
+}
+
+/*
  * Append to a list of the batch: it outlives the batch's transaction (SPI's
  * memory, current during the batch, is gone after SPI_finish()) and is
  * freed with batch_cxt when the batch ends or fails.
@@ -361,7 +390,7 @@ start_job(BgJob *job)
 		transfer_finished(job, &reply, NULL, 0);
 		return;
 	}
-	bg_http_start(job, &job->request, job->timeout_ms);
+	bg_http_start(job, &job->request, job->timeout_ms, bg_pause_probing());
 	job->started = true;
 }
 
@@ -782,7 +811,7 @@ record_sync_requests(bool installed, const char *no_credentials)
 static bool
 claim_worthwhile(void)
 {
-	int			room = bg_http_room();
+	int			room = bg_pause_room(bg_http_room(), bg_http_in_flight());
 
 	if (room <= 0)
 		return false;
@@ -997,7 +1026,7 @@ journal_batch(List **recorded)
 	*recorded = record_finished(installed, journal_due, now, &waiting);
 	to_start = record_sync_requests(installed, no_credentials);
 
-	capacity = bg_http_room() - list_length(to_start);
+	capacity = bg_pause_room(bg_http_room(), bg_http_in_flight()) - list_length(to_start);
 	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&
 		no_credentials == NULL)
 	{
@@ -1054,7 +1083,7 @@ refuse_while_paused(void)
 	BgReply		refusal;
 	BgTakenRequest req;
 
-	while (bg_http_paused(&refusal) && bg_channel_take(&req, NULL, NULL))
+	while (bg_pause_refusal(&refusal) && bg_channel_take(&req, NULL, NULL))
 	{
 		BgJob	   *job = new_sync_job(&req);
 
@@ -1125,7 +1154,7 @@ take_submitted_requests(void)
 {
 	List	   *taken = NIL;
 	BgTakenRequest req;
-	int			room = bg_http_room();
+	int			room = bg_pause_room(bg_http_room(), bg_http_in_flight());
 
 	held_call_deadline = DT_NOEND;
 	invoice_freed = false;
@@ -1538,9 +1567,11 @@ ms_until_due(void)
 	if (held_call_deadline != DT_NOEND && invoice_freed)
 		wake = now;
 	/* a call waits for its invoice to be looked up or read */
-	if (bg_inflight_any_wanted() && bg_http_room() > 0)
+	if (bg_inflight_any_wanted() && bg_pause_room(bg_http_room(), bg_http_in_flight()) > 0)
 		wake = now;
 	wake = Min(wake, held_call_deadline);
+	/* the end of a pause is when sending may start again */
+	wake = Min(wake, bg_pause_ends());
 	if (wake == DT_NOEND)
 		return -1;
 	return Max(0, TimestampDifferenceMilliseconds(now, wake));
@@ -1603,7 +1634,7 @@ billogram_worker_main(Datum main_arg)
 	bg_channel_attach_worker();
 	bg_inflight_init();
 	bg_stats_worker_started();
-	bg_http_init(transfer_finished);
+	bg_http_init(http_settings(), transfer_answered);
 	ereport(LOG,
 			(errmsg("billogram worker started, API at %s", bg_api_url)));
 
@@ -1647,7 +1678,7 @@ billogram_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			bg_load_password_file();
-			bg_http_settings_changed();
+			bg_http_settings_changed(http_settings());
 			/* new credentials may let queued payments go */
 			warned_no_credentials = false;
 			queue_woken = true;
