@@ -26,6 +26,7 @@ OBJS = \
 	src/guc.o \
 	src/http.o \
 	src/http_events.o \
+	src/http_failure.o \
 	src/inflight.o \
 	src/invoice.o \
 	src/journal.o \

@@ -5,8 +5,9 @@
  *	  PostgreSQL WaitEventSet.
  *
  * This file owns a transfer's life: the multi and share handles, the easy
- * handle's set-up, the request body, the reply, and the classification of
- * what became of it.
+ * handle's set-up, the request body, finishing it and handing over the
+ * reply.  What became of a transfer curl ended with an error is
+ * http_failure.c's to say.
  *
  * One multi handle serves every request, so connections and the parsed CA
  * bundle are kept and reused across calls from all backends; a share handle
@@ -43,6 +44,7 @@
 
 #include "http.h"
 #include "http_events.h"
+#include "http_transfer.h"
 #include "stats.h"
 
 /* the Makefile passes the control file's default_version */
@@ -53,24 +55,6 @@
 /* Connections idle longer than this are not reused: servers close them. */
 #define BG_MAX_IDLE_CONNECTION_SECS 50
 
-typedef struct BgTransfer
-{
-	MemoryContext cxt;			/* everything of this transfer lives here */
-	CURL	   *easy;
-	void	   *job;
-	int			timeout_ms;
-	char		body[BG_BODY_MAXLEN];
-	size_t		body_len;
-	size_t		body_handed;	/* bytes of body given to curl so far */
-	BgTransferFacts facts;		/* when it started, whether it probes */
-	char	   *resp;
-	size_t		resp_len;
-	size_t		resp_cap;
-	size_t		resp_limit;
-	bool		resp_too_large;
-	bool		resp_no_memory;
-	char		errbuf[CURL_ERROR_SIZE];
-} BgTransfer;
 
 static CURLM *multi = NULL;
 static CURLSH *share = NULL;	/* TLS sessions and DNS, across transfers */
@@ -473,99 +457,6 @@ bg_http_start(void *job, const BgRequest *req, int timeout_ms, bool probe)
 	bg_stats_set_load(in_flight, bg_http_events_connections());
 }
 
-/* What became of a transfer that curl ended with an error. */
-static void
-classify_failed_transfer(BgTransfer *t, CURLcode result, long http_status,
-						 BgReply *reply)
-{
-	curl_off_t	uploaded = 0;
-	char		reason[BG_REPLY_TEXT_LEN];
-	bool		sent;
-
-	if (t->resp_too_large && http_status == 200)
-	{
-		bg_classify_reply(reply, http_status, "", 0);
-		reply->outcome = BG_OUTCOME_BAD_REPLY;
-		reply->may_have_reached = true;
-		snprintf(reply->message, sizeof(reply->message),
-				 "the reply is larger than billogram.max_response_size (%zu bytes)",
-				 t->resp_limit);
-		return;
-	}
-	if (t->resp_too_large && http_status > 0)
-	{
-		/* an oversized error page still carries its status */
-		bg_classify_reply(reply, http_status, "", 0);
-		return;
-	}
-
-	curl_easy_getinfo(t->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded);
-	sent = uploaded > 0 || t->body_handed > 0 || result == CURLE_SEND_FAIL_REWIND;
-	if (t->body_len == 0)
-	{
-		/* a request without a body (a GET) is sent once its head is */
-		long		request_size = 0;
-
-		curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &request_size);
-		sent = sent || request_size > 0;
-	}
-
-	/* our own wording where curl's includes timings, to keep it stable */
-	if (result == CURLE_SEND_FAIL_REWIND || (result == CURLE_GOT_NOTHING && sent))
-	{
-		/*
-		 * A reused connection that died: libcurl 7.88 says it could not
-		 * rewind, 8.x sometimes that the reply was empty; the same thing.
-		 */
-		snprintf(reason, sizeof(reason),
-				 "the connection closed after the request was sent");
-	}
-	else if (result == CURLE_UNSUPPORTED_PROTOCOL)
-		snprintf(reason, sizeof(reason),
-				 "plain http:// refused: billogram.allow_insecure_http is off");
-	else if (result == CURLE_OPERATION_TIMEDOUT)
-		snprintf(reason, sizeof(reason),
-				 "no complete reply within billogram.timeout%s",
-				 sent ? "" : " (still connecting)");
-	else if (t->resp_no_memory)
-		snprintf(reason, sizeof(reason), "out of memory while reading the reply");
-	else if (result == CURLE_OUT_OF_MEMORY
-#if LIBCURL_VERSION_NUM >= 0x080600
-			 || result == CURLE_TOO_LARGE
-#endif
-		)
-	{
-		/*
-		 * libcurl's code for a header over its size limit, too: before 8.6
-		 * CURLE_OUT_OF_MEMORY, from 8.6 on CURLE_TOO_LARGE (Debian 12 has
-		 * 7.88, Debian 13 has 8.14; both compiled).
-		 */
-		snprintf(reason, sizeof(reason),
-				 "libcurl gave up reading the reply (a header larger than libcurl accepts, or out of memory)");
-	}
-	else if (result == CURLE_PARTIAL_FILE)
-	{
-		/* curl's wording of a cut reply changed in 8.x; ours does not */
-		curl_off_t	expected = -1;
-		curl_off_t	received = 0;
-
-		curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected);
-		curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &received);
-		if (expected >= 0 && expected > received)
-			snprintf(reason, sizeof(reason),
-					 "the connection closed with %lld bytes of the reply missing",
-					 (long long) (expected - received));
-		else
-			snprintf(reason, sizeof(reason),
-					 "the connection closed before the end of the reply");
-	}
-	else
-		snprintf(reason, sizeof(reason), "%s",
-				 t->errbuf[0] ? t->errbuf : curl_easy_strerror(result));
-	bg_transport_failure(reply, reason, sent);
-	reply->http_status = http_status;
-}
-
 /*
  * Keep a finished transfer's handle for the next transfer, options reset
  * (they are all set again), or clean it up when enough are kept.
@@ -607,7 +498,7 @@ finish_transfer(CURL *easy, CURLcode result)
 	if (result == CURLE_OK)
 		bg_classify_reply(&reply, http_status, t->resp, t->resp_len);
 	else
-		classify_failed_transfer(t, result, http_status, &reply);
+		bg_http_classify_failure(t, result, http_status, &reply);
 	{
 		curl_off_t	retry_after = 0;
 
