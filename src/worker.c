@@ -331,6 +331,13 @@ http_settings(void)
 	return &settings;
 }
 
+/* How many transfers may start now: free connections, as the pause allows. */
+static int
+room_now(void)
+{
+	return bg_pause_room(bg_http_room(), bg_http_in_flight());
+}
+
 /*
  * Append to a list of the batch: it outlives the batch's transaction (SPI's
  * memory, current during the batch, is gone after SPI_finish()) and is
@@ -811,7 +818,7 @@ record_sync_requests(bool installed, const char *no_credentials)
 static bool
 claim_worthwhile(void)
 {
-	int			room = bg_pause_room(bg_http_room(), bg_http_in_flight());
+	int			room = room_now();
 
 	if (room <= 0)
 		return false;
@@ -1026,7 +1033,7 @@ journal_batch(List **recorded)
 	*recorded = record_finished(installed, journal_due, now, &waiting);
 	to_start = record_sync_requests(installed, no_credentials);
 
-	capacity = bg_pause_room(bg_http_room(), bg_http_in_flight()) - list_length(to_start);
+	capacity = room_now() - list_length(to_start);
 	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&
 		no_credentials == NULL)
 	{
@@ -1154,7 +1161,7 @@ take_submitted_requests(void)
 {
 	List	   *taken = NIL;
 	BgTakenRequest req;
-	int			room = bg_pause_room(bg_http_room(), bg_http_in_flight());
+	int			room = room_now();
 
 	held_call_deadline = DT_NOEND;
 	invoice_freed = false;
@@ -1567,7 +1574,7 @@ ms_until_due(void)
 	if (held_call_deadline != DT_NOEND && invoice_freed)
 		wake = now;
 	/* a call waits for its invoice to be looked up or read */
-	if (bg_inflight_any_wanted() && bg_pause_room(bg_http_room(), bg_http_in_flight()) > 0)
+	if (bg_inflight_any_wanted() && room_now() > 0)
 		wake = now;
 	wake = Min(wake, held_call_deadline);
 	/* the end of a pause is when sending may start again */
