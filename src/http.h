@@ -43,7 +43,8 @@ typedef void (*BgTransferDone) (void *job, const BgReply *reply,
 								const BgTransferFacts *facts,
 								const char *body, size_t body_len);
 
-extern void bg_http_init(const BgHttpSettings *settings, BgTransferDone on_done);
+extern void bg_http_init(const BgHttpSettings *settings,
+						 BgTransferDone on_done);
 extern void bg_http_settings_changed(const BgHttpSettings *settings);
 extern int	bg_http_room(void);
 extern int	bg_http_in_flight(void);

@@ -63,7 +63,8 @@ static int64
 pause_length_ms(const BgReply *reply)
 {
 	if (reply->retry_after > 0)
-		return (int64) Min(reply->retry_after, BG_PAUSE_RETRY_AFTER_MAX_S) * 1000;
+		return (int64) Min(reply->retry_after,
+						   BG_PAUSE_RETRY_AFTER_MAX_S) * 1000;
 	backoff_ms = (backoff_ms == 0) ? BG_PAUSE_MIN_MS :
 		Min(backoff_ms * 2, BG_PAUSE_MAX_MS);
 	return backoff_ms;
