@@ -55,6 +55,9 @@ static long pause_status = 0;
 /* the last backoff used for want of a Retry-After; 0 when none was */
 static int	backoff_ms = 0;
 
+/* the probe has started and is not answered yet */
+static bool probe_in_flight = false;
+
 /*
  * The pause's length for the answer reply: its Retry-After, else the
  * backoff, doubled from the last one.
@@ -100,20 +103,22 @@ resume(void)
 	paused_until = 0;
 	pause_status = 0;
 	backoff_ms = 0;
+	probe_in_flight = false;
 	bg_stats_set_pause(0);
 }
 
 /*
  * How many transfers may start now, of free_connections: none during a
- * pause, one once it is over (the probe; and only when nothing else is in
- * flight, so that it goes alone), all of them otherwise.
+ * pause, one once it is over (the probe) until it is answered, all of them
+ * otherwise.  Requests still under way from before the pause do not hold
+ * the probe back: their answers do not count.
  */
 int
-bg_pause_room(int free_connections, int in_flight)
+bg_pause_room(int free_connections)
 {
 	if (began == 0)
 		return free_connections;
-	if (GetCurrentTimestamp() < paused_until || in_flight > 0)
+	if (probe_in_flight || GetCurrentTimestamp() < paused_until)
 		return 0;
 	return Min(free_connections, 1);
 }
@@ -122,7 +127,19 @@ bg_pause_room(int free_connections, int in_flight)
 bool
 bg_pause_probing(void)
 {
-	return began != 0 && GetCurrentTimestamp() >= paused_until;
+	return began != 0 && !probe_in_flight &&
+		GetCurrentTimestamp() >= paused_until;
+}
+
+/*
+ * The probe has been handed to the HTTP engine: nothing else starts until
+ * it is answered.  Told after the start succeeded, so that a probe that
+ * never left cannot hold sending back.
+ */
+void
+bg_pause_probe_started(void)
+{
+	probe_in_flight = true;
 }
 
 /*
@@ -134,6 +151,8 @@ bg_pause_answered(const BgReply *reply, TimestampTz started_at, bool probe)
 {
 	bool		counts = probe && began != 0 && started_at >= began;
 
+	if (counts)
+		probe_in_flight = false;
 	if (bg_reply_asks_to_wait(reply))
 	{
 		if (began == 0)

@@ -12,8 +12,9 @@
 
 #include "reply.h"
 
-extern int	bg_pause_room(int free_connections, int in_flight);
+extern int	bg_pause_room(int free_connections);
 extern bool bg_pause_probing(void);
+extern void bg_pause_probe_started(void);
 extern void bg_pause_answered(const BgReply *reply, TimestampTz started_at,
 							  bool probe);
 extern bool bg_pause_refusal(BgReply *refusal);

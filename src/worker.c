@@ -335,7 +335,7 @@ http_settings(void)
 static int
 room_now(void)
 {
-	return bg_pause_room(bg_http_room(), bg_http_in_flight());
+	return bg_pause_room(bg_http_room());
 }
 
 /*
@@ -387,6 +387,8 @@ new_batch_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 static void
 start_job(BgJob *job)
 {
+	bool		probe;
+
 	if (job->kind == JOB_SYNC && !bg_channel_hand_over(job->slotno))
 	{
 		BgReply		reply;
@@ -397,7 +399,10 @@ start_job(BgJob *job)
 		transfer_finished(job, &reply, NULL, 0);
 		return;
 	}
-	bg_http_start(job, &job->request, job->timeout_ms, bg_pause_probing());
+	probe = bg_pause_probing();
+	bg_http_start(job, &job->request, job->timeout_ms, probe);
+	if (probe)
+		bg_pause_probe_started();
 	job->started = true;
 }
 
