@@ -827,7 +827,9 @@ claim_worthwhile(void)
 
 	if (room <= 0)
 		return false;
-	return bg_http_in_flight() == 0 || room >= (bg_max_connections + 1) / 2;
+	/* the probe after a pause goes alone, whatever is still under way */
+	return bg_http_in_flight() == 0 || bg_pause_probing() ||
+		room >= (bg_max_connections + 1) / 2;
 }
 
 /* Is a look at the queue due: woken (and done gathering), or a sweep? */
