@@ -23,9 +23,11 @@
  *
  * This is the worker's policy; the HTTP engine (http.c) only reports, with
  * each finished transfer, when it started and whether it was the probe.
- * The worker asks here how many transfers may start (bg_pause_room), until
- * when to sleep (bg_pause_ends), and what to answer synchronous callers
- * meanwhile (bg_pause_refusal).  The statistics view shows the pause's end.
+ * The worker asks here how many transfers may start (bg_pause_room),
+ * whether the one it starts is the probe (bg_pause_probing, then
+ * bg_pause_probe_started), until when to sleep (bg_pause_ends), and what to
+ * answer synchronous callers meanwhile (bg_pause_refusal).  The statistics
+ * view shows the pause's end.
  *
  *-------------------------------------------------------------------------
  */
