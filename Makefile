@@ -25,12 +25,15 @@ OBJS = \
 	src/enqueue.o \
 	src/guc.o \
 	src/http.o \
+	src/http_events.o \
+	src/http_failure.o \
 	src/inflight.o \
 	src/invoice.o \
 	src/journal.o \
 	src/jsonb_fit.o \
 	src/json_span.o \
 	src/other_databases.o \
+	src/pause.o \
 	src/redact.o \
 	src/reply.o \
 	src/report.o \

@@ -58,6 +58,7 @@
 #include "inflight.h"
 #include "journal.h"
 #include "other_databases.h"
+#include "pause.h"
 #include "report.h"
 #include "stats.h"
 #include "worker.h"
@@ -307,6 +308,41 @@ transfer_finished(void *arg, const BgReply *reply, const char *body, size_t body
 }
 
 /*
+ * The HTTP engine's report of a finished transfer: the pause (pause.c)
+ * hears of the answer, then the job is finished.
+ */
+static void
+transfer_answered(void *job, const BgReply *reply, const BgTransferFacts *facts,
+				  const char *body, size_t body_len)
+{
+	bg_pause_answered(reply, facts->started_at, facts->probe);
+	transfer_finished(job, reply, body, body_len);
+}
+
+/* The HTTP engine's settings: the billogram.* settings in force now. */
+static const BgHttpSettings *
+http_settings(void)
+{
+	static BgHttpSettings settings;
+
+	settings.api_url = bg_api_url;
+	settings.api_user = bg_api_user;
+	settings.api_password = bg_api_password_in_use();
+	settings.ca_file = bg_ca_file;
+	settings.allow_insecure_http = bg_allow_insecure_http;
+	settings.max_connections = bg_max_connections;
+	settings.max_response_kb = bg_max_response_kb;
+	return &settings;
+}
+
+/* How many transfers may start now: free connections, as the pause allows. */
+static int
+room_now(void)
+{
+	return bg_pause_room(bg_http_room());
+}
+
+/*
  * Append to a list of the batch: it outlives the batch's transaction (SPI's
  * memory, current during the batch, is gone after SPI_finish()) and is
  * freed with batch_cxt when the batch ends or fails.
@@ -355,6 +391,8 @@ new_batch_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 static void
 start_job(BgJob *job)
 {
+	bool		probe;
+
 	if (job->kind == JOB_SYNC && !bg_channel_hand_over(job->slotno))
 	{
 		BgReply		reply;
@@ -365,7 +403,10 @@ start_job(BgJob *job)
 		transfer_finished(job, &reply, NULL, 0);
 		return;
 	}
-	bg_http_start(job, &job->request, job->timeout_ms);
+	probe = bg_pause_probing();
+	bg_http_start(job, &job->request, job->timeout_ms, probe);
+	if (probe)
+		bg_pause_probe_started();
 	job->started = true;
 }
 
@@ -794,11 +835,13 @@ record_sync_requests(bool installed, const char *no_credentials)
 static bool
 claim_worthwhile(void)
 {
-	int			room = bg_http_room();
+	int			room = room_now();
 
 	if (room <= 0)
 		return false;
-	return bg_http_in_flight() == 0 || room >= (bg_max_connections + 1) / 2;
+	/* the probe after a pause goes alone, whatever is still under way */
+	return bg_http_in_flight() == 0 || bg_pause_probing() ||
+		room >= (bg_max_connections + 1) / 2;
 }
 
 /* Is a look at the queue due: woken (and done gathering), or a sweep? */
@@ -1009,7 +1052,7 @@ journal_batch(List **recorded)
 	*recorded = record_finished(installed, journal_due, now, &waiting);
 	to_start = record_sync_requests(installed, no_credentials);
 
-	capacity = bg_http_room() - list_length(to_start);
+	capacity = room_now() - list_length(to_start);
 	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&
 		no_credentials == NULL)
 	{
@@ -1066,7 +1109,7 @@ refuse_while_paused(void)
 	BgReply		refusal;
 	BgTakenRequest req;
 
-	while (bg_http_paused(&refusal) && bg_channel_take(&req, NULL, NULL))
+	while (bg_pause_refusal(&refusal) && bg_channel_take(&req, NULL, NULL))
 	{
 		BgJob	   *job = new_sync_job(&req);
 
@@ -1137,7 +1180,7 @@ take_submitted_requests(void)
 {
 	List	   *taken = NIL;
 	BgTakenRequest req;
-	int			room = bg_http_room();
+	int			room = room_now();
 
 	held_call_deadline = DT_NOEND;
 	invoice_freed = false;
@@ -1550,9 +1593,11 @@ ms_until_due(void)
 	if (held_call_deadline != DT_NOEND && invoice_freed)
 		wake = now;
 	/* a call waits for its invoice to be looked up or read */
-	if (bg_inflight_any_wanted() && bg_http_room() > 0)
+	if (bg_inflight_any_wanted() && room_now() > 0)
 		wake = now;
 	wake = Min(wake, held_call_deadline);
+	/* the end of a pause is when sending may start again */
+	wake = Min(wake, bg_pause_ends());
 	if (wake == DT_NOEND)
 		return -1;
 	return Max(0, TimestampDifferenceMilliseconds(now, wake));
@@ -1615,7 +1660,7 @@ billogram_worker_main(Datum main_arg)
 	bg_channel_attach_worker();
 	bg_inflight_init();
 	bg_stats_worker_started();
-	bg_http_init(transfer_finished);
+	bg_http_init(http_settings(), transfer_answered);
 	ereport(LOG,
 			(errmsg("billogram worker started, API at %s", bg_api_url)));
 
@@ -1666,7 +1711,7 @@ billogram_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			bg_load_password_file();
-			bg_http_settings_changed();
+			bg_http_settings_changed(http_settings());
 			/* new credentials may let queued payments go */
 			warned_no_credentials = false;
 			queue_woken = true;

@@ -303,6 +303,10 @@ class State:
 
     def set_fault(self, f):
         with self.lock:
+            # a time-limited fault ends at a moment of the mock's clock,
+            # which GET /fault and the request log both use
+            if f.get("for_s") is not None:
+                f["until"] = time.time() + f["for_s"]
             self.fault = f
             self.rng = (random.Random(f.get("seed"))
                         if f["mode"] == "random" else None)
@@ -317,6 +321,9 @@ class State:
             f = self.fault
             mode = f.get("mode")
             if mode == "status":
+                if "until" in f and time.time() >= f["until"]:
+                    self.fault = {"mode": "none"}
+                    return None
                 if "count" in f:
                     if f["count"] <= 0:
                         self.fault = {"mode": "none"}
@@ -941,12 +948,15 @@ def check_fault(f):
     if mode == "status":
         num("status", 200, 599, integer=True)
         num("count", 0, 1 << 62, required=False, integer=True)
+        num("for_s", 0, 86400, required=False)
         out = {"mode": "status", "status": f["status"]}
         if f.get("retry_after") is not None:
             num("retry_after", 0, 1 << 31, integer=True)
             out["retry_after"] = f["retry_after"]
         if f.get("count") is not None:
             out["count"] = f["count"]
+        if f.get("for_s") is not None:
+            out["for_s"] = f["for_s"]
         return out
     if mode == "slow":
         num("ms", 0, 3600 * 1000)

@@ -452,6 +452,16 @@ b="$CODE"
 pay g1 '{"mode":"amount","amount":1}'
 check "fault status count 2: 503 503 then 200" "503 1 503 200" "$a $b $CODE"
 check "fault status: not applied" "-999.00" "$(remaining g1)"
+"$HERE/mockctl" "$CTL" fault '{"mode":"status","status":429,"retry_after":2,"for_s":1.5}' >"$T/fault"
+check "fault status for_s accepted, with its end" "True" \
+	"$(py "$T/fault" 'L(b)["fault"]["until"] > L(b)["fault"]["for_s"]')"
+pay g3 '{"mode":"amount","amount":1}'
+a="$CODE $(grep -c '^Retry-After: 2' "$T/hdr")"
+sleep 1.7
+pay g3 '{"mode":"amount","amount":1}'
+check "fault status for_s 1.5: 429 then, after it, 200" "429 1 200" "$a $CODE"
+check "fault status for_s: none once over" "none" \
+	"$(curl -sS "$CTL/fault" | py /dev/stdin 'L(b)["mode"]')"
 "$HERE/mockctl" "$CTL" fault '{"mode":"down"}' >/dev/null
 n0=$("$HERE/mockctl" "$CTL" requests | py /dev/stdin 'len(L(b))')
 pay g2 '{"mode":"remaining"}'

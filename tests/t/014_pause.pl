@@ -1,7 +1,9 @@
 # Rate limits and outages pause, they do not fail: a 429 or 503 pauses all
-# sending for the Retry-After (or the worker's own backoff), then one
-# request probes before full concurrency returns; synchronous calls during
-# the pause fail at once and send nothing; a payment that did not arrive is
+# sending for the Retry-After, exactly (or the worker's own backoff, 1 s
+# doubling), then one request probes before full concurrency returns; only
+# the probe's answer lengthens or ends a pause, not the answers to the
+# requests already under way when it began; synchronous calls during the
+# pause fail at once and send nothing; a payment that did not arrive is
 # retried by age (billogram.retry_for), not by a count of tries.
 use strict;
 use warnings;
@@ -12,7 +14,27 @@ use BgTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use JSON::PP qw(decode_json);
 use Time::HiRes qw(time sleep);
+
+# The log's lines from byte offset on.
+sub log_since
+{
+	my ($node, $offset) = @_;
+	open(my $fh, '<', $node->logfile) or die "could not open the log: $!";
+	seek($fh, $offset, 0);
+	local $/;
+	my $text = <$fh>;
+	close($fh);
+	return $text // '';
+}
+
+# The pauses the worker logged since offset, in ms.
+sub pauses_logged
+{
+	my ($node, $offset) = @_;
+	return [ log_since($node, $offset) =~ /paused for (\d+) ms, then one request probes/g ];
+}
 
 my $mock = BgTest->start_mock;
 my $node = $mock->new_node('pause');
@@ -23,9 +45,13 @@ $node->safe_psql('postgres', q{
 	    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount');
 });
 
+is($node->safe_psql('postgres', 'SHOW billogram.max_connections'), '8',
+	'eight connections, so eight requests in flight');
+
 # --- 429 to everything for a while ---
+# (a Retry-After longer than the 6 s looked at: no probe goes meanwhile)
 $mock->reset;
-$mock->fault('{"mode":"status","status":429,"retry_after":1}');
+$mock->fault('{"mode":"status","status":429,"retry_after":10}');
 my $start = time;
 $node->safe_psql('postgres',
 	"INSERT INTO payments (invoice, amount) SELECT 'rl' || g, 1 FROM generate_series(1, 40) g");
@@ -62,6 +88,71 @@ ok($node->log_contains(qr/sending is paused for \d+ ms, then one request probes/
 	'the pause is logged');
 ok($node->log_contains(qr/Billogram answers again; sending resumes/), 'and the end of it');
 
+# --- Retry-After: 2 for 10 s with eight requests in flight ---
+# Each of the eight 429s once doubled the pause, to 128 s: only the first
+# starts it, for exactly 2 s; the probe's 429s pause 2 s again; sending
+# resumes within 3 s of the limit's end.
+$mock->reset;
+my $offset = -s $node->logfile;
+my $limit = decode_json($mock->fault(
+		'{"mode":"status","status":429,"retry_after":2,"for_s":10}'))->{fault};
+$node->safe_psql('postgres',
+	"INSERT INTO payments (invoice, amount) SELECT 'ra' || g, 1 FROM generate_series(1, 40) g");
+ok(BgTest::wait_settled($node, 120), 'the queue drains after the limit');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FILTER (WHERE state = 'done') || '/' || count(*) FROM billogram_requests WHERE billogram_id LIKE 'ra%'"),
+	'40/40', 'every payment done');
+# the requests of these payments: the readings of their invoices (GETs)
+# first, then the payments (POSTs)
+my @ra_requests = grep { ($_->{id} // '') =~ /^ra\d/ } @{ $mock->requests };
+my @limited = grep { ($_->{fault} // '') =~ /^global-status-429/ } @ra_requests;
+my @accepted = grep { !defined $_->{fault} && $_->{method} eq 'POST' } @ra_requests;
+ok(@limited > 0, sprintf('%d requests were answered 429', scalar @limited));
+my $t_first = $limited[0]->{time};
+my $burst = grep { $_->{time} < $t_first + 1 } @limited;
+ok($burst >= 8, "$burst requests were in flight when the limit started");
+is(scalar(grep { $_->{time} < $limit->{until} } @accepted), 0,
+	'none accepted during the limit');
+my $resumed = $accepted[0]->{time} - $limit->{until};
+note sprintf('first accepted POST %.2f s after the limit ended', $resumed);
+ok($resumed >= 0 && $resumed < 3,
+	sprintf('sending resumed within 3 s of the limit ending (%.2f s)', $resumed));
+my $pauses = pauses_logged($node, $offset);
+ok(@$pauses >= 2 && !grep({ $_ != 2000 } @$pauses),
+	'each pause is the Retry-After, exactly: ' . join(' ', @$pauses));
+my $probes = grep { $_->{time} >= $t_first + 1 } @limited;
+is($probes, scalar(@$pauses) - 1, "after the burst, one request per pause ($probes)");
+my $ra_applied = $mock->post_counts(qr/^ra\d/);
+is(scalar(keys %$ra_applied), 40, 'all 40 reached Billogram');
+is(scalar(grep { $mock->invoice($_)->{payments}->@* != 1 } keys %$ra_applied), 0,
+	'each applied exactly once');
+
+# --- 429 without Retry-After: the backoff doubles on the probe's answers only ---
+$mock->reset;
+$offset = -s $node->logfile;
+$limit = decode_json($mock->fault('{"mode":"status","status":429,"for_s":5}'))->{fault};
+$node->safe_psql('postgres',
+	"INSERT INTO payments (invoice, amount) SELECT 'nb' || g, 1 FROM generate_series(1, 16) g");
+ok(BgTest::wait_settled($node, 120), 'the queue drains after the limit without Retry-After');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FILTER (WHERE state = 'done') || '/' || count(*) FROM billogram_requests WHERE billogram_id LIKE 'nb%'"),
+	'16/16', 'every payment done');
+# first 429 at ~0 s: 1 s; the probe at ~1 s: 2 s; the probe at ~3 s: 4 s;
+# the probe at ~7 s is after the limit (5 s) and ends the pause
+is_deeply(pauses_logged($node, $offset), [ 1000, 2000, 4000 ],
+	'the eight 429s of the burst paused once for 1 s, then each probe\'s 429 doubled it');
+my @nb_requests = grep { ($_->{id} // '') =~ /^nb\d/ } @{ $mock->requests };
+my @nb_limited = grep { ($_->{fault} // '') =~ /^global-status-429/ } @nb_requests;
+my $nb_burst = grep { $_->{time} < $nb_limited[0]->{time} + 0.5 } @nb_limited;
+ok($nb_burst >= 8, "$nb_burst requests in flight when the limit started");
+is(scalar(@nb_limited) - $nb_burst, 2, 'then one probe per pause was refused');
+my @nb_accepted = grep { !defined $_->{fault} && $_->{method} eq 'POST' } @nb_requests;
+$resumed = $nb_accepted[0]->{time} - $limit->{until};
+ok($resumed >= 0 && $resumed < 4.5,
+	sprintf('sending resumed at the end of the 4 s pause (%.2f s after the limit)', $resumed));
+is(scalar(grep { $mock->invoice($_->{id})->{payments}->@* != 1 } @nb_accepted), 0,
+	'each applied exactly once');
+
 # --- an outage longer than the old attempt budget: nothing fails ---
 # (their invoices are read first, so that what the outage meets is the
 # payments themselves)
@@ -97,4 +188,6 @@ is($node->safe_psql('postgres',
 is_deeply($mock->post_counts(qr/^out/), { map { ("out$_" => 1) } 1 .. 10 },
 	'each sent once');
 
+$node->stop;
+$mock->stop;
 done_testing();
