@@ -237,40 +237,44 @@ CREATE INDEX billogram_requests_verify_idx ON billogram_requests (next_attempt_a
 
 CREATE FUNCTION billogram_ledger_baseline(invoice_id text)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object(
-               'remaining_sum', l.remaining_sum,
-               'events', coalesce((SELECT jsonb_agg(k ORDER BY k)
-                                     FROM jsonb_object_keys(l.events) k), '[]'))
-      FROM @extschema@.billogram_ledger l
-     WHERE l.billogram_id = $1;
+BEGIN
+    RETURN (SELECT jsonb_build_object(
+                       'remaining_sum', l.remaining_sum,
+                       'events', coalesce((SELECT jsonb_agg(k ORDER BY k)
+                                             FROM jsonb_object_keys(l.events) k), '[]'))
+              FROM @extschema@.billogram_ledger l
+             WHERE l.billogram_id = invoice_id);
+END
 $$;
 
 REVOKE ALL ON FUNCTION billogram_ledger_baseline(text) FROM PUBLIC;
 
 CREATE FUNCTION billogram_ledger_record(invoice_id text, invoice jsonb, request_id bigint)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     INSERT INTO @extschema@.billogram_ledger AS l
            (billogram_id, remaining_sum, events, seen_at, seen_by)
-    SELECT $1,
-           CASE WHEN jsonb_typeof($2 -> 'remaining_sum') = 'number'
-                THEN ($2 ->> 'remaining_sum')::numeric END,
+    SELECT invoice_id,
+           CASE WHEN jsonb_typeof(invoice -> 'remaining_sum') = 'number'
+                THEN (invoice ->> 'remaining_sum')::numeric END,
            coalesce((SELECT jsonb_object_agg(e ->> 'event_uuid', coalesce(e -> 'amount', 'null'))
-                       FROM jsonb_array_elements(CASE jsonb_typeof($2 -> 'events')
-                                                 WHEN 'array' THEN $2 -> 'events' ELSE '[]' END) e
+                       FROM jsonb_array_elements(CASE jsonb_typeof(invoice -> 'events')
+                                                 WHEN 'array' THEN invoice -> 'events' ELSE '[]' END) e
                       WHERE jsonb_typeof(e -> 'event_uuid') = 'string'), '{}'),
-           clock_timestamp(), $3
-     WHERE $2 IS NOT NULL
+           clock_timestamp(), request_id
+     WHERE invoice IS NOT NULL
     ON CONFLICT (billogram_id) DO UPDATE
        SET remaining_sum = EXCLUDED.remaining_sum,
            events = l.events || EXCLUDED.events,
            seen_at = EXCLUDED.seen_at,
            seen_by = EXCLUDED.seen_by;
+END
 $$;
 
 REVOKE ALL ON FUNCTION billogram_ledger_record(text, jsonb, bigint) FROM PUBLIC;
