@@ -108,24 +108,28 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * final states, $3 retry?, $4 HTTP statuses, $5 what to keep of the
 	 * invoice, $6 errors, $7 Retry-After seconds; $8 billogram.retry_for in
 	 * seconds; $9 the invoice's summary whatever is kept, for the ledger and
-	 * for the events the payment added to its baseline (event_uuids).  A retry waits 1 s doubling up to 5 min, with jitter, and
-	 * at least Retry-After; it is made only while the row has been pending
+	 * for the events the payment added to its baseline (event_uuids).  A
+	 * retry waits 1 s doubling up to 5 min, with jitter, and at least
+	 * Retry-After; it is made only while the row has been pending
 	 * for less than retry_for: an outage fails payments by its length, not
-	 * by a count of tries.  Final states are announced on the
-	 * billogram_requests channel.
+	 * by a count of tries.  Whether a row goes back to pending (again: to be
+	 * retried, within retry_for) is decided once per row, from the row as
+	 * updated.  Final states are announced (billogram_announce).
 	 */
 	[STMT_RECORD_OUTCOMES] =
 	"WITH o AS (SELECT * FROM unnest($1::int8[], $2::text[], $3::bool[], $4::int4[], "
 	"  $5::text[], $6::text[], $7::int4[], $9::text[]) "
 	"  AS o(id, state, retry, http_status, invoice, error, retry_after, summary)), "
 	"u AS (UPDATE %1$s r SET "
-	" state = CASE WHEN o.retry AND r.pending_since > now() - make_interval(secs => $8) THEN 'pending' ELSE o.state END,"
-	" next_attempt_at = CASE WHEN o.retry AND r.pending_since > now() - make_interval(secs => $8) THEN now() + greatest("
-	"   make_interval(secs => o.retry_after),"
-	"   make_interval(secs => least(300, 2 ^ (r.attempts - 1)) * (0.5 + random() / 2)))"
-	"   ELSE r.next_attempt_at END,"
-	" finished_at = CASE WHEN o.retry AND r.pending_since > now() - make_interval(secs => $8) THEN NULL ELSE clock_timestamp() END,"
-	" settle_at = CASE WHEN o.state = 'in_doubt' AND NOT (o.retry AND r.pending_since > now() - make_interval(secs => $8)) THEN now() END,"
+	" (state, next_attempt_at, finished_at, settle_at) = (SELECT"
+	"   CASE WHEN w.again THEN 'pending' ELSE o.state END,"
+	"   CASE WHEN w.again THEN now() + greatest("
+	"     make_interval(secs => o.retry_after),"
+	"     make_interval(secs => least(300, 2 ^ (r.attempts - 1)) * (0.5 + random() / 2)))"
+	"     ELSE r.next_attempt_at END,"
+	"   CASE WHEN w.again THEN NULL ELSE clock_timestamp() END,"
+	"   CASE WHEN o.state = 'in_doubt' AND NOT w.again THEN now() END"
+	"   FROM (SELECT o.retry AND r.pending_since > now() - make_interval(secs => $8) AS again) w),"
 	" http_status = o.http_status,"
 	" response = o.invoice::jsonb,"
 	" error = o.error::jsonb,"
