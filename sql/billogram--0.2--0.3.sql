@@ -226,8 +226,21 @@ $$;
 CREATE INDEX billogram_requests_verify_idx ON billogram_requests (next_attempt_at, id)
     WHERE state = 'pending' AND verify_reason IS NOT NULL;
 
--- the ledger's functions (see billogram--0.3.sql)
+-- billogram_announce: a row's state on the billogram_requests channel, in
+-- one place (see billogram--0.3.sql)
+CREATE FUNCTION billogram_announce(request_id bigint, state text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_notify('billogram_requests',
+                     json_build_object('id', request_id, 'state', state)::text)
+     WHERE state NOT IN ('pending', 'sending');
+$$;
 
+REVOKE ALL ON FUNCTION billogram_announce(bigint, text) FROM PUBLIC;
+
+-- the ledger's functions (see billogram--0.3.sql)
 CREATE FUNCTION billogram_ledger_baseline(invoice_id text)
 RETURNS jsonb
 LANGUAGE sql STABLE
@@ -303,9 +316,8 @@ BEGIN
         LOOP
             IF r.state = 'failed' THEN
                 outcome := 'failed';
-                PERFORM pg_notify('billogram_requests',
-                                  json_build_object('id', r.id, 'state', 'failed')::text);
             END IF;
+            PERFORM @extschema@.billogram_announce(r.id, r.state);
         END LOOP;
         RETURN outcome;
     END IF;
@@ -349,8 +361,7 @@ BEGIN
                        'new_events', coalesce(unknown, '[]'))
              WHERE id = r.id;
             outcome := 'in_doubt';
-            PERFORM pg_notify('billogram_requests',
-                              json_build_object('id', r.id, 'state', 'in_doubt')::text);
+            PERFORM @extschema@.billogram_announce(r.id, 'in_doubt');
         ELSE
             UPDATE @extschema@.billogram_requests
                SET state = 'held', verify_reason = NULL, held_at = clock_timestamp(),
@@ -360,8 +371,7 @@ BEGIN
                        'may_have_reached_billogram', true)
              WHERE id = r.id;
             outcome := 'held';
-            PERFORM pg_notify('billogram_requests',
-                              json_build_object('id', r.id, 'state', 'held')::text);
+            PERFORM @extschema@.billogram_announce(r.id, 'held');
         END IF;
     END LOOP;
 
@@ -438,8 +448,7 @@ BEGIN
                         ELSE resolution END
      WHERE id = request_id;
     IF verdict = 'applied' THEN
-        PERFORM pg_notify('billogram_requests',
-                          json_build_object('id', request_id, 'state', 'done')::text);
+        PERFORM @extschema@.billogram_announce(request_id, 'done');
     END IF;
     RETURN verdict;
 END
@@ -496,10 +505,7 @@ BEGIN
     -- the worker sends a resent row, and stops holding back the invoice's
     -- next payments for a row it was still checking
     PERFORM @extschema@.billogram_wake_worker_at_commit();
-    IF action <> 'resend' THEN
-        PERFORM pg_notify('billogram_requests',
-                          json_build_object('id', r.id, 'state', r.state)::text);
-    END IF;
+    PERFORM @extschema@.billogram_announce(r.id, r.state);
     RETURN r;
 END
 $$;

@@ -103,9 +103,8 @@ bg_journal_recover(void)
 				   "'may_have_reached_billogram', true) "
 				   "WHERE state = 'sending' "
 				   "RETURNING id, billogram_id, mode, amount, request_body) "
-				   "SELECT u.*, pg_notify('billogram_requests', "
-				   "json_build_object('id', u.id, 'state', 'in_doubt')::text) FROM u",
-				   bg_journal_opened()->name);
+				   "SELECT u.*, %s.billogram_announce(u.id, 'in_doubt') FROM u",
+				   bg_journal_opened()->name, bg_journal_opened()->schema);
 	check_takeover();
 	rc = SPI_execute(sql, false, 0);
 	bg_check_spi(rc, SPI_OK_SELECT, "recovering requests left in state sending");

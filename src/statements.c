@@ -139,8 +139,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"      AND NOT coalesce(r.baseline -> 'events' ? (e ->> 'event_uuid'), false))"
 	"   ELSE r.event_uuids END "
 	" FROM o WHERE r.id = o.id RETURNING r.id, r.state, r.billogram_id, o.summary) "
-	"SELECT u.id, u.state, CASE WHEN u.state <> 'pending' THEN "
-	" pg_notify('billogram_requests', json_build_object('id', u.id, 'state', u.state)::text) END, "
+	"SELECT u.id, u.state, %3$s.billogram_announce(u.id, u.state), "
 	" CASE WHEN u.summary IS NOT NULL THEN "
 	" %3$s.billogram_ledger_record(u.billogram_id, u.summary::jsonb, u.id) END "
 	"FROM u",
