@@ -581,6 +581,9 @@ SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
            WHEN 'unchecked' THEN
                format('the invoice could not be read (%s); check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
                       r.evidence -> 'failure' ->> 'message', r.id, r.id)
+           WHEN 'inherited' THEN
+               format('not checked: %s; nothing here reads its invoice: check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
+                      r.evidence ->> 'why', r.id, r.id)
            ELSE
                format('ambiguous: %s; check the invoice at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
                       coalesce(r.evidence ->> 'why', 'the invoice does not show exactly this payment'), r.id, r.id)
@@ -598,6 +601,17 @@ SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
  */
 UPDATE billogram_requests SET verify_reason = 'first_payment'
  WHERE state = 'pending' AND verify_reason IS NULL;
+
+/*
+ * Rows in_doubt that nothing reads again (settle_at NULL) and that have no
+ * verdict: left by 0.1, or caught sending in a copy by 0.2.  They get the
+ * verdict 'inherited', whose advice in billogram_in_doubt names the calls
+ * to make, instead of a reading that is never due.
+ */
+UPDATE billogram_requests
+   SET evidence = coalesce(evidence, '{}') || jsonb_build_object('verdict', 'inherited',
+           'why', 'it was left in_doubt by an earlier version of billogram, which kept no record of the invoice before it was sent')
+ WHERE state = 'in_doubt' AND settle_at IS NULL AND evidence ->> 'verdict' IS NULL;
 
 -- billogram_weigh: the pure verdict function (see billogram--0.3.sql)
 CREATE FUNCTION billogram_weigh(mode text, amount numeric, baseline jsonb, invoice jsonb,

@@ -1066,7 +1066,11 @@ REVOKE ALL ON billogram_queue_status FROM PUBLIC;
 /*
  * billogram_in_doubt: the payments whose outcome is unknown, one row each,
  * with what the evidence says (see billogram_settle) and what to do:
- *   verdict       checking, not_applied, ambiguous or unchecked;
+ *   verdict       checking, not_applied, ambiguous or unchecked (see
+ *                 billogram_settle), or inherited: the row came from
+ *                 another database, cluster or installation while it was
+ *                 being sent there, or from an earlier version of
+ *                 billogram, and nothing here reads its invoice;
  *   new_payments  the amounts of the payments the invoice gained since the
  *                 request was sent;
  *   advice        the verdict in a sentence, with the call that acts on it.
@@ -1092,6 +1096,9 @@ SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
            WHEN 'unchecked' THEN
                format('the invoice could not be read (%s); check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
                       r.evidence -> 'failure' ->> 'message', r.id, r.id)
+           WHEN 'inherited' THEN
+               format('not checked: %s; nothing here reads its invoice: check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
+                      r.evidence ->> 'why', r.id, r.id)
            ELSE
                format('ambiguous: %s; check the invoice at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
                       coalesce(r.evidence ->> 'why', 'the invoice does not show exactly this payment'), r.id, r.id)

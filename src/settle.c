@@ -120,7 +120,10 @@ bg_journal_recover(void)
  * another cluster or database, are never sent on their own: the server
  * that made them may have sent them since.  Pending ones become 'held'
  * until an operator releases them (billogram_release_held()); one caught in
- * 'sending' becomes in_doubt.  The claim skips them anyway; this puts them
+ * 'sending' becomes in_doubt with the verdict 'inherited': nothing here knew
+ * its invoice before it was sent, so nothing reads it, and
+ * billogram_in_doubt names the calls that resolve it.  The claim skips
+ * them anyway; this puts them
  * where the status view and the operator see them, and says so in the log.
  */
 void
@@ -146,7 +149,7 @@ bg_journal_hold_foreign(void)
 						   "They came with a restored dump (into this database too: the extension made anew has an identity of its own), a copy of the data, or an upgrade that inherited them: "
 						   "the server that made them may have sent them already.",
 						   (long long) held, (long long) doubted),
-				 errhint("Check that the server they came from is stopped or has not sent them, then call billogram_release_held() or billogram_fail_held().")));
+				 errhint("Check that the server they came from is stopped or has not sent them, then call billogram_release_held() or billogram_fail_held(); billogram_in_doubt names the call for each one in_doubt.")));
 }
 
 /*

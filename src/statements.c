@@ -144,7 +144,12 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	" %3$s.billogram_ledger_record(u.billogram_id, u.summary::jsonb, u.id) END "
 	"FROM u",
 
-	/* $1, $2, $3: where this worker runs and its installation */
+	/*
+	 * $1, $2, $3: where this worker runs and its installation.  A row
+	 * caught sending is in_doubt with a verdict of its own, 'inherited'
+	 * (see billogram_in_doubt): nothing reads its invoice, since nothing
+	 * here knew the invoice before the server that made it sent it.
+	 */
 	[STMT_HOLD] =
 	"WITH h AS (UPDATE %1$s SET "
 	" state = CASE state WHEN 'pending' THEN 'held' ELSE 'in_doubt' END,"
@@ -152,7 +157,10 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	" finished_at = CASE state WHEN 'sending' THEN clock_timestamp() END,"
 	" error = CASE state WHEN 'sending' THEN jsonb_build_object('kind', 'copy',"
 	"   'message', 'found in state sending in a copy of another database, cluster or installation',"
-	"   'may_have_reached_billogram', true) ELSE error END "
+	"   'may_have_reached_billogram', true) ELSE error END,"
+	" evidence = CASE state WHEN 'sending' THEN jsonb_build_object('verdict', 'inherited',"
+	"   'why', 'it came from another database, cluster or installation while that server was sending it, so it may have been sent') "
+	"   ELSE evidence END "
 	" WHERE state IN ('pending', 'sending') "
 	" AND (made_in_system IS DISTINCT FROM $1 OR made_in_database IS DISTINCT FROM $2"
 	"   OR made_in_instance IS DISTINCT FROM $3) "
