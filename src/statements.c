@@ -45,6 +45,15 @@ static const char journal_columns[] =
 #define FIRST_PAYMENT_SQL "CASE WHEN NOT EXISTS (SELECT 1 FROM %3$s.billogram_ledger l " \
 	"WHERE l.billogram_id = $2) THEN 'first_payment' END"
 
+/*
+ * One payment per invoice in flight, in order: the pending row p is not
+ * taken while its invoice has an earlier pending row, a row sending, or one
+ * still being settled (STMT_CLAIM, STMT_READS_DUE).
+ */
+#define INVOICE_FREE_SQL "NOT EXISTS (SELECT 1 FROM %1$s o WHERE o.billogram_id = p.billogram_id " \
+	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL " \
+	"  OR (o.state = 'pending' AND o.id < p.id))) "
+
 static const char *const statement_sql[NUM_STATEMENTS] = {
 	/*
 	 * A queued payment, made by a backend.  $8 to $13: the caller, see
@@ -96,9 +105,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"AND p.next_attempt_at <= now() AND (p.next_attempt_at, p.id) > ($2, $3) "
 	"AND p.made_in_system = $4 AND p.made_in_database = $5 AND p.made_in_instance = $6 "
 	"AND p.verify_reason IS NULL "
-	"AND NOT EXISTS (SELECT 1 FROM %1$s o WHERE o.billogram_id = p.billogram_id "
-	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL "
-	"  OR (o.state = 'pending' AND o.id < p.id))) "
+	"AND " INVOICE_FREE_SQL
 	"ORDER BY p.next_attempt_at, p.id "
 	"LIMIT $1 FOR UPDATE SKIP LOCKED) "
 	"RETURNING r.id, r.billogram_id, r.mode, r.amount, r.request_body, r.next_attempt_at",
@@ -208,9 +215,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"AND p.next_attempt_at <= now() "
 	"AND p.made_in_system = $3 AND p.made_in_database = $4 AND p.made_in_instance = $5 "
 	"AND p.verify_reason IS NOT NULL "
-	"AND NOT EXISTS (SELECT 1 FROM %1$s o WHERE o.billogram_id = p.billogram_id "
-	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL "
-	"  OR (o.state = 'pending' AND o.id < p.id))) "
+	"AND " INVOICE_FREE_SQL
 	"ORDER BY p.next_attempt_at, p.id LIMIT $1 FOR UPDATE SKIP LOCKED), "
 	"put_off AS (UPDATE %1$s r SET next_attempt_at = now() + make_interval(secs => $2) "
 	"  FROM due WHERE r.id = due.id RETURNING r.id) "
