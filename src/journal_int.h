@@ -50,6 +50,7 @@ typedef enum BgStatement
 	STMT_KEY_FIND,
 	STMT_KEY_CLAIM,
 	STMT_KEY_BIND,
+	STMT_NEXT_DUE,
 	NUM_STATEMENTS
 } BgStatement;
 

@@ -318,7 +318,14 @@ bg_journal_unsettled(void)
 	return ids;
 }
 
-/* When the queue next needs a look: the earliest due row, or a sweep. */
+/*
+ * When the journal next has something due: the earliest pending row's
+ * next attempt, or the earliest reading of an in_doubt row still being
+ * checked (settle_at), so that a row being checked is read at its time;
+ * at the latest, a sweep.  Read with a snapshot that sees this batch's own
+ * writes: the rows it just claimed, the readings it just put off and the
+ * verdicts it just wrote.
+ */
 TimestampTz
 bg_journal_next_due(void)
 {
@@ -326,13 +333,9 @@ bg_journal_next_due(void)
 													BG_SWEEP_MS);
 	bool		isnull;
 	Datum		due;
-	char	   *sql;
 	int			rc;
 
-	sql = psprintf("SELECT least((SELECT min(next_attempt_at) FROM %1$s WHERE state = 'pending'), "
-				   "(SELECT min(settle_at) FROM %1$s WHERE settle_at IS NOT NULL))",
-				   bg_journal_opened()->name);
-	rc = SPI_execute(sql, true, 1);
+	rc = SPI_execute_plan(bg_worker_plan(STMT_NEXT_DUE), NULL, NULL, false, 1);
 	bg_check_spi(rc, SPI_OK_SELECT, "looking for due payments");
 	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull || DatumGetTimestampTz(due) > sweep)

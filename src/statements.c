@@ -291,9 +291,18 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"UPDATE %3$s.billogram_keys k SET request_id = u.id "
 	"FROM unnest($1::pg_catalog.text[], $2::pg_catalog.int8[]) AS u(key, id) "
 	"WHERE k.kind = 'call' AND k.key = u.key",
+
+	/*
+	 * When the journal next has something due (bg_journal_next_due): the
+	 * earliest next attempt of a pending row, or the earliest reading of
+	 * an in_doubt row still being checked.
+	 */
+	[STMT_NEXT_DUE] =
+	"SELECT least((SELECT min(next_attempt_at) FROM %1$s WHERE state = 'pending'), "
+	"(SELECT min(settle_at) FROM %1$s WHERE settle_at IS NOT NULL AND state = 'in_doubt'))",
 };
 
-static const int statement_nargs[NUM_STATEMENTS] = {16, 13, 6, 9, 3, 3, 2, 4, 0, 5, 4, 1, 17, 2, 0, 2, 4, 2, 2};
+static const int statement_nargs[NUM_STATEMENTS] = {16, 13, 6, 9, 3, 3, 2, 4, 0, 5, 4, 1, 17, 2, 0, 2, 4, 2, 2, 0};
 static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_INSERT] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,

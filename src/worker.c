@@ -508,6 +508,8 @@ write_one(BgJob *job)
 								 bg_journal_invoice_text(&job->reply, job->body));
 		if (bg_journal_settle(job->request_id, &job->reply, job->body))
 			unsettled_stale = true;
+		else					/* still checking: read it at its settle_at */
+			queue_next_due = Min(queue_next_due, bg_journal_next_due());
 	}
 	else
 		write_outcomes(list_make1(job));
