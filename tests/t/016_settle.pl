@@ -122,6 +122,7 @@ is($row->{verdict}, 'not_applied', 'a dropped payment, read again until settle_t
 my ($sent) = map { $_->{time} } @{ $mock->posts('ndropt1') };
 my @reads = map { $_->{time} } grep { $_->{method} eq 'GET' && $_->{time} > $sent }
   @{ $mock->requests('ndropt1') };
+note('readings after sending at: ' . join(', ', map { sprintf('%.2f s', $_ - $sent) } @reads));
 cmp_ok(scalar @reads, '>=', 2, 'its invoice was read while checking, then for the verdict');
 cmp_ok($reads[-1] - $sent, '<', 6,
 	sprintf('the last reading came at settle_time after sending, not at a sweep (%.1f s)',
