@@ -233,8 +233,21 @@ CREATE INDEX billogram_requests_pending_idx
 CREATE INDEX billogram_requests_verify_idx ON billogram_requests (next_attempt_at, id)
     WHERE state = 'pending' AND verify_reason IS NOT NULL;
 
--- the ledger's functions (see billogram--0.3.sql)
+-- billogram_announce: a row's state on the billogram_requests channel, in
+-- one place (see billogram--0.3.sql)
+CREATE FUNCTION billogram_announce(request_id bigint, state text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_notify('billogram_requests',
+                     json_build_object('id', request_id, 'state', state)::text)
+     WHERE state NOT IN ('pending', 'sending');
+$$;
 
+REVOKE ALL ON FUNCTION billogram_announce(bigint, text) FROM PUBLIC;
+
+-- the ledger's functions (see billogram--0.3.sql)
 CREATE FUNCTION billogram_ledger_baseline(invoice_id text)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -328,9 +341,8 @@ BEGIN
         LOOP
             IF r.state = 'failed' THEN
                 outcome := 'failed';
-                PERFORM pg_notify('billogram_requests',
-                                  json_build_object('id', r.id, 'state', 'failed')::text);
             END IF;
+            PERFORM @extschema@.billogram_announce(r.id, r.state);
         END LOOP;
         RETURN outcome;
     END IF;
@@ -373,8 +385,7 @@ BEGIN
                        'new_events', coalesce(unknown, '[]'))
              WHERE id = r.id;
             outcome := 'in_doubt';
-            PERFORM pg_notify('billogram_requests',
-                              json_build_object('id', r.id, 'state', 'in_doubt')::text);
+            PERFORM @extschema@.billogram_announce(r.id, 'in_doubt');
         ELSE
             UPDATE @extschema@.billogram_requests
                SET state = 'held', verify_reason = NULL, held_at = clock_timestamp(),
@@ -384,8 +395,7 @@ BEGIN
                        'may_have_reached_billogram', true)
              WHERE id = r.id;
             outcome := 'held';
-            PERFORM pg_notify('billogram_requests',
-                              json_build_object('id', r.id, 'state', 'held')::text);
+            PERFORM @extschema@.billogram_announce(r.id, 'held');
         END IF;
     END LOOP;
 
@@ -459,8 +469,7 @@ BEGIN
                         ELSE resolution END
      WHERE id = request_id;
     IF verdict = 'applied' THEN
-        PERFORM pg_notify('billogram_requests',
-                          json_build_object('id', request_id, 'state', 'done')::text);
+        PERFORM @extschema@.billogram_announce(request_id, 'done');
     END IF;
     RETURN verdict;
 END
@@ -517,10 +526,7 @@ BEGIN
     -- the worker sends a resent row, and stops holding back the invoice's
     -- next payments for a row it was still checking
     PERFORM @extschema@.billogram_wake_worker_at_commit();
-    IF action <> 'resend' THEN
-        PERFORM pg_notify('billogram_requests',
-                          json_build_object('id', r.id, 'state', r.state)::text);
-    END IF;
+    PERFORM @extschema@.billogram_announce(r.id, r.state);
     RETURN r;
 END
 $$;
@@ -596,6 +602,9 @@ SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
            WHEN 'unchecked' THEN
                format('the invoice could not be read (%s); check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
                       r.evidence -> 'failure' ->> 'message', r.id, r.id)
+           WHEN 'inherited' THEN
+               format('not checked: %s; nothing here reads its invoice: check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
+                      r.evidence ->> 'why', r.id, r.id)
            ELSE
                format('ambiguous: %s; check the invoice at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
                       coalesce(r.evidence ->> 'why', 'the invoice does not show exactly this payment'), r.id, r.id)
@@ -613,6 +622,17 @@ SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
  */
 UPDATE billogram_requests SET verify_reason = 'first_payment'
  WHERE state = 'pending' AND verify_reason IS NULL;
+
+/*
+ * Rows in_doubt that nothing reads again (settle_at NULL) and that have no
+ * verdict: left by 0.1, or caught sending in a copy by 0.2.  They get the
+ * verdict 'inherited', whose advice in billogram_in_doubt names the calls
+ * to make, instead of a reading that is never due.
+ */
+UPDATE billogram_requests
+   SET evidence = coalesce(evidence, '{}') || jsonb_build_object('verdict', 'inherited',
+           'why', 'it was left in_doubt by an earlier version of billogram, which kept no record of the invoice before it was sent')
+ WHERE state = 'in_doubt' AND settle_at IS NULL AND evidence ->> 'verdict' IS NULL;
 
 -- billogram_weigh: the pure verdict function (see billogram--0.3.sql)
 CREATE FUNCTION billogram_weigh(mode text, amount numeric, baseline jsonb, invoice jsonb,

@@ -561,6 +561,8 @@ write_one(BgJob *job)
 			unsettled_stale = true;
 			queue_woken = true;
 		}
+		else					/* still checking: read it at its settle_at */
+			queue_next_due = Min(queue_next_due, bg_journal_next_due());
 	}
 	else
 		write_outcomes(list_make1(job));
