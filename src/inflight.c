@@ -23,6 +23,7 @@
 #include "postgres.h"
 
 #include "utils/hsearch.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "inflight.h"
@@ -140,13 +141,20 @@ typedef struct BgKnownEntry
 	bool		unreadable;		/* no journal to read it into: calls go, to
 								 * be refused */
 	TimestampTz failed_at;		/* the last reading failed then (0: none) */
-	BgReply		failure;		/* and so */
+	BgReply    *failure;		/* and so, in failures_cxt; NULL if none */
 } BgKnownEntry;
 
 #define BG_KNOWN_MAX	100000
 
 static HTAB *known_invoices = NULL;
 static int	n_wanted = 0;
+
+/*
+ * The replies of failed readings, apart from the entries: a reply is over a
+ * kilobyte, and in the entry it made a full cache 137 MB of the worker's
+ * memory for what only a failed reading needs.  Reset with the cache.
+ */
+static MemoryContext failures_cxt = NULL;
 
 static BgKnownEntry *
 known_entry(const char *billogram_id, bool create)
@@ -161,6 +169,11 @@ known_entry(const char *billogram_id, bool create)
 
 		if (known_invoices != NULL)
 			hash_destroy(known_invoices);
+		if (failures_cxt == NULL)
+			failures_cxt = AllocSetContextCreate(TopMemoryContext,
+												 "billogram read failures",
+												 ALLOCSET_SMALL_SIZES);
+		MemoryContextReset(failures_cxt);
 		ctl.keysize = BG_ID_MAXLEN + 1;
 		ctl.entrysize = sizeof(BgKnownEntry);
 		known_invoices = hash_create("billogram invoices in the ledger", 1024,
@@ -175,6 +188,7 @@ known_entry(const char *billogram_id, bool create)
 		entry->wanted = false;
 		entry->unreadable = false;
 		entry->failed_at = 0;
+		entry->failure = NULL;
 	}
 	return entry;
 }
@@ -194,6 +208,9 @@ bg_inflight_note_known(const char *billogram_id)
 
 	entry->known = true;
 	entry->failed_at = 0;
+	if (entry->failure != NULL)
+		pfree(entry->failure);
+	entry->failure = NULL;
 	if (entry->wanted)
 		n_wanted--;
 	entry->wanted = false;
@@ -244,7 +261,9 @@ bg_inflight_read_failed(const char *billogram_id, const BgReply *reply)
 	BgKnownEntry *entry = known_entry(billogram_id, true);
 
 	entry->failed_at = GetCurrentTimestamp();
-	entry->failure = *reply;
+	if (entry->failure == NULL)
+		entry->failure = MemoryContextAlloc(failures_cxt, sizeof(BgReply));
+	*entry->failure = *reply;
 }
 
 const BgReply *
@@ -256,7 +275,7 @@ bg_inflight_recent_failure(const char *billogram_id)
 		TimestampDifferenceExceeds(entry->failed_at, GetCurrentTimestamp(),
 								   BG_READ_FAILURE_MS))
 		return NULL;
-	return &entry->failure;
+	return entry->failure;
 }
 
 /*
