@@ -151,12 +151,6 @@ typedef struct BgJob
 	int			retry_ms;
 } BgJob;
 
-/* jobs live here until freed one by one; the lists of a batch, in batch_cxt */
-static MemoryContext jobs_cxt = NULL;
-static MemoryContext batch_cxt = NULL;
-static List *finished_jobs = NIL;	/* in jobs_cxt: filled between batches */
-static bool queue_woken = true;
-
 /*
  * A commit that queued payments wakes the worker, but the claim waits this
  * long, so that the payments of the commits that follow closely share its
@@ -166,70 +160,112 @@ static bool queue_woken = true;
  * Only a claim woken from idle waits; a drain goes on at once.
  */
 #define BG_CLAIM_GATHER_MS		2
-static TimestampTz claim_not_before = 0;
 
 /*
- * Whether the journal was usable at the last batch.  Rows a previous worker
- * left in 'sending' are made in_doubt when it becomes usable: at start
- * (recover_journal) or once CREATE or ALTER EXTENSION ... UPDATE has made it
- * so (journal_batch).  Nothing can have been sent through a journal this
- * worker could not use, so every 'sending' row then is a previous worker's.
+ * Everything the worker keeps between one turn of its loop and the next.
+ * There is one, BgWorker; every file of the worker reaches it the same way.
  */
-static bool journal_was_ready = false;
+typedef struct BgWorkerState
+{
+	/*
+	 * Jobs live in jobs_cxt until freed one by one; the lists of a batch in
+	 * batch_cxt, reset when the batch ends or fails.
+	 */
+	MemoryContext jobs_cxt;
+	MemoryContext batch_cxt;
 
-/* Next look for rows that came from elsewhere (bg_journal_hold_foreign). */
-static TimestampTz hold_check_due = 0;
-static TimestampTz queue_next_due = 0;
+	/* finished transfers whose outcome is not journaled yet (in jobs_cxt) */
+	List	   *finished_jobs;
 
-/*
- * What the batch in progress has done that an ERROR must undo or finish:
- * the synchronous requests it took from the channel, the jobs it created,
- * the finished jobs whose outcomes it was writing together
- * or whose caller it was answering, and the jobs committed as 'sending' but
- * not yet started.
- */
-static List *batch_taken = NIL;
-static List *batch_created = NIL;
-static List *batch_starting = NIL;
-static List *batch_writing_together = NIL;
-static BgJob *batch_answering = NULL;
+	/*
+	 * The queue.  queue_woken: something may be claimable now (a commit
+	 * that queued payments, an outcome, a reload); a claim woken from idle
+	 * waits until claim_not_before (BG_CLAIM_GATHER_MS).  queue_next_due:
+	 * when, not woken, the queue is next looked at (the journal's next due
+	 * row, or the sweep).
+	 */
+	bool		queue_woken;
+	TimestampTz claim_not_before;
+	TimestampTz queue_next_due;
 
-/*
- * Backoff of the journal as a whole (claims, recovery), after a failed
- * batch nobody in particular could be blamed for, such as a lock timeout.
- */
-static TimestampTz journal_retry_at = 0;
-static int	journal_retry_ms = 0;
-static bool journal_recovered = false;
+	/*
+	 * Whether the journal was usable at the last batch.  Rows a previous
+	 * worker left in 'sending' are made in_doubt when it becomes usable: at
+	 * start (recover_journal) or once CREATE or ALTER EXTENSION ... UPDATE
+	 * has made it so (journal_batch).  Nothing can have been sent through a
+	 * journal this worker could not use, so every 'sending' row then is a
+	 * previous worker's.
+	 */
+	bool		journal_was_ready;
 
-/* when pending statistics are next due to be flushed; 0 if none pending */
-static TimestampTz stats_flush_at = 0;
+	/* next look for rows that came from elsewhere (bg_journal_hold_foreign) */
+	TimestampTz hold_check_due;
 
-/* whether other databases were looked at for payments nobody sends */
-static bool other_databases_checked = false;
+	/*
+	 * What the batch in progress has done that an ERROR must undo or
+	 * finish: the synchronous requests it took from the channel
+	 * (batch_taken), the jobs it created (batch_created), the jobs
+	 * committed as 'sending' but not yet started (batch_starting), the
+	 * finished jobs whose outcomes it was writing together
+	 * (batch_writing_together) and the job whose caller it was answering
+	 * (batch_answering).
+	 */
+	List	   *batch_taken;
+	List	   *batch_created;
+	List	   *batch_starting;
+	List	   *batch_writing_together;
+	BgJob	   *batch_answering;
 
-/* logged once per configuration: queued payments wait for credentials */
-static bool warned_no_credentials = false;
+	/*
+	 * Backoff of the journal as a whole (claims, recovery), after a failed
+	 * batch nobody in particular could be blamed for, such as a lock
+	 * timeout: nothing is written before journal_retry_at, and the next
+	 * failure doubles journal_retry_ms.  journal_recovered: the rows a
+	 * previous worker left in 'sending' have been dealt with
+	 * (recover_journal); no call is taken before.
+	 */
+	TimestampTz journal_retry_at;
+	int			journal_retry_ms;
+	bool		journal_recovered;
 
-/*
- * The invoices being settled may have changed other than by the worker's
- * own doing (an operator's resolution, a callback, a new worker): read them
- * from the journal at the next batch.
- */
-static bool unsettled_stale = true;
+	/* when pending statistics are next due to be flushed; 0 if none pending */
+	TimestampTz stats_flush_at;
 
-/*
- * When the earliest synchronous call held back on a busy invoice is up
- * (DT_NOEND: none is), and whether an invoice became free since calls were
- * last taken, so that one held back may go now.
- */
-static TimestampTz held_call_deadline = DT_NOEND;
-static bool invoice_freed = false;
+	/* whether other databases were looked at for payments nobody sends */
+	bool		other_databases_checked;
+
+	/* logged once per configuration: queued payments wait for credentials */
+	bool		warned_no_credentials;
+
+	/*
+	 * The invoices being settled may have changed other than by the
+	 * worker's own doing (an operator's resolution, a callback, a new
+	 * worker): read them from the journal at the next batch.
+	 */
+	bool		unsettled_stale;
+
+	/*
+	 * When the earliest synchronous call held back on a busy invoice is up
+	 * (DT_NOEND: none is), and whether an invoice became free since calls
+	 * were last taken, so that one held back may go now.
+	 */
+	TimestampTz held_call_deadline;
+	bool		invoice_freed;
+} BgWorkerState;
+
+static BgWorkerState worker_state = {
+	.queue_woken = true,
+	.unsettled_stale = true,
+	.held_call_deadline = DT_NOEND,
+};
+
+/* The worker's state: the one instance */
+BgWorkerState *BgWorker = &worker_state;
 
 static BgJob *
 new_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 {
-	BgJob	   *job = MemoryContextAllocZero(jobs_cxt, sizeof(BgJob));
+	BgJob	   *job = MemoryContextAllocZero(BgWorker->jobs_cxt, sizeof(BgJob));
 
 	job->kind = kind;
 	job->payment = *payment;
@@ -255,7 +291,7 @@ count_in_flight(BgJob *job)
 static BgJob *
 new_sync_job(const BgTakenRequest *taken)
 {
-	BgJob	   *job = MemoryContextAllocZero(jobs_cxt, sizeof(BgJob));
+	BgJob	   *job = MemoryContextAllocZero(BgWorker->jobs_cxt, sizeof(BgJob));
 
 	job->kind = JOB_SYNC;
 	job->slotno = taken->slotno;
@@ -279,7 +315,7 @@ free_job(BgJob *job)
 	if (job->counted)
 	{
 		bg_inflight_remove(job->payment.billogram_id);
-		invoice_freed = true;
+		BgWorker->invoice_freed = true;
 	}
 	if (job->body)
 		pfree(job->body);
@@ -291,7 +327,7 @@ static void
 transfer_finished(void *arg, const BgReply *reply, const char *body, size_t body_len)
 {
 	BgJob	   *job = (BgJob *) arg;
-	MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+	MemoryContext old = MemoryContextSwitchTo(BgWorker->jobs_cxt);
 
 	job->reply = *reply;
 	job->finished_at = GetCurrentTimestamp();
@@ -303,7 +339,7 @@ transfer_finished(void *arg, const BgReply *reply, const char *body, size_t body
 		job->body[body_len] = '\0';
 		job->body_len = body_len;
 	}
-	finished_jobs = lappend(finished_jobs, job);
+	BgWorker->finished_jobs = lappend(BgWorker->finished_jobs, job);
 	MemoryContextSwitchTo(old);
 }
 
@@ -350,7 +386,7 @@ room_now(void)
 static List *
 keep(List *list, BgJob *job)
 {
-	MemoryContext old = MemoryContextSwitchTo(batch_cxt);
+	MemoryContext old = MemoryContextSwitchTo(BgWorker->batch_cxt);
 
 	list = lappend(list, job);
 	MemoryContextSwitchTo(old);
@@ -366,7 +402,7 @@ keep(List *list, BgJob *job)
 static List *
 keep_all(List *list, List *more)
 {
-	MemoryContext old = MemoryContextSwitchTo(batch_cxt);
+	MemoryContext old = MemoryContextSwitchTo(BgWorker->batch_cxt);
 
 	list = list_concat(list, more);
 	MemoryContextSwitchTo(old);
@@ -379,7 +415,7 @@ new_batch_job(BgJobKind kind, const BgCreditPayment *payment, int64 request_id)
 {
 	BgJob	   *job = new_job(kind, payment, request_id);
 
-	batch_created = keep(batch_created, job);
+	BgWorker->batch_created = keep(BgWorker->batch_created, job);
 	return job;
 }
 
@@ -413,10 +449,10 @@ start_job(BgJob *job)
 static void
 answer(BgJob *job, const BgReply *reply, const char *body, size_t body_len)
 {
-	batch_answering = job;
+	BgWorker->batch_answering = job;
 	bg_channel_post_reply(job->slotno, reply, body, body_len);
 	job->answered = true;
-	batch_answering = NULL;
+	BgWorker->batch_answering = NULL;
 }
 
 /* Answer a synchronous caller whose request is not sent, with outcome. */
@@ -472,7 +508,7 @@ outcome_recorded(BgJob *job, BgJournalState state)
 	 * the payment queued behind this one: the queue's next due time leaves
 	 * such rows out (bg_journal_next_due)
 	 */
-	queue_woken = true;
+	BgWorker->queue_woken = true;
 }
 
 /* Journal the outcomes of jobs (credit payments) in one statement. */
@@ -539,7 +575,7 @@ write_readings(List *jobs)
 		else
 			bg_inflight_read_failed(reads[i].billogram_id, reads[i].reply);
 	}
-	queue_woken = true;
+	BgWorker->queue_woken = true;
 }
 
 /*
@@ -558,8 +594,8 @@ write_one(BgJob *job)
 		if (bg_journal_settle(job->request_id, &job->reply, job->body))
 		{
 			/* a final verdict frees the invoice for what is queued on it */
-			unsettled_stale = true;
-			queue_woken = true;
+			BgWorker->unsettled_stale = true;
+			BgWorker->queue_woken = true;
 		}
 	}
 	else
@@ -627,7 +663,7 @@ record_finished(bool installed, bool journal_due, TimestampTz now,
 	List	   *readings = NIL;
 	ListCell   *lc;
 
-	foreach(lc, finished_jobs)
+	foreach(lc, BgWorker->finished_jobs)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
 
@@ -657,16 +693,16 @@ record_finished(bool installed, bool journal_due, TimestampTz now,
 	}
 	if (together != NIL)
 	{
-		batch_writing_together = together;
+		BgWorker->batch_writing_together = together;
 		write_outcomes(together);
-		batch_writing_together = NIL;
+		BgWorker->batch_writing_together = NIL;
 	}
 	if (readings != NIL)
 	{
 		/* on an error, each is written alone from then on, as outcomes are */
-		batch_writing_together = readings;
+		BgWorker->batch_writing_together = readings;
 		write_readings(readings);
-		batch_writing_together = NIL;
+		BgWorker->batch_writing_together = NIL;
 	}
 	return recorded;
 }
@@ -776,7 +812,7 @@ record_sync_requests(bool installed, const char *no_credentials)
 	ListCell   *lc;
 	int			i = 0;
 
-	foreach(lc, batch_taken)
+	foreach(lc, BgWorker->batch_taken)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
 
@@ -848,7 +884,7 @@ claim_worthwhile(void)
 static bool
 queue_due(TimestampTz now)
 {
-	return (queue_woken && now >= claim_not_before) || now >= queue_next_due;
+	return (BgWorker->queue_woken && now >= BgWorker->claim_not_before) || now >= BgWorker->queue_next_due;
 }
 
 /* Claim due queued rows for up to capacity free connections. */
@@ -862,14 +898,14 @@ claim_queued(int capacity, const char *no_credentials, TimestampTz now)
 	if (no_credentials)
 	{
 		/* they stay pending; a reload with credentials wakes us */
-		if (!warned_no_credentials)
+		if (!BgWorker->warned_no_credentials)
 			ereport(WARNING,
 					(errmsg("billogram worker: queued payments are not sent: %s",
 							no_credentials),
 					 errhint(BG_CREDENTIALS_HINT)));
-		warned_no_credentials = true;
-		queue_woken = false;
-		queue_next_due = TimestampTzPlusMilliseconds(now, BG_SWEEP_MS);
+		BgWorker->warned_no_credentials = true;
+		BgWorker->queue_woken = false;
+		BgWorker->queue_next_due = TimestampTzPlusMilliseconds(now, BG_SWEEP_MS);
 		return NIL;
 	}
 	claimed = bg_journal_claim(capacity);
@@ -883,10 +919,10 @@ claim_queued(int capacity, const char *no_credentials, TimestampTz now)
 		to_start = keep(to_start, job);
 	}
 	/* a full batch means more may be waiting: look again next time */
-	queue_woken = (list_length(claimed) == capacity);
-	claim_not_before = 0;
-	if (!queue_woken)
-		queue_next_due = bg_journal_next_due();
+	BgWorker->queue_woken = (list_length(claimed) == capacity);
+	BgWorker->claim_not_before = 0;
+	if (!BgWorker->queue_woken)
+		BgWorker->queue_next_due = bg_journal_next_due();
 	return to_start;
 }
 
@@ -943,7 +979,7 @@ reads_due(int capacity)
 	foreach(lc, bg_journal_ledger_known(wanted))
 	{
 		bg_inflight_note_known((const char *) lfirst(lc));
-		invoice_freed = true;
+		BgWorker->invoice_freed = true;
 	}
 	foreach(lc, wanted)
 	{
@@ -1015,7 +1051,7 @@ journal_batch(List **recorded)
 	bool		installed;
 	int			capacity;
 	TimestampTz now = GetCurrentTimestamp();
-	bool		journal_due = (now >= journal_retry_at);
+	bool		journal_due = (now >= BgWorker->journal_retry_at);
 	const char *no_credentials = missing_credentials();
 	MemoryContext old;
 
@@ -1026,27 +1062,27 @@ journal_batch(List **recorded)
 	pgstat_report_activity(STATE_RUNNING, "billogram: journal batch");
 
 	installed = bg_journal_open();
-	if (installed && !journal_was_ready)
+	if (installed && !BgWorker->journal_was_ready)
 	{
 		bg_journal_recover();
-		unsettled_stale = true;
-		queue_woken = true;
-		hold_check_due = 0;
+		BgWorker->unsettled_stale = true;
+		BgWorker->queue_woken = true;
+		BgWorker->hold_check_due = 0;
 	}
-	if (installed && GetCurrentTimestamp() >= hold_check_due)
+	if (installed && GetCurrentTimestamp() >= BgWorker->hold_check_due)
 	{
 		bg_journal_hold_foreign();
-		hold_check_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BG_SWEEP_MS);
+		BgWorker->hold_check_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BG_SWEEP_MS);
 	}
-	if (installed && !journal_was_ready)
+	if (installed && !BgWorker->journal_was_ready)
 		bg_inflight_journal_ready();
 	else if (!installed)
 		bg_inflight_journal_missing();
 	if (!installed)
 	{
 		/* nothing to claim until CREATE EXTENSION: just sweep now and then */
-		queue_woken = false;
-		queue_next_due = TimestampTzPlusMilliseconds(now, BG_SWEEP_MS);
+		BgWorker->queue_woken = false;
+		BgWorker->queue_next_due = TimestampTzPlusMilliseconds(now, BG_SWEEP_MS);
 	}
 
 	*recorded = record_finished(installed, journal_due, now, &waiting);
@@ -1072,11 +1108,11 @@ journal_batch(List **recorded)
 		to_start = keep_all(to_start,
 							claim_queued(capacity, no_credentials, now));
 	}
-	if (installed && unsettled_stale)
+	if (installed && BgWorker->unsettled_stale)
 	{
 		bg_inflight_set_unsettled(bg_journal_unsettled());
-		unsettled_stale = false;
-		invoice_freed = true;
+		BgWorker->unsettled_stale = false;
+		BgWorker->invoice_freed = true;
 	}
 
 	choose_commit_durability(to_start != NIL);
@@ -1085,15 +1121,15 @@ journal_batch(List **recorded)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	journal_was_ready = installed;
+	BgWorker->journal_was_ready = installed;
 
 	/* committed: what waits for its backoff is all that is left to write */
-	old = MemoryContextSwitchTo(jobs_cxt);
-	list_free(finished_jobs);
-	finished_jobs = list_copy(waiting);
+	old = MemoryContextSwitchTo(BgWorker->jobs_cxt);
+	list_free(BgWorker->finished_jobs);
+	BgWorker->finished_jobs = list_copy(waiting);
 	MemoryContextSwitchTo(old);
 	if (journal_due)
-		journal_retry_ms = 0;
+		BgWorker->journal_retry_ms = 0;
 	return to_start;
 }
 
@@ -1182,13 +1218,13 @@ take_submitted_requests(void)
 	BgTakenRequest req;
 	int			room = room_now();
 
-	held_call_deadline = DT_NOEND;
-	invoice_freed = false;
-	if (ShutdownRequestPending || !journal_recovered)
+	BgWorker->held_call_deadline = DT_NOEND;
+	BgWorker->invoice_freed = false;
+	if (ShutdownRequestPending || !BgWorker->journal_recovered)
 		return NIL;
 	refuse_while_paused();
 	while (room > 0 &&
-		   bg_channel_take(&req, may_start, &held_call_deadline))
+		   bg_channel_take(&req, may_start, &BgWorker->held_call_deadline))
 	{
 		BgJob	   *job = new_sync_job(&req);
 
@@ -1232,7 +1268,7 @@ answer_sync_callers(void)
 {
 	ListCell   *lc;
 
-	foreach(lc, finished_jobs)
+	foreach(lc, BgWorker->finished_jobs)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
 
@@ -1253,7 +1289,7 @@ answer_sync_callers(void)
 		else if (is_sync_read(job))
 		{
 			/* answered, a failed GET is done with */
-			finished_jobs = foreach_delete_current(finished_jobs, lc);
+			BgWorker->finished_jobs = foreach_delete_current(BgWorker->finished_jobs, lc);
 			free_job(job);
 		}
 	}
@@ -1280,11 +1316,11 @@ outcome_write_by(BgJob *job)
 	 * A call held back may be waiting for this job's invoice, which stays
 	 * busy until the outcome is written: no waiting to share a batch then.
 	 */
-	TimestampTz by = (ShutdownRequestPending || held_call_deadline != DT_NOEND) ?
+	TimestampTz by = (ShutdownRequestPending || BgWorker->held_call_deadline != DT_NOEND) ?
 		job->finished_at :
 		TimestampTzPlusMilliseconds(job->finished_at, BG_OUTCOME_DELAY_MS);
 
-	return Max(Max(by, job->retry_at), journal_retry_at);
+	return Max(Max(by, job->retry_at), BgWorker->journal_retry_at);
 }
 
 /* Must a batch run now for outcomes alone? */
@@ -1293,7 +1329,7 @@ outcome_due(TimestampTz now)
 {
 	ListCell   *lc;
 
-	foreach(lc, finished_jobs)
+	foreach(lc, BgWorker->finished_jobs)
 	{
 		if (outcome_write_by((BgJob *) lfirst(lc)) <= now)
 			return true;
@@ -1311,8 +1347,8 @@ start_committed(List *to_start)
 {
 	ListCell   *lc;
 
-	batch_created = NIL;
-	batch_starting = to_start;
+	BgWorker->batch_created = NIL;
+	BgWorker->batch_starting = to_start;
 	/* the callers of payments may be told of their committed rows now */
 	foreach(lc, to_start)
 	{
@@ -1323,7 +1359,7 @@ start_committed(List *to_start)
 	}
 	foreach(lc, to_start)
 		start_job((BgJob *) lfirst(lc));
-	batch_starting = NIL;
+	BgWorker->batch_starting = NIL;
 }
 
 /*
@@ -1339,7 +1375,7 @@ start_committed(List *to_start)
 static void
 start_sync_reads(void)
 {
-	List	   *taken = batch_taken;
+	List	   *taken = BgWorker->batch_taken;
 	List	   *payments = NIL;
 	List	   *reads = NIL;
 	bool		any_read = false;
@@ -1375,7 +1411,7 @@ start_sync_reads(void)
 	}
 
 	/* the GETs answered already are done with; the others start */
-	batch_taken = payments;
+	BgWorker->batch_taken = payments;
 	foreach(lc, taken)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
@@ -1409,16 +1445,16 @@ recover_journal(void)
 	{
 		bg_journal_recover();
 		bg_inflight_set_unsettled(bg_journal_unsettled());
-		unsettled_stale = false;
+		BgWorker->unsettled_stale = false;
 	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	journal_recovered = true;
-	journal_was_ready = installed;
-	journal_retry_ms = 0;
-	queue_woken = true;
-	MemoryContextReset(batch_cxt);
+	BgWorker->journal_recovered = true;
+	BgWorker->journal_was_ready = installed;
+	BgWorker->journal_retry_ms = 0;
+	BgWorker->queue_woken = true;
+	MemoryContextReset(BgWorker->batch_cxt);
 }
 
 /*
@@ -1439,7 +1475,7 @@ report_stats(bool force)
 	 * measures the second from the last commit, and an idle worker makes
 	 * none.
 	 */
-	stats_flush_at = (next_ms > 0) ?
+	BgWorker->stats_flush_at = (next_ms > 0) ?
 		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Min(next_ms, 1000)) : 0;
 }
 
@@ -1451,20 +1487,20 @@ run_batch(void)
 	List	   *to_start;
 	ListCell   *lc;
 
-	if (!journal_recovered)
+	if (!BgWorker->journal_recovered)
 	{
-		if (now >= journal_retry_at)
+		if (now >= BgWorker->journal_retry_at)
 			recover_journal();
 		return;
 	}
 
 	/* callers first: nothing they wait for depends on the journal */
 	answer_sync_callers();
-	batch_taken = take_submitted_requests();
+	BgWorker->batch_taken = take_submitted_requests();
 	start_sync_reads();
-	if (batch_taken == NIL && !outcome_due(now) && !bg_inflight_any_wanted() &&
+	if (BgWorker->batch_taken == NIL && !outcome_due(now) && !bg_inflight_any_wanted() &&
 		!(claim_worthwhile() && !ShutdownRequestPending &&
-		  now >= journal_retry_at &&
+		  now >= BgWorker->journal_retry_at &&
 		  queue_due(now)))
 		return;
 
@@ -1472,17 +1508,17 @@ run_batch(void)
 
 	/* the outcomes written and the refused callers are done with */
 	free_jobs(recorded);
-	foreach(lc, batch_taken)
+	foreach(lc, BgWorker->batch_taken)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
 
 		if (job->answered)
 			free_job(job);
 	}
-	batch_taken = NIL;
+	BgWorker->batch_taken = NIL;
 
 	start_committed(to_start);
-	MemoryContextReset(batch_cxt);
+	MemoryContextReset(BgWorker->batch_cxt);
 	report_stats(false);
 }
 
@@ -1499,12 +1535,12 @@ recover_from_error(const char *why, int sqlerrcode)
 	ListCell   *lc;
 
 	bg_stats_error(why);
-	if (batch_answering)
+	if (BgWorker->batch_answering)
 	{
 		/* the reply did not get through (no DSM segment?): the bare outcome */
-		BgJob	   *job = batch_answering;
+		BgJob	   *job = BgWorker->batch_answering;
 
-		batch_answering = NULL;
+		BgWorker->batch_answering = NULL;
 		job->answered = true;
 		memset(&reply, 0, sizeof(reply));
 		reply.outcome = BG_OUTCOME_WORKER;
@@ -1520,23 +1556,23 @@ recover_from_error(const char *why, int sqlerrcode)
 	 * off by itself; anything else, and a lock that fails every write
 	 * alike, backs off the whole journal.
 	 */
-	if (batch_writing_together == NIL ||
+	if (BgWorker->batch_writing_together == NIL ||
 		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
-		journal_retry_at = backoff(&journal_retry_ms);
-	foreach(lc, batch_writing_together)
+		BgWorker->journal_retry_at = backoff(&BgWorker->journal_retry_ms);
+	foreach(lc, BgWorker->batch_writing_together)
 	{
 		/* kept in finished_jobs, written alone next to find the culprit */
 		((BgJob *) lfirst(lc))->write_alone = true;
 	}
-	batch_writing_together = NIL;
-	if (!journal_recovered)
+	BgWorker->batch_writing_together = NIL;
+	if (!BgWorker->journal_recovered)
 		ereport(LOG,
 				(errmsg("billogram worker: recovery of the journal failed; next try in %d ms",
-						journal_retry_ms)));
+						BgWorker->journal_retry_ms)));
 
 	/* no 'sending' row was committed for these: they are not sent */
 	snprintf(reason, sizeof(reason), "%s.", why);
-	foreach(lc, batch_taken)
+	foreach(lc, BgWorker->batch_taken)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
 
@@ -1544,11 +1580,11 @@ recover_from_error(const char *why, int sqlerrcode)
 			refuse(job, BG_OUTCOME_NOT_RECORDED, reason);
 		free_job(job);
 	}
-	free_jobs(batch_created);
+	free_jobs(BgWorker->batch_created);
 
 	/* committed as 'sending' but never handed to curl: certainly not sent */
 	snprintf(reason, sizeof(reason), "the worker could not start the request: %s", why);
-	foreach(lc, batch_starting)
+	foreach(lc, BgWorker->batch_starting)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
 
@@ -1558,10 +1594,10 @@ recover_from_error(const char *why, int sqlerrcode)
 		transfer_finished(job, &reply, NULL, 0);
 	}
 
-	batch_taken = NIL;
-	batch_created = NIL;
-	batch_starting = NIL;
-	MemoryContextReset(batch_cxt);
+	BgWorker->batch_taken = NIL;
+	BgWorker->batch_created = NIL;
+	BgWorker->batch_starting = NIL;
+	MemoryContextReset(BgWorker->batch_cxt);
 }
 
 /*
@@ -1577,25 +1613,25 @@ ms_until_due(void)
 	TimestampTz wake = DT_NOEND;
 	ListCell   *lc;
 
-	if (!journal_recovered)
-		wake = journal_retry_at;
-	foreach(lc, finished_jobs)
+	if (!BgWorker->journal_recovered)
+		wake = BgWorker->journal_retry_at;
+	foreach(lc, BgWorker->finished_jobs)
 		wake = Min(wake, outcome_write_by((BgJob *) lfirst(lc)));
-	if (journal_recovered && !ShutdownRequestPending && claim_worthwhile())
-		wake = Min(wake, Max(queue_woken ? Max(now, claim_not_before) : queue_next_due,
-							 journal_retry_at));
-	if (stats_flush_at != 0)
-		wake = Min(wake, stats_flush_at);
+	if (BgWorker->journal_recovered && !ShutdownRequestPending && claim_worthwhile())
+		wake = Min(wake, Max(BgWorker->queue_woken ? Max(now, BgWorker->claim_not_before) : BgWorker->queue_next_due,
+							 BgWorker->journal_retry_at));
+	if (BgWorker->stats_flush_at != 0)
+		wake = Min(wake, BgWorker->stats_flush_at);
 	/*
 	 * a call held back on a busy invoice goes as soon as the invoice is
 	 * free, or is answered when its time is up
 	 */
-	if (held_call_deadline != DT_NOEND && invoice_freed)
+	if (BgWorker->held_call_deadline != DT_NOEND && BgWorker->invoice_freed)
 		wake = now;
 	/* a call waits for its invoice to be looked up or read */
 	if (bg_inflight_any_wanted() && room_now() > 0)
 		wake = now;
-	wake = Min(wake, held_call_deadline);
+	wake = Min(wake, BgWorker->held_call_deadline);
 	/* the end of a pause is when sending may start again */
 	wake = Min(wake, bg_pause_ends());
 	if (wake == DT_NOEND)
@@ -1653,9 +1689,9 @@ billogram_worker_main(Datum main_arg)
 	mallopt(M_TRIM_THRESHOLD, BG_MALLOC_TRIM_THRESHOLD);
 #endif
 
-	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "billogram jobs",
+	BgWorker->jobs_cxt = AllocSetContextCreate(TopMemoryContext, "billogram jobs",
 									 ALLOCSET_DEFAULT_SIZES);
-	batch_cxt = AllocSetContextCreate(TopMemoryContext, "billogram batch",
+	BgWorker->batch_cxt = AllocSetContextCreate(TopMemoryContext, "billogram batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	bg_channel_attach_worker();
 	bg_inflight_init();
@@ -1700,9 +1736,9 @@ billogram_worker_main(Datum main_arg)
 		CHECK_FOR_INTERRUPTS();
 
 		/* once, and not again if it failed */
-		if (!other_databases_checked)
+		if (!BgWorker->other_databases_checked)
 		{
-			other_databases_checked = true;
+			BgWorker->other_databases_checked = true;
 			bg_check_other_databases();
 		}
 
@@ -1713,8 +1749,8 @@ billogram_worker_main(Datum main_arg)
 			bg_load_password_file();
 			bg_http_settings_changed(http_settings());
 			/* new credentials may let queued payments go */
-			warned_no_credentials = false;
-			queue_woken = true;
+			BgWorker->warned_no_credentials = false;
+			BgWorker->queue_woken = true;
 		}
 
 		/* on shutdown: record what finished, take and claim nothing new */
@@ -1722,18 +1758,18 @@ billogram_worker_main(Datum main_arg)
 		if (ShutdownRequestPending && bg_http_in_flight() == 0)
 			break;
 
-		if (stats_flush_at != 0 && GetCurrentTimestamp() >= stats_flush_at)
+		if (BgWorker->stats_flush_at != 0 && GetCurrentTimestamp() >= BgWorker->stats_flush_at)
 			report_stats(true);
 
 		(void) bg_http_wait(ms_until_due());
 		if (bg_channel_queue_woken())
 		{
 			/* an operator's resolution or a callback may free an invoice */
-			unsettled_stale = true;
-			if (!queue_woken)
+			BgWorker->unsettled_stale = true;
+			if (!BgWorker->queue_woken)
 			{
-				queue_woken = true;
-				claim_not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+				BgWorker->queue_woken = true;
+				BgWorker->claim_not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 															   BG_CLAIM_GATHER_MS);
 			}
 		}
