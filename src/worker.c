@@ -880,11 +880,31 @@ claim_worthwhile(void)
 		room >= (bg_max_connections + 1) / 2;
 }
 
-/* Is a look at the queue due: woken (and done gathering), or a sweep? */
-static bool
-queue_due(TimestampTz now)
+/*
+ * When the queue is next due a look (in_doubt rows to settle, invoices to
+ * read before sending, queued rows to claim).  This is the one rule that
+ * the wait (ms_until_due), the decision to run a batch (run_batch) and the
+ * batch's claim and readings (journal_batch, reads_due) all follow.
+ *
+ * Woken, once done gathering (claim_not_before); else at the journal's
+ * next due row or the sweep (queue_next_due), which leaves out the rows
+ * that cannot be claimed yet, so that such a row never wakes the worker
+ * before it could be claimed; and never before the journal's backoff is
+ * over.  DT_NOEND (never) before the journal is recovered, when shutting
+ * down, and when a claim is not worth a batch of its own
+ * (claim_worthwhile()), unless requests leave with it anyway (riding).
+ */
+static TimestampTz
+queue_due_at(bool riding)
 {
-	return (BgWorker->queue_woken && now >= BgWorker->claim_not_before) || now >= BgWorker->queue_next_due;
+	TimestampTz at = BgWorker->queue_next_due;
+
+	if (!BgWorker->journal_recovered || ShutdownRequestPending ||
+		(!riding && !claim_worthwhile()))
+		return DT_NOEND;
+	if (BgWorker->queue_woken)
+		at = Min(at, BgWorker->claim_not_before);
+	return Max(at, BgWorker->journal_retry_at);
 }
 
 /* Claim due queued rows for up to capacity free connections. */
@@ -993,7 +1013,8 @@ reads_due(int capacity)
 		if (!bg_inflight_known(id) && !bg_inflight_busy(id))
 			reads = keep(reads, read_job(id));
 	}
-	if (capacity - list_length(reads) > 0 && queue_due(GetCurrentTimestamp()))
+	if (capacity - list_length(reads) > 0 &&
+		GetCurrentTimestamp() >= queue_due_at(true))
 	{
 		foreach(lc, bg_journal_reads_due(capacity - list_length(reads),
 										 bg_timeout_ms / 1000 + 10))
@@ -1097,9 +1118,8 @@ journal_batch(List **recorded)
 		capacity -= list_length(reads);
 		to_start = keep_all(to_start, reads);
 	}
-	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&
-		(to_start != NIL || claim_worthwhile()) &&
-		queue_due(now))
+	/* a claim rides along with requests that leave anyway */
+	if (installed && capacity > 0 && now >= queue_due_at(to_start != NIL))
 	{
 		List	   *checks = settle_due(capacity);
 
@@ -1323,18 +1343,30 @@ outcome_write_by(BgJob *job)
 	return Max(Max(by, job->retry_at), BgWorker->journal_retry_at);
 }
 
-/* Must a batch run now for outcomes alone? */
-static bool
-outcome_due(TimestampTz now)
+/* When the first outcome must be written, for want of other work */
+static TimestampTz
+outcomes_due_at(void)
 {
+	TimestampTz at = DT_NOEND;
 	ListCell   *lc;
 
 	foreach(lc, BgWorker->finished_jobs)
-	{
-		if (outcome_write_by((BgJob *) lfirst(lc)) <= now)
-			return true;
-	}
-	return false;
+		at = Min(at, outcome_write_by((BgJob *) lfirst(lc)));
+	return at;
+}
+
+/*
+ * When the next batch is due for the journal's sake: the recovery of the
+ * journal (nothing is in flight before it), an outcome to write, a look at
+ * the queue (queue_due_at()).  A synchronous call taken, or an invoice to
+ * look up for one, makes a batch due at once besides (run_batch).
+ */
+static TimestampTz
+batch_due_at(void)
+{
+	if (!BgWorker->journal_recovered)
+		return BgWorker->journal_retry_at;
+	return Min(outcomes_due_at(), queue_due_at(false));
 }
 
 /*
@@ -1489,7 +1521,7 @@ run_batch(void)
 
 	if (!BgWorker->journal_recovered)
 	{
-		if (now >= BgWorker->journal_retry_at)
+		if (now >= batch_due_at())
 			recover_journal();
 		return;
 	}
@@ -1498,10 +1530,8 @@ run_batch(void)
 	answer_sync_callers();
 	BgWorker->batch_taken = take_submitted_requests();
 	start_sync_reads();
-	if (BgWorker->batch_taken == NIL && !outcome_due(now) && !bg_inflight_any_wanted() &&
-		!(claim_worthwhile() && !ShutdownRequestPending &&
-		  now >= BgWorker->journal_retry_at &&
-		  queue_due(now)))
+	if (BgWorker->batch_taken == NIL && !bg_inflight_any_wanted() &&
+		now < batch_due_at())
 		return;
 
 	to_start = journal_batch(&recorded);
@@ -1601,25 +1631,17 @@ recover_from_error(const char *why, int sqlerrcode)
 }
 
 /*
- * How long the event loop may sleep before something is due: the queue
- * (not at all when woken with room to send, never while every connection
- * is busy), an outcome to write again, statistics to flush.  A finished
- * transfer or a new request wakes the loop anyway.
+ * How long the event loop may sleep before something is due: the next
+ * batch (batch_due_at(): never for the queue while every connection is
+ * busy), statistics to flush, a call held back, the end of a pause.  A
+ * finished transfer or a new request wakes the loop anyway.
  */
 static long
 ms_until_due(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz wake = DT_NOEND;
-	ListCell   *lc;
+	TimestampTz wake = batch_due_at();
 
-	if (!BgWorker->journal_recovered)
-		wake = BgWorker->journal_retry_at;
-	foreach(lc, BgWorker->finished_jobs)
-		wake = Min(wake, outcome_write_by((BgJob *) lfirst(lc)));
-	if (BgWorker->journal_recovered && !ShutdownRequestPending && claim_worthwhile())
-		wake = Min(wake, Max(BgWorker->queue_woken ? Max(now, BgWorker->claim_not_before) : BgWorker->queue_next_due,
-							 BgWorker->journal_retry_at));
 	if (BgWorker->stats_flush_at != 0)
 		wake = Min(wake, BgWorker->stats_flush_at);
 	/*
