@@ -17,6 +17,7 @@ EXTENSION = billogram
 BG_SRCDIR := $(dir $(lastword $(MAKEFILE_LIST)))
 MODULE_big = billogram
 OBJS = \
+	src/batch.o \
 	src/billogram.o \
 	src/callback.o \
 	src/channel.o \
@@ -29,10 +30,12 @@ OBJS = \
 	src/http_failure.o \
 	src/inflight.o \
 	src/invoice.o \
+	src/jobs.o \
 	src/journal.o \
 	src/jsonb_fit.o \
 	src/json_span.o \
 	src/other_databases.o \
+	src/outcomes.o \
 	src/pause.o \
 	src/redact.o \
 	src/reply.o \
