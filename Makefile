@@ -21,6 +21,7 @@ OBJS = \
 	src/billogram.o \
 	src/callback.o \
 	src/channel.o \
+	src/channel_worker.o \
 	src/credentials.o \
 	src/credit_payment.o \
 	src/enqueue.o \

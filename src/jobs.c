@@ -27,6 +27,7 @@
 #include "inflight.h"
 #include "journal.h"
 #include "pause.h"
+#include "report.h"
 #include "worker_int.h"
 
 static BgJob *
@@ -213,9 +214,42 @@ void
 bgw_answer(BgJob *job, const BgReply *reply, const char *body, size_t body_len)
 {
 	BgWorker->batch_answering = job;
-	bg_channel_post_reply(job->slotno, reply, body, body_len);
+	bgw_post_reply(job, reply, body, body_len);
 	job->answered = true;
 	BgWorker->batch_answering = NULL;
+}
+
+/*
+ * Hand a reply to job's caller.  A credit payment whose caller had stopped
+ * waiting has its outcome logged instead, so that it is not lost.
+ */
+void
+bgw_post_reply(BgJob *job, const BgReply *reply, const char *body,
+			   size_t body_len)
+{
+	int64		request_id;
+
+	if (bg_channel_post_reply(job->slotno, reply, body, body_len, &request_id) ||
+		job->request.kind != BG_REQUEST_CREDIT_PAYMENT)
+		return;
+	ereport(LOG,
+			(errmsg("billogram: the caller of the credit payment on %s stopped waiting; its outcome follows",
+					job->request.billogram_id)));
+	bg_report_failure(LOG, job->request.kind, job->request.billogram_id,
+					  reply, request_id);
+}
+
+/*
+ * The channel's report of a credit payment it gave up unanswered, whose
+ * caller had gone: nobody else will hear that it may have been registered.
+ */
+void
+bgw_call_lost(const char *billogram_id, const char *why)
+{
+	ereport(LOG,
+			(errmsg("billogram: the outcome of the credit payment on %s is unknown: %s",
+					billogram_id, why),
+			 errdetail("The request may have reached Billogram; check the invoice.")));
 }
 
 /* Answer a synchronous caller whose request is not sent, with outcome. */

@@ -343,7 +343,7 @@ recover_from_error(const char *why, int sqlerrcode)
 		reply.may_have_reached = job->reply.may_have_reached;
 		snprintf(reply.message, sizeof(reply.message),
 				 "its reply could not be handed over: %s", why);
-		bg_channel_post_reply(job->slotno, &reply, NULL, 0);
+		bgw_post_reply(job, &reply, NULL, 0);
 	}
 
 	/*
@@ -483,7 +483,7 @@ billogram_worker_main(Datum main_arg)
 	BgWorker->batch_cxt = AllocSetContextCreate(TopMemoryContext,
 												"billogram batch",
 												ALLOCSET_DEFAULT_SIZES);
-	bg_channel_attach_worker();
+	bg_channel_attach_worker(bgw_call_lost);
 	bg_inflight_init();
 	bg_stats_worker_started();
 	bg_http_init(http_settings(), bgw_transfer_answered);

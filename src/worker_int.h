@@ -173,6 +173,9 @@ extern int	bgw_room_now(void);
 extern const char *bgw_missing_credentials(void);
 extern void bgw_answer(BgJob *job, const BgReply *reply, const char *body,
 					   size_t body_len);
+extern void bgw_post_reply(BgJob *job, const BgReply *reply, const char *body,
+						   size_t body_len);
+extern void bgw_call_lost(const char *billogram_id, const char *why);
 extern void bgw_refuse(BgJob *job, BgOutcome outcome, const char *why);
 extern void bgw_answer_key_used(BgJob *job, const BgKeyUse *use);
 extern List *bgw_take_submitted_requests(void);
