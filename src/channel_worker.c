@@ -17,6 +17,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "channel.h"
@@ -91,13 +92,11 @@ fail_outstanding_slots(const char *why, BgLostCalls *lost)
 	}
 }
 
-/* Room for every slot's payment, made before the lock is taken */
-static void
-init_lost(BgLostCalls *lost)
-{
-	lost->n = 0;
-	lost->billogram_ids = palloc(BgChannelShared->nslots * (BG_ID_MAXLEN + 1));
-}
+/*
+ * Room for every slot's payment, made once when the worker attaches, so
+ * that nothing is allocated on the way out.
+ */
+static BgLostCalls lost_calls;
 
 /* Tell the worker of the payments given up unanswered, with why. */
 static void
@@ -108,23 +107,22 @@ report_lost(BgLostCalls *lost, const char *why)
 	for (i = 0; i < lost->n; i++)
 		if (call_lost)
 			call_lost(lost->billogram_ids[i], why);
-	pfree(lost->billogram_ids);
+	lost->n = 0;
 }
 
 static void
 detach_worker(int code, Datum arg)
 {
-	BgLostCalls lost;
 	const char *why = "the billogram worker stopped";
 
 	LWLockReleaseAll();
-	init_lost(&lost);
+	lost_calls.n = 0;
 	LWLockAcquire(BgChannelShared->lock, LW_EXCLUSIVE);
 	BgChannelShared->worker_pid = 0;
 	BgChannelShared->worker_latch = NULL;
-	fail_outstanding_slots(why, &lost);
+	fail_outstanding_slots(why, &lost_calls);
 	LWLockRelease(BgChannelShared->lock);
-	report_lost(&lost, why);
+	report_lost(&lost_calls, why);
 }
 
 /*
@@ -136,7 +134,6 @@ detach_worker(int code, Datum arg)
 void
 bg_channel_attach_worker(BgCallLost lost)
 {
-	BgLostCalls left;
 	const char *why = "the billogram worker restarted";
 
 	if (BgChannelShared == NULL)
@@ -144,7 +141,10 @@ bg_channel_attach_worker(BgCallLost lost)
 				(errmsg("billogram worker started without its shared memory")));
 
 	call_lost = lost;
-	init_lost(&left);
+	lost_calls.n = 0;
+	lost_calls.billogram_ids =
+		MemoryContextAlloc(TopMemoryContext,
+						   BgChannelShared->nslots * (BG_ID_MAXLEN + 1));
 	LWLockAcquire(BgChannelShared->lock, LW_EXCLUSIVE);
 	if (BgChannelShared->worker_pid != 0)
 	{
@@ -154,11 +154,11 @@ bg_channel_attach_worker(BgCallLost lost)
 						(int) BgChannelShared->worker_pid)));
 	}
 	/* a predecessor that exited without its callback leaves slots behind */
-	fail_outstanding_slots(why, &left);
+	fail_outstanding_slots(why, &lost_calls);
 	BgChannelShared->worker_pid = MyProcPid;
 	BgChannelShared->worker_latch = MyLatch;
 	LWLockRelease(BgChannelShared->lock);
-	report_lost(&left, why);
+	report_lost(&lost_calls, why);
 
 	before_shmem_exit(detach_worker, (Datum) 0);
 }
