@@ -178,7 +178,7 @@ claim_worthwhile(void)
  * When the queue is next due a look (in_doubt rows to settle, invoices to
  * read before sending, queued rows to claim).  This is the one rule that
  * the wait (ms_until_due), the decision to run a batch (run_batch) and the
- * batch's claim and readings (journal_batch, reads_due) all follow.
+ * batch's claim and readings (bgw_journal_batch, reads_due) all follow.
  *
  * Woken, once done gathering (claim_not_before); else at the journal's
  * next due row or the sweep (queue_next_due), which leaves out the rows

@@ -88,10 +88,10 @@ typedef struct BgWorkerState
 	/*
 	 * Whether the journal was usable at the last batch.  Rows a previous
 	 * worker left in 'sending' are made in_doubt when it becomes usable: at
-	 * start (recover_journal) or once CREATE or ALTER EXTENSION ... UPDATE
-	 * has made it so (journal_batch).  Nothing can have been sent through a
-	 * journal this worker could not use, so every 'sending' row then is a
-	 * previous worker's.
+	 * start (bgw_recover_journal) or once CREATE or ALTER EXTENSION ...
+	 * UPDATE has made it so (bgw_journal_batch).  Nothing can have been sent
+	 * through a journal this worker could not use, so every 'sending' row
+	 * then is a previous worker's.
 	 */
 	bool		journal_was_ready;
 
@@ -119,7 +119,7 @@ typedef struct BgWorkerState
 	 * timeout: nothing is written before journal_retry_at, and the next
 	 * failure doubles journal_retry_ms.  journal_recovered: the rows a
 	 * previous worker left in 'sending' have been dealt with
-	 * (recover_journal); no call is taken before.
+	 * (bgw_recover_journal); no call is taken before.
 	 */
 	TimestampTz journal_retry_at;
 	int			journal_retry_ms;
