@@ -33,17 +33,21 @@ OBJS = \
 	src/invoice.o \
 	src/jobs.o \
 	src/journal.o \
+	src/journalfuncs.o \
 	src/jsonb_fit.o \
 	src/json_span.o \
 	src/other_databases.o \
 	src/outcomes.o \
 	src/pause.o \
+	src/queue.o \
 	src/redact.o \
 	src/reply.o \
 	src/report.o \
 	src/request.o \
 	src/row_moves.o \
+	src/settle.o \
 	src/source_row.o \
+	src/statements.o \
 	src/stats.o \
 	src/worker.o
 DATA = sql/billogram--0.1.sql sql/billogram--0.2.sql sql/billogram--0.3.sql sql/billogram--0.1--0.2.sql sql/billogram--0.2--0.3.sql

@@ -233,44 +233,61 @@ CREATE INDEX billogram_requests_pending_idx
 CREATE INDEX billogram_requests_verify_idx ON billogram_requests (next_attempt_at, id)
     WHERE state = 'pending' AND verify_reason IS NOT NULL;
 
--- the ledger's functions (see billogram--0.3.sql)
-
-CREATE FUNCTION billogram_ledger_baseline(invoice_id text)
-RETURNS jsonb
-LANGUAGE sql STABLE
+-- billogram_announce: a row's state on the billogram_requests channel, in
+-- one place (see billogram--0.3.sql)
+CREATE FUNCTION billogram_announce(request_id bigint, state text)
+RETURNS void
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object(
-               'remaining_sum', l.remaining_sum,
-               'events', coalesce((SELECT jsonb_agg(k ORDER BY k)
-                                     FROM jsonb_object_keys(l.events) k), '[]'))
-      FROM @extschema@.billogram_ledger l
-     WHERE l.billogram_id = $1;
+    SELECT pg_notify('billogram_requests',
+                     json_build_object('id', request_id, 'state', state)::text)
+     WHERE state NOT IN ('pending', 'sending');
+$$;
+
+REVOKE ALL ON FUNCTION billogram_announce(bigint, text) FROM PUBLIC;
+
+-- the ledger's functions (see billogram--0.3.sql)
+CREATE FUNCTION billogram_ledger_baseline(invoice_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object(
+                       'remaining_sum', l.remaining_sum,
+                       'events', coalesce((SELECT jsonb_agg(k ORDER BY k)
+                                             FROM jsonb_object_keys(l.events) k), '[]'))
+              FROM @extschema@.billogram_ledger l
+             WHERE l.billogram_id = invoice_id);
+END
 $$;
 
 REVOKE ALL ON FUNCTION billogram_ledger_baseline(text) FROM PUBLIC;
 
 CREATE FUNCTION billogram_ledger_record(invoice_id text, invoice jsonb, request_id bigint)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     INSERT INTO @extschema@.billogram_ledger AS l
            (billogram_id, remaining_sum, events, seen_at, seen_by)
-    SELECT $1,
-           CASE WHEN jsonb_typeof($2 -> 'remaining_sum') = 'number'
-                THEN ($2 ->> 'remaining_sum')::numeric END,
+    SELECT invoice_id,
+           CASE WHEN jsonb_typeof(invoice -> 'remaining_sum') = 'number'
+                THEN (invoice ->> 'remaining_sum')::numeric END,
            coalesce((SELECT jsonb_object_agg(e ->> 'event_uuid', coalesce(e -> 'amount', 'null'))
-                       FROM jsonb_array_elements(CASE jsonb_typeof($2 -> 'events')
-                                                 WHEN 'array' THEN $2 -> 'events' ELSE '[]' END) e
+                       FROM jsonb_array_elements(CASE jsonb_typeof(invoice -> 'events')
+                                                 WHEN 'array' THEN invoice -> 'events' ELSE '[]' END) e
                       WHERE jsonb_typeof(e -> 'event_uuid') = 'string'), '{}'),
-           clock_timestamp(), $3
-     WHERE $2 IS NOT NULL
+           clock_timestamp(), request_id
+     WHERE invoice IS NOT NULL
     ON CONFLICT (billogram_id) DO UPDATE
        SET remaining_sum = EXCLUDED.remaining_sum,
            events = l.events || EXCLUDED.events,
            seen_at = EXCLUDED.seen_at,
            seen_by = EXCLUDED.seen_by;
+END
 $$;
 
 REVOKE ALL ON FUNCTION billogram_ledger_record(text, jsonb, bigint) FROM PUBLIC;
@@ -324,9 +341,8 @@ BEGIN
         LOOP
             IF r.state = 'failed' THEN
                 outcome := 'failed';
-                PERFORM pg_notify('billogram_requests',
-                                  json_build_object('id', r.id, 'state', 'failed')::text);
             END IF;
+            PERFORM @extschema@.billogram_announce(r.id, r.state);
         END LOOP;
         RETURN outcome;
     END IF;
@@ -369,8 +385,7 @@ BEGIN
                        'new_events', coalesce(unknown, '[]'))
              WHERE id = r.id;
             outcome := 'in_doubt';
-            PERFORM pg_notify('billogram_requests',
-                              json_build_object('id', r.id, 'state', 'in_doubt')::text);
+            PERFORM @extschema@.billogram_announce(r.id, 'in_doubt');
         ELSE
             UPDATE @extschema@.billogram_requests
                SET state = 'held', verify_reason = NULL, held_at = clock_timestamp(),
@@ -380,8 +395,7 @@ BEGIN
                        'may_have_reached_billogram', true)
              WHERE id = r.id;
             outcome := 'held';
-            PERFORM pg_notify('billogram_requests',
-                              json_build_object('id', r.id, 'state', 'held')::text);
+            PERFORM @extschema@.billogram_announce(r.id, 'held');
         END IF;
     END LOOP;
 
@@ -455,8 +469,7 @@ BEGIN
                         ELSE resolution END
      WHERE id = request_id;
     IF verdict = 'applied' THEN
-        PERFORM pg_notify('billogram_requests',
-                          json_build_object('id', request_id, 'state', 'done')::text);
+        PERFORM @extschema@.billogram_announce(request_id, 'done');
     END IF;
     RETURN verdict;
 END
@@ -513,10 +526,7 @@ BEGIN
     -- the worker sends a resent row, and stops holding back the invoice's
     -- next payments for a row it was still checking
     PERFORM @extschema@.billogram_wake_worker_at_commit();
-    IF action <> 'resend' THEN
-        PERFORM pg_notify('billogram_requests',
-                          json_build_object('id', r.id, 'state', r.state)::text);
-    END IF;
+    PERFORM @extschema@.billogram_announce(r.id, r.state);
     RETURN r;
 END
 $$;
@@ -592,6 +602,9 @@ SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
            WHEN 'unchecked' THEN
                format('the invoice could not be read (%s); check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
                       r.evidence -> 'failure' ->> 'message', r.id, r.id)
+           WHEN 'inherited' THEN
+               format('not checked: %s; nothing here reads its invoice: check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
+                      r.evidence ->> 'why', r.id, r.id)
            ELSE
                format('ambiguous: %s; check the invoice at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
                       coalesce(r.evidence ->> 'why', 'the invoice does not show exactly this payment'), r.id, r.id)
@@ -609,6 +622,17 @@ SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
  */
 UPDATE billogram_requests SET verify_reason = 'first_payment'
  WHERE state = 'pending' AND verify_reason IS NULL;
+
+/*
+ * Rows in_doubt that nothing reads again (settle_at NULL) and that have no
+ * verdict: left by 0.1, or caught sending in a copy by 0.2.  They get the
+ * verdict 'inherited', whose advice in billogram_in_doubt names the calls
+ * to make, instead of a reading that is never due.
+ */
+UPDATE billogram_requests
+   SET evidence = coalesce(evidence, '{}') || jsonb_build_object('verdict', 'inherited',
+           'why', 'it was left in_doubt by an earlier version of billogram, which kept no record of the invoice before it was sent')
+ WHERE state = 'in_doubt' AND settle_at IS NULL AND evidence ->> 'verdict' IS NULL;
 
 -- billogram_weigh: the pure verdict function (see billogram--0.3.sql)
 CREATE FUNCTION billogram_weigh(mode text, amount numeric, baseline jsonb, invoice jsonb,

@@ -433,6 +433,30 @@ LANGUAGE C STABLE;
 REVOKE ALL ON FUNCTION billogram_caller() FROM PUBLIC;
 
 /*
+ * billogram_announce(request_id, state)
+ *
+ * Internal: the one place a row's state is announced on the
+ * billogram_requests channel (LISTEN billogram_requests), at commit, as
+ * {"id": request_id, "state": state}.  Announced are the states a listener
+ * waits for, done, failed, in_doubt and held; pending and sending are not,
+ * so callers need not ask.  The worker's statements and the functions
+ * below call it whenever they change a row's state.
+ * Privileges: EXECUTE revoked from PUBLIC; the worker and the functions
+ * below call it as the journal's owner.
+ */
+CREATE FUNCTION billogram_announce(request_id bigint, state text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_notify('billogram_requests',
+                     json_build_object('id', request_id, 'state', state)::text)
+     WHERE state NOT IN ('pending', 'sending');
+$$;
+
+REVOKE ALL ON FUNCTION billogram_announce(bigint, text) FROM PUBLIC;
+
+/*
  * billogram_resolve(request_id, action) RETURNS billogram_requests
  *
  * An operator's decision on an 'in_doubt' or 'failed' row, after checking
@@ -503,10 +527,7 @@ BEGIN
     -- the worker sends a resent row, and stops holding back the invoice's
     -- next payments for a row it was still checking
     PERFORM @extschema@.billogram_wake_worker_at_commit();
-    IF action <> 'resend' THEN
-        PERFORM pg_notify('billogram_requests',
-                          json_build_object('id', r.id, 'state', r.state)::text);
-    END IF;
+    PERFORM @extschema@.billogram_announce(r.id, r.state);
     RETURN r;
 END
 $$;
@@ -670,7 +691,10 @@ GRANT EXECUTE ON FUNCTION billogram_weigh(text, numeric, jsonb, jsonb, text[], b
 
 /*
  * The ledger's functions, the worker's own: EXECUTE revoked from PUBLIC,
- * only the worker (the bootstrap superuser) calls them.
+ * only the worker (the bootstrap superuser) calls them.  PL/pgSQL rather
+ * than SQL: a SQL function with a SET clause is never inlined, and its
+ * plan lasts one call site's transaction, so the worker parsed and planned
+ * them again in every batch; PL/pgSQL keeps its plans for the session.
  *
  * billogram_ledger_baseline(invoice_id) RETURNS jsonb
  *   What the ledger knows of the invoice, in the form billogram_weigh()
@@ -687,40 +711,44 @@ GRANT EXECUTE ON FUNCTION billogram_weigh(text, numeric, jsonb, jsonb, text[], b
  */
 CREATE FUNCTION billogram_ledger_baseline(invoice_id text)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object(
-               'remaining_sum', l.remaining_sum,
-               'events', coalesce((SELECT jsonb_agg(k ORDER BY k)
-                                     FROM jsonb_object_keys(l.events) k), '[]'))
-      FROM @extschema@.billogram_ledger l
-     WHERE l.billogram_id = $1;
+BEGIN
+    RETURN (SELECT jsonb_build_object(
+                       'remaining_sum', l.remaining_sum,
+                       'events', coalesce((SELECT jsonb_agg(k ORDER BY k)
+                                             FROM jsonb_object_keys(l.events) k), '[]'))
+              FROM @extschema@.billogram_ledger l
+             WHERE l.billogram_id = invoice_id);
+END
 $$;
 
 REVOKE ALL ON FUNCTION billogram_ledger_baseline(text) FROM PUBLIC;
 
 CREATE FUNCTION billogram_ledger_record(invoice_id text, invoice jsonb, request_id bigint)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     INSERT INTO @extschema@.billogram_ledger AS l
            (billogram_id, remaining_sum, events, seen_at, seen_by)
-    SELECT $1,
-           CASE WHEN jsonb_typeof($2 -> 'remaining_sum') = 'number'
-                THEN ($2 ->> 'remaining_sum')::numeric END,
+    SELECT invoice_id,
+           CASE WHEN jsonb_typeof(invoice -> 'remaining_sum') = 'number'
+                THEN (invoice ->> 'remaining_sum')::numeric END,
            coalesce((SELECT jsonb_object_agg(e ->> 'event_uuid', coalesce(e -> 'amount', 'null'))
-                       FROM jsonb_array_elements(CASE jsonb_typeof($2 -> 'events')
-                                                 WHEN 'array' THEN $2 -> 'events' ELSE '[]' END) e
+                       FROM jsonb_array_elements(CASE jsonb_typeof(invoice -> 'events')
+                                                 WHEN 'array' THEN invoice -> 'events' ELSE '[]' END) e
                       WHERE jsonb_typeof(e -> 'event_uuid') = 'string'), '{}'),
-           clock_timestamp(), $3
-     WHERE $2 IS NOT NULL
+           clock_timestamp(), request_id
+     WHERE invoice IS NOT NULL
     ON CONFLICT (billogram_id) DO UPDATE
        SET remaining_sum = EXCLUDED.remaining_sum,
            events = l.events || EXCLUDED.events,
            seen_at = EXCLUDED.seen_at,
            seen_by = EXCLUDED.seen_by;
+END
 $$;
 
 REVOKE ALL ON FUNCTION billogram_ledger_record(text, jsonb, bigint) FROM PUBLIC;
@@ -806,9 +834,8 @@ BEGIN
         LOOP
             IF r.state = 'failed' THEN
                 outcome := 'failed';
-                PERFORM pg_notify('billogram_requests',
-                                  json_build_object('id', r.id, 'state', 'failed')::text);
             END IF;
+            PERFORM @extschema@.billogram_announce(r.id, r.state);
         END LOOP;
         RETURN outcome;
     END IF;
@@ -851,8 +878,7 @@ BEGIN
                        'new_events', coalesce(unknown, '[]'))
              WHERE id = r.id;
             outcome := 'in_doubt';
-            PERFORM pg_notify('billogram_requests',
-                              json_build_object('id', r.id, 'state', 'in_doubt')::text);
+            PERFORM @extschema@.billogram_announce(r.id, 'in_doubt');
         ELSE
             UPDATE @extschema@.billogram_requests
                SET state = 'held', verify_reason = NULL, held_at = clock_timestamp(),
@@ -862,8 +888,7 @@ BEGIN
                        'may_have_reached_billogram', true)
              WHERE id = r.id;
             outcome := 'held';
-            PERFORM pg_notify('billogram_requests',
-                              json_build_object('id', r.id, 'state', 'held')::text);
+            PERFORM @extschema@.billogram_announce(r.id, 'held');
         END IF;
     END LOOP;
 
@@ -959,8 +984,7 @@ BEGIN
                         ELSE resolution END
      WHERE id = request_id;
     IF verdict = 'applied' THEN
-        PERFORM pg_notify('billogram_requests',
-                          json_build_object('id', request_id, 'state', 'done')::text);
+        PERFORM @extschema@.billogram_announce(request_id, 'done');
     END IF;
     RETURN verdict;
 END
@@ -1062,7 +1086,11 @@ REVOKE ALL ON billogram_queue_status FROM PUBLIC;
 /*
  * billogram_in_doubt: the payments whose outcome is unknown, one row each,
  * with what the evidence says (see billogram_settle) and what to do:
- *   verdict       checking, not_applied, ambiguous or unchecked;
+ *   verdict       checking, not_applied, ambiguous or unchecked (see
+ *                 billogram_settle), or inherited: the row came from
+ *                 another database, cluster or installation while it was
+ *                 being sent there, or from an earlier version of
+ *                 billogram, and nothing here reads its invoice;
  *   new_payments  the amounts of the payments the invoice gained since the
  *                 request was sent;
  *   advice        the verdict in a sentence, with the call that acts on it.
@@ -1088,6 +1116,9 @@ SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
            WHEN 'unchecked' THEN
                format('the invoice could not be read (%s); check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
                       r.evidence -> 'failure' ->> 'message', r.id, r.id)
+           WHEN 'inherited' THEN
+               format('not checked: %s; nothing here reads its invoice: check it at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
+                      r.evidence ->> 'why', r.id, r.id)
            ELSE
                format('ambiguous: %s; check the invoice at Billogram, then billogram_resolve(%s, ''mark_done'') or billogram_resolve(%s, ''mark_failed'')',
                       coalesce(r.evidence ->> 'why', 'the invoice does not show exactly this payment'), r.id, r.id)

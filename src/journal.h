@@ -4,11 +4,13 @@
  *	  The journal: the billogram_requests table, the one record of every
  *	  credit payment, its state and its outcome.
  *
- * journal.c is the only code that reads or writes it.  Backends queue
- * payments through bg_journal_insert(); the worker uses the rest, inside a
- * transaction it started, with SPI connected, so that one commit covers a
- * whole batch; bg_journal_open() comes first in each such transaction and
- * the others only if it returned true.
+ * The journal's files (journal.c, statements.c, queue.c, settle.c and
+ * journalfuncs.c: see journal_int.h) are the only code that reads or
+ * writes it.  Backends queue payments through bg_journal_insert(); the
+ * worker uses the rest, inside a transaction it started, with SPI
+ * connected, so that one commit covers a whole batch; bg_journal_open()
+ * comes first in each such transaction and the others only if it returned
+ * true.
  *
  *-------------------------------------------------------------------------
  */

@@ -133,6 +133,9 @@ write_one(BgJob *job)
 			BgWorker->unsettled_stale = true;
 			BgWorker->queue_woken = true;
 		}
+		else					/* still checking: read it at its settle_at */
+			BgWorker->queue_next_due = Min(BgWorker->queue_next_due,
+										   bg_journal_next_due());
 	}
 	else
 		bgw_write_outcomes(list_make1(job));

@@ -98,6 +98,16 @@ like($node->safe_psql('postgres', "SELECT resolution FROM billogram_requests WHE
 	qr/^held by the update to 0\.3 at .*: inherited, not recorded as made in this database \(made in system unknown database unknown\)$/,
 	'with the reason');
 is(scalar @{ $mock->posts }, 0, 'nothing inherited was sent');
+# 0.1 left a row in_doubt that nothing reads again: the update gives it a
+# verdict of its own and advice naming the calls to make, not "read again
+# at" a time that never comes
+is($node->safe_psql('postgres',
+	"SELECT verdict || ' ' || (next_check_at IS NULL) FROM billogram_in_doubt WHERE billogram_id = 'upDoubt1'"),
+	'inherited true', 'an in_doubt row inherited from 0.1 has the verdict inherited');
+my $doubt_id = $node->safe_psql('postgres', "SELECT id FROM billogram_requests WHERE billogram_id = 'upDoubt1'");
+like($node->safe_psql('postgres', "SELECT advice FROM billogram_in_doubt WHERE billogram_id = 'upDoubt1'"),
+	qr/^not checked: it was left in_doubt by an earlier version of billogram, .*billogram_resolve\($doubt_id, 'mark_done'\) or billogram_resolve\($doubt_id, 'mark_failed'\)$/,
+	'and advice that names the calls to make');
 
 # The operator checked: release.  Each is sent once.
 is($node->safe_psql('postgres', 'SELECT billogram_release_held()'), '2', 'released');
@@ -167,6 +177,8 @@ my $describe = q{
 	   WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram')
 	  UNION ALL
 	  SELECT format('view %s', pg_get_viewdef('billogram_queue_status'::regclass))
+	  UNION ALL
+	  SELECT format('view %s', pg_get_viewdef('billogram_in_doubt'::regclass))
 	  UNION ALL
 	  SELECT format('compression %s %s', attname, attcompression) FROM pg_attribute
 	   WHERE attrelid = 'billogram_requests'::regclass AND attnum > 0

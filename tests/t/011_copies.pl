@@ -73,4 +73,37 @@ like($staging->safe_psql('postgres',
 	qr/^released by \S+ at .* \(held since .*, made in system -?\d+ database \d+ instance (?:[0-9a-f-]{36}|unknown)\)$/,
 	'the release is journaled with who did it and where the row was made');
 
+
+# A row the other cluster was sending when the copy was made, restored
+# while the worker runs: it may have been sent, and nothing here knew its
+# invoice before, so nobody reads it.  It is in_doubt with a verdict of its
+# own, and advice that names the calls to make, not a reading that never
+# comes.
+$staging->safe_psql('postgres', qq{
+	INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body,
+	                                state, attempts, sent_at, made_in_system, made_in_database)
+	VALUES ('enqueue', 'copysending1', 'amount', 7, '{"mode":"amount","amount":7}',
+	        'sending', 1, now(), $prod_system, 1)});
+ok($staging->poll_query_until('postgres',
+	"SELECT state = 'in_doubt' FROM billogram_requests WHERE billogram_id = 'copysending1'"),
+	'a row caught sending in a copy becomes in_doubt');
+ok($staging->wait_for_log(qr/1 found in state sending are now in_doubt/),
+	'and the log says so');
+is($staging->safe_psql('postgres',
+	"SELECT verdict || ' ' || (next_check_at IS NULL) FROM billogram_in_doubt WHERE billogram_id = 'copysending1'"),
+	'inherited true', 'its verdict is inherited, and no reading is due');
+my $copy_id = $staging->safe_psql('postgres',
+	"SELECT id FROM billogram_requests WHERE billogram_id = 'copysending1'");
+like($staging->safe_psql('postgres',
+	"SELECT advice FROM billogram_in_doubt WHERE billogram_id = 'copysending1'"),
+	qr/^not checked: it came from another database, cluster or installation while that server was sending it, so it may have been sent; .*check it at Billogram, then billogram_resolve\($copy_id, 'mark_done'\) or billogram_resolve\($copy_id, 'mark_failed'\)$/,
+	'the advice names the calls to make, with its id');
+unlike($staging->safe_psql('postgres',
+	"SELECT advice FROM billogram_in_doubt WHERE billogram_id = 'copysending1'"),
+	qr/read again at/, 'and promises no reading');
+is(scalar @{ $mock->requests('copysending1') }, 0, 'nothing was sent or read for it');
+is($staging->safe_psql('postgres',
+	"SELECT (billogram_resolve($copy_id, 'mark_failed')).state"),
+	'failed', 'the operator resolves it');
+
 done_testing();

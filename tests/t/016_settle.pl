@@ -112,6 +112,22 @@ $node->poll_query_until('postgres',
 sleep 1;
 is(scalar @{ $mock->posts('ndrops1') }, 2, 'resend sends it once more, once');
 
+# --- a row being checked is read at its settle_at, not at the next sweep ---
+# billogram.settle_time is 3 s: the reading that ends "checking" is due 3 s
+# after sending, and is made then; the sweep would come 10 s after the
+# first reading.
+BgTest::call($node, "SELECT billogram_credit_payment('ndropt1', 'amount', 100)");
+$row = settled_row('ndropt1');
+is($row->{verdict}, 'not_applied', 'a dropped payment, read again until settle_time: not applied');
+my ($sent) = map { $_->{time} } @{ $mock->posts('ndropt1') };
+my @reads = map { $_->{time} } grep { $_->{method} eq 'GET' && $_->{time} > $sent }
+  @{ $mock->requests('ndropt1') };
+note('readings after sending at: ' . join(', ', map { sprintf('%.2f s', $_ - $sent) } @reads));
+cmp_ok(scalar @reads, '>=', 2, 'its invoice was read while checking, then for the verdict');
+cmp_ok($reads[-1] - $sent, '<', 6,
+	sprintf('the last reading came at settle_time after sending, not at a sweep (%.1f s)',
+		$reads[-1] - $sent));
+
 # --- one payment per invoice in flight, in order ---
 # two 'remaining' payments queued together: the second leaves only once the
 # first is answered, and finds nothing left
