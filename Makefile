@@ -17,9 +17,11 @@ EXTENSION = billogram
 BG_SRCDIR := $(dir $(lastword $(MAKEFILE_LIST)))
 MODULE_big = billogram
 OBJS = \
+	src/batch.o \
 	src/billogram.o \
 	src/callback.o \
 	src/channel.o \
+	src/channel_worker.o \
 	src/credentials.o \
 	src/credit_payment.o \
 	src/enqueue.o \
@@ -29,11 +31,13 @@ OBJS = \
 	src/http_failure.o \
 	src/inflight.o \
 	src/invoice.o \
+	src/jobs.o \
 	src/journal.o \
 	src/journalfuncs.o \
 	src/jsonb_fit.o \
 	src/json_span.o \
 	src/other_databases.o \
+	src/outcomes.o \
 	src/pause.o \
 	src/queue.o \
 	src/redact.o \

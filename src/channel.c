@@ -2,7 +2,10 @@
  *
  * channel.c
  *	  Shared-memory hand-off of requests (credit payments, GETs of invoices)
- *	  between backends and the background worker.
+ *	  between backends and the background worker: the shared memory, and
+ *	  the backend's side that submits a request and waits for its reply.
+ *	  The worker's side, which takes requests and answers them, is
+ *	  channel_worker.c.
  *
  * A calling backend fills a free slot, wakes the worker through its latch
  * and sleeps on its own latch.  The worker takes submitted slots oldest
@@ -45,53 +48,13 @@
 #include "utils/timestamp.h"
 
 #include "channel.h"
+#include "channel_int.h"
 #include "report.h"
-
-/* Reply bodies up to this size are copied through the slot itself. */
-#define BG_INLINE_BODY		8192
 
 /* How long a caller waits beyond its own timeout before giving up. */
 #define BG_WORKER_GRACE_MS	5000
 
-typedef enum BgSlotState
-{
-	SLOT_FREE,
-	SLOT_SUBMITTED,				/* waiting for the worker */
-	SLOT_TAKEN,					/* taken by the worker, not journaled yet */
-	SLOT_JOURNALED,				/* its row is written, not yet sent */
-	SLOT_SENDING,				/* handed to libcurl */
-	SLOT_ABANDONED,				/* taken, but the caller stopped waiting */
-	SLOT_DONE					/* reply written, caller not yet woken up */
-} BgSlotState;
-
-typedef struct BgSlot
-{
-	BgSlotState state;
-	uint64		seq;			/* submission order */
-	Latch	   *owner_latch;
-	TimestampTz deadline;		/* submission + billogram.timeout */
-	BgRequest	request;
-	BgCreditPayment payment;	/* zeroed unless a credit payment */
-	bool		handed;			/* handed to libcurl: it may have left */
-	BgCallRecord record;		/* its journal row, once written */
-	BgReply		reply;
-	dsm_handle	body_handle;	/* DSM_HANDLE_INVALID: body is inline */
-	Size		body_len;
-	char		body_inline[BG_INLINE_BODY];
-} BgSlot;
-
-typedef struct BgChannel
-{
-	LWLock	   *lock;
-	pid_t		worker_pid;		/* 0 while no worker runs */
-	Latch	   *worker_latch;
-	uint64		next_seq;
-	bool		queue_pending;	/* committed queued payments await a look */
-	int			nslots;
-	BgSlot		slots[FLEXIBLE_ARRAY_MEMBER];
-} BgChannel;
-
-static BgChannel *channel = NULL;
+BgChannel  *BgChannelShared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -135,13 +98,14 @@ channel_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	channel = ShmemInitStruct("billogram channel", channel_size(), &found);
+	BgChannelShared = ShmemInitStruct("billogram channel", channel_size(),
+									  &found);
 	if (!found)
 	{
-		memset(channel, 0, channel_size());
-		channel->lock = &(GetNamedLWLockTranche("billogram"))->lock;
-		channel->nslots = channel_nslots();
-		channel->next_seq = 1;
+		memset(BgChannelShared, 0, channel_size());
+		BgChannelShared->lock = &(GetNamedLWLockTranche("billogram"))->lock;
+		BgChannelShared->nslots = channel_nslots();
+		BgChannelShared->next_seq = 1;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -160,13 +124,6 @@ bg_channel_install_hooks(void)
  * ---------------------------------------------------------------------
  */
 
-static void
-release_body_segment(dsm_handle handle)
-{
-	if (handle != DSM_HANDLE_INVALID)
-		dsm_unpin_segment(handle);
-}
-
 /*
  * Give up on a slot.  Returns the state it was in, which tells whether the
  * request had been sent.
@@ -174,14 +131,14 @@ release_body_segment(dsm_handle handle)
 static BgSlotState
 abandon_slot(int slotno, int64 *request_id)
 {
-	BgSlot	   *slot = &channel->slots[slotno];
+	BgSlot	   *slot = &BgChannelShared->slots[slotno];
 	BgSlotState was;
 	dsm_handle	leftover = DSM_HANDLE_INVALID;
 
-	if (LWLockHeldByMe(channel->lock))
-		LWLockRelease(channel->lock);
+	if (LWLockHeldByMe(BgChannelShared->lock))
+		LWLockRelease(BgChannelShared->lock);
 
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	LWLockAcquire(BgChannelShared->lock, LW_EXCLUSIVE);
 	was = slot->state;
 	*request_id = slot->record.request_id;
 	switch (was)
@@ -201,7 +158,7 @@ abandon_slot(int slotno, int64 *request_id)
 		default:
 			break;
 	}
-	LWLockRelease(channel->lock);
+	LWLockRelease(BgChannelShared->lock);
 
 	release_body_segment(leftover);
 	my_slot = -1;
@@ -213,14 +170,14 @@ abandon_on_exit(int code, Datum arg)
 {
 	int64		request_id;
 
-	if (my_slot >= 0 && channel != NULL)
+	if (my_slot >= 0 && BgChannelShared != NULL)
 		abandon_slot(my_slot, &request_id);
 }
 
 static void
 check_worker_available(void)
 {
-	if (channel == NULL)
+	if (BgChannelShared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("billogram is not loaded through shared_preload_libraries"),
@@ -235,10 +192,10 @@ submit(const BgRequest *request, const BgCreditPayment *payment,
 	int			slotno = -1;
 	Latch	   *worker_latch;
 
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
-	if (channel->worker_pid == 0)
+	LWLockAcquire(BgChannelShared->lock, LW_EXCLUSIVE);
+	if (BgChannelShared->worker_pid == 0)
 	{
-		LWLockRelease(channel->lock);
+		LWLockRelease(BgChannelShared->lock);
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the billogram background worker is not running"),
@@ -247,9 +204,9 @@ submit(const BgRequest *request, const BgCreditPayment *payment,
 						 "The worker does not run while the server is in recovery; call the function on the primary." :
 						 "The postmaster restarts the worker within seconds; if it keeps failing, check the server log (is billogram.database an existing database?).")));
 	}
-	for (i = 0; i < channel->nslots; i++)
+	for (i = 0; i < BgChannelShared->nslots; i++)
 	{
-		if (channel->slots[i].state == SLOT_FREE)
+		if (BgChannelShared->slots[i].state == SLOT_FREE)
 		{
 			slotno = i;
 			break;
@@ -257,7 +214,7 @@ submit(const BgRequest *request, const BgCreditPayment *payment,
 	}
 	if (slotno < 0)
 	{
-		LWLockRelease(channel->lock);
+		LWLockRelease(BgChannelShared->lock);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many billogram requests in progress"),
@@ -266,7 +223,7 @@ submit(const BgRequest *request, const BgCreditPayment *payment,
 	}
 
 	{
-		BgSlot	   *slot = &channel->slots[slotno];
+		BgSlot	   *slot = &BgChannelShared->slots[slotno];
 
 		slot->request = *request;
 		if (payment)
@@ -280,12 +237,12 @@ submit(const BgRequest *request, const BgCreditPayment *payment,
 		slot->body_len = 0;
 		slot->handed = false;
 		memset(&slot->record, 0, sizeof(slot->record));
-		slot->seq = channel->next_seq++;
+		slot->seq = BgChannelShared->next_seq++;
 		slot->state = SLOT_SUBMITTED;
 	}
 	my_slot = slotno;
-	worker_latch = channel->worker_latch;
-	LWLockRelease(channel->lock);
+	worker_latch = BgChannelShared->worker_latch;
+	LWLockRelease(BgChannelShared->lock);
 
 	SetLatch(worker_latch);
 	return slotno;
@@ -319,16 +276,16 @@ collect_reply(BgSlot *slot, BgCallerReply *result)
 	}
 	result->body[slot->body_len] = '\0';
 
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
+	LWLockAcquire(BgChannelShared->lock, LW_EXCLUSIVE);
 	slot->state = SLOT_FREE;
-	LWLockRelease(channel->lock);
+	LWLockRelease(BgChannelShared->lock);
 	my_slot = -1;
 }
 
 static void
 wait_for_reply(int slotno, int timeout_ms, BgCallerReply *result)
 {
-	BgSlot	   *slot = &channel->slots[slotno];
+	BgSlot	   *slot = &BgChannelShared->slots[slotno];
 	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													  timeout_ms + BG_WORKER_GRACE_MS);
 
@@ -338,10 +295,10 @@ wait_for_reply(int slotno, int timeout_ms, BgCallerReply *result)
 		int64		request_id;
 		long		wait_ms;
 
-		LWLockAcquire(channel->lock, LW_SHARED);
+		LWLockAcquire(BgChannelShared->lock, LW_SHARED);
 		state = slot->state;
 		request_id = slot->record.request_id;
-		LWLockRelease(channel->lock);
+		LWLockRelease(BgChannelShared->lock);
 
 		if (state == SLOT_DONE)
 		{
@@ -457,285 +414,12 @@ bg_channel_wake_queue(void)
 {
 	Latch	   *worker_latch;
 
-	if (channel == NULL)
+	if (BgChannelShared == NULL)
 		return;
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
-	channel->queue_pending = true;
-	worker_latch = channel->worker_latch;
-	LWLockRelease(channel->lock);
+	LWLockAcquire(BgChannelShared->lock, LW_EXCLUSIVE);
+	BgChannelShared->queue_pending = true;
+	worker_latch = BgChannelShared->worker_latch;
+	LWLockRelease(BgChannelShared->lock);
 	if (worker_latch)
 		SetLatch(worker_latch);
-}
-
-/* ---------------------------------------------------------------------
- * Worker side
- * ---------------------------------------------------------------------
- */
-
-/* Test and clear the flag bg_channel_wake_queue() sets. */
-bool
-bg_channel_queue_woken(void)
-{
-	bool		woken;
-
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
-	woken = channel->queue_pending;
-	channel->queue_pending = false;
-	LWLockRelease(channel->lock);
-	return woken;
-}
-
-static void
-fail_slot(BgSlot *slot, const char *why, bool may_have_reached)
-{
-	memset(&slot->reply, 0, sizeof(slot->reply));
-	slot->reply.outcome = BG_OUTCOME_WORKER;
-	slot->reply.may_have_reached = may_have_reached;
-	snprintf(slot->reply.message, sizeof(slot->reply.message), "%s", why);
-	slot->body_handle = DSM_HANDLE_INVALID;
-	slot->body_len = 0;
-	slot->state = SLOT_DONE;
-	SetLatch(slot->owner_latch);
-}
-
-/*
- * Answer every slot the worker holds or would have taken: requests in flight
- * may have reached Billogram, submitted ones certainly did not.  Runs with
- * the lock held.
- */
-static void
-fail_outstanding_slots(const char *why)
-{
-	int			i;
-
-	for (i = 0; i < channel->nslots; i++)
-	{
-		BgSlot	   *slot = &channel->slots[i];
-
-		if (slot->state == SLOT_SENDING)
-			fail_slot(slot, why, true);
-		else if (slot->state == SLOT_SUBMITTED || slot->state == SLOT_TAKEN ||
-				 slot->state == SLOT_JOURNALED)
-			fail_slot(slot, why, false);
-		else if (slot->state == SLOT_ABANDONED)
-		{
-			if (slot->request.kind == BG_REQUEST_CREDIT_PAYMENT && slot->handed)
-				ereport(LOG,
-						(errmsg("billogram: the outcome of the credit payment on %s is unknown: %s",
-								slot->request.billogram_id, why),
-						 errdetail("The request may have reached Billogram; check the invoice.")));
-			slot->state = SLOT_FREE;
-		}
-	}
-}
-
-static void
-detach_worker(int code, Datum arg)
-{
-	LWLockReleaseAll();
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
-	channel->worker_pid = 0;
-	channel->worker_latch = NULL;
-	fail_outstanding_slots("the billogram worker stopped");
-	LWLockRelease(channel->lock);
-}
-
-void
-bg_channel_attach_worker(void)
-{
-	if (channel == NULL)
-		ereport(ERROR,
-				(errmsg("billogram worker started without its shared memory")));
-
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
-	if (channel->worker_pid != 0)
-	{
-		LWLockRelease(channel->lock);
-		ereport(ERROR,
-				(errmsg("another billogram worker is already running with PID %d",
-						(int) channel->worker_pid)));
-	}
-	/* a predecessor that exited without its callback leaves slots behind */
-	fail_outstanding_slots("the billogram worker restarted");
-	channel->worker_pid = MyProcPid;
-	channel->worker_latch = MyLatch;
-	LWLockRelease(channel->lock);
-
-	before_shmem_exit(detach_worker, (Datum) 0);
-}
-
-/*
- * Take the oldest submitted request that may_take (NULL: any) accepts, or
- * whose caller's time is up, for the worker to answer.  The ones left
- * waiting stay submitted, so their callers may still give up with nothing
- * sent; *next_deadline (if given) gets the earliest time one of them is up.
- */
-bool
-bg_channel_take(BgTakenRequest *taken, BgMayTake may_take,
-				TimestampTz *next_deadline)
-{
-	int			i;
-	int			oldest = -1;
-	TimestampTz now = GetCurrentTimestamp();
-
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
-	for (i = 0; i < channel->nslots; i++)
-	{
-		BgSlot	   *slot = &channel->slots[i];
-
-		if (slot->state != SLOT_SUBMITTED ||
-			(oldest >= 0 && slot->seq > channel->slots[oldest].seq))
-			continue;
-		if (may_take && slot->deadline > now && !may_take(&slot->request))
-		{
-			if (next_deadline)
-				*next_deadline = Min(*next_deadline, slot->deadline);
-			continue;
-		}
-		oldest = i;
-	}
-	if (oldest >= 0)
-	{
-		BgSlot	   *slot = &channel->slots[oldest];
-
-		slot->state = SLOT_TAKEN;
-		taken->slotno = oldest;
-		/* the time left of the caller's billogram.timeout; 0 if none */
-		taken->timeout_ms = (int) TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-																  slot->deadline);
-		taken->request = slot->request;
-		taken->payment = slot->payment;
-	}
-	LWLockRelease(channel->lock);
-	return oldest >= 0;
-}
-
-/*
- * Copy the body into the slot, or into a pinned segment when it is big.
- * Returns the segment's handle, DSM_HANDLE_INVALID when none was made.
- */
-static dsm_handle
-store_body(BgSlot *slot, const char *body, size_t body_len)
-{
-	dsm_segment *seg;
-
-	slot->body_len = body_len;
-	slot->body_handle = DSM_HANDLE_INVALID;
-	if (body_len <= BG_INLINE_BODY)
-	{
-		if (body_len > 0)
-			memcpy(slot->body_inline, body, body_len);
-		return DSM_HANDLE_INVALID;
-	}
-
-	seg = dsm_create(body_len, 0);
-	memcpy(dsm_segment_address(seg), body, body_len);
-	dsm_pin_segment(seg);
-	slot->body_handle = dsm_segment_handle(seg);
-	dsm_detach(seg);
-	return slot->body_handle;
-}
-
-/*
- * The request in slotno has its journal row: the caller will be told its
- * id, with its outcome or when it stops waiting.
- */
-void
-bg_channel_journaled(int slotno, int64 request_id)
-{
-	BgSlot	   *slot = &channel->slots[slotno];
-
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
-	slot->record.request_id = request_id;
-	if (slot->state == SLOT_TAKEN)
-		slot->state = SLOT_JOURNALED;
-	LWLockRelease(channel->lock);
-}
-
-/* What the caller is told of the journal with the reply about to be posted */
-void
-bg_channel_set_record(int slotno, const BgCallRecord *record)
-{
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
-	channel->slots[slotno].record = *record;
-	LWLockRelease(channel->lock);
-}
-
-/*
- * The worker is about to hand the request in slotno to libcurl: from now
- * on it may reach Billogram, and a caller who stops waiting is told so.
- * Returns false, and the request must not be sent, when the caller has
- * stopped waiting already: it was told that nothing was sent.
- */
-bool
-bg_channel_hand_over(int slotno)
-{
-	BgSlot	   *slot = &channel->slots[slotno];
-	bool		go;
-
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
-	go = (slot->state != SLOT_ABANDONED);
-	if (go)
-	{
-		slot->state = SLOT_SENDING;
-		slot->handed = true;
-	}
-	LWLockRelease(channel->lock);
-	return go;
-}
-
-void
-bg_channel_post_reply(int slotno, const BgReply *reply,
-					  const char *body, size_t body_len)
-{
-	BgSlot	   *slot = &channel->slots[slotno];
-	BgRequestKind kind = slot->request.kind;
-	char		billogram_id[BG_ID_MAXLEN + 1];
-	int64		request_id = slot->record.request_id;
-	dsm_handle	stored = DSM_HANDLE_INVALID;
-	Latch	   *owner = NULL;
-	bool		abandoned;
-
-	/* the slot may be reused as soon as it is freed below */
-	memcpy(billogram_id, slot->request.billogram_id, sizeof(billogram_id));
-
-	/* Only the invoice of a success is needed by the caller. */
-	if (reply->outcome != BG_OUTCOME_OK)
-		body_len = 0;
-
-	LWLockAcquire(channel->lock, LW_SHARED);
-	abandoned = (slot->state == SLOT_ABANDONED);
-	LWLockRelease(channel->lock);
-
-	if (!abandoned)
-	{
-		slot->reply = *reply;
-		stored = store_body(slot, body, body_len);
-	}
-
-	LWLockAcquire(channel->lock, LW_EXCLUSIVE);
-	abandoned = (slot->state == SLOT_ABANDONED);
-	if (abandoned)
-		slot->state = SLOT_FREE;
-	else
-	{
-		slot->state = SLOT_DONE;
-		owner = slot->owner_latch;
-	}
-	LWLockRelease(channel->lock);
-
-	if (owner)
-	{
-		SetLatch(owner);
-		return;
-	}
-
-	/* the caller has gone: the segment made for it is ours to free */
-	release_body_segment(stored);
-	if (kind != BG_REQUEST_CREDIT_PAYMENT)
-		return;
-	ereport(LOG,
-			(errmsg("billogram: the caller of the credit payment on %s stopped waiting; its outcome follows",
-					billogram_id)));
-	bg_report_failure(LOG, kind, billogram_id, reply, request_id);
 }

@@ -64,16 +64,26 @@ extern void bg_channel_call(const BgRequest *request,
 /* Wake the worker at commit: queued payments are waiting */
 extern void bg_channel_wake_queue(void);
 
-/* Worker side */
+/*
+ * Worker side (channel_worker.c).  The channel returns what happened to a
+ * call; the worker logs payments' outcomes.
+ */
 extern bool bg_channel_queue_woken(void);
-extern void bg_channel_attach_worker(void);
+
+/*
+ * Told of a credit payment the channel gives up unanswered, its caller
+ * gone, that may have reached Billogram; why is the channel's reason.
+ */
+typedef void (*BgCallLost) (const char *billogram_id, const char *why);
+extern void bg_channel_attach_worker(BgCallLost lost);
 typedef bool (*BgMayTake) (const BgRequest *request);
 extern bool bg_channel_take(BgTakenRequest *taken, BgMayTake may_take,
 							TimestampTz *next_deadline);
 extern void bg_channel_journaled(int slotno, int64 request_id);
 extern void bg_channel_set_record(int slotno, const BgCallRecord *record);
 extern bool bg_channel_hand_over(int slotno);
-extern void bg_channel_post_reply(int slotno, const BgReply *reply,
-								  const char *body, size_t body_len);
+extern bool bg_channel_post_reply(int slotno, const BgReply *reply,
+								  const char *body, size_t body_len,
+								  int64 *request_id);
 
 #endif							/* BILLOGRAM_CHANNEL_H */

@@ -19,7 +19,6 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "credentials.h"
 #include "guc.h"
 
 char	   *bg_api_url = NULL;

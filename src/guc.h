@@ -23,6 +23,14 @@ extern char *bg_callback_sign_key;
 extern int	bg_callback_max_age_s;
 extern int	bg_settle_time_s;
 
+/*
+ * The secret settings (billogram.api_password, billogram.callback_sign_key):
+ * shorter ones are refused (check_secret() in guc.c), and SHOW,
+ * current_setting() and the log show the mask instead.
+ */
+#define BG_PASSWORD_MIN_LEN		12
+#define BG_PASSWORD_MASK		"********"
+
 /* billogram.journal_reply: what the journal keeps of an invoice */
 typedef enum BgJournalReply
 {

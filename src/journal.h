@@ -22,6 +22,7 @@
 
 #include "reply.h"
 #include "request.h"
+#include "schema.h"
 
 /*
  * The states of a journal row.  The table's CHECK constraint lists the same
@@ -94,13 +95,6 @@ typedef struct BgKeyUse
 
 /* Longest wait between two looks at the queue, in milliseconds. */
 #define BG_SWEEP_MS		10000
-
-/*
- * The journal's schema version this library's statements are written for:
- * in a database whose extension is at another version the queue is not
- * served and nothing is journaled, until ALTER EXTENSION billogram UPDATE.
- */
-#define BG_SCHEMA_VERSION	"0.3"
 
 typedef enum BgJournalStatus
 {

@@ -32,8 +32,8 @@
 
 #include "lib/stringinfo.h"
 
-#include "journal.h"
 #include "report.h"
+#include "schema.h"
 
 /* BG followed by the three digits of the HTTP status, e.g. BG404. */
 static int
