@@ -29,21 +29,28 @@ $standby->start;
 my ($state) = BgTest::call($primary, "SELECT billogram_credit_payment('tko1', 'amount', 1)");
 is($state, '', 'a first payment on the old primary');
 
-# A payment queued while the API is down reaches the standby as pending.
-$mock->fault('{"mode":"down"}');
-$primary->safe_psql('postgres', "SELECT billogram_enqueue_credit_payment('tko1', 'amount', 7)");
-$primary->safe_psql('postgres', "SELECT billogram_enqueue_credit_payment('tko2', 'amount', 3)");
+# Two payments reach the standby as pending.  They are queued put off, in
+# one transaction, so that the old primary's worker touches neither before
+# the standby stops: a 'sending' (or a retry's) commit streamed to the
+# standby would make it another case, a row caught sending (005, 016).
+$primary->safe_psql('postgres', qq{
+	BEGIN;
+	SELECT billogram_enqueue_credit_payment('tko1', 'amount', 7);
+	SELECT billogram_enqueue_credit_payment('tko2', 'amount', 3);
+	UPDATE billogram_requests SET next_attempt_at = now() + interval '1 hour' WHERE amount IN (7, 3);
+	COMMIT;
+});
 $primary->wait_for_catchup($standby);
 is($standby->safe_psql('postgres',
 		"SELECT string_agg(state, ',' ORDER BY id) FROM billogram_requests WHERE amount IN (7, 3)"),
 	'pending,pending', 'the standby has both queued rows, pending');
 
 # The standby falls behind (stopped); the old primary sends the payment of 7
-# on tko1 once the API is back; tko2's row is put off, so it stays unsent.
+# on tko1; tko2's row stays put off, so it stays unsent.
 $standby->stop('fast');
 $primary->safe_psql('postgres',
-	"UPDATE billogram_requests SET next_attempt_at = now() + interval '1 hour' WHERE billogram_id = 'tko2'");
-$mock->fault('{"mode":"none"}');
+	"UPDATE billogram_requests SET next_attempt_at = now() WHERE billogram_id = 'tko1' AND amount = 7");
+$primary->safe_psql('postgres', 'SELECT billogram_wake_worker_at_commit()');
 $primary->poll_query_until('postgres',
 	"SELECT state = 'done' FROM billogram_requests WHERE billogram_id = 'tko1' AND amount = 7")
   or die 'the old primary did not send the payment';
@@ -54,6 +61,10 @@ $primary->stop('immediate');
 $standby->start;
 $standby->promote;
 BgTest::worker_pid($standby);
+# its copy of tko1's row is due now (it was put off on the old primary)
+$standby->safe_psql('postgres',
+	"UPDATE billogram_requests SET next_attempt_at = now() WHERE billogram_id = 'tko1' AND amount = 7");
+$standby->safe_psql('postgres', 'SELECT billogram_wake_worker_at_commit()');
 $standby->poll_query_until('postgres',
 	"SELECT count(*) = 0 FROM billogram_requests WHERE state IN ('pending', 'sending') "
 	  . "AND billogram_id = 'tko1'")
