@@ -36,6 +36,7 @@ OBJS = \
 	src/journalfuncs.o \
 	src/jsonb_fit.o \
 	src/json_span.o \
+	src/json_validate.o \
 	src/other_databases.o \
 	src/outcomes.o \
 	src/pause.o \

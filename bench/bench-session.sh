@@ -549,7 +549,7 @@ bg_log "   RssAnon $RSS_ANON_0 -> $RSS_ANON_1 kB ($(fmt "$RSS_GROWTH_MB" 2) MB),
 
 # ---- 7. classifying one reply, summarizing its invoice ----
 gcc -O2 -I"$BG_TOP/src" -o "$work/classify_reply" "$bench/classify_reply.c" \
-	"$BG_TOP/src/reply.c" "$BG_TOP/src/json_span.c" "$BG_TOP/src/invoice.c" -ljansson ||
+	"$BG_TOP/src/reply.c" "$BG_TOP/src/json_span.c" "$BG_TOP/src/json_validate.c" "$BG_TOP/src/invoice.c" -ljansson ||
 	fail "building bench/classify_reply.c"
 { read -r CLASSIFY_US && read -r SUMMARY_US; } < <("$work/classify_reply" "$body_file") ||
 	fail "bench/classify_reply failed"

@@ -8,13 +8,14 @@
  * whose status is "OK" and whose data is an object; any other status is an
  * API error whether or not its body is the documented error envelope.
  *
- * Every body is validated and read by json_span.c, which builds no tree: a
- * tree parse of an invoice cost more than the CPU budget of a whole payment.
+ * Every body is validated by json_validate.c and read by json_span.c, which
+ * build no tree: a tree parse of an invoice cost more than the CPU budget of
+ * a whole payment.
  * jansson is still used where time does not matter: to word why a body is
  * not valid JSON as it always was, to print an error's field_path, and to
  * build the journal's error column.
  *
- * This file deliberately uses only libc, jansson and json_span.c.
+ * This file deliberately uses only libc, jansson and those two files.
  *
  *-------------------------------------------------------------------------
  */

@@ -84,7 +84,7 @@ step "package list" bash "$top/tests/packages.sh"
 step "packaging files" bash "$top/tests/packaging.sh"
 
 # the JSON scanner and the invoice summary, plain C with the sanitizers
-bg_log "unit tests: src/json_span.c and src/invoice.c"
+bg_log "unit tests: src/json_validate.c, src/json_span.c and src/invoice.c"
 counted "unit tests" bash "$top/tests/unit/run.sh"
 
 # the mock Billogram API the suites run against: its faults, events and

@@ -56,7 +56,7 @@ fuzz() {
 	fi
 }
 
-fuzz fuzz_json_span "$span_seconds" json_span.c invoice.c
-fuzz fuzz_reply "$reply_seconds" reply.c json_span.c invoice.c
+fuzz fuzz_json_span "$span_seconds" json_span.c json_validate.c invoice.c
+fuzz fuzz_reply "$reply_seconds" reply.c json_span.c json_validate.c invoice.c
 echo "fuzz: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
