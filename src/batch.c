@@ -31,6 +31,56 @@
 #include "worker_int.h"
 
 /*
+ * Run work(arg) in a subtransaction of its own, so that its error fails
+ * only itself and not the batch.  Returns NULL if it succeeded, or its error,
+ * copied into the caller's memory context (FreeErrorData when done).
+ */
+ErrorData *
+bgw_alone(void (*work) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		work(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return error;
+}
+
+/* What claim_key() is asked, and what it found. */
+typedef struct KeyClaim
+{
+	BgJob	   *job;
+	bool		claimed;
+	BgKeyUse	use;
+} KeyClaim;
+
+static void
+claim_key(void *arg)
+{
+	KeyClaim   *claim = arg;
+
+	claim->claimed = bg_journal_claim_key(bg_journal_opened(),
+										  &claim->job->payment, 0,
+										  &claim->use);
+}
+
+/*
  * Record the idempotency key of a synchronous call in the batch's
  * transaction, before anything is sent, in a subtransaction of its own:
  * a key taken already, or one whose first use is still being committed by
@@ -40,42 +90,21 @@
 static bool
 claim_key_alone(BgJob *job)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	BgKeyUse	use;
-	volatile bool claimed = false;
-	volatile bool failed = false;
-	char		why[BG_REPLY_TEXT_LEN];
+	KeyClaim	claim = {.job = job};
+	ErrorData  *error = bgw_alone(claim_key, &claim);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	if (error != NULL)
 	{
-		claimed = bg_journal_claim_key(bg_journal_opened(), &job->payment, 0,
-									   &use);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+		char		why[BG_REPLY_TEXT_LEN];
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		snprintf(why, sizeof(why), "%s.", edata->message);
-		FreeErrorData(edata);
-		failed = true;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-
-	if (failed)
+		snprintf(why, sizeof(why), "%s.", error->message);
+		FreeErrorData(error);
 		bgw_refuse(job, BG_OUTCOME_NOT_RECORDED, why);
-	else if (!claimed)
-		bgw_answer_key_used(job, &use);
-	return claimed && !failed;
+		return false;
+	}
+	if (!claim.claimed)
+		bgw_answer_key_used(job, &claim.use);
+	return claim.claimed;
 }
 
 /*

@@ -303,13 +303,7 @@ billogram_enqueue_credit_payment(PG_FUNCTION_ARGS)
 {
 	BgCreditPayment payment;
 
-	bg_build_credit_payment(&payment,
-							PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
-							PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
-							PG_ARGISNULL(2) ? NULL : PG_GETARG_NUMERIC(2));
-	bg_set_idempotency_key(&payment, PG_NARGS() > 3 && !PG_ARGISNULL(3) ?
-						   PG_GETARG_TEXT_PP(3) : NULL);
-	bg_identify_caller(&payment.caller);
+	bg_credit_payment_from_call(&payment, fcinfo);
 	PG_RETURN_INT64(insert_pending(&payment, "enqueue", NULL, NULL, NULL, NULL));
 }
 

@@ -41,6 +41,7 @@
 #include "guc.h"
 #include "journal.h"
 #include "other_databases.h"
+#include "worker.h"
 
 PGDLLEXPORT void billogram_database_check_main(Datum main_arg);
 
@@ -79,15 +80,9 @@ check_one(Oid dboid)
 	BackgroundWorkerHandle *handle;
 	pid_t		pid;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bg_describe_worker(&worker, "billogram_database_check_main",
+					   "billogram database check");
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "billogram");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "billogram_database_check_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "billogram database check");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "billogram database check");
 	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
 	worker.bgw_notify_pid = MyProcPid;
 

@@ -15,8 +15,6 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "inflight.h"
@@ -119,8 +117,10 @@ write_readings(List *jobs)
  * before sending, or an outcome.
  */
 static void
-write_one(BgJob *job)
+write_one(void *arg)
 {
+	BgJob	   *job = arg;
+
 	if (job->kind == JOB_READ)
 		write_readings(list_make1(job));
 	else if (job->kind == JOB_SNAPSHOT)
@@ -151,40 +151,20 @@ write_one(BgJob *job)
 static bool
 write_alone(BgJob *job)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool written = true;
+	ErrorData  *error = bgw_alone(write_one, job);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		write_one(job);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		bg_stats_error(edata->message);
-		job->write_alone = true;
-		job->retry_at = bgw_backoff(&job->retry_ms);
-		ereport(LOG,
-				(errmsg("billogram worker: the %s of request %lld is not recorded yet; next try in %d ms",
-						job->kind == JOB_SNAPSHOT ? "invoice read" : "outcome",
-						(long long) job->request_id, job->retry_ms),
-				 errdetail("%s", edata->message)));
-		FreeErrorData(edata);
-		written = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return written;
+	if (error == NULL)
+		return true;
+	bg_stats_error(error->message);
+	job->write_alone = true;
+	job->retry_at = bgw_backoff(&job->retry_ms);
+	ereport(LOG,
+			(errmsg("billogram worker: the %s of request %lld is not recorded yet; next try in %d ms",
+					job->kind == JOB_SNAPSHOT ? "invoice read" : "outcome",
+					(long long) job->request_id, job->retry_ms),
+			 errdetail("%s", error->message)));
+	FreeErrorData(error);
+	return false;
 }
 
 /*

@@ -311,3 +311,20 @@ billogram_caller(PG_FUNCTION_ARGS)
 											  NameStr(caller.role),
 											  NameStr(caller.login_role))));
 }
+
+/*
+ * The payment a call of billogram_credit_payment() or
+ * billogram_enqueue_credit_payment() asks for: (id, mode, amount
+ * [, idempotency_key]), checked, with who called.
+ */
+void
+bg_credit_payment_from_call(BgCreditPayment *req, FunctionCallInfo fcinfo)
+{
+	bg_build_credit_payment(req,
+							PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+							PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
+							PG_ARGISNULL(2) ? NULL : PG_GETARG_NUMERIC(2));
+	bg_set_idempotency_key(req, PG_NARGS() > 3 && !PG_ARGISNULL(3) ?
+						   PG_GETARG_TEXT_PP(3) : NULL);
+	bg_identify_caller(&req->caller);
+}

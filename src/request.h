@@ -114,4 +114,8 @@ extern void bg_request_get_invoice(BgRequest *req, const char *billogram_id);
 /* Fill *caller from the current backend, for the journal. */
 extern void bg_identify_caller(BgCaller *caller);
 
+/* All of the above for the arguments (id, mode, amount [, key]) of a call. */
+extern void bg_credit_payment_from_call(BgCreditPayment *req,
+										FunctionCallInfo fcinfo);
+
 #endif							/* BILLOGRAM_REQUEST_H */

@@ -121,20 +121,31 @@ static BgWorkerState worker_state = {
 
 BgWorkerState *BgWorker = &worker_state;
 
+/*
+ * Describe a process of this library that connects to a database once
+ * recovery has finished, named name and entered at function.
+ */
+void
+bg_describe_worker(BackgroundWorker *worker, const char *function,
+				   const char *name)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "billogram");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker->bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", name);
+}
+
 void
 bg_register_worker(void)
 {
 	BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bg_describe_worker(&worker, "billogram_worker_main", "billogram worker");
 	worker.bgw_restart_time = BG_WORKER_RESTART_SECS;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "billogram");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "billogram_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "billogram worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "billogram worker");
 	RegisterBackgroundWorker(&worker);
 }
 

@@ -184,6 +184,7 @@ extern void bgw_start_committed(List *to_start);
 extern void bgw_start_sync_reads(void);
 
 /* batch.c: the batch transaction */
+extern ErrorData *bgw_alone(void (*work) (void *arg), void *arg);
 extern List *bgw_journal_batch(List **recorded);
 extern void bgw_recover_journal(void);
 
