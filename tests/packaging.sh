@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the packaging files against each other, so that none of them drifts
-# when the version changes: META.json (PGXN, meta-spec 1.0.0) says the control
-# file's default_version, the control file keeps the fields reviewed for
+# when the version changes: META.json is valid PGXN Meta 1.0.0
+# (tests/pgxn_meta.py, offline) and says the control file's default_version, the control file keeps the fields reviewed for
 # issue 12, LICENSE is the PostgreSQL License, and the install script of the
 # default version exists.  Prints "ok"/"not ok" lines and a closing count.
 set -uo pipefail
@@ -10,7 +10,9 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
 
 python3 - <<'PY'
-import json, re, sys, os
+import copy, json, re, sys, os
+sys.path.insert(0, "tests")
+import pgxn_meta
 
 passed = failed = 0
 def check(ok, what):
@@ -51,13 +53,40 @@ except Exception as e:
 else:
     check(True, "META.json parses")
 check(meta.get("meta-spec", {}).get("version") == "1.0.0", "META.json: meta-spec 1.0.0")
+invalid = pgxn_meta.errors(meta, ".")
+for e in invalid:
+    print(f"# META.json: {e}")
+check(not invalid, "META.json is valid PGXN Meta 1.0.0: required keys, their types, the files it names")
+
+# the validator itself: a META.json broken as 0.3's was, and in other ways,
+# must be refused, or the check above proves nothing
+def broken(change):
+    m = copy.deepcopy(meta)
+    change(m)
+    return pgxn_meta.errors(m, ".")
+check("provides.billogram.file is required" in
+      broken(lambda m: m["provides"]["billogram"].pop("file", None)),
+      "the validator refuses an extension without its file (META.json of 0.3)")
+check(any("not in the distribution" in e for e in
+          broken(lambda m: m["provides"]["billogram"].update(file="sql/missing.sql"))),
+      "the validator refuses a file that is not in the distribution")
+check("maintainer is required" in broken(lambda m: m.pop("maintainer", None)),
+      "the validator refuses a META.json without maintainer")
+check("version must be a SemVer" in broken(lambda m: m.update(version="0.3")),
+      "the validator refuses a version that is not a SemVer")
+check(any("license" in e for e in broken(lambda m: m.update(license="PostgreSQL"))),
+      "the validator refuses a license name the spec does not know")
+check(any("unknown key" in e for e in broken(lambda m: m.update(homepage="x"))),
+      "the validator refuses a key the spec does not define")
+
 check(meta.get("name") == "billogram", "META.json: name billogram")
 check(meta.get("version") == semver,
       f"META.json: version {meta.get('version')!r} is the control file's {version!r} as {semver}")
 prov = meta.get("provides", {}).get("billogram", {})
 check(prov.get("version") == semver, f"META.json: provides billogram {prov.get('version')!r} = {semver}")
-check(all(meta.get(k) for k in ("abstract", "maintainer", "license")),
-      "META.json: abstract, maintainer and license present")
+script = f"sql/billogram--{version}.sql"
+check(not os.path.exists(script) or prov.get("file") == script,
+      f"META.json: provides billogram's file is {script}, the install script of the default version")
 check(meta.get("license") == "postgresql", "META.json: license postgresql")
 
 lic = open("LICENSE").read() if os.path.exists("LICENSE") else ""
