@@ -148,5 +148,5 @@ bg_load_password_file(void)
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("billogram: the password file \"%s\" is not used: %s",
 						bg_api_password_file, why),
-				 errdetail("Requests are sent without a password until the file is fixed and the configuration reloaded.")));
+				 errdetail("No request is sent until the file is fixed and the configuration reloaded: calls fail with SQLSTATE 55000 and queued payments wait.")));
 }

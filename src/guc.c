@@ -168,7 +168,7 @@ bg_define_settings(bool preloading)
 
 	DefineCustomEnumVariable("billogram.journal_reply",
 							 "What billogram_requests keeps of the invoice a reply carries.",
-							 "summary: id, state, sums, currency and the events since the request; "
+							 "summary: the invoice's id, number, state, currency, sums and update time, and every event's type, time, uuid and amount; "
 							 "full: the whole invoice, customers' personal data included; none: nothing.",
 							 &bg_journal_reply,
 							 BG_JOURNAL_REPLY_SUMMARY,
