@@ -81,6 +81,8 @@ is(scalar @{ $mock->posts }, $posts_before, 'and nothing is sent');
 my $log = slurp_file($node->logfile);
 like($log, qr/password file ".*" is not used: group or other users can access it/,
 	'the log says why the file is not used');
+like($log, qr/is not used: group or other users can access it.*\n.*DETAIL:  No request is sent until the file is fixed/,
+	'and that nothing is sent meanwhile (not that requests go without a password)');
 
 write_password($BgTest::PASSWORD, 0600);
 is(reload_until(qr/^$/), '', 'made private again, it is used after reload');
