@@ -126,6 +126,29 @@ reached_detail(BgRequestKind kind, const BgReply *reply, int64 request_id)
 					reached_text(kind, reply), (long long) request_id);
 }
 
+/* Sandbox and production credentials: a mix-up is refused like a bad password. */
+#define BG_API_URL_HINT \
+	"Sandbox and production credentials each work only against their own billogram.api_url: https://sandbox.billogram.com/api/v2 or https://billogram.com/api/v2."
+
+/*
+ * The hint for a refusal of the credentials (401, 403); NULL for any other
+ * reply.  The first 403 a new account meets is usually PERMISSION_DENIED
+ * because Billogram has not enabled stand-alone credit invoices on it,
+ * which no setting of ours can fix; credentials sent to the wrong base URL
+ * are refused too, so every such hint names billogram.api_url.
+ */
+static const char *
+refusal_hint(const BgReply *reply)
+{
+	if (reply->http_status == 403 &&
+		strcmp(reply->status, "PERMISSION_DENIED") == 0)
+		return "Billogram must enable stand-alone credit invoices on the account before it accepts their payments: ask Billogram to, if it has not. "
+			BG_API_URL_HINT;
+	if (reply->http_status == 401 || reply->http_status == 403)
+		return BG_CREDENTIALS_HINT " " BG_API_URL_HINT;
+	return NULL;
+}
+
 static void
 report_api_error(int elevel, BgRequestKind kind, const char *what,
 				 const BgReply *reply, int64 request_id)
@@ -133,8 +156,7 @@ report_api_error(int elevel, BgRequestKind kind, const char *what,
 	bool		retry_later = bg_reply_asks_to_wait(reply);
 	bool		is_redirect = (reply->http_status >= 300 &&
 							   reply->http_status < 400);
-	bool		auth = (reply->http_status == 401 ||
-						reply->http_status == 403);
+	const char *auth_hint = refusal_hint(reply);
 	StringInfoData detail;
 
 	if (reply->status[0] == '\0')
@@ -150,7 +172,7 @@ report_api_error(int elevel, BgRequestKind kind, const char *what,
 				 is_redirect && kind == BG_REQUEST_CREDIT_PAYMENT ?
 				 errhint("Redirects are not followed: following one would send the payment again, elsewhere. Check billogram.api_url.") :
 				 is_redirect ? errhint("Redirects are not followed. Check billogram.api_url.") :
-				 auth ? errhint(BG_CREDENTIALS_HINT) : 0));
+				 auth_hint ? errhint("%s", auth_hint) : 0));
 		return;
 	}
 
@@ -170,7 +192,7 @@ report_api_error(int elevel, BgRequestKind kind, const char *what,
 					reply->message[0] ? reply->message : "(no message)"),
 			 errdetail_internal("%s", detail.data),
 			 retry_later ? errhint("Billogram asks to try again later.") :
-			 auth ? errhint(BG_CREDENTIALS_HINT) : 0));
+			 auth_hint ? errhint("%s", auth_hint) : 0));
 	pfree(detail.data);
 }
 

@@ -28,7 +28,7 @@
  */
 #define ERRCODE_BILLOGRAM_KEY_NO_INVOICE	MAKE_SQLSTATE('B','G','0','0','5')
 
-/* Where 401, 403 and missing credentials send whoever has to fix them. */
+/* Where missing or refused (401, 403) credentials send whoever has to fix them. */
 #define BG_CREDENTIALS_HINT \
 	"Check billogram.api_user and billogram.api_password (or billogram.api_password_file), then reload the configuration."
 

@@ -1,7 +1,7 @@
 # Errors a program can read: Billogram's status and field from a fixed place
 # in the DETAIL (see src/report.c), read by a PL/pgSQL handler; hints on
-# 401/403; no credentials means nothing is sent; and long non-ASCII messages
-# are cut at a character boundary.
+# 401/403, PERMISSION_DENIED apart; no credentials means nothing is sent;
+# and long non-ASCII messages are cut at a character boundary.
 use strict;
 use warnings;
 
@@ -57,14 +57,23 @@ my ($state, undef, $err) = BgTest::call($node,
 like($err, qr/DETAIL:  billogram_status=INVALID_PARAMETER\nfield=amount\nField: amount, field_path \["amount"\]\. Billogram did not act/,
 	'the DETAIL: the fixed lines first, then the prose');
 
-# 401 and 403 name the settings to check
-for my $id ('e401a', 'e403b')
-{
-	($state, undef, $err) = BgTest::call($node,
-		"SELECT billogram_credit_payment('$id', 'amount', 1)");
-	like($err, qr/HINT:  Check billogram.api_user and billogram.api_password \(or billogram.api_password_file\)/,
-		"$state carries a hint naming the credential settings");
-}
+# 401 names the settings to check; a 403 PERMISSION_DENIED, the first a
+# new account meets, says Billogram must enable stand-alone credit invoices;
+# both name billogram.api_url, since sandbox credentials fail in production
+($state, undef, $err) = BgTest::call($node,
+	"SELECT billogram_credit_payment('e401a', 'amount', 1)");
+like($err, qr/HINT:  Check billogram.api_user and billogram.api_password \(or billogram.api_password_file\)/,
+	"$state carries a hint naming the credential settings");
+like($err, qr/HINT: .*credentials each work only against their own billogram.api_url/,
+	"$state: and the base URL the credentials belong to");
+($state, undef, $err) = BgTest::call($node,
+	"SELECT billogram_credit_payment('e403b', 'amount', 1)");
+like($err, qr/HTTP 403 PERMISSION_DENIED.*\nHINT:  Billogram must enable stand-alone credit invoices on the account/s,
+	"$state PERMISSION_DENIED: the hint says Billogram must enable stand-alone credit invoices");
+like($err, qr/HINT: .*credentials each work only against their own billogram.api_url/,
+	"$state PERMISSION_DENIED: and names the base URL");
+unlike($err, qr/HINT: .*Check billogram.api_user/,
+	"$state PERMISSION_DENIED: not the password, which is not what Billogram refused");
 
 # a long Swedish message: cut at a character boundary, kept in the journal
 # the mock's message is this with 100 repetitions, 618 bytes
