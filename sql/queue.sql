@@ -121,10 +121,10 @@ SELECT billogram_id, origin, mode, amount, state, attempts, http_status,
   FROM billogram_requests WHERE origin = 'trigger' AND source_table LIKE 'public.%' ORDER BY id;
 
 -- by default the journal keeps a summary of the invoice, without the
--- customer's personal data, with the events since the request was sent
+-- customer's personal data, with every event of the invoice
 SELECT response->>'id' AS id, response->'remaining_sum' AS remaining, response->>'state' AS state,
        response ? 'customer' AS has_customer, response ? 'attachment_content' AS has_pdf,
-       (SELECT jsonb_agg(e - 'created_at' - 'event_uuid') FROM jsonb_array_elements(response->'events') e) AS events_since_sent,
+       (SELECT jsonb_agg(e - 'created_at' - 'event_uuid') FROM jsonb_array_elements(response->'events') e) AS events,
        (SELECT bool_and(e ? 'created_at' AND e ? 'event_uuid') FROM jsonb_array_elements(response->'events') e) AS events_dated
   FROM billogram_requests WHERE billogram_id = 'qtrig1';
 

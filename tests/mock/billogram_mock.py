@@ -400,7 +400,7 @@ class State:
         if new == 0:
             new = Decimal("0.00")
         inv["remaining_sum"] = new
-        inv["state"] = "Paid" if new == 0 else "PartiallyPaid"
+        inv["state"] = "Paid" if new == 0 else "PartlyPaid"
         self._add_payment(inv, amount, seq)
         return None
 

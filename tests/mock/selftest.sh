@@ -123,7 +123,7 @@ done
 # --- success twice
 pay inv1 '{"mode":"amount","amount":250}'
 check "pay 250: curl ok, 200" "0 200" "$RC $CODE"
-check "pay 250: remaining_sum -750.00" '-750.00 PartiallyPaid OK inv1' \
+check "pay 250: remaining_sum -750.00" '-750.00 PartlyPaid OK inv1' \
 	"$(py "$T/body" 'b.split(b"\"remaining_sum\":")[1].split(b",")[0].decode(), L(b)["data"]["state"], L(b)["status"], L(b)["data"]["id"]')"
 check_grep "pay 250: total_sum -1000.00" '"total_sum":-1000.00' "$T/body"
 check_grep "pay 250: Payment event with exact amount" '"type":"Payment","created_at":"[^"]*","data":{"amount":250.00}' "$T/body"
@@ -314,7 +314,7 @@ check "GET on nf id: 404" 404 "$CODE"
 "$HERE/mockctl" "$CTL" pay out1 12.50 >"$T/out"
 check "pay outside: exit 0" 0 $?
 check "pay outside: creates the invoice, pays, adds an event" \
-	"out1 -987.50 PartiallyPaid 1 Payment 12.50 out1 None 12.50" \
+	"out1 -987.50 PartlyPaid 1 Payment 12.50 out1 None 12.50" \
 	"$(py "$T/out" 'L(b)["id"], L(b)["remaining_sum"], L(b)["state"], len(L(b)["events"]), L(b)["events"][0]["type"], L(b)["events"][0]["data"]["amount"], L(b)["events"][0]["billogram_id"], L(b)["payments"][0]["seq"], L(b)["payments"][0]["amount"]')"
 check "pay outside: the reply is the invoice view" "$(cat "$T/out")" "$("$HERE/mockctl" "$CTL" invoice out1)"
 req GET out1 -u "$U:$PW"
