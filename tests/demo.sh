@@ -2,9 +2,15 @@
 # The demo behind `make demo`: a throw-away PostgreSQL cluster with the
 # extension preloaded, the bundled mock Billogram API over HTTPS, and one psql
 # session that registers credit payments and shows what failures look like.
-# Installs missing Debian packages, builds and installs the extension, and
-# runs the server as an unprivileged user when started as root (the same
-# steps as tests/run.sh).  Leaves nothing running and nothing behind.
+# The same steps as tests/run.sh, and what they install stays installed:
+# - the Debian packages of bg_dependencies (tests/lib.sh) that are missing,
+#   which is the whole test suite's list, PostgreSQL 15 and its server
+#   headers, clang and mmdebstrap among them (apt-get, as root or by sudo);
+# - the extension, built in this tree and installed by `make install` into
+#   the server's library and extension directories, system-wide;
+# - when started as root, the system user billogram, which runs the server.
+# The cluster, the mock API and their files are stopped and removed: the
+# demo leaves nothing running, and nothing of its own in /tmp.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
