@@ -93,6 +93,13 @@ class Checker:
     def obj(self, v, where):
         return self.need(isinstance(v, dict), f"{where} must be an object")
 
+    def file_in_dist(self, where, path):
+        """A Path, naming a file of the distribution when its root is known."""
+        if self.need(is_path(path), f"{where} must be a relative Unix path") and \
+                self.root is not None:
+            self.need(os.path.isfile(os.path.join(self.root, path)),
+                      f"{where} {path!r} is not in the distribution")
+
     def extension(self, name, ext):
         where = f"provides.{name}"
         if not self.obj(ext, where):
@@ -100,20 +107,13 @@ class Checker:
         self.closed(ext, where, {"file", "version", "abstract", "docfile", "docpath"})
         for key in ("file", "version"):
             self.need(key in ext, f"{where}.{key} is required")
-        if "file" in ext and self.need(is_path(ext["file"]),
-                                       f"{where}.file must be a relative Unix path"):
-            if self.root is not None:
-                self.need(os.path.isfile(os.path.join(self.root, ext["file"])),
-                          f"{where}.file {ext['file']!r} is not in the distribution")
+        for key in ("file", "docfile"):
+            if key in ext:
+                self.file_in_dist(f"{where}.{key}", ext[key])
         if "version" in ext:
             self.need(is_semver(ext["version"]), f"{where}.version must be a SemVer")
         if "abstract" in ext:
             self.need(is_text(ext["abstract"]), f"{where}.abstract must be a non-empty string")
-        if "docfile" in ext and self.need(is_path(ext["docfile"]),
-                                          f"{where}.docfile must be a relative Unix path"):
-            if self.root is not None:
-                self.need(os.path.isfile(os.path.join(self.root, ext["docfile"])),
-                          f"{where}.docfile {ext['docfile']!r} is not in the distribution")
         if "docpath" in ext:
             self.need(is_text(ext["docpath"]), f"{where}.docpath must be a non-empty string")
 
