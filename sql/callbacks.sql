@@ -14,10 +14,12 @@ SELECT billogram_verify_callback('1', 'x', '{}');
 ALTER SYSTEM SET billogram.callback_sign_key = 'regress-sign-key-0123456789';
 \echo :LAST_ERROR_SQLSTATE
 
--- it is read from a file only the server's user can read (COPY writes with
--- the server's umask, 0077), named by billogram.callback_sign_key_file
+-- it is read from a file only the server's user can read, named by
+-- billogram.callback_sign_key_file (COPY TO a file would make it readable by
+-- all, which the extension refuses: the shell writes it with umask 077)
 SELECT current_setting('data_directory') || '/regress_sign_key' AS key_file \gset
-COPY (SELECT 'regress-sign-key-0123456789') TO :'key_file';
+SELECT format('umask 077 && cat > %s', :'key_file') AS write_key \gset
+COPY (SELECT 'regress-sign-key-0123456789') TO PROGRAM :'write_key';
 ALTER SYSTEM SET billogram.callback_sign_key_file = :'key_file';
 SELECT pg_reload_conf();
 DO $$
