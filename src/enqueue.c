@@ -17,10 +17,8 @@
  * trigger fires, so the trigger checks at every row that the owner of the
  * table it fires on, and of every table above it in its partition tree up
  * to the root, still holds EXECUTE on billogram_payment_trigger(): a
- * revoked grant stops triggers created while it was held.  The trigger
- * records the role that inserted the row, so it must fire in the inserting
- * statement: a deferrable (constraint) trigger, which may fire at COMMIT as
- * whatever role is current then, is refused.
+ * revoked grant stops triggers created while it was held.  A deferrable
+ * trigger is refused: at COMMIT it would record the wrong role.
  *
  * The trigger pays once per source row, ever: the row's key (source_row.c)
  * is recorded in billogram_keys with the journal row, and a row inserted
@@ -405,9 +403,8 @@ check_trigger_use(FunctionCallInfo fcinfo)
 				 errhint("Name the billogram id column and, optionally, the amount column and a mode column.")));
 
 	/*
-	 * TriggerData does not say whether this firing was deferred, only
-	 * whether the trigger may be: SET CONSTRAINTS can defer a DEFERRABLE
-	 * INITIALLY IMMEDIATE one in any transaction, so both are refused.
+	 * TriggerData says only whether the trigger may be deferred, not whether
+	 * it was: SET CONSTRAINTS can defer an INITIALLY IMMEDIATE one too.
 	 */
 	if (trigdata->tg_trigger->tgdeferrable)
 		ereport(ERROR,
