@@ -219,6 +219,7 @@ for which in FAST SLOW; do
 done
 
 bg_log "creating a throw-away cluster (fsync on)"
+(umask 077 && echo 'bench-secret' >"$work/api.password")
 bg_init_cluster "$pgdata" "$sockdir" "$raw/initdb.txt" || fail "initdb"
 cat >>"$pgdata/postgresql.conf" <<CONF
 
@@ -226,7 +227,7 @@ cat >>"$pgdata/postgresql.conf" <<CONF
 shared_preload_libraries = 'billogram'
 billogram.api_url = 'https://localhost:$FAST_PORT/api/v2'
 billogram.api_user = 'bench-user'
-billogram.api_password = 'bench-secret'
+billogram.api_password_file = '$work/api.password'
 billogram.ca_file = '$certs/ca.crt'
 billogram.database = 'postgres'
 shared_buffers = 256MB

@@ -546,7 +546,7 @@ BEGIN
         RAISE EXCEPTION 'billogram callback refused: bad signature or stale timestamp'
             USING ERRCODE = 'invalid_authorization_specification',
                   DETAIL = 'Nothing was recorded.',
-                  HINT = 'Pass the Billogram-Request-Timestamp and Billogram-Signature headers and the body exactly as received; check billogram.callback_sign_key.';
+                  HINT = 'Pass the Billogram-Request-Timestamp and Billogram-Signature headers and the body exactly as received; check the key in billogram.callback_sign_key_file.';
     END IF;
     cb := $3::jsonb;
     IF cb ->> 'callback_type' IS DISTINCT FROM 'BillogramEvent' THEN

@@ -1137,11 +1137,11 @@ REVOKE ALL ON billogram_in_doubt FROM PUBLIC;
  * and answers Billogram {"status": "OK"} only if it returned.
  *
  * billogram_verify_callback(timestamp, signature, body) RETURNS boolean
- *   true when signature is HMAC-SHA256(billogram.callback_sign_key,
+ *   true when signature is HMAC-SHA256(the key in billogram.callback_sign_key_file,
  *   timestamp || ':' || body), in hex or base64 (Billogram does not say
  *   which), compared in constant time, and timestamp is within
  *   billogram.callback_max_age (5 minutes) of now.  Errors with 55000 when
- *   no sign key is set.
+ *   billogram.callback_sign_key_file is not set or cannot be used.
  *   Privileges: EXECUTE revoked from PUBLIC.
  *
  * billogram_events: one row per event Billogram told us of, keyed on its
@@ -1202,7 +1202,7 @@ BEGIN
         RAISE EXCEPTION 'billogram callback refused: bad signature or stale timestamp'
             USING ERRCODE = 'invalid_authorization_specification',
                   DETAIL = 'Nothing was recorded.',
-                  HINT = 'Pass the Billogram-Request-Timestamp and Billogram-Signature headers and the body exactly as received; check billogram.callback_sign_key.';
+                  HINT = 'Pass the Billogram-Request-Timestamp and Billogram-Signature headers and the body exactly as received; check the key in billogram.callback_sign_key_file.';
     END IF;
     cb := $3::jsonb;
     IF cb ->> 'callback_type' IS DISTINCT FROM 'BillogramEvent' THEN

@@ -10,18 +10,27 @@ CREATE EXTENSION IF NOT EXISTS pgcrypto;
 SELECT billogram_verify_callback('1', 'x', '{}');
 \echo :LAST_ERROR_SQLSTATE
 
+-- the key is never a setting's value: refused, naming the file setting
 ALTER SYSTEM SET billogram.callback_sign_key = 'regress-sign-key-0123456789';
+\echo :LAST_ERROR_SQLSTATE
+
+-- it is read from a file only the server's user can read, named by
+-- billogram.callback_sign_key_file (COPY TO a file would make it readable by
+-- all, which the extension refuses: the shell writes it with umask 077)
+SELECT current_setting('data_directory') || '/regress_sign_key' AS key_file \gset
+SELECT format('umask 077 && cat > %s', :'key_file') AS write_key \gset
+COPY (SELECT 'regress-sign-key-0123456789') TO PROGRAM :'write_key';
+ALTER SYSTEM SET billogram.callback_sign_key_file = :'key_file';
 SELECT pg_reload_conf();
 DO $$
 BEGIN
 	FOR i IN 1 .. 100 LOOP
-		EXIT WHEN current_setting('billogram.callback_sign_key') <> '';
+		EXIT WHEN current_setting('billogram.callback_sign_key_file') <> '';
 		PERFORM pg_sleep(0.05);
 	END LOOP;
 END
 $$;
--- shown masked, like the API password
-SHOW billogram.callback_sign_key;
+SELECT current_setting('billogram.callback_sign_key') AS old_setting_holds;
 
 CREATE TEMP TABLE cb AS
 SELECT ts, body,
@@ -80,6 +89,6 @@ SELECT count(*) FROM billogram_events;
 RESET ROLE;
 DROP ROLE regress_bg_endpoint;
 
-ALTER SYSTEM RESET billogram.callback_sign_key;
+ALTER SYSTEM RESET billogram.callback_sign_key_file;
 SELECT pg_reload_conf();
 DROP EXTENSION pgcrypto;

@@ -47,5 +47,16 @@ SELECT count(*) FROM billogram_worker_status();
 RESET ROLE;
 SET ROLE regress_bg_agent;
 SELECT count(*) AS rows_for_monitoring FROM billogram_health WHERE pid IS NOT NULL;
+-- the last error it reads names the journal row and the kind of failure,
+-- never an invoice id, an amount or Billogram's text (issue 20)
+CREATE TEMP TABLE agent_saw AS SELECT last_error FROM billogram_health;
 RESET ROLE;
+SELECT last_error ~ ('^(request [0-9]+: [a-z_]+(, HTTP [0-9]{3})?'
+                     '|request [0-9]+: its (outcome|invoice read) is not recorded yet, SQLSTATE [0-9A-Z]{5}'
+                     '|worker error, SQLSTATE [0-9A-Z]{5} \(the server log has its message\))$') AS only_row_and_kind,
+       NOT EXISTS (SELECT 1 FROM billogram_requests r
+                    WHERE length(r.billogram_id) >= 6 AND strpos(a.last_error, r.billogram_id) > 0)
+           AS no_invoice_id
+  FROM agent_saw a;
+DROP TABLE agent_saw;
 DROP ROLE regress_bg_watcher, regress_bg_agent;

@@ -1,6 +1,6 @@
 --
--- Privileges: EXECUTE is granted explicitly; the password is readable by
--- nobody through SQL, monitoring roles and superusers included.
+-- Privileges: EXECUTE is granted explicitly; the password is in no setting,
+-- so nobody reads it through SQL, monitoring roles and superusers included.
 -- (routes.sql tries every route to a payment.)
 --
 \set VERBOSITY default
@@ -13,14 +13,17 @@ SELECT has_function_privilege('public', 'billogram_credit_payment(text, text, nu
 SET ROLE regress_bg_clerk;
 SELECT billogram_credit_payment('privs1', 'amount', 10);
 \echo :LAST_ERROR_SQLSTATE
--- the password is not readable, in any way (the refusal is PostgreSQL's own,
--- worded differently from 16 on: only its SQLSTATE is compared)
+-- the password file's path is not readable (the refusal is PostgreSQL's own,
+-- worded differently from 16 on: only its SQLSTATE is compared), and the
+-- removed setting holds nothing and takes nothing: the message names the
+-- file setting
 \set VERBOSITY sqlstate
-SHOW billogram.api_password;
-\echo :LAST_ERROR_SQLSTATE
-SELECT current_setting('billogram.api_password');
+SHOW billogram.api_password_file;
 \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY default
+SHOW billogram.api_password;
+SET billogram.api_password = 'demo-secret-8f3a';
+\echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS password_rows FROM pg_settings WHERE name = 'billogram.api_password';
 SELECT count(*) AS rows_with_password FROM pg_settings WHERE setting LIKE '%demo-secret%';
 -- and settings are not changed by ordinary roles
@@ -77,25 +80,22 @@ RESET ROLE;
 SELECT r->>'method' AS method, r->>'path' AS path FROM mock_requests('privs2') AS r;
 
 -- a monitoring role may read superuser-only settings (pg_read_all_settings
--- is part of pg_monitor): it gets a mask, as does the superuser
+-- is part of pg_monitor): it reads the password file's path, not what the
+-- file holds
 CREATE ROLE regress_bg_monitor;
 GRANT pg_monitor TO regress_bg_monitor;
 SET ROLE regress_bg_monitor;
-SHOW billogram.api_password;
-SELECT current_setting('billogram.api_password');
-SELECT count(*) AS password_rows FROM pg_settings WHERE name = 'billogram.api_password';
 SELECT count(*) AS rows_with_password FROM pg_settings
  WHERE setting LIKE '%demo-secret%' OR reset_val LIKE '%demo-secret%' OR boot_val LIKE '%demo-secret%';
-SELECT name, setting FROM pg_settings WHERE name = 'billogram.api_password_file';
+SELECT name, setting <> '' AS names_a_file FROM pg_settings WHERE name = 'billogram.api_password_file';
 RESET ROLE;
 DROP ROLE regress_bg_monitor;
-SHOW billogram.api_password;
-SELECT current_setting('billogram.api_password');
 
--- a password too short to be safe is refused, and the message does not
--- quote it
-ALTER SYSTEM SET billogram.api_password = 'tiny-pass';
+-- nor can a superuser put the password in a setting: refused, and the
+-- message does not quote it
+ALTER SYSTEM SET billogram.api_password = 'demo-secret-8f3a';
 \echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS rows_with_password FROM pg_file_settings WHERE setting LIKE '%demo-secret%';
 
 DROP ROLE regress_bg_clerk;
 REVOKE ALL ON FUNCTION billogram_get_invoice(text) FROM regress_bg_reader;

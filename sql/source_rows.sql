@@ -145,9 +145,60 @@ SELECT count(*) AS root_without_grant_queued FROM billogram_requests WHERE billo
 ALTER TABLE sr_parted OWNER TO regress_sr_owner;
 INSERT INTO sr_parted_se VALUES (1, 'se', 'srroot1', 3);
 SELECT source_table, source_key FROM billogram_requests WHERE billogram_id = 'srroot1';
+
+-- every table between the partition and the root counts too: a middle
+-- level given to a role without the grant stops payments (issue 20)
+CREATE TABLE sr_tree (id int, region text, city text, invoice text, amt numeric,
+    PRIMARY KEY (id, region, city)) PARTITION BY LIST (region);
+CREATE TABLE sr_tree_se PARTITION OF sr_tree FOR VALUES IN ('se') PARTITION BY LIST (city);
+CREATE TABLE sr_tree_se_sto PARTITION OF sr_tree_se FOR VALUES IN ('sto');
+CREATE TRIGGER pay AFTER INSERT ON sr_tree FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amt');
+ALTER TABLE sr_tree OWNER TO regress_sr_owner;
+ALTER TABLE sr_tree_se OWNER TO regress_sr_nogrant;
+ALTER TABLE sr_tree_se_sto OWNER TO regress_sr_owner;
+SET ROLE regress_sr_owner;
+INSERT INTO sr_tree VALUES (1, 'se', 'sto', 'srmid1', 3);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT count(*) AS middle_without_grant_queued FROM billogram_requests WHERE billogram_id = 'srmid1';
+
+-- a deferrable trigger could fire at COMMIT, as whatever role is current
+-- then, and the journal would name it instead of the role that inserted:
+-- refused, whether deferred or not, and nothing is queued (issue 20)
+CREATE TABLE sr_deferred (id int PRIMARY KEY, invoice text, amt numeric);
+ALTER TABLE sr_deferred OWNER TO regress_sr_owner;
+SET ROLE regress_sr_owner;
+CREATE CONSTRAINT TRIGGER pay AFTER INSERT ON sr_deferred
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amt');
+BEGIN;
+INSERT INTO sr_deferred VALUES (1, 'srdefer1', 3);
+RESET ROLE;
+COMMIT;
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE regress_sr_owner;
+DROP TRIGGER pay ON sr_deferred;
+CREATE CONSTRAINT TRIGGER pay AFTER INSERT ON sr_deferred
+    DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amt');
+INSERT INTO sr_deferred VALUES (2, 'srdefer2', 3);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT count(*) AS deferrable_queued FROM billogram_requests WHERE billogram_id LIKE 'srdefer%';
+-- a constraint trigger that is not deferrable fires in the statement: it
+-- pays, and the journal names the role that inserted
+SET ROLE regress_sr_owner;
+DROP TRIGGER pay ON sr_deferred;
+CREATE CONSTRAINT TRIGGER pay AFTER INSERT ON sr_deferred
+    NOT DEFERRABLE FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amt');
+INSERT INTO sr_deferred VALUES (3, 'srdefer3', 3);
+RESET ROLE;
+SELECT billogram_id, created_by FROM billogram_requests WHERE billogram_id LIKE 'srdefer%';
 SELECT wait_for_sr_rows();
 
-DROP TABLE sr_float, sr_others, sr_exact, sr_nokey, sr_at, sr_parted;
+DROP TABLE sr_float, sr_others, sr_exact, sr_nokey, sr_at, sr_parted, sr_tree, sr_deferred;
 DROP DOMAIN sr_amount_f, sr_cents;
 DROP FUNCTION wait_for_sr_rows();
 REVOKE ALL ON FUNCTION billogram_payment_trigger() FROM regress_sr_owner;

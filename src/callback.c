@@ -12,9 +12,9 @@
  * further than billogram.callback_max_age from now, in either direction, is
  * refused, so that a callback captured once cannot be replayed later.
  *
- * The key is billogram.callback_sign_key, a superuser-only setting shown
- * masked like the API password.  Recording a verified callback's event is
- * billogram_record_callback(), in SQL.
+ * The key is read from the file billogram.callback_sign_key_file names
+ * (credentials.c), at each call, and overwritten once used.  Recording a
+ * verified callback's event is billogram_record_callback(), in SQL.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,6 +32,7 @@
 #include "varatt.h"
 #endif
 
+#include "credentials.h"
 #include "guc.h"
 
 PG_FUNCTION_INFO_V1(billogram_verify_callback);
@@ -141,26 +142,31 @@ billogram_verify_callback(PG_FUNCTION_ARGS)
 	char	   *timestamp;
 	char	   *signature;
 	text	   *body;
+	char	   *key;
 	uint8		expected[BG_HMAC_LEN];
 	uint8		given[BG_HMAC_LEN];
+	bool		signed_by_key;
 
-	if (bg_callback_sign_key == NULL || bg_callback_sign_key[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("billogram.callback_sign_key is not set"),
-				 errhint("Set it in postgresql.conf to the sign key of the Billogram account, then reload.")));
+	/* read first: a missing key is reported whatever the arguments */
+	key = bg_read_callback_sign_key();
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+	{
+		bg_forget_secret(key);
 		PG_RETURN_BOOL(false);
+	}
 
 	timestamp = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	signature = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	body = PG_GETARG_TEXT_PP(2);
 
-	if (!decode_signature(signature, given))
-		PG_RETURN_BOOL(false);
-	compute_hmac(bg_callback_sign_key, timestamp, VARDATA_ANY(body),
-				 VARSIZE_ANY_EXHDR(body), expected);
-	if (timingsafe_bcmp(expected, given, BG_HMAC_LEN) != 0)
-		PG_RETURN_BOOL(false);
-	PG_RETURN_BOOL(timestamp_is_fresh(timestamp));
+	signed_by_key = decode_signature(signature, given);
+	if (signed_by_key)
+	{
+		compute_hmac(key, timestamp, VARDATA_ANY(body),
+					 VARSIZE_ANY_EXHDR(body), expected);
+		signed_by_key = timingsafe_bcmp(expected, given, BG_HMAC_LEN) == 0;
+		explicit_bzero(expected, sizeof(expected));
+	}
+	bg_forget_secret(key);
+	PG_RETURN_BOOL(signed_by_key && timestamp_is_fresh(timestamp));
 }

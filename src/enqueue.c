@@ -15,9 +15,10 @@
  * billogram_enqueue_credit_payment() is checked by the executor.  A trigger
  * function's EXECUTE is checked only by CREATE TRIGGER, never when the
  * trigger fires, so the trigger checks at every row that the owner of the
- * table it fires on, and of the root of its partition tree, still holds
- * EXECUTE on billogram_payment_trigger(): a revoked grant stops triggers
- * created while it was held.
+ * table it fires on, and of every table above it in its partition tree up
+ * to the root, still holds EXECUTE on billogram_payment_trigger(): a
+ * revoked grant stops triggers created while it was held.  A deferrable
+ * trigger is refused: at COMMIT it would record the wrong role.
  *
  * The trigger pays once per source row, ever: the row's key (source_row.c)
  * is recorded in billogram_keys with the journal row, and a row inserted
@@ -37,6 +38,8 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/partition.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -55,6 +58,7 @@
 #include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/syscache.h"
 
 #include "channel.h"
 #include "guc.h"
@@ -397,21 +401,40 @@ check_trigger_use(FunctionCallInfo fcinfo)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("billogram_payment_trigger takes 1 to 3 arguments, got %d", nargs),
 				 errhint("Name the billogram id column and, optionally, the amount column and a mode column.")));
+
+	/*
+	 * TriggerData says only whether the trigger may be deferred, not whether
+	 * it was: SET CONSTRAINTS can defer an INITIALLY IMMEDIATE one too.
+	 */
+	if (trigdata->tg_trigger->tgdeferrable)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("billogram_payment_trigger cannot be a deferrable trigger"),
+				 errdetail("A deferred trigger fires at COMMIT, as whatever role is current then, so the journal could not record the role that inserted the row. Nothing was queued."),
+				 errhint("Create it as a plain AFTER INSERT ... FOR EACH ROW trigger, or as a NOT DEFERRABLE constraint trigger.")));
 }
 
 /*
  * CREATE TRIGGER checked EXECUTE once, for whoever created the trigger;
  * firing checks nothing.  Every row therefore checks that the table's owner
  * holds EXECUTE on this function now: a revoked grant, or a table given to
- * a role without it, stops queuing at once.  A partition's rows are the
- * partitioned table's too, so its root's owner must hold it as well.
+ * a role without it, stops queuing at once.  A partition's rows are those
+ * of every table above it too, so the owner of each, up to the root, must
+ * hold it as well.
  */
 static void
-check_owner_may_queue(FunctionCallInfo fcinfo, Relation rel)
+check_owner_may_queue(FunctionCallInfo fcinfo, Oid relid)
 {
-	Oid			owner = rel->rd_rel->relowner;
 	Oid			fn = fcinfo->flinfo->fn_oid;
+	HeapTuple	tuple;
+	Oid			owner;
 	AclResult	aclresult;
+
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
 
 #if PG_VERSION_NUM >= 160000
 	aclresult = object_aclcheck(ProcedureRelationId, fn, owner, ACL_EXECUTE);
@@ -422,7 +445,7 @@ check_owner_may_queue(FunctionCallInfo fcinfo, Relation rel)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("table \"%s\" may not queue Billogram payments",
-						RelationGetRelationName(rel)),
+						get_rel_name(relid)),
 				 errdetail("Its owner, role \"%s\", does not hold EXECUTE on function %s. Nothing was queued.",
 						   GetUserNameFromId(owner, false),
 						   format_procedure(fn)),
@@ -431,12 +454,18 @@ check_owner_may_queue(FunctionCallInfo fcinfo, Relation rel)
 }
 
 static void
-check_owners_may_queue(FunctionCallInfo fcinfo, const BgSourceTable *source)
+check_owners_may_queue(FunctionCallInfo fcinfo, Relation rel)
 {
-	check_owner_may_queue(fcinfo, source->rel);
-	if (source->root != source->rel &&
-		source->root->rd_rel->relowner != source->rel->rd_rel->relowner)
-		check_owner_may_queue(fcinfo, source->root);
+	List	   *ancestors;
+	ListCell   *lc;
+
+	check_owner_may_queue(fcinfo, RelationGetRelid(rel));
+	if (!rel->rd_rel->relispartition)
+		return;
+	ancestors = get_partition_ancestors(RelationGetRelid(rel));
+	foreach(lc, ancestors)
+		check_owner_may_queue(fcinfo, lfirst_oid(lc));
+	list_free(ancestors);
 }
 
 static text *
@@ -529,7 +558,7 @@ billogram_payment_trigger(PG_FUNCTION_ARGS)
 		bg_source_close(&source);
 		return PointerGetDatum(NULL);
 	}
-	check_owners_may_queue(fcinfo, &source);
+	check_owners_may_queue(fcinfo, rel);
 
 	id_col = column_number(rel, args[0]);
 	if (nargs >= 2)

@@ -3,12 +3,11 @@
  * guc.c
  *	  Definitions of the billogram.* settings.
  *
- * The API's URL, credentials and CA file are PGC_SIGHUP: the worker, the
- * only process that uses them, picks them up on pg_reload_conf().  The
- * password is shown to nobody: GUC_SUPERUSER_ONLY keeps it from ordinary
- * roles, but pg_read_all_settings (part of pg_monitor) may read
- * superuser-only settings, so SHOW and current_setting() get a mask from
- * its show hook and GUC_NO_SHOW_ALL keeps it out of pg_settings.
+ * The API's URL, user and CA file are PGC_SIGHUP: the worker, the only
+ * process that uses them, picks them up on pg_reload_conf().  The secrets,
+ * the API password and the callback sign key, are no setting's value: two
+ * settings name the files that hold them (credentials.c), and the settings
+ * that held them until 0.2 refuse any value (check_removed_secret()).
  *
  *-------------------------------------------------------------------------
  */
@@ -23,7 +22,6 @@
 
 char	   *bg_api_url = NULL;
 char	   *bg_api_user = NULL;
-char	   *bg_api_password = NULL;
 char	   *bg_ca_file = NULL;
 char	   *bg_database = NULL;
 int			bg_timeout_ms = 30000;
@@ -32,10 +30,14 @@ int			bg_max_response_kb = 16 * 1024;
 int			bg_retry_for_s = 6 * 3600;
 bool		bg_allow_insecure_http = false;
 char	   *bg_api_password_file = NULL;
-char	   *bg_callback_sign_key = NULL;
+char	   *bg_callback_sign_key_file = NULL;
 int			bg_callback_max_age_s = 300;
 int			bg_settle_time_s = 60;
 int			bg_journal_reply = BG_JOURNAL_REPLY_SUMMARY;
+
+/* the removed secret settings' storage: always empty, never read */
+static char *removed_api_password = NULL;
+static char *removed_callback_sign_key = NULL;
 
 static const struct config_enum_entry journal_reply_options[] = {
 	{"summary", BG_JOURNAL_REPLY_SUMMARY, false},
@@ -51,43 +53,45 @@ bg_journal_reply_name(void)
 }
 
 /*
- * A short password is refused: it is easy to guess, and masking a short
- * string in log messages would mangle every word that contains it.  The
- * message never quotes the value.
+ * billogram.api_password and billogram.callback_sign_key held the secrets
+ * until 0.2.  They stay defined, so that a value still set anywhere
+ * (postgresql.conf, ALTER SYSTEM, ALTER DATABASE or ROLE ... SET, SET) is
+ * refused with a message naming the file setting to use instead, rather
+ * than with the bare "invalid configuration parameter name" of a reserved
+ * prefix.  Any value but the empty one is refused, so none is ever kept or
+ * used.  A refusal is an ERROR in a statement (redact.c keeps the
+ * statement, which quotes the secret, out of the log); in a configuration
+ * file it is a WARNING at start and a LOG line on reload, the other
+ * settings apply and the server goes on, and the worker, with no password
+ * file, refuses to send.  The messages never quote the value.
  */
 static bool
-check_secret(const char *value, const char *setting)
+check_removed_secret(const char *value, const char *setting,
+					 const char *file_setting, const char *what)
 {
-	if (value == NULL || value[0] == '\0' || strlen(value) >= BG_PASSWORD_MIN_LEN)
+	if (value == NULL || value[0] == '\0')
 		return true;
-	GUC_check_errmsg("%s is too short", setting);
-	GUC_check_errdetail("It must have at least %d characters; the value was not used.",
-						BG_PASSWORD_MIN_LEN);
+	GUC_check_errmsg("%s" BG_REMOVED_SECRET_MSG, setting);
+	GUC_check_errdetail("The %s is read only from the file named by %s; the value given was not used.",
+						what, file_setting);
+	GUC_check_errhint("Write the %s to a file outside the data directory, owned by the server's user with mode 0600, "
+					  "set %s to its path in postgresql.conf, remove %s from every configuration, then reload.",
+					  what, file_setting, setting);
 	return false;
 }
 
 static bool
 check_api_password(char **newval, void **extra, GucSource source)
 {
-	return check_secret(*newval, "billogram.api_password");
+	return check_removed_secret(*newval, "billogram.api_password",
+								"billogram.api_password_file", "API password");
 }
 
 static bool
 check_callback_sign_key(char **newval, void **extra, GucSource source)
 {
-	return check_secret(*newval, "billogram.callback_sign_key");
-}
-
-static const char *
-show_api_password(void)
-{
-	return (bg_api_password && bg_api_password[0]) ? BG_PASSWORD_MASK : "";
-}
-
-static const char *
-show_callback_sign_key(void)
-{
-	return (bg_callback_sign_key && bg_callback_sign_key[0]) ? BG_PASSWORD_MASK : "";
+	return check_removed_secret(*newval, "billogram.callback_sign_key",
+								"billogram.callback_sign_key_file", "callback sign key");
 }
 
 /*
@@ -150,21 +154,26 @@ bg_define_settings(bool preloading)
 							   PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
 
-	DefineCustomStringVariable("billogram.api_password",
-							   "Billogram API password (API key).",
-							   "Shown masked to every role. Prefer billogram.api_password_file.",
-							   &bg_api_password,
-							   "",
-							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   check_api_password, NULL, show_api_password);
-
 	DefineCustomStringVariable("billogram.api_password_file",
 							   "File holding the Billogram API password, read by the worker at start and on reload.",
-							   "Must not be readable by other users; overrides billogram.api_password.",
+							   "Owned by the server's user with mode 0600 (or by root, at most 0640), "
+							   "else not used. The password is never a setting's value.",
 							   &bg_api_password_file,
 							   "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	/*
+	 * PGC_USERSET, so that its check runs, and names the file setting, for
+	 * SET and ALTER ROLE ... SET too; it accepts nothing but "".
+	 */
+	DefineCustomStringVariable("billogram.api_password",
+							   "Removed: the API password is read from billogram.api_password_file.",
+							   "Any value but the empty one is refused.",
+							   &removed_api_password,
+							   "",
+							   PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   check_api_password, NULL, NULL);
 
 	DefineCustomEnumVariable("billogram.journal_reply",
 							 "What billogram_requests keeps of the invoice a reply carries.",
@@ -229,13 +238,23 @@ bg_define_settings(bool preloading)
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
-	DefineCustomStringVariable("billogram.callback_sign_key",
-							   "Sign key of the Billogram account, which callbacks are signed with.",
-							   "Shown masked to every role.",
-							   &bg_callback_sign_key,
+	DefineCustomStringVariable("billogram.callback_sign_key_file",
+							   "File holding the sign key of the Billogram account, which callbacks are signed with.",
+							   "Read at each verification; owned by the server's user with mode 0600 "
+							   "(or by root, at most 0640), else not used.",
+							   &bg_callback_sign_key_file,
 							   "",
-							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   check_callback_sign_key, NULL, show_callback_sign_key);
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	/* as billogram.api_password */
+	DefineCustomStringVariable("billogram.callback_sign_key",
+							   "Removed: the callback sign key is read from billogram.callback_sign_key_file.",
+							   "Any value but the empty one is refused.",
+							   &removed_callback_sign_key,
+							   "",
+							   PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   check_callback_sign_key, NULL, NULL);
 
 	DefineCustomIntVariable("billogram.callback_max_age",
 							"How far a callback's timestamp may be from now and still be accepted.",

@@ -10,7 +10,6 @@
 
 extern char *bg_api_url;
 extern char *bg_api_user;
-extern char *bg_api_password;
 extern char *bg_ca_file;
 extern char *bg_database;
 extern int	bg_timeout_ms;
@@ -19,17 +18,16 @@ extern int	bg_max_response_kb;
 extern int	bg_retry_for_s;
 extern bool bg_allow_insecure_http;
 extern char *bg_api_password_file;
-extern char *bg_callback_sign_key;
+extern char *bg_callback_sign_key_file;
 extern int	bg_callback_max_age_s;
 extern int	bg_settle_time_s;
 
 /*
- * The secret settings (billogram.api_password, billogram.callback_sign_key):
- * shorter ones are refused (check_secret() in guc.c), and SHOW,
- * current_setting() and the log show the mask instead.
+ * How the refusal of a removed secret setting (billogram.api_password,
+ * billogram.callback_sign_key) goes on after the setting's name; redact.c
+ * recognises the message by it.
  */
-#define BG_PASSWORD_MIN_LEN		12
-#define BG_PASSWORD_MASK		"********"
+#define BG_REMOVED_SECRET_MSG	" is no longer a setting"
 
 /* billogram.journal_reply: what the journal keeps of an invoice */
 typedef enum BgJournalReply

@@ -274,7 +274,7 @@ bgw_missing_credentials(void)
 		return NULL;
 	if (bg_api_password_file && bg_api_password_file[0] != '\0')
 		return "the file named by billogram.api_password_file could not be used (the server log says why)";
-	return "billogram.api_password is empty";
+	return "billogram.api_password_file is not set";
 }
 
 /*

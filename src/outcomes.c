@@ -32,9 +32,14 @@ outcome_recorded(BgJob *job, BgJournalState state)
 {
 	bg_stats_outcome_of(state);
 	if (job->reply.outcome != BG_OUTCOME_OK)
-		bg_stats_error(psprintf("credit payment on %s: %s",
-								job->payment.billogram_id,
-								job->reply.message));
+		bg_stats_error(job->reply.http_status != 0 ?
+					   psprintf("request %lld: %s, HTTP %ld",
+								(long long) job->request_id,
+								bg_outcome_kind(job->reply.outcome),
+								job->reply.http_status) :
+					   psprintf("request %lld: %s",
+								(long long) job->request_id,
+								bg_outcome_kind(job->reply.outcome)));
 	if (state == BG_STATE_IN_DOUBT)
 		bg_inflight_mark_unsettled(job->payment.billogram_id);
 	/*
@@ -155,7 +160,10 @@ write_alone(BgJob *job)
 
 	if (error == NULL)
 		return true;
-	bg_stats_error(error->message);
+	bg_stats_error(psprintf("request %lld: its %s is not recorded yet, SQLSTATE %s",
+							(long long) job->request_id,
+							job->kind == JOB_SNAPSHOT ? "invoice read" : "outcome",
+							unpack_sql_state(error->sqlerrcode)));
 	job->write_alone = true;
 	job->retry_at = bgw_backoff(&job->retry_ms);
 	ereport(LOG,

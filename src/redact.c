@@ -1,102 +1,47 @@
 /*-------------------------------------------------------------------------
  *
  * redact.c
- *	  Keeping billogram.api_password out of the server log.
+ *	  Keeping a refused secret's statement out of the server log.
  *
- * PostgreSQL itself logs "parameter ... changed to <value>" when a reload
- * changes a setting, whatever the setting's flags, and a logged statement
- * can quote the password too.  An emit_log_hook, installed in every process
- * that loads the library (the postmaster included, through
- * shared_preload_libraries), masks the password wherever a message would
- * carry it, before the message reaches the log or the client.
+ * No secret is a setting's value any more (credentials.c), so there is
+ * nothing to mask in log messages.  Masking the secrets in use, as 0.2 did,
+ * was an oracle: any role could log a list of guesses and see which came
+ * back masked.  What remains is not one: when a statement such as
+ * ALTER SYSTEM SET billogram.api_password = '...' is refused (guc.c), its
+ * ERROR would log the statement, which quotes the very secret someone just
+ * tried to set, under log_min_error_statement, and its context quotes the
+ * statement when a function ran it.  The hook hides the statement and drops
+ * the context and internal query of that refusal, recognised by its message
+ * alone and whatever the value: it reads no secret, and the statement is
+ * one the client sent itself, so no one learns anything from it.  (log_statement logs
+ * statements before they run; the README says never to type a secret in
+ * SQL.)  The Authorization header needs nothing here: libcurl logs nothing
+ * unless CURLOPT_VERBOSE is set, which the extension never does.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "tcop/tcopprot.h"
 #include "utils/elog.h"
 
-#include "credentials.h"
 #include "guc.h"
 #include "redact.h"
 
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
-/* Copy of text with every occurrence of secret masked; NULL if none. */
-static char *
-masked(const char *text, const char *secret)
+static void
+hide_refused_secret_statement(ErrorData *edata)
 {
-	StringInfoData buf;
-	size_t		len = strlen(secret);
-	const char *hit;
-
-	if (text == NULL || (hit = strstr(text, secret)) == NULL)
-		return NULL;
-
-	initStringInfo(&buf);
-	while (hit != NULL)
+	if (edata->message != NULL &&
+		strncmp(edata->message, "billogram.", strlen("billogram.")) == 0 &&
+		strstr(edata->message, BG_REMOVED_SECRET_MSG) != NULL)
 	{
-		appendBinaryStringInfo(&buf, text, hit - text);
-		appendStringInfoString(&buf, BG_PASSWORD_MASK);
-		text = hit + len;
-		hit = strstr(text, secret);
-	}
-	appendStringInfoString(&buf, text);
-	return buf.data;
-}
-
-static void
-mask_field(char **field, const char *secret)
-{
-	char	   *m = masked(*field, secret);
-
-	if (m)
-		*field = m;
-}
-
-/* Mask one secret wherever a message could carry it. */
-static void
-mask_secret(ErrorData *edata, const char *secret)
-{
-	/*
-	 * Only a secret of the minimum length is looked for: that is the only
-	 * kind in use (shorter ones are refused), and a short string would be
-	 * found inside ordinary words.
-	 */
-	if (secret == NULL || strlen(secret) < BG_PASSWORD_MIN_LEN)
-		return;
-	mask_field(&edata->message, secret);
-	mask_field(&edata->detail, secret);
-	mask_field(&edata->detail_log, secret);
-	mask_field(&edata->hint, secret);
-	mask_field(&edata->context, secret);
-	mask_field(&edata->internalquery, secret);
-	if (debug_query_string && strstr(debug_query_string, secret))
 		edata->hide_stmt = true;
-}
-
-/* The reload message carries the new value: never show it. */
-static void
-hide_reloaded_value(ErrorData *edata, const char *setting)
-{
-	char	   *quoted = psprintf("\"%s\"", setting);
-
-	if (edata->message_id &&
-		strcmp(edata->message_id, "parameter \"%s\" changed to \"%s\"") == 0 &&
-		edata->message && strstr(edata->message, quoted))
-		edata->message = psprintf("parameter %s changed", quoted);
-	pfree(quoted);
-}
-
-static void
-redact_secrets(ErrorData *edata)
-{
-	hide_reloaded_value(edata, "billogram.api_password");
-	hide_reloaded_value(edata, "billogram.callback_sign_key");
-	mask_secret(edata, bg_api_password_in_use());
-	mask_secret(edata, bg_callback_sign_key);
+		edata->context = NULL;
+		edata->internalquery = NULL;
+		edata->internalpos = 0;
+	}
 
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
@@ -106,5 +51,5 @@ void
 bg_install_log_redaction(void)
 {
 	prev_emit_log_hook = emit_log_hook;
-	emit_log_hook = redact_secrets;
+	emit_log_hook = hide_refused_secret_statement;
 }

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * redact.h
- *	  Keeping billogram.api_password out of the server log.
+ *	  Keeping a refused secret's statement out of the server log.
  *
  *-------------------------------------------------------------------------
  */

@@ -411,8 +411,8 @@ bg_transport_failure(BgReply *reply, const char *reason, bool may_have_reached)
  * The journal's name for an outcome.  An outcome added to BgOutcome without
  * one here is "unknown", not a read past the table.
  */
-static const char *
-outcome_kind(BgOutcome outcome)
+const char *
+bg_outcome_kind(BgOutcome outcome)
 {
 	static const char *const kinds[] = {
 		[BG_OUTCOME_OK] = "ok",
@@ -448,7 +448,7 @@ bg_reply_error_json(const BgReply *reply, const char *sqlstate)
 
 	if (obj == NULL)
 		return NULL;
-	json_object_set_new(obj, "kind", json_string(outcome_kind(reply->outcome)));
+	json_object_set_new(obj, "kind", json_string(bg_outcome_kind(reply->outcome)));
 	json_object_set_new(obj, "sqlstate", json_string(sqlstate));
 	if (reply->status[0])
 		json_object_set_new(obj, "status", json_string(reply->status));

@@ -70,6 +70,9 @@ typedef struct BgReply
 extern void bg_classify_reply(BgReply *reply, long http_status,
 							  const char *body, size_t len);
 
+/* The journal's name for an outcome ("api_error", "no_reply", ...). */
+extern const char *bg_outcome_kind(BgOutcome outcome);
+
 /*
  * The reply as a JSON object for the journal's error column; malloc'd, NULL
  * when out of memory.

@@ -30,7 +30,7 @@
 
 /* Where missing or refused (401, 403) credentials send whoever has to fix them. */
 #define BG_CREDENTIALS_HINT \
-	"Check billogram.api_user and billogram.api_password (or billogram.api_password_file), then reload the configuration."
+	"Check billogram.api_user and the password in the file named by billogram.api_password_file, then reload the configuration."
 
 /* The SQLSTATE a failed reply is reported with. */
 extern int	bg_reply_sqlstate(const BgReply *reply);

@@ -33,6 +33,12 @@ extern void bg_stats_set_load(int in_flight, int connections);
 extern void bg_stats_set_pause(TimestampTz until);
 extern void bg_stats_count(BgStatOutcome outcome);
 extern void bg_stats_outcome_of(BgJournalState state);
+/*
+ * The last error, as billogram_health shows it to pg_monitor: message names
+ * the journal row and the kind of failure, never an invoice id, an amount
+ * or Billogram's own text (the journal's error column and the server log,
+ * which only privileged roles read, have those).
+ */
 extern void bg_stats_error(const char *message);
 
 #endif							/* BILLOGRAM_STATS_H */

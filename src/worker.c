@@ -341,7 +341,8 @@ recover_from_error(const char *why, int sqlerrcode)
 	BgReply		reply;
 	ListCell   *lc;
 
-	bg_stats_error(why);
+	bg_stats_error(psprintf("worker error, SQLSTATE %s (the server log has its message)",
+							unpack_sql_state(sqlerrcode)));
 	if (BgWorker->batch_answering)
 	{
 		/* the reply did not get through (no DSM segment?): the bare outcome */

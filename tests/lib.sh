@@ -166,12 +166,15 @@ bg_exit_on_signals() {
 }
 
 # Start the mock API with fresh certificates in $1; sets MOCK_PORT,
-# MOCK_CTL_PORT, MOCK_PID and MOCK_CERTS.
+# MOCK_CTL_PORT, MOCK_PID, MOCK_CERTS and MOCK_PASSWORD_FILE (the password
+# in a file only this user can read, as billogram.api_password_file wants).
 bg_start_mock() {
 	local dir=$1
 	mkdir -p "$dir"
 	bash "$BG_TOP/tests/mock/gen-cert.sh" "$dir/certs"
 	MOCK_CERTS=$dir/certs
+	MOCK_PASSWORD_FILE=$dir/api.password
+	(umask 077 && printf '%s\n' "${MOCK_PASSWORD:-demo-secret-8f3a}" >"$MOCK_PASSWORD_FILE")
 	rm -f "$dir/port" "$dir/ctl-port"
 	/usr/bin/python3 "$BG_TOP/tests/mock/billogram_mock.py" \
 		--cert "$dir/certs/server.crt" --key "$dir/certs/server.key" \
@@ -186,7 +189,7 @@ bg_start_mock() {
 	done
 	MOCK_PORT=$(cat "$dir/port")
 	MOCK_CTL_PORT=$(cat "$dir/ctl-port")
-	export MOCK_PORT MOCK_CTL_PORT MOCK_CERTS
+	export MOCK_PORT MOCK_CTL_PORT MOCK_CERTS MOCK_PASSWORD_FILE
 }
 
 bg_stop_mock() {
@@ -213,7 +216,7 @@ bg_mock_config() {
 shared_preload_libraries = 'billogram'
 billogram.api_url = 'https://localhost:$MOCK_PORT/api/v2'
 billogram.api_user = '${MOCK_USER:-demo-user}'
-billogram.api_password = '${MOCK_PASSWORD:-demo-secret-8f3a}'
+billogram.api_password_file = '$MOCK_PASSWORD_FILE'
 billogram.ca_file = '$MOCK_CERTS/ca.crt'
 CONF
 }

@@ -1,6 +1,9 @@
-# The API password from a private file named by billogram.api_password_file,
-# never in a statement's text; too-short passwords refused; masking that only
-# hides the password itself; and what the journal keeps of an invoice
+# The secrets only in files: the API password from a private file named by
+# billogram.api_password_file, the callback sign key from one named by
+# billogram.callback_sign_key_file, never in a statement's text; the settings
+# that held them (billogram.api_password, billogram.callback_sign_key)
+# refused wherever they are set, their value never used; no masking oracle
+# in the log; and what the journal keeps of an invoice
 # (billogram.journal_reply).
 use strict;
 use warnings;
@@ -12,6 +15,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
+use Digest::SHA qw(hmac_sha256_hex);
 
 my $mock = BgTest->start_mock;
 my $secrets = PostgreSQL::Test::Utils::tempdir('secrets');
@@ -105,37 +109,153 @@ unlike($activity, qr/\Q$BgTest::PASSWORD\E/, 'nor does pg_stat_activity');
 my $journal = $node->safe_psql('postgres', 'SELECT string_agg(r::text, \' \') FROM billogram_requests r');
 unlike($journal, qr/\Q$BgTest::PASSWORD\E/, 'nor does the journal');
 
-# A too-short password in postgresql.conf is refused, and the refusal does
-# not quote it; the setting keeps its previous (empty) value.
-$node->append_conf('postgresql.conf', "billogram.api_password = 'tiny-pw-x'\n");
-$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
-my $refused = 0;
-for (1 .. 100)
+# A too-short password in the file is not used either.
+write_password('tiny-pw-x', 0600);
+is(reload_until(qr/^55000$/), '55000', 'a too-short password in the file: calls are refused');
+like(slurp_file($node->logfile), qr/password file ".*" is not used: it holds fewer than 12 characters/,
+	'the log says it is too short');
+unlike(slurp_file($node->logfile), qr/tiny-pw-x/, 'and does not quote it');
+write_password($BgTest::PASSWORD, 0600);
+is(reload_until(qr/^$/), '', 'a good one is used again');
+
+# The callback sign key, from its file, read at each verification.
+my $sign_key = 'tap-sign-key-0123456789';
+my $key_file = "$secrets/billogram.sign_key";
+sub write_key
 {
-	$refused = 1, last
-	  if slurp_file($node->logfile) =~ /billogram.api_password is too short/;
-	usleep(100_000);
+	my ($key, $mode) = @_;
+	open my $fh, '>', $key_file or die "$key_file: $!";
+	print $fh "$key\n";
+	close $fh;
+	chmod $mode, $key_file or die "chmod $key_file: $!";
 }
-ok($refused, 'a too-short password is refused on reload');
-unlike(slurp_file($node->logfile), qr/tiny-pw-x/, 'and the log does not quote it');
+sub verify_sql
+{
+	my ($key) = @_;
+	my $ts = sprintf('%.6f', Time::HiRes::time());
+	my $sig = hmac_sha256_hex("$ts:{}", $key);
+	return "SELECT billogram_verify_callback('$ts', '$sig', '{}')";
+}
+write_key($sign_key, 0600);
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET billogram.callback_sign_key_file = '$key_file'");
+$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+$node->poll_query_until('postgres', verify_sql($sign_key), 't')
+  or die 'the sign key file is not used';
+pass('a callback signed with the key in the file is verified');
+is($node->safe_psql('postgres', verify_sql('some-other-key-0123')), 'f',
+	'one signed with another key is not');
+write_key('tap-sign-key-rotated', 0600);
+is($node->safe_psql('postgres', verify_sql('tap-sign-key-rotated')), 't',
+	'a new key in the file applies at the next verification');
+write_key($sign_key, 0644);
+($state, $out, $err) = BgTest::call($node, verify_sql($sign_key));
+is($state, '55000', 'a sign key file others can read is not used (55000)');
+like($err, qr/the file named by billogram.callback_sign_key_file could not be used/,
+	'naming the setting');
+unlike($err, qr/\Q$key_file\E/, 'the caller is not told the path');
+like(slurp_file($node->logfile),
+	qr/sign key file "\Q$key_file\E" is not used: group or other users can access it/,
+	'the log says why');
+write_key($sign_key, 0600);
+
+# The removed settings, set with SQL: refused, naming the file setting, as
+# the role that tried (a superuser may ALTER SYSTEM; any role may SET and
+# ALTER its own ROLE ... SET); nothing is stored, and the refused statement,
+# which quotes the secret, is not logged.
+$node->append_conf('postgresql.conf', "log_statement = none\n");
+$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+$node->safe_psql('postgres', 'CREATE ROLE app_user LOGIN');
+my %file_of = ('billogram.api_password' => 'billogram.api_password_file',
+	'billogram.callback_sign_key' => 'billogram.callback_sign_key_file');
+my $typed = 0;
+for my $setting (sort keys %file_of)
+{
+	for my $route ('ALTER SYSTEM SET %s = %s', 'ALTER DATABASE postgres SET %s = %s',
+		'ALTER ROLE app_user SET %s = %s', 'SET %s = %s', 'app_user:SET %s = %s',
+		'app_user:ALTER ROLE app_user SET %s = %s')
+	{
+		my ($as, $form) = $route =~ /^(?:(app_user):)?(.*)$/;
+		my $value = 'typed-secret-' . $typed++ . '-xyz';
+		my $sql = sprintf($form, $setting, "'$value'");
+		$sql = "SET ROLE app_user; $sql" if $as;
+		($state, $out, $err) = BgTest::call($node, $sql);
+		is($state, '22023', "$sql: refused (22023)");
+		like($err, qr/\Q$setting\E is no longer a setting/, "$sql: the message names it");
+		like($err, qr/HINT:  .*\Q$file_of{$setting}\E/, "$sql: the hint names $file_of{$setting}");
+		unlike(slurp_file($node->logfile), qr/\Q$value\E/, "$sql: the value is not logged");
+	}
+}
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_db_role_setting WHERE array_to_string(setconfig, ' ') LIKE '%billogram.%'"),
+	'0', 'no database or role keeps a value');
+unlike(slurp_file($node->data_dir . '/postgresql.auto.conf'), qr/typed-secret/,
+	'nor does postgresql.auto.conf');
+is($node->safe_psql('postgres', "SET billogram.api_password = ''; SHOW billogram.api_password"),
+	'', 'the empty value is accepted, and is all there is');
 $node->stop;
 
-# Masking looks for the whole password only: with it in postgresql.conf,
-# a message quoting it is masked, one quoting a fragment is left as it is
-# (a short string would otherwise be masked inside ordinary words).
-my $plain = $mock->new_node('masking');
+# The removed settings in postgresql.conf: a WARNING at start, the server
+# starts, and the worker, with no password file, sends nothing: the value
+# is never used.  A callback is not verified with the old key either.
+my $old = $mock->new_node('removed', password => '',
+	extra => "billogram.api_password = '$BgTest::PASSWORD'\n"
+	  . "billogram.callback_sign_key = '$sign_key'\n");
+$log = slurp_file($old->logfile);
+like($log, qr/WARNING:  billogram.api_password is no longer a setting/,
+	'at start, a password in postgresql.conf is refused');
+like($log, qr/HINT:  .*set billogram.api_password_file to its path/,
+	'the hint names the file setting to use');
+like($log, qr/WARNING:  billogram.callback_sign_key is no longer a setting/,
+	'so is a sign key');
+unlike($log, qr/\Q$BgTest::PASSWORD\E|\Q$sign_key\E/, 'neither value is logged');
+$posts_before = scalar @{ $mock->posts };
+($state, $out, $err) = BgTest::call($old,
+	"SELECT billogram_credit_payment('oldsetting1', 'amount', 1)");
+is($state, '55000', 'the password in the old setting is not used: the call is refused');
+like($err, qr/billogram.api_password_file is not set/, 'naming the file setting');
+($state, $out, $err) = BgTest::call($old, verify_sql($sign_key));
+is($state, '55000', 'nor is the old sign key: no callback is verified');
+like($err, qr/billogram.callback_sign_key_file is not set/, 'naming its file setting');
+
+# Added on a reload: refused in the log, the server goes on, still nothing sent.
+my $refusals = () = $log =~ /billogram.api_password is no longer a setting/g;
+$old->append_conf('postgresql.conf', "billogram.api_password = 'Another-pa55word'\n");
+$old->safe_psql('postgres', 'SELECT pg_reload_conf()');
+my $seen = 0;
+for (1 .. 100)
+{
+	my $now = () = slurp_file($old->logfile) =~ /billogram.api_password is no longer a setting/g;
+	$seen = 1, last if $now > $refusals;
+	usleep(100_000);
+}
+ok($seen, 'on reload, the setting is refused again');
+is($old->safe_psql('postgres', 'SELECT 1'), '1', 'and the server goes on');
+($state) = BgTest::call($old, "SELECT billogram_credit_payment('oldsetting2', 'amount', 1)");
+is($state, '55000', 'the worker still refuses to send');
+is(scalar @{ $mock->posts }, $posts_before, 'nothing was sent with credentials from a setting');
+unlike(slurp_file($old->logfile), qr/Another-pa55word/, 'the reloaded value is not logged');
+$old->stop;
+
+# No masking oracle: a role that logs a list of guesses sees each come back
+# as it wrote it, the right password and sign key included.  (0.2 masked the
+# secrets in use, which told a guesser which guess was right.)
+my $plain = $mock->new_node('plain');
+$plain->safe_psql('postgres', 'CREATE ROLE guesser LOGIN');
+$plain->safe_psql('postgres',
+	"ALTER SYSTEM SET billogram.callback_sign_key_file = '$key_file'");
+$plain->safe_psql('postgres', 'SELECT pg_reload_conf()');
+$plain->poll_query_until('postgres', verify_sql($sign_key), 't')
+  or die 'no sign key on plain';
+my @guesses = ('guess-number-one', $BgTest::PASSWORD, $sign_key, 'guess-number-four');
 ($state, $out, $err) = BgTest::call($plain,
-	"SELECT '$BgTest::PASSWORD'::int");
-# (psql itself echoes the statement it sent under LINE 1: only the server's
-# message line counts)
-my ($message) = $err =~ /^(.*ERROR:.*)$/m;
-like($message, qr/"\*\*\*\*\*\*\*\*"/, 'a message quoting the password is masked');
-unlike($message, qr/\Q$BgTest::PASSWORD\E/, 'the password is not in it');
-my $fragment = substr($BgTest::PASSWORD, 0, 8);
-($state, $out, $err) = BgTest::call($plain, "SELECT '$fragment'::int");
-like($err, qr/"\Q$fragment\E"/, 'a fragment of it is not masked');
-($state, $out, $err) = BgTest::call($plain, "SELECT * FROM billogram_requestz");
-like($err, qr/billogram_requestz/, 'ordinary words are left intact');
+	"SET ROLE guesser; DO \$\$ BEGIN RAISE WARNING 'guesses: %', '"
+	  . join(' ', @guesses) . "'; END \$\$");
+my ($warning) = $err =~ /^(.*WARNING:.*guesses:.*)$/m;
+like($warning, qr/guesses: \Q@guesses\E$/, 'every guess comes back as written');
+unlike($warning, qr/\*\*\*\*/, 'none is masked');
+like(slurp_file($plain->logfile), qr/WARNING:  .*guesses: \Q@guesses\E\n/,
+	'the server log shows them as written too');
 
 # billogram.journal_reply: what the journal keeps of an invoice.
 sub journal_keeps

@@ -62,7 +62,7 @@ like($err, qr/DETAIL:  billogram_status=INVALID_PARAMETER\nfield=amount\nField: 
 # both name billogram.api_url, since sandbox credentials fail in production
 ($state, undef, $err) = BgTest::call($node,
 	"SELECT billogram_credit_payment('e401a', 'amount', 1)");
-like($err, qr/HINT:  Check billogram.api_user and billogram.api_password \(or billogram.api_password_file\)/,
+like($err, qr/HINT:  Check billogram.api_user and the password in the file named by billogram.api_password_file/,
 	"$state carries a hint naming the credential settings");
 like($err, qr/HINT: .*credentials each work only against their own billogram.api_url/,
 	"$state: and the base URL the credentials belong to");
@@ -104,7 +104,8 @@ is($state, '55000', 'a call without credentials fails with 55000');
 like($err, qr/no Billogram API credentials are configured: the credit payment on nocred1 was not sent/,
 	'saying none are configured');
 like($err, qr/DETAIL:  billogram.api_user is empty/, 'and which setting is empty');
-like($err, qr/HINT:  Check billogram.api_user and billogram.api_password/, 'with a hint');
+like($err, qr/HINT:  Check billogram.api_user and the password in the file named by billogram.api_password_file/,
+	'with a hint');
 is(scalar @{ $mock->requests('nocred1') }, 0, 'nothing reached the API');
 $node->safe_psql('postgres',
 	"SELECT billogram_enqueue_credit_payment('nocredq1', 'amount', 1)");

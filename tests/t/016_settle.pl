@@ -180,7 +180,8 @@ query("SELECT billogram_resolve(id, 'mark_failed') FROM billogram_requests WHERE
 is($state, 'BG000', 'once resolved, the invoice takes payments again');
 
 # --- callbacks feed the evidence ---
-query("ALTER SYSTEM SET billogram.callback_sign_key = 'tap-sign-key'");
+query("ALTER SYSTEM SET billogram.callback_sign_key_file = '"
+	  . $mock->secret_file('tap-sign-key') . "'");
 query("SELECT pg_reload_conf()");
 $node->poll_query_until('postgres',
 	"SELECT billogram_verify_callback('0', 'x', '{}') IS NOT NULL", 't');

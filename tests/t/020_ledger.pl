@@ -141,7 +141,8 @@ is($row->{verdict}, 'applied', 'after a purge the next 500 is settled from the l
 is(scalar @{ $row->{evidence}{new_events} }, 1, 'the purged payment is not counted again');
 
 # --- route 3: a callback does not reopen a final verdict ---
-query("ALTER SYSTEM SET billogram.callback_sign_key = 'tap-sign-key'");
+query("ALTER SYSTEM SET billogram.callback_sign_key_file = '"
+	  . $mock->secret_file('tap-sign-key') . "'");
 query("SELECT pg_reload_conf()");
 $node->poll_query_until('postgres',
 	"SELECT billogram_verify_callback('0', 'x', '{}') IS NOT NULL", 't');

@@ -133,17 +133,35 @@ sub signed_callback
 sub fault { my ($self, $json) = @_; $self->_ctl('POST', '/fault', $json); }
 sub reset { my ($self) = @_; $self->_ctl('POST', '/reset', ''); }
 
-# postgresql.conf lines pointing the extension at this mock.
+# A new file holding secret on its line, with mode (0600 unless given), as
+# the extension reads its password and sign key (src/credentials.c); its path.
+my $secret_files = 0;
+
+sub secret_file
+{
+	my ($self, $secret, $mode) = @_;
+	my $path = "$self->{dir}/secret" . $secret_files++;
+	open my $fh, '>', $path or die "$path: $!";
+	print $fh "$secret\n";
+	close $fh;
+	chmod($mode // 0600, $path) or die "chmod $path: $!";
+	return $path;
+}
+
+# postgresql.conf lines pointing the extension at this mock, with the
+# password (password => '' for none) in a file.
 sub config
 {
 	my ($self, %o) = @_;
 	my $password = $o{password} // $PASSWORD;
 	my $ca = $o{ca_file} // "$self->{certs}/ca.crt";
+	my $password_file = $password eq '' ? ''
+	  : "billogram.api_password_file = '" . $self->secret_file($password) . "'";
 	return <<"CONF";
 shared_preload_libraries = 'billogram'
 billogram.api_url = '@{[ $o{url} // $self->url ]}'
 billogram.api_user = '$USER'
-billogram.api_password = '$password'
+$password_file
 billogram.ca_file = '$ca'
 log_min_messages = @{[ $o{log_min_messages} // 'info' ]}
 restart_after_crash = on
