@@ -164,10 +164,16 @@ DROP ROLE regress_bg_writer;
 -- would make the path /api/v2/command/credit-payment), a body that is not
 -- that of the row's mode and amount.  Neither is sent; each fails with
 -- the reason.
-INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body)
-VALUES ('enqueue', '..', 'amount', 1, '{"mode":"amount","amount":1}'),
-       ('enqueue', 'rtforged1', 'amount', 1, '{"mode":"amount","amount":900}'),
-       ('enqueue', 'rtforged2', 'amount', -3, '{"mode":"amount","amount":-3}');
+INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body,
+                                made_in_system, made_in_database, made_in_instance)
+SELECT f.origin, f.billogram_id, f.mode, f.amount, f.request_body,
+       (SELECT system_identifier FROM pg_control_system()),
+       (SELECT oid FROM pg_database WHERE datname = current_database()),
+       (SELECT id FROM billogram_instance)
+  FROM (VALUES ('enqueue', '..', 'amount', 1, '{"mode":"amount","amount":1}'),
+               ('enqueue', 'rtforged1', 'amount', 1, '{"mode":"amount","amount":900}'),
+               ('enqueue', 'rtforged2', 'amount', -3, '{"mode":"amount","amount":-3}'))
+       AS f(origin, billogram_id, mode, amount, request_body);
 SELECT wait_for_queue();
 SELECT billogram_id, state, error->>'kind' AS kind, error->>'message' AS why
   FROM billogram_requests WHERE billogram_id IN ('..', 'rtforged1', 'rtforged2') ORDER BY id;
