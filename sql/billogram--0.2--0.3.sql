@@ -742,3 +742,46 @@ END
 $$;
 
 GRANT EXECUTE ON FUNCTION billogram_weigh(text, numeric, jsonb, jsonb, text[], boolean) TO PUBLIC;
+
+/*
+ * billogram_journal_guard(): the extension's tables are written by its own
+ * code only.
+ *
+ * A statement trigger before INSERT, UPDATE, DELETE and TRUNCATE on each of
+ * the tables refuses (42501) every role below superuser, whatever it was
+ * granted: pg_write_all_data, an explicit INSERT or UPDATE, a default
+ * privilege.  A row of billogram_requests is a payment the worker sends,
+ * and billogram_keys, billogram_ledger and billogram_events decide whether
+ * one was made, so a direct write could pay, pay twice or pay as someone
+ * else.  The extension's own writes pass: the worker runs as a superuser,
+ * the SECURITY DEFINER functions as their owner, and the queueing functions
+ * insert as the journal's owner, all of them superusers.  COPY FROM and a
+ * data-only restore fire the same triggers, so a restore of the journal is
+ * made by a superuser, as CREATE EXTENSION is.  What the worker sends is
+ * checked again when it claims a row (an id of letters and digits, a body
+ * made from the row's mode and amount), in case a superuser wrote it.
+ * Privileges: EXECUTE revoked from PUBLIC; the triggers fire whatever EXECUTE
+ * says, and without it nobody can attach the function elsewhere.
+ */
+CREATE FUNCTION billogram_journal_guard()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'billogram_journal_guard'
+LANGUAGE C;
+
+REVOKE ALL ON FUNCTION billogram_journal_guard() FROM PUBLIC;
+
+CREATE TRIGGER billogram_guard
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billogram_requests
+    FOR EACH STATEMENT EXECUTE FUNCTION billogram_journal_guard();
+CREATE TRIGGER billogram_guard
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billogram_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION billogram_journal_guard();
+CREATE TRIGGER billogram_guard
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billogram_ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION billogram_journal_guard();
+CREATE TRIGGER billogram_guard
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billogram_events
+    FOR EACH STATEMENT EXECUTE FUNCTION billogram_journal_guard();
+CREATE TRIGGER billogram_guard
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billogram_instance
+    FOR EACH STATEMENT EXECUTE FUNCTION billogram_journal_guard();

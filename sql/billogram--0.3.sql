@@ -185,9 +185,9 @@ COMMENT ON FUNCTION billogram_get_invoice(text) IS
  * also in billogram_keys, so that the row pays once, ever.
  *
  * Privileges: no access for PUBLIC; superusers, or roles granted access
- * explicitly, read it.  Writes go through the functions below; a role
- * granted INSERT or UPDATE here (or pg_write_all_data) could queue payments
- * directly, so grant no more than SELECT.
+ * explicitly, read it.  Writes go through the functions below: below
+ * superuser, any other write is refused by billogram_journal_guard() (at
+ * the end of this script), whatever was granted.
  * Its rows are data: pg_dump dumps them (pg_extension_config_dump).
  */
 CREATE TABLE billogram_requests (
@@ -1309,7 +1309,7 @@ REVOKE ALL ON FUNCTION billogram_purge(interval) FROM PUBLIC;
  * counts by its first occurrence.  It is the worker's own code (C, reading
  * the text of the reply without building a tree), so what it journals and
  * what this returns are the same by construction.  Also usable to shrink
- * rows journaled in full:
+ * rows journaled in full (as a superuser: billogram_journal_guard()):
  *     UPDATE billogram_requests SET response = billogram_invoice_summary(response);
  * Privileges: EXECUTE for PUBLIC: it reads nothing but its argument.
  */
@@ -1317,3 +1317,46 @@ CREATE FUNCTION billogram_invoice_summary(invoice jsonb)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'billogram_invoice_summary'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+/*
+ * billogram_journal_guard(): the extension's tables are written by its own
+ * code only.
+ *
+ * A statement trigger before INSERT, UPDATE, DELETE and TRUNCATE on each of
+ * the tables refuses (42501) every role below superuser, whatever it was
+ * granted: pg_write_all_data, an explicit INSERT or UPDATE, a default
+ * privilege.  A row of billogram_requests is a payment the worker sends,
+ * and billogram_keys, billogram_ledger and billogram_events decide whether
+ * one was made, so a direct write could pay, pay twice or pay as someone
+ * else.  The extension's own writes pass: the worker runs as a superuser,
+ * the SECURITY DEFINER functions as their owner, and the queueing functions
+ * insert as the journal's owner, all of them superusers.  COPY FROM and a
+ * data-only restore fire the same triggers, so a restore of the journal is
+ * made by a superuser, as CREATE EXTENSION is.  What the worker sends is
+ * checked again when it claims a row (an id of letters and digits, a body
+ * made from the row's mode and amount), in case a superuser wrote it.
+ * Privileges: EXECUTE revoked from PUBLIC; the triggers fire whatever EXECUTE
+ * says, and without it nobody can attach the function elsewhere.
+ */
+CREATE FUNCTION billogram_journal_guard()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'billogram_journal_guard'
+LANGUAGE C;
+
+REVOKE ALL ON FUNCTION billogram_journal_guard() FROM PUBLIC;
+
+CREATE TRIGGER billogram_guard
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billogram_requests
+    FOR EACH STATEMENT EXECUTE FUNCTION billogram_journal_guard();
+CREATE TRIGGER billogram_guard
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billogram_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION billogram_journal_guard();
+CREATE TRIGGER billogram_guard
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billogram_ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION billogram_journal_guard();
+CREATE TRIGGER billogram_guard
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billogram_events
+    FOR EACH STATEMENT EXECUTE FUNCTION billogram_journal_guard();
+CREATE TRIGGER billogram_guard
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billogram_instance
+    FOR EACH STATEMENT EXECUTE FUNCTION billogram_journal_guard();

@@ -111,6 +111,75 @@ INSERT INTO regress_open.v_payouts VALUES ('rtview1', 1);
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 
+-- 12. writing the extension's tables directly, with every privilege on
+-- them that a role below superuser can hold: pg_write_all_data, explicit
+-- grants (TRUNCATE and COPY included).  The guard refuses each (42501).
+CREATE ROLE regress_bg_writer IN ROLE pg_write_all_data, pg_read_all_data;
+GRANT ALL ON billogram_requests, billogram_keys, billogram_ledger,
+    billogram_events, billogram_instance TO regress_bg_writer;
+INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body, state, finished_at)
+VALUES ('enqueue', 'rtwritten0', 'amount', 5, '{"mode":"amount","amount":5}', 'done', now());
+SET ROLE regress_bg_writer;
+-- a pending row naming another role, 1 in the column and 900 in the body
+INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body, created_by)
+VALUES ('enqueue', 'rtwritten1', 'amount', 1, '{"mode":"amount","amount":900}', 'regress_bg_payer');
+\echo :LAST_ERROR_SQLSTATE
+COPY billogram_requests (origin, billogram_id, mode, amount, request_body) FROM stdin;
+enqueue	rtwritten2	amount	1	{"mode":"amount","amount":1}
+\.
+\echo :LAST_ERROR_SQLSTATE
+-- a done row made pending again, to pay twice
+UPDATE billogram_requests SET state = 'pending' WHERE billogram_id = 'rtwritten0';
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM billogram_requests WHERE billogram_id = 'rtwritten0';
+\echo :LAST_ERROR_SQLSTATE
+TRUNCATE billogram_requests;
+\echo :LAST_ERROR_SQLSTATE
+-- the tables that decide whether a payment was made
+DELETE FROM billogram_keys;
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM billogram_ledger;
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO billogram_events (event_uuid, billogram_id, event, received_by)
+VALUES ('rtevent1', 'rtwritten0', '{}', 'regress_bg_writer');
+\echo :LAST_ERROR_SQLSTATE
+-- a new instance id would let a restored journal's rows pay again
+UPDATE billogram_instance SET id = gen_random_uuid();
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT billogram_id, state FROM billogram_requests WHERE billogram_id LIKE 'rtwritten%';
+-- the message says what to use instead
+SET ROLE regress_bg_writer;
+\set VERBOSITY verbose
+UPDATE billogram_requests SET state = 'pending' WHERE billogram_id = 'rtwritten0';
+\set VERBOSITY default
+RESET ROLE;
+DELETE FROM billogram_requests WHERE billogram_id = 'rtwritten0';
+REVOKE ALL ON billogram_requests, billogram_keys, billogram_ledger,
+    billogram_events, billogram_instance FROM regress_bg_writer;
+DROP ROLE regress_bg_writer;
+
+-- 13. rows only a superuser could still write by hand are checked again
+-- when the worker claims them: an id that is not letters and digits (".."
+-- would make the path /api/v2/command/credit-payment), a body that is not
+-- that of the row's mode and amount.  Neither is sent; each fails with
+-- the reason.
+INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body,
+                                made_in_system, made_in_database, made_in_instance)
+SELECT f.origin, f.billogram_id, f.mode, f.amount, f.request_body,
+       (SELECT system_identifier FROM pg_control_system()),
+       (SELECT oid FROM pg_database WHERE datname = current_database()),
+       (SELECT id FROM billogram_instance)
+  FROM (VALUES ('enqueue', '..', 'amount', 1, '{"mode":"amount","amount":1}'),
+               ('enqueue', 'rtforged1', 'amount', 1, '{"mode":"amount","amount":900}'),
+               ('enqueue', 'rtforged2', 'amount', -3, '{"mode":"amount","amount":-3}'))
+       AS f(origin, billogram_id, mode, amount, request_body);
+SELECT wait_for_queue();
+SELECT billogram_id, state, error->>'kind' AS kind, error->>'message' AS why
+  FROM billogram_requests WHERE billogram_id IN ('..', 'rtforged1', 'rtforged2') ORDER BY id;
+SELECT count(*) AS forged_sent FROM mock_requests('') r
+ WHERE r->>'id' IN ('..', 'rtforged1', 'rtforged2') OR r->>'path' NOT LIKE '%/billogram/%';
+
 -- nothing of the above reached the journal or Billogram
 SELECT count(*) AS refused_queued FROM billogram_requests
  WHERE billogram_id IN ('rtnogrant1', 'rtrevoked1', 'rtrevoked2', 'rtrevoked3', 'rtgiven1', 'rtview1');

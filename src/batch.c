@@ -199,7 +199,10 @@ claim_queued(int capacity, const char *no_credentials, TimestampTz now)
 		BgJob	   *job = bgw_new_batch_job(JOB_QUEUED, &q->payment, q->id);
 
 		bgw_count_in_flight(job);
-		to_start = bgw_keep(to_start, job);
+		if (q->problem)
+			bgw_finish_unsent(job, BG_OUTCOME_INVALID_ROW, q->problem);
+		else
+			to_start = bgw_keep(to_start, job);
 	}
 	/* a full batch means more may be waiting: look again next time */
 	BgWorker->queue_woken = (list_length(claimed) == capacity);

@@ -252,16 +252,37 @@ bgw_call_lost(const char *billogram_id, const char *why)
 			 errdetail("The request may have reached Billogram; check the invoice.")));
 }
 
+/* The reply of a request that was not sent: outcome, and why. */
+static void
+unsent_reply(BgReply *reply, BgOutcome outcome, const char *why)
+{
+	memset(reply, 0, sizeof(*reply));
+	reply->outcome = outcome;
+	strlcpy(reply->message, why, sizeof(reply->message));
+}
+
 /* Answer a synchronous caller whose request is not sent, with outcome. */
 void
 bgw_refuse(BgJob *job, BgOutcome outcome, const char *why)
 {
 	BgReply		reply;
 
-	memset(&reply, 0, sizeof(reply));
-	reply.outcome = outcome;
-	strlcpy(reply.message, why, sizeof(reply.message));
+	unsent_reply(&reply, outcome, why);
 	bgw_answer(job, &reply, NULL, 0);
+}
+
+/*
+ * Finish a claimed job without sending it: its outcome is journaled with
+ * the next batch, as if its transfer had ended.
+ */
+void
+bgw_finish_unsent(BgJob *job, BgOutcome outcome, const char *why)
+{
+	BgReply		reply;
+
+	unsent_reply(&reply, outcome, why);
+	job->started = true;
+	bgw_transfer_finished(job, &reply, NULL, 0);
 }
 
 /* Why no credentials can be sent, naming the setting; NULL if they can. */

@@ -384,19 +384,32 @@ BgQueuedRequest *
 bg_queued_from_row(HeapTuple tuple, TupleDesc desc)
 {
 	BgQueuedRequest *q = palloc0(sizeof(BgQueuedRequest));
+	BgCreditPayment *p = &q->payment;
 	bool		isnull;
-	char	   *amount;
+	char	   *id = SPI_getvalue(tuple, desc, 2);
+	char	   *amount = SPI_getvalue(tuple, desc, 4);
+	char	   *body = SPI_getvalue(tuple, desc, 5);
 
 	q->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-	strlcpy(q->payment.billogram_id, SPI_getvalue(tuple, desc, 2),
-			sizeof(q->payment.billogram_id));
-	strlcpy(q->payment.mode, SPI_getvalue(tuple, desc, 3),
-			sizeof(q->payment.mode));
-	amount = SPI_getvalue(tuple, desc, 4);
+	strlcpy(p->billogram_id, id, sizeof(p->billogram_id));
+	strlcpy(p->mode, SPI_getvalue(tuple, desc, 3), sizeof(p->mode));
 	if (amount)
-		strlcpy(q->payment.amount, amount, sizeof(q->payment.amount));
-	strlcpy(q->payment.body, SPI_getvalue(tuple, desc, 5),
-			sizeof(q->payment.body));
+		strlcpy(p->amount, amount, sizeof(p->amount));
+
+	/*
+	 * What is sent is made from the columns an operator reads, by the rule
+	 * callers' payments are made with; a row that rule could not have made
+	 * is not sent at all.
+	 */
+	bg_credit_payment_body(p);
+	q->problem = bg_billogram_id_problem(id, strlen(id));
+	if (q->problem == NULL)
+		q->problem = bg_journaled_payment_problem(p);
+	if (q->problem == NULL && (amount ? strlen(amount) : 0) >= sizeof(p->amount))
+		q->problem = "invalid amount: too long";
+	if (q->problem == NULL && strcmp(body, p->body) != 0)
+		q->problem = psprintf("its request_body %s is not the body of its mode and amount, %s",
+							  body, p->body);
 	return q;
 }
 

@@ -42,7 +42,8 @@ typedef enum BgJournalState
 typedef struct BgQueuedRequest
 {
 	int64		id;
-	BgCreditPayment payment;
+	BgCreditPayment payment;	/* its body made from its columns */
+	const char *problem;		/* why no caller could have made it; NULL */
 } BgQueuedRequest;
 
 /*

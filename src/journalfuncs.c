@@ -1,16 +1,20 @@
 /*-------------------------------------------------------------------------
  *
  * journalfuncs.c
- *	  The journal's SQL-callable functions.
+ *	  The journal's SQL-callable functions: the summary of an invoice, and
+ *	  the guard that keeps writes to the extension's tables to its own code.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "commands/trigger.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/rel.h"
 
 #include "journal_int.h"
 
@@ -36,4 +40,32 @@ billogram_invoice_summary(PG_FUNCTION_ARGS)
 	utf8 = pg_server_to_any(text, (int) strlen(text), PG_UTF8);
 	result = bg_summary_text(utf8, strlen(utf8));
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(result)));
+}
+
+/*
+ * billogram_journal_guard(): a statement trigger on each of the extension's
+ * tables that refuses any write by a role below superuser (the install
+ * script says why).  Every write of the extension's own runs as a superuser:
+ * the worker, the SECURITY DEFINER functions, the queueing functions'
+ * insert as the journal's owner.
+ */
+PG_FUNCTION_INFO_V1(billogram_journal_guard);
+
+Datum
+billogram_journal_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("billogram_journal_guard() must be called as a trigger")));
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied: only the billogram extension's own functions write %s",
+						RelationGetRelationName(trigdata->tg_relation)),
+				 errdetail("Nothing was written, and nothing was sent to Billogram."),
+				 errhint("Queue a payment with billogram_enqueue_credit_payment() or a billogram_payment_trigger() trigger; act on journal rows with billogram_resolve(), billogram_release_held(), billogram_fail_held() and billogram_purge().")));
+	return PointerGetDatum(NULL);
 }

@@ -74,6 +74,8 @@ bg_reply_sqlstate(const BgReply *reply)
 			return ERRCODE_OBJECT_IN_USE;
 		case BG_OUTCOME_KEY_USED:
 			return ERRCODE_BILLOGRAM_KEY_IN_PROGRESS;
+		case BG_OUTCOME_INVALID_ROW:
+			return ERRCODE_INVALID_PARAMETER_VALUE;
 	}
 	return ERRCODE_INTERNAL_ERROR;
 }
@@ -278,6 +280,14 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 					 errmsg("%s was not sent: its idempotency key was used before",
 							what),
 					 errdetail("%s", reached_detail(kind, reply, request_id))));
+			break;
+		case BG_OUTCOME_INVALID_ROW:
+			ereport(elevel,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s was not sent: its journal row is not one a caller could have made",
+							what),
+					 errdetail("%s. %s", reply->message, reached_detail(kind, reply, request_id)),
+					 errhint("Only the extension's functions write billogram_requests. Find out who wrote the row; queue the payment again with billogram_enqueue_credit_payment() if it is wanted.")));
 			break;
 		case BG_OUTCOME_WORKER:
 			ereport(elevel,

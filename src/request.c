@@ -28,28 +28,38 @@
 
 #include "request.h"
 
-static void
-check_billogram_id(const char *id, int len)
+/*
+ * Why id (len bytes) is not a Billogram id, or NULL if it is one: 1 to
+ * BG_ID_MAXLEN letters and digits.  Callers' ids and journal rows are held
+ * to the same rule, so that no id can name another path.
+ */
+const char *
+bg_billogram_id_problem(const char *id, size_t len)
 {
-	int			i;
-
 	if (len < 1 || len > BG_ID_MAXLEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid Billogram id: must be 1 to %d characters long",
-						BG_ID_MAXLEN)));
-
-	for (i = 0; i < len; i++)
+		return psprintf("invalid Billogram id: must be 1 to %d characters long",
+						BG_ID_MAXLEN);
+	for (size_t i = 0; i < len; i++)
 	{
 		char		c = id[i];
 
 		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
 			  (c >= '0' && c <= '9')))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid Billogram id: only letters A-Z, a-z and digits are allowed"),
-					 errdetail("Billogram ids look like \"2kAEEjE\".")));
+			return "invalid Billogram id: only letters A-Z, a-z and digits are allowed";
 	}
+	return NULL;
+}
+
+static void
+check_billogram_id(const char *id, int len)
+{
+	const char *problem = bg_billogram_id_problem(id, len);
+
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", problem),
+				 errdetail("Billogram ids look like \"2kAEEjE\".")));
 }
 
 /*
@@ -144,7 +154,6 @@ bg_build_credit_payment(BgCreditPayment *req,
 					 errmsg("mode \"remaining\" does not take an amount"),
 					 errhint("Pass NULL as the amount, or use mode 'amount'.")));
 		snprintf(req->mode, sizeof(req->mode), "remaining");
-		snprintf(req->body, sizeof(req->body), "{\"mode\":\"remaining\"}");
 	}
 	else if (strcmp(mode_str, "amount") == 0)
 	{
@@ -156,14 +165,68 @@ bg_build_credit_payment(BgCreditPayment *req,
 		snprintf(req->mode, sizeof(req->mode), "amount");
 		snprintf(req->amount, sizeof(req->amount), "%s",
 				 checked_amount_text(amount));
-		snprintf(req->body, sizeof(req->body),
-				 "{\"mode\":\"amount\",\"amount\":%s}", req->amount);
 	}
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid mode \"%s\"", mode_str),
 				 errhint("Use mode 'remaining' or 'amount'.")));
+	bg_credit_payment_body(req);
+}
+
+/* The request body of req's mode and amount: the one place it is written. */
+void
+bg_credit_payment_body(BgCreditPayment *req)
+{
+	if (strcmp(req->mode, "amount") == 0)
+		snprintf(req->body, sizeof(req->body),
+				 "{\"mode\":\"amount\",\"amount\":%s}", req->amount);
+	else
+		snprintf(req->body, sizeof(req->body), "{\"mode\":\"remaining\"}");
+}
+
+/* Whether a is digits, with one to two decimals or none, as numeric_out. */
+static bool
+is_amount_text(const char *a)
+{
+	size_t		whole = strspn(a, "0123456789");
+	size_t		cents;
+
+	if (whole < 1 || whole > BG_AMOUNT_MAX_INTEGER_DIGITS)
+		return false;
+	if (a[whole] == '\0')
+		return true;
+	if (a[whole] != '.')
+		return false;
+	cents = strspn(a + whole + 1, "0123456789");
+	return cents >= 1 && cents <= 2 && a[whole + 1 + cents] == '\0';
+}
+
+/*
+ * Why a payment read back from the journal is not one that
+ * bg_build_credit_payment() could have made, or NULL.  The journal is
+ * written only by the extension's own code (its guard refuses everyone
+ * else below superuser), so this is a second line: a row that fails it is
+ * never sent.
+ */
+const char *
+bg_journaled_payment_problem(const BgCreditPayment *p)
+{
+	const char *problem = bg_billogram_id_problem(p->billogram_id,
+												  strlen(p->billogram_id));
+
+	if (problem)
+		return problem;
+	if (strcmp(p->mode, "remaining") == 0)
+		return p->amount[0] == '\0' ? NULL : "mode \"remaining\" with an amount";
+	if (strcmp(p->mode, "amount") != 0)
+		return psprintf("invalid mode \"%s\"", p->mode);
+	if (!is_amount_text(p->amount))
+		return psprintf("invalid amount \"%s\": not a positive amount of at most %d digits and two decimals",
+						p->amount, BG_AMOUNT_MAX_INTEGER_DIGITS);
+	if (strspn(p->amount, "0.") == strlen(p->amount))
+		return "invalid amount: must be greater than zero";
+	return NULL;
 }
 
 /*
@@ -214,11 +277,11 @@ bg_build_get_invoice(BgRequest *req, text *id)
 }
 
 /*
- * Append "/billogram/" and the id to req->path, the id percent-encoded
- * (every byte but A-Z, a-z, 0-9, "-", ".", "_" and "~") as libcurl's
- * curl_easy_escape() does.  Ids given by callers are letters and digits
- * already; a journal row written by hand may hold anything, and must not
- * name another path.
+ * Append "/billogram/" and the id to req->path, every byte but A-Z, a-z
+ * and 0-9 percent-encoded.  Ids are letters and digits (the worker refuses a
+ * journal row with any other); encoding "." as well means that even such a
+ * row could never make a dot segment, which libcurl would resolve into
+ * another path.
  */
 static void
 set_invoice_path(BgRequest *req, const char *billogram_id)
@@ -236,8 +299,7 @@ set_invoice_path(BgRequest *req, const char *billogram_id)
 	for (c = (const unsigned char *) req->billogram_id; *c; c++)
 	{
 		if ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
-			(*c >= '0' && *c <= '9') || *c == '-' || *c == '.' ||
-			*c == '_' || *c == '~')
+			(*c >= '0' && *c <= '9'))
 			*out++ = (char) *c;
 		else
 		{

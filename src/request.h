@@ -97,6 +97,18 @@ typedef struct BgRequest
 extern void bg_build_credit_payment(BgCreditPayment *req,
 									text *id, text *mode, Numeric amount);
 
+/* Why id (len bytes) is not a Billogram id; NULL if it is one. */
+extern const char *bg_billogram_id_problem(const char *id, size_t len);
+
+/* The body of req's mode and amount (bg_build_credit_payment calls it). */
+extern void bg_credit_payment_body(BgCreditPayment *req);
+
+/*
+ * Why a payment read back from the journal is not one a caller could have
+ * made (id, mode, amount); NULL if it is.
+ */
+extern const char *bg_journaled_payment_problem(const BgCreditPayment *p);
+
 /*
  * Check an idempotency key (NULL: none) and copy it into req; 22023 for
  * an empty, too long or non-printable one.

@@ -170,6 +170,7 @@ extern void bgw_transfer_answered(void *job, const BgReply *reply,
 								  const BgTransferFacts *facts,
 								  const char *body, size_t body_len);
 extern int	bgw_room_now(void);
+extern void bgw_finish_unsent(BgJob *job, BgOutcome outcome, const char *why);
 extern const char *bgw_missing_credentials(void);
 extern void bgw_answer(BgJob *job, const BgReply *reply, const char *body,
 					   size_t body_len);

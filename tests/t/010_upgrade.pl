@@ -176,6 +176,9 @@ my $describe = q{
 	    FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
 	   WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram')
 	  UNION ALL
+	  SELECT format('trigger %s', pg_get_triggerdef(t.oid)) FROM pg_trigger t
+	    JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relname LIKE 'billogram%'
+	  UNION ALL
 	  SELECT format('view %s', pg_get_viewdef('billogram_queue_status'::regclass))
 	  UNION ALL
 	  SELECT format('view %s', pg_get_viewdef('billogram_in_doubt'::regclass))
