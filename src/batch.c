@@ -200,9 +200,8 @@ claim_queued(int capacity, const char *no_credentials, TimestampTz now)
 
 		bgw_count_in_flight(job);
 		if (q->problem)
-			bgw_finish_unsent(job, BG_OUTCOME_INVALID_ROW, q->problem);
-		else
-			to_start = bgw_keep(to_start, job);
+			job->refusal = MemoryContextStrdup(BgWorker->jobs_cxt, q->problem);
+		to_start = bgw_keep(to_start, job);
 	}
 	/* a full batch means more may be waiting: look again next time */
 	BgWorker->queue_woken = (list_length(claimed) == capacity);

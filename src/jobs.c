@@ -87,6 +87,8 @@ bgw_free_job(BgJob *job)
 	}
 	if (job->body)
 		pfree(job->body);
+	if (job->refusal)
+		pfree(job->refusal);
 	pfree(job);
 }
 
@@ -183,16 +185,34 @@ bgw_new_batch_job(BgJobKind kind, const BgCreditPayment *payment,
 	return job;
 }
 
+/* The reply of a request that was not sent: outcome, and why. */
+static void
+unsent_reply(BgReply *reply, BgOutcome outcome, const char *why)
+{
+	memset(reply, 0, sizeof(*reply));
+	reply->outcome = outcome;
+	strlcpy(reply->message, why, sizeof(reply->message));
+}
+
 /*
- * Hand a job to libcurl.  A synchronous caller who stopped waiting before
- * this moment was told that nothing was sent, and nothing is: the job
- * finishes unsent, and a payment's row, if it has one, says failed.
+ * Hand a job to libcurl.  A job refused at its claim, and a synchronous
+ * caller who stopped waiting before this moment (it was told that nothing
+ * was sent), finish unsent instead: a payment's row then says failed.
  */
 static void
 start_job(BgJob *job)
 {
 	bool		probe;
 
+	if (job->refusal != NULL)
+	{
+		BgReply		reply;
+
+		unsent_reply(&reply, BG_OUTCOME_INVALID_ROW, job->refusal);
+		job->started = true;	/* dealt with: it is finished, unsent */
+		bgw_transfer_finished(job, &reply, NULL, 0);
+		return;
+	}
 	if (job->kind == JOB_SYNC && !bg_channel_hand_over(job->slotno))
 	{
 		BgReply		reply;
@@ -252,15 +272,6 @@ bgw_call_lost(const char *billogram_id, const char *why)
 			 errdetail("The request may have reached Billogram; check the invoice.")));
 }
 
-/* The reply of a request that was not sent: outcome, and why. */
-static void
-unsent_reply(BgReply *reply, BgOutcome outcome, const char *why)
-{
-	memset(reply, 0, sizeof(*reply));
-	reply->outcome = outcome;
-	strlcpy(reply->message, why, sizeof(reply->message));
-}
-
 /* Answer a synchronous caller whose request is not sent, with outcome. */
 void
 bgw_refuse(BgJob *job, BgOutcome outcome, const char *why)
@@ -269,20 +280,6 @@ bgw_refuse(BgJob *job, BgOutcome outcome, const char *why)
 
 	unsent_reply(&reply, outcome, why);
 	bgw_answer(job, &reply, NULL, 0);
-}
-
-/*
- * Finish a claimed job without sending it: its outcome is journaled with
- * the next batch, as if its transfer had ended.
- */
-void
-bgw_finish_unsent(BgJob *job, BgOutcome outcome, const char *why)
-{
-	BgReply		reply;
-
-	unsent_reply(&reply, outcome, why);
-	job->started = true;
-	bgw_transfer_finished(job, &reply, NULL, 0);
 }
 
 /* Why no credentials can be sent, naming the setting; NULL if they can. */

@@ -41,6 +41,8 @@ typedef struct BgJob
 	BgCreditPayment payment;
 	BgRequest	request;		/* what is sent */
 	bool		started;		/* handed to the HTTP engine */
+	char	   *refusal;		/* not to be sent: why (a journal row no
+								 * caller could have made); NULL */
 	bool		counted;		/* counted in flight on its invoice (inflight.c) */
 	/* filled in when the transfer is over */
 	BgReply		reply;
@@ -170,7 +172,6 @@ extern void bgw_transfer_answered(void *job, const BgReply *reply,
 								  const BgTransferFacts *facts,
 								  const char *body, size_t body_len);
 extern int	bgw_room_now(void);
-extern void bgw_finish_unsent(BgJob *job, BgOutcome outcome, const char *why);
 extern const char *bgw_missing_credentials(void);
 extern void bgw_answer(BgJob *job, const BgReply *reply, const char *body,
 					   size_t body_len);
