@@ -3,7 +3,9 @@
 #   make && make install    build and install the extension
 #   make demo               throw-away cluster + mock API + a payment from psql
 #   make test               every test, as CI runs them: the suite with the
-#                           extension built plainly and built with sanitizers
+#                           extension built plainly and built with sanitizers,
+#                           and on PostgreSQL 17 and 18 in Debian roots
+#                           (tests/pg_root.sh)
 #   make test SANITIZE=1    only the suite, built with ASan and UBSan
 #   make bench              the benchmark
 #   make installcheck       pg_regress against a running server configured

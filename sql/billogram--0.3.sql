@@ -389,7 +389,9 @@ REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric, tex
  * there, recorded in billogram_keys.  A row inserted again, by an UPDATE
  * that moves it to another partition or a COPY of restored rows, queues
  * nothing, with a NOTICE naming the earlier request; the INSERT goes on.
- * A table (or partition tree) without a primary key is refused with 55000.
+ * A table (or partition tree) without a primary key is refused with 55000,
+ * and so is one whose key is DEFERRABLE or, on a partitioned table, not
+ * valid: two rows may hold such a key when the trigger fires.
  *
  *   CREATE TRIGGER register_payout AFTER INSERT ON payments FOR EACH ROW
  *       EXECUTE FUNCTION billogram_payment_trigger('billogram_id', 'amount');

@@ -1,9 +1,10 @@
 --
 -- What the payment trigger reads from a source row: amounts exactly (numeric
 -- and integers by cast; floats, money and text refused whatever the session
--- says), one payment per primary key (a table without one refused; the key
--- the same in every session), and the grant held by the owner of the
--- partition tree's root as well as the partition's.
+-- says), one payment per primary key (a table without one refused, and one
+-- whose key is deferrable or not valid; the key the same in every session),
+-- and the grant held by the owner of the partition tree's root as well as
+-- the partition's.
 --
 \set VERBOSITY default
 
@@ -104,6 +105,32 @@ INSERT INTO sr_nokey VALUES ('srnokey1', 5);
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS nokey_queued FROM billogram_requests WHERE billogram_id = 'srnokey1';
 
+-- nor is a key that two rows may hold when the trigger fires: a DEFERRABLE
+-- one is checked at commit, and the second row's payment would be taken
+-- for a repeat of the first's
+CREATE TABLE sr_deferred (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED,
+    invoice text, amt numeric);
+CREATE TRIGGER pay AFTER INSERT ON sr_deferred FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amt');
+INSERT INTO sr_deferred VALUES (1, 'srdefer1', 5);
+\echo :LAST_ERROR_SQLSTATE
+-- a partitioned table's key that is not valid (added with ALTER TABLE
+-- ONLY, the partition's index not attached) is not enforced in that
+-- partition; once it is attached, the key is valid and the row pays
+CREATE TABLE sr_unattached (id int NOT NULL, invoice text, amt numeric)
+    PARTITION BY RANGE (id);
+CREATE TABLE sr_unattached_low PARTITION OF sr_unattached FOR VALUES FROM (0) TO (100);
+ALTER TABLE ONLY sr_unattached ADD PRIMARY KEY (id);
+CREATE TRIGGER pay AFTER INSERT ON sr_unattached FOR EACH ROW
+    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amt');
+INSERT INTO sr_unattached VALUES (1, 'srinvalid1', 5);
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE sr_unattached_low ADD PRIMARY KEY (id);
+ALTER INDEX sr_unattached_pkey ATTACH PARTITION sr_unattached_low_pkey;
+INSERT INTO sr_unattached VALUES (1, 'srinvalid1', 5);
+SELECT billogram_id, count(*) AS queued FROM billogram_requests
+ WHERE billogram_id IN ('srdefer1', 'srinvalid1') GROUP BY billogram_id;
+
 -- The key is written the same way in every session: a timestamptz key
 -- inserted again under another TimeZone and DateStyle queues nothing.
 CREATE TABLE sr_at (at timestamptz PRIMARY KEY, invoice text, amt numeric);
@@ -166,39 +193,40 @@ SELECT count(*) AS middle_without_grant_queued FROM billogram_requests WHERE bil
 -- a deferrable trigger could fire at COMMIT, as whatever role is current
 -- then, and the journal would name it instead of the role that inserted:
 -- refused, whether deferred or not, and nothing is queued (issue 20)
-CREATE TABLE sr_deferred (id int PRIMARY KEY, invoice text, amt numeric);
-ALTER TABLE sr_deferred OWNER TO regress_sr_owner;
+CREATE TABLE sr_late (id int PRIMARY KEY, invoice text, amt numeric);
+ALTER TABLE sr_late OWNER TO regress_sr_owner;
 SET ROLE regress_sr_owner;
-CREATE CONSTRAINT TRIGGER pay AFTER INSERT ON sr_deferred
+CREATE CONSTRAINT TRIGGER pay AFTER INSERT ON sr_late
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
     EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amt');
 BEGIN;
-INSERT INTO sr_deferred VALUES (1, 'srdefer1', 3);
+INSERT INTO sr_late VALUES (1, 'srlate1', 3);
 RESET ROLE;
 COMMIT;
 \echo :LAST_ERROR_SQLSTATE
 SET ROLE regress_sr_owner;
-DROP TRIGGER pay ON sr_deferred;
-CREATE CONSTRAINT TRIGGER pay AFTER INSERT ON sr_deferred
+DROP TRIGGER pay ON sr_late;
+CREATE CONSTRAINT TRIGGER pay AFTER INSERT ON sr_late
     DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW
     EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amt');
-INSERT INTO sr_deferred VALUES (2, 'srdefer2', 3);
+INSERT INTO sr_late VALUES (2, 'srlate2', 3);
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
-SELECT count(*) AS deferrable_queued FROM billogram_requests WHERE billogram_id LIKE 'srdefer%';
+SELECT count(*) AS deferrable_queued FROM billogram_requests WHERE billogram_id LIKE 'srlate%';
 -- a constraint trigger that is not deferrable fires in the statement: it
 -- pays, and the journal names the role that inserted
 SET ROLE regress_sr_owner;
-DROP TRIGGER pay ON sr_deferred;
-CREATE CONSTRAINT TRIGGER pay AFTER INSERT ON sr_deferred
+DROP TRIGGER pay ON sr_late;
+CREATE CONSTRAINT TRIGGER pay AFTER INSERT ON sr_late
     NOT DEFERRABLE FOR EACH ROW
     EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amt');
-INSERT INTO sr_deferred VALUES (3, 'srdefer3', 3);
+INSERT INTO sr_late VALUES (3, 'srlate3', 3);
 RESET ROLE;
-SELECT billogram_id, created_by FROM billogram_requests WHERE billogram_id LIKE 'srdefer%';
+SELECT billogram_id, created_by FROM billogram_requests WHERE billogram_id LIKE 'srlate%';
 SELECT wait_for_sr_rows();
 
-DROP TABLE sr_float, sr_others, sr_exact, sr_nokey, sr_at, sr_parted, sr_tree, sr_deferred;
+DROP TABLE sr_float, sr_others, sr_exact, sr_nokey, sr_deferred, sr_unattached, sr_at,
+    sr_parted, sr_tree, sr_late;
 DROP DOMAIN sr_amount_f, sr_cents;
 DROP FUNCTION wait_for_sr_rows();
 REVOKE ALL ON FUNCTION billogram_payment_trigger() FROM regress_sr_owner;

@@ -39,6 +39,13 @@ PG_FUNCTION_INFO_V1(billogram_verify_callback);
 
 #define BG_HMAC_LEN		32		/* SHA-256 */
 
+/* what pg_b64_decode() decodes into: bytes from 18 on, char before */
+#if PG_VERSION_NUM >= 180000
+typedef uint8 b64_byte;
+#else
+typedef char b64_byte;
+#endif
+
 static int
 hex_value(char c)
 {
@@ -59,7 +66,7 @@ static bool
 decode_signature(const char *sig, uint8 *out)
 {
 	size_t		len = strlen(sig);
-	char		buf[64];
+	b64_byte	buf[64];
 	char		padded[48];
 	int			n;
 

@@ -65,15 +65,34 @@ bg_source_close(BgSourceTable *source)
 }
 
 /*
- * The columns of rel's primary key, in key order, or NIL.  Read from
- * pg_index rather than through RelationGetPrimaryKeyIndex(), whose
- * signature is not the same in every supported major.
+ * The columns of the root's primary key, in key order.  A root with none,
+ * or with one that may not be unique when the trigger reads it, is refused:
+ *
+ * - a DEFERRABLE key is checked when the transaction commits, not when an
+ *   AFTER ROW trigger fires.  Two rows may hold the same key meanwhile; the
+ *   second row's payment would be taken for a repeat of the first's
+ *   (billogram_keys) and never made, even though the transaction may give
+ *   that row another key before it commits;
+ * - a partitioned root's key that is not valid (added with ALTER TABLE
+ *   ONLY, some partition's index not attached to it yet) is not enforced
+ *   in every partition: the same loss.
+ *
+ * Read from pg_index rather than through RelationGetPrimaryKeyIndex(),
+ * whose answer differs by major: up to 17 it leaves out a deferrable or
+ * invalid key; from 18 on it takes a deferrable_ok argument, and returns a
+ * partitioned table's key even when it is not valid, which
+ * RelationGetPrimaryKeyIndex(rel, false) would therefore accept.  The
+ * index's own flags give the one rule above on every major, and let the
+ * error say which condition failed.
  */
 static List *
-primary_key_columns(Relation rel)
+root_key_columns(const BgSourceTable *source)
 {
-	List	   *indexes = RelationGetIndexList(rel);
+	List	   *indexes = RelationGetIndexList(source->root);
 	List	   *columns = NIL;
+	bool		found = false;
+	bool		deferrable = false;
+	bool		valid = true;
 	ListCell   *lc;
 
 	foreach(lc, indexes)
@@ -87,13 +106,42 @@ primary_key_columns(Relation rel)
 			continue;
 		index = (Form_pg_index) GETSTRUCT(tuple);
 		if (index->indisprimary)
+		{
+			found = true;
+			deferrable = !index->indimmediate;
+			valid = index->indisvalid;
 			for (i = 0; i < index->indnkeyatts; i++)
 				columns = lappend_int(columns, index->indkey.values[i]);
+		}
 		ReleaseSysCache(tuple);
-		if (columns != NIL)
+		if (found)
 			break;
 	}
 	list_free(indexes);
+
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("billogram_payment_trigger: table %s has no primary key",
+						source->root_name),
+				 errdetail("Nothing was queued: each payment is keyed by the row's primary key, so that a row inserted again (moved to another partition, restored by COPY) is never paid twice."),
+				 errhint("Add a primary key to %s.", source->root_name)));
+	if (deferrable)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("billogram_payment_trigger: the primary key of table %s is deferrable",
+						source->root_name),
+				 errdetail("Nothing was queued: each payment is keyed by the row's primary key, and a deferrable key may be held by two rows until the transaction commits, so that one row's payment would be taken for the other's."),
+				 errhint("Recreate the primary key of %s without DEFERRABLE.",
+						 source->root_name)));
+	if (!valid)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("billogram_payment_trigger: the primary key of table %s is not valid",
+						source->root_name),
+				 errdetail("Nothing was queued: each payment is keyed by the row's primary key, which is not enforced in a partition whose index is not attached to it."),
+				 errhint("Attach each partition's primary key index to that of %s (ALTER INDEX ... ATTACH PARTITION).",
+						 source->root_name)));
 	return columns;
 }
 
@@ -171,20 +219,12 @@ append_key_value(StringInfo buf, Relation rel, HeapTuple tuple, int attnum)
 char *
 bg_source_key_json(const BgSourceTable *source, HeapTuple tuple)
 {
-	List	   *root_columns = primary_key_columns(source->root);
+	List	   *root_columns = root_key_columns(source);
 	List	   *columns = NIL;
 	bool		stable = true;
 	int			nestlevel = -1;
 	StringInfoData buf;
 	ListCell   *lc;
-
-	if (root_columns == NIL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("billogram_payment_trigger: table %s has no primary key",
-						source->root_name),
-				 errdetail("Nothing was queued: each payment is keyed by the row's primary key, so that a row inserted again (moved to another partition, restored by COPY) is never paid twice."),
-				 errhint("Add a primary key to %s.", source->root_name)));
 
 	/* the root's key columns, found by name in the partition fired on */
 	foreach(lc, root_columns)

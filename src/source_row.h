@@ -32,8 +32,9 @@ extern void bg_source_close(BgSourceTable *source);
 
 /*
  * The row's primary key in the root, as a JSON object of the key columns'
- * canonical text, in the key's column order; a root without a primary key
- * is refused (nothing can tell its rows apart).
+ * canonical text, in the key's column order.  A root without a primary
+ * key is refused (nothing can tell its rows apart), and so is one whose
+ * key is deferrable or not valid (two rows may hold it when this runs).
  */
 extern char *bg_source_key_json(const BgSourceTable *source, HeapTuple tuple);
 

@@ -88,8 +88,8 @@ clang
 # the libFuzzer and sanitizer runtimes: a Recommends of clang, so not
 # installed with --no-install-recommends
 libclang-rt-dev
-# build and enter the Debian 13 root of the PostgreSQL 17 step
-# (tests/pg17.sh): mount is not in a minimal Debian
+# build and enter the Debian roots of the PostgreSQL 17 and 18 steps
+# (tests/pg_root.sh): mount is not in a minimal Debian
 mmdebstrap
 mount
 LIST

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # Debian roots built with mmdebstrap, entered with chroot: used by
 # tests/fresh-check.sh (a minimal Debian as a new user has it) and by
-# tests/run.sh (PostgreSQL 17 on Debian 13).  Sourced after tests/lib.sh;
-# needs root.
+# tests/pg_root.sh (PostgreSQL 17 on Debian 13, 18 on Debian testing).
+# Sourced after tests/lib.sh; needs root.
 #
 # A root is built under a temporary name and renamed when mmdebstrap
 # succeeds, so a half-built root is never taken for a finished one.  While a
@@ -24,6 +24,19 @@ bg_root_mirror() {
 
 # bg_root_create SUITE DIR PACKAGE...: a root of Debian SUITE in DIR with
 # only apt's essentials and the packages named (mmdebstrap's apt variant).
+#
+# Every root is built with apt's Valid-Until check off, and keeps it off
+# (mmdebstrap writes its --aptopt into the root's apt.conf.d).  Testing and
+# unstable sign their Release file for a week only (Valid-Until), and apt
+# refuses one past that date: here the forky archive's is, so that root
+# cannot be built with the check on.  The option is harmless everywhere: a
+# stable or oldstable Release file carries no Valid-Until, so for those
+# suites it changes nothing, and for every suite apt still verifies the
+# signatures against Debian's keyring.  What it gives up, noticing a mirror
+# that serves week-old metadata, matters to a machine kept up to date, not
+# to a test root rebuilt every day.  Passing it for every suite also spares
+# a list of which codename is testing now, which would go stale with each
+# Debian release.
 bg_root_create() {
 	local suite=$1 dir=$2
 	shift 2
@@ -42,7 +55,8 @@ bg_root_create() {
 	# stdin from /dev/null: without a terminal, mmdebstrap would read
 	# sources from it
 	# shellcheck disable=SC2086
-	if ! mmdebstrap --variant=apt --include="$include" "$suite" "$tmp" $mirror \
+	if ! mmdebstrap --variant=apt --aptopt='Acquire::Check-Valid-Until "false"' \
+		--include="$include" "$suite" "$tmp" $mirror \
 		</dev/null >"$tmp.log" 2>&1; then
 		tail -n 20 "$tmp.log" >&2
 		bg_root_remove "$tmp"

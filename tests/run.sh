@@ -5,8 +5,9 @@
 # surface and the TAP tests, against real PostgreSQL servers and that mock
 # over HTTPS, twice: first with the extension built with AddressSanitizer
 # and UndefinedBehaviorSanitizer, then built as it ships.  Then make
-# installcheck against a server configured by hand, the build and
-# pg_regress on PostgreSQL 17 in a Debian 13 root (tests/pg17.sh), the
+# installcheck against a server configured by hand, the build, pg_regress
+# and the TAP tests of version-dependent code on PostgreSQL 17 in a Debian
+# 13 root and on 18 in a Debian testing root (tests/pg_root.sh), the
 # fuzzers over the JSON scanner and the reply classifier (20 s) and the
 # benchmark's smoke run (it must run and print; no time threshold).  With
 # --sanitize-only, just the sanitizer run.
@@ -26,12 +27,13 @@ trap 'rm -f "$out"' EXIT
 sanitize_only=0
 [ "${1:-}" = --sanitize-only ] && sanitize_only=1
 # --regress-only: build and pg_regress alone, with the extension as it
-# ships (what tests/pg17.sh runs inside the Debian 13 root)
+# ships
 regress_only=0
 [ "${1:-}" = --regress-only ] && regress_only=1
 
 # --only 'tests/t/016_settle.pl ...': build as it ships, then pg_regress and
-# just the TAP tests named (a developer's quick loop; CI runs everything)
+# just the TAP tests named (a developer's quick loop, and what
+# tests/pg_root.sh runs inside its Debian root; CI runs everything here)
 only_tap=
 if [ "${1:-}" = --only ]; then
 	only_tap=${2:?--only needs the TAP tests to run}
@@ -127,11 +129,15 @@ BG_SANITIZE=0 run_suite SANITIZE=0
 bg_log "make installcheck against a server configured by hand"
 step "installcheck" bg_run_unprivileged "$top" tests/installcheck.sh
 
-# PostgreSQL 17: the build and pg_regress in a Debian 13 root (mmdebstrap,
-# cached for the day); its counts join ours.  Needs root: a run without it
-# fails this step rather than skipping it.
-bg_log "PostgreSQL 17 in a Debian 13 root: build and pg_regress"
-counted "PostgreSQL 17" bash "$top/tests/pg17.sh"
+# PostgreSQL 17 and 18: the build, pg_regress and the TAP tests of
+# version-dependent code, each in a Debian root of its own (mmdebstrap,
+# cached for the day); their counts join ours.  Needs root: a run without
+# it, or a root that cannot be built, fails these steps rather than
+# skipping them.
+bg_log "PostgreSQL 17 in a Debian 13 root: build, pg_regress, TAP"
+counted "PostgreSQL 17" bash "$top/tests/pg_root.sh" 17 trixie
+bg_log "PostgreSQL 18 in a Debian testing root: build, pg_regress, TAP"
+counted "PostgreSQL 18" bash "$top/tests/pg_root.sh" 18 forky
 
 step "fuzz" bash "$top/tests/fuzz/run.sh" 20
 if [ -f "$top/bench/run.sh" ]; then

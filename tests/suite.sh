@@ -64,8 +64,7 @@ bg_stop_mock
 r_fail=$(grep -cE '^(not ok|test .* \.\.\. FAILED| .* \.\.\. FAILED)' "$work/regress.out" || true)
 r_pass=$(grep -cE '\.\.\. ok|^ok ' "$work/regress.out" || true)
 
-# BG_REGRESS_ONLY=1 (tests/run.sh --regress-only, the PostgreSQL 17 step):
-# pg_regress alone
+# BG_REGRESS_ONLY=1 (tests/run.sh --regress-only): pg_regress alone
 if [ "${BG_REGRESS_ONLY:-0}" = 1 ]; then
 	failed=$r_fail
 	[ $regress_rc = 0 ] || [ $r_fail -gt 0 ] || failed=$((failed + 1))
