@@ -426,6 +426,7 @@ outcome_kind(BgOutcome outcome)
 		[BG_OUTCOME_PAUSED] = "paused",
 		[BG_OUTCOME_INVOICE_BUSY] = "invoice_busy",
 		[BG_OUTCOME_KEY_USED] = "key_used",
+		[BG_OUTCOME_UNTRUSTED] = "untrusted",
 	};
 
 	if ((unsigned) outcome >= sizeof(kinds) / sizeof(kinds[0]) ||

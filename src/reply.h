@@ -30,9 +30,11 @@ typedef enum BgOutcome
 	BG_OUTCOME_INVOICE_BUSY,	/* not sent: another payment on the invoice
 								 * was in flight or being settled for all
 								 * of the caller's timeout */
-	BG_OUTCOME_KEY_USED			/* not sent: its idempotency key was used
+	BG_OUTCOME_KEY_USED,		/* not sent: its idempotency key was used
 								 * before (the channel's BgCallRecord says
 								 * by which request, and what became of it) */
+	BG_OUTCOME_UNTRUSTED		/* not sent: the worker refuses the journal,
+								 * message says why (trust.c) */
 } BgOutcome;
 
 #define BG_REPLY_STATUS_LEN		64

@@ -33,6 +33,7 @@ extern void bg_stats_set_load(int in_flight, int connections);
 extern void bg_stats_set_pause(TimestampTz until);
 extern void bg_stats_count(BgStatOutcome outcome);
 extern void bg_stats_outcome_of(BgJournalState state);
+extern void bg_stats_set_refusal(const char *why);
 extern void bg_stats_error(const char *message);
 
 #endif							/* BILLOGRAM_STATS_H */

@@ -147,6 +147,9 @@ billogram.api_password = '$password'
 billogram.ca_file = '$ca'
 log_min_messages = @{[ $o{log_min_messages} // 'info' ]}
 restart_after_crash = on
+# the extension's objects are in schema billogram: the tests name them
+# unqualified, as a role whose search_path holds it does
+search_path = '"\$user", public, billogram'
 CONF
 }
 
