@@ -240,7 +240,7 @@ CONF
 q -c "CREATE EXTENSION billogram" || fail "CREATE EXTENSION billogram"
 # the extension's objects are in schema billogram; the sessions name them
 # unqualified (pgbench's scripts too)
-q -c "ALTER DATABASE postgres SET search_path = \"\$user\", public, billogram" ||
+q -c "ALTER DATABASE postgres SET search_path = public, billogram" ||
 	fail "setting search_path"
 
 worker_pid() {

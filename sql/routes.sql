@@ -132,7 +132,7 @@ SELECT inv->>'id' AS paid FROM billogram_credit_payment('rtsync1', 'amount', 2) 
 SELECT billogram_enqueue_credit_payment('rtenqueue1', 'amount', 3) > 0 AS queued;
 CREATE FUNCTION regress_open.payer_pays(bid text) RETURNS bigint
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
-AS $$ SELECT public.billogram_enqueue_credit_payment(bid, 'amount', 4) $$;
+AS $$ SELECT billogram.billogram_enqueue_credit_payment(bid, 'amount', 4) $$;
 GRANT EXECUTE ON FUNCTION regress_open.payer_pays(text) TO regress_bg_inserter;
 RESET application_name;
 RESET ROLE;

@@ -161,11 +161,14 @@ schema_refusal(Oid nspid)
 		Datum	   *items;
 		int			n;
 		int			i;
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
 
 		/* deconstructed: the array macros do not compile with -Wextra */
+		get_typlenbyvalalign(ACLITEMOID, &typlen, &typbyval, &typalign);
 		deconstruct_array(DatumGetArrayTypeP(acldatum), ACLITEMOID,
-						  sizeof(AclItem), false, TYPALIGN_DOUBLE,
-						  &items, NULL, &n);
+						  typlen, typbyval, typalign, &items, NULL, &n);
 		for (i = 0; i < n && why == NULL; i++)
 		{
 			AclItem    *item = (AclItem *) DatumGetPointer(items[i]);

@@ -77,7 +77,7 @@ $node->safe_psql('postgres', q{
 });
 is($node->safe_psql('postgres',
 	"SELECT n.nspname || ' ' || r.rolsuper FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace JOIN pg_roles r ON r.oid = n.nspowner WHERE e.extname = 'billogram'"),
-	'billogram t', 'the extension is in schema billogram, which a superuser owns');
+	'billogram true', 'the extension is in schema billogram, which a superuser owns');
 
 # ---------------------------------------------------------------------
 # Route 1: a public of the database owner's own making.
@@ -214,7 +214,7 @@ my @cases = (
 	  qr/policy peek on billogram\.billogram_events was not made by the extension/ ],
 	[ 'ALTER FUNCTION billogram.billogram_announce(bigint, text) OWNER TO mallory',
 	  'ALTER FUNCTION billogram.billogram_announce(bigint, text) OWNER TO CURRENT_USER',
-	  qr/function billogram\.billogram_announce\(bigint,text\) belongs to mallory, who is not a superuser/ ],
+	  qr/function billogram\.billogram_announce\(bigint,pg_catalog\.text\) belongs to mallory, who is not a superuser/ ],
 	[ 'GRANT CREATE ON SCHEMA billogram TO PUBLIC',
 	  'REVOKE CREATE ON SCHEMA billogram FROM PUBLIC',
 	  qr/PUBLIC may create objects in schema billogram/ ],
@@ -262,7 +262,7 @@ $node->safe_psql('defprivs', q{
 my $grants = q{
 	SELECT coalesce(string_agg(format('%s %s %s', o.what, a.privilege_type,
 	                                  CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END),
-	                           ', ' ORDER BY 1), 'none')
+	                           ', ' ORDER BY o.what, a.privilege_type), 'none')
 	  FROM (SELECT c.relname::text AS what, c.relacl AS acl, c.relowner AS owner
 	          FROM pg_class c JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
 	         WHERE d.deptype = 'e' AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram')

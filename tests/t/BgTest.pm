@@ -148,8 +148,10 @@ billogram.ca_file = '$ca'
 log_min_messages = @{[ $o{log_min_messages} // 'info' ]}
 restart_after_crash = on
 # the extension's objects are in schema billogram: the tests name them
-# unqualified, as a role whose search_path holds it does
-search_path = '"\$user", public, billogram'
+# unqualified, as a role whose search_path holds it does (after public,
+# where what the tests make goes; not "$user": the superuser the tests run
+# as is called billogram)
+search_path = 'public, billogram'
 CONF
 }
 
