@@ -149,7 +149,7 @@ log_min_messages = @{[ $o{log_min_messages} // 'info' ]}
 restart_after_crash = on
 # the extension's objects are in schema billogram: the tests name them
 # unqualified, as a role whose search_path holds it does (after public,
-# where what the tests make goes; not "$user": the superuser the tests run
+# where what the tests make goes; not the user's own schema: the superuser the tests run
 # as is called billogram)
 search_path = 'public, billogram'
 CONF
