@@ -106,7 +106,7 @@ is($node->safe_psql('postgres', q{
 	            WHERE d.classid = 'pg_namespace'::regclass AND d.objid = e.extnamespace AND d.deptype = 'e')
 	  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace JOIN pg_roles r ON r.oid = n.nspowner
 	 WHERE e.extname = 'billogram'}),
-	'billogram t f 0', 'the update moved the extension into schema billogram, a superuser\'s');
+	'billogram true false 0', 'the update moved the extension into schema billogram, a superuser\'s');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM pg_depend d
 	  LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid

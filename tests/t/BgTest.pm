@@ -149,8 +149,8 @@ log_min_messages = @{[ $o{log_min_messages} // 'info' ]}
 restart_after_crash = on
 # the extension's objects are in schema billogram: the tests name them
 # unqualified, as a role whose search_path holds it does (after public,
-# where what the tests make goes; not the user's own schema: the superuser the tests run
-# as is called billogram)
+# where what the tests make goes; not the role's own schema: the superuser
+# the tests run as is called billogram)
 search_path = 'public, billogram'
 CONF
 }
