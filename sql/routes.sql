@@ -25,6 +25,21 @@ SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_may_r
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'billogram'
  WHERE c.relkind IN ('r', 'v')
  ORDER BY 1;
+-- every object is in schema billogram, a superuser's in which PUBLIC may
+-- not create; every SECURITY DEFINER function pins its search_path and
+-- first checks that nothing in or on the extension is another's
+SELECT n.nspname, r.rolsuper AS owner_is_superuser,
+       has_schema_privilege('public', n.oid, 'CREATE') AS public_may_create,
+       has_schema_privilege('public', n.oid, 'USAGE') AS public_may_use
+  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+  JOIN pg_roles r ON r.oid = n.nspowner
+ WHERE e.extname = 'billogram';
+SELECT p.proname, p.pronamespace::regnamespace AS schema, p.proconfig,
+       p.prosrc ~ '^\s*(BEGIN\s+PERFORM|DECLARE.*?BEGIN\s+PERFORM|SELECT) billogram\.billogram_assert_trusted\(\);' AS checks_first
+  FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'billogram'
+ WHERE p.prosecdef
+ ORDER BY 1;
 
 SET ROLE regress_bg_nogrant;
 -- 1. a temporary table of its own (PUBLIC holds TEMP on the database)
