@@ -96,11 +96,19 @@ $$;
  * The move: ALTER EXTENSION ... SET SCHEMA moves every member, and the
  * extension itself, as PostgreSQL does for a relocatable extension; 0.3 is
  * not relocatable (the control file), so it is marked so for this one
- * statement.  Grants, dependencies and the rows go along unchanged.
+ * statement.  Grants, dependencies and the rows go along unchanged.  (0.2
+ * installed into schema billogram by its administrator stays where it is.)
  */
-UPDATE pg_catalog.pg_extension SET extrelocatable = true WHERE extname = 'billogram';
-ALTER EXTENSION billogram SET SCHEMA billogram;
-UPDATE pg_catalog.pg_extension SET extrelocatable = false WHERE extname = 'billogram';
+DO $$
+BEGIN
+    IF (SELECT extnamespace FROM pg_extension WHERE extname = 'billogram')
+       <> 'billogram'::regnamespace THEN
+        UPDATE pg_extension SET extrelocatable = true WHERE extname = 'billogram';
+        ALTER EXTENSION billogram SET SCHEMA billogram;
+        UPDATE pg_extension SET extrelocatable = false WHERE extname = 'billogram';
+    END IF;
+END
+$$;
 SET search_path = billogram, pg_temp;
 
 /*
