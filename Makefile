@@ -52,8 +52,9 @@ OBJS = \
 	src/source_row.o \
 	src/statements.o \
 	src/stats.o \
+	src/trust.o \
 	src/worker.o
-DATA = sql/billogram--0.1.sql sql/billogram--0.2.sql sql/billogram--0.3.sql sql/billogram--0.1--0.2.sql sql/billogram--0.2--0.3.sql
+DATA = sql/billogram--0.1.control sql/billogram--0.2.control sql/billogram--0.1.sql sql/billogram--0.2.sql sql/billogram--0.3.sql sql/billogram--0.1--0.2.sql sql/billogram--0.2--0.3.sql
 PGFILEDESC = "billogram - Billogram credit payments from SQL"
 
 # pg_regress is run by tests/run.sh against a cluster it configures itself,

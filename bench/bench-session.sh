@@ -239,6 +239,10 @@ CONF
 "$bindir/pg_ctl" -D "$pgdata" -l "$work/server.log" -w -t 60 start >/dev/null 3>&- 4>&- ||
 	fail "PostgreSQL did not start"
 q -c "CREATE EXTENSION billogram" || fail "CREATE EXTENSION billogram"
+# the extension's objects are in schema billogram; the sessions name them
+# unqualified (pgbench's scripts too)
+q -c "ALTER DATABASE postgres SET search_path = public, billogram" ||
+	fail "setting search_path"
 
 worker_pid() {
 	q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'billogram worker'" 2>/dev/null

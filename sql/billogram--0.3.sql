@@ -23,13 +23,89 @@
  *   read an invoice   EXECUTE ON FUNCTION billogram_get_invoice
  * PUBLIC holds none of them.  The functions that queue run as their caller,
  * so that the journal names who asked; only their insert into the journal
- * runs as its owner.  The SECURITY DEFINER functions pin search_path to
- * pg_catalog and name the journal by schema, so no object a user created can
- * run with their rights.
+ * runs as its owner.
+ *
+ * Everything is in schema billogram (the control file's "schema"), which
+ * CREATE EXTENSION makes, owned by the superuser creating the extension,
+ * and in which nobody else may create anything: this script refuses a
+ * schema billogram that a non-superuser owns or may create in.  Every
+ * function names the extension's objects as billogram.name and pins
+ * search_path to pg_catalog, pg_temp, so no object a user created (in
+ * public, which the database owner controls, or anywhere else) can stand
+ * in for one of them or run with their rights.  The SECURITY DEFINER
+ * functions, and the worker before each batch, refuse to run while any
+ * object of the extension belongs to a non-superuser or its tables carry
+ * a trigger, rule or policy (billogram_assert_trusted).  PUBLIC has USAGE
+ * on the schema and nothing else in it but two pure functions
+ * (billogram_weigh, billogram_invoice_summary); every object's privileges
+ * are set at the end of this script, whatever ALTER DEFAULT PRIVILEGES
+ * said.
  */
 
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "CREATE EXTENSION billogram" to load this file. \quit
+
+/*
+ * The schema must be the extension's alone.  CREATE EXTENSION uses a
+ * schema billogram that exists already; whoever owns it, or may create
+ * objects in it, could put a table, function or operator there that the
+ * extension's functions and its worker, running as a superuser, would use
+ * in place of their own.  So the schema must belong to a superuser, no
+ * role but superusers may create in it (PUBLIC included: a grant made by
+ * ALTER DEFAULT PRIVILEGES ... ON SCHEMAS counts, since it applies to the
+ * schema CREATE EXTENSION makes), and nothing in it may belong to a
+ * non-superuser.  Otherwise nothing is created: 42501, naming who.
+ * Until the check has passed, nothing in the schema is looked up: a
+ * function or operator there matching an argument's type more closely
+ * than pg_catalog's would be chosen over it even with pg_catalog first.
+ * billogram--0.2--0.3.sql runs the same check.
+ */
+SET search_path = pg_catalog, pg_temp;
+DO $$
+DECLARE
+    nsp oid := pg_catalog.to_regnamespace('billogram');
+    why text;
+BEGIN
+    SELECT format('it is owned by %s, who is not a superuser', quote_ident(r.rolname))
+      INTO why
+      FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
+     WHERE n.oid = nsp AND NOT r.rolsuper;
+    IF why IS NULL THEN
+        SELECT format('%s may create objects in it',
+                      string_agg(CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END, ', '))
+          INTO why
+          FROM pg_namespace n, aclexplode(n.nspacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee
+         WHERE n.oid = nsp AND a.privilege_type = 'CREATE' AND NOT coalesce(r.rolsuper, false)
+        HAVING count(*) > 0;
+    END IF;
+    IF why IS NULL THEN
+        SELECT format('%s in it belong to roles that are not superusers', string_agg(o.what, ', '))
+          INTO why
+          FROM (SELECT format('%s (%s)', c.relname, pg_get_userbyid(c.relowner)) AS what, c.relowner AS owner
+                  FROM pg_class c WHERE c.relnamespace = nsp
+                UNION ALL
+                SELECT format('%s (%s)', p.oid::regprocedure, pg_get_userbyid(p.proowner)), p.proowner
+                  FROM pg_proc p WHERE p.pronamespace = nsp
+                UNION ALL
+                SELECT format('type %s (%s)', t.typname, pg_get_userbyid(t.typowner)), t.typowner
+                  FROM pg_type t WHERE t.typnamespace = nsp
+                UNION ALL
+                SELECT format('operator %s (%s)', o.oid::regoperator, pg_get_userbyid(o.oprowner)), o.oprowner
+                  FROM pg_operator o WHERE o.oprnamespace = nsp) o
+          JOIN pg_roles r ON r.oid = o.owner
+         WHERE NOT r.rolsuper
+        HAVING count(*) > 0;
+    END IF;
+    IF why IS NOT NULL THEN
+        RAISE EXCEPTION 'schema billogram cannot hold the billogram extension: %', why
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The extension''s functions and its worker run as a superuser and use the objects in this schema: whoever owns it or may create in it could put their own there.',
+                  HINT = 'As a superuser: ALTER SCHEMA billogram OWNER TO a superuser, REVOKE CREATE ON SCHEMA billogram FROM every role that is not one (and from PUBLIC; and ALTER DEFAULT PRIVILEGES ... REVOKE CREATE ON SCHEMAS if that is where the grant came from), and drop what others made in it; or drop the schema, and CREATE EXTENSION billogram makes its own.';
+    END IF;
+END
+$$;
+-- the schema is the extension's alone: objects are created in it
+SET search_path = billogram, pg_temp;
 
 /*
  * billogram_credit_payment(id, mode, amount, idempotency_key)
@@ -414,6 +490,28 @@ LANGUAGE C;
 
 REVOKE ALL ON FUNCTION billogram_payment_trigger() FROM PUBLIC;
 
+/*
+ * billogram_assert_trusted()
+ *
+ * Internal: raises 42501 while anything of the extension is not what a
+ * superuser made: schema billogram not a superuser's or open to others'
+ * CREATE, an object of the extension owned by a non-superuser, or a
+ * trigger, rule or row-level policy on one of its tables (the extension
+ * makes none, so any there was added, and would run as a superuser inside
+ * the functions below and inside the worker).  The first statement of
+ * every SECURITY DEFINER function below; the worker runs the same check
+ * before each batch, and the queuing functions before they insert as the
+ * journal's owner.  The answer is kept until the catalogs it read change.
+ * Privileges: EXECUTE revoked from PUBLIC; the SECURITY DEFINER functions
+ * call it as its owner.
+ */
+CREATE FUNCTION billogram_assert_trusted()
+RETURNS void
+AS 'MODULE_PATHNAME', 'billogram_assert_trusted'
+LANGUAGE C STABLE;
+
+REVOKE ALL ON FUNCTION billogram_assert_trusted() FROM PUBLIC;
+
 -- internal: wake the worker when the calling transaction commits; used by
 -- billogram_resolve().  No privilege for PUBLIC.
 CREATE FUNCTION billogram_wake_worker_at_commit()
@@ -484,15 +582,16 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    r @extschema@.billogram_requests;
+    r billogram.billogram_requests;
 BEGIN
+    PERFORM billogram.billogram_assert_trusted();
     IF action IS NULL OR action NOT IN ('resend', 'mark_done', 'mark_failed') THEN
         RAISE EXCEPTION 'invalid action "%"', action
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use ''resend'', ''mark_done'' or ''mark_failed''.';
     END IF;
 
-    SELECT * INTO r FROM @extschema@.billogram_requests WHERE id = request_id FOR UPDATE;
+    SELECT * INTO r FROM billogram.billogram_requests WHERE id = request_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'billogram request % does not exist', request_id
             USING ERRCODE = 'no_data_found';
@@ -511,7 +610,7 @@ BEGIN
                   HINT = 'Check the invoice at Billogram, then mark_done or mark_failed; queue a new payment if one is still owed.';
     END IF;
 
-    UPDATE @extschema@.billogram_requests
+    UPDATE billogram.billogram_requests
        SET state = CASE action WHEN 'resend' THEN 'pending'
                                WHEN 'mark_done' THEN 'done'
                                ELSE 'failed' END,
@@ -522,14 +621,14 @@ BEGIN
            verify_reason = CASE WHEN action = 'resend' THEN 'resend' END,
            evidence = CASE WHEN action = 'resend' THEN NULL ELSE evidence END,
            resolution = concat_ws(E'\n', resolution,
-                                  format('%s by %s at %s (was %s)', action, @extschema@.billogram_caller(), now(), r.state))
+                                  format('%s by %s at %s (was %s)', action, billogram.billogram_caller(), now(), r.state))
      WHERE id = request_id
     RETURNING * INTO r;
 
     -- the worker sends a resent row, and stops holding back the invoice's
     -- next payments for a row it was still checking
-    PERFORM @extschema@.billogram_wake_worker_at_commit();
-    PERFORM @extschema@.billogram_announce(r.id, r.state);
+    PERFORM billogram.billogram_wake_worker_at_commit();
+    PERFORM billogram.billogram_announce(r.id, r.state);
     RETURN r;
 END
 $$;
@@ -689,7 +788,7 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON FUNCTION billogram_weigh(text, numeric, jsonb, jsonb, text[], boolean) TO PUBLIC;
+-- (EXECUTE for PUBLIC is granted at the end of this script)
 
 /*
  * The ledger's functions, the worker's own: EXECUTE revoked from PUBLIC,
@@ -721,7 +820,7 @@ BEGIN
                        'remaining_sum', l.remaining_sum,
                        'events', coalesce((SELECT jsonb_agg(k ORDER BY k)
                                              FROM jsonb_object_keys(l.events) k), '[]'))
-              FROM @extschema@.billogram_ledger l
+              FROM billogram.billogram_ledger l
              WHERE l.billogram_id = invoice_id);
 END
 $$;
@@ -734,7 +833,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    INSERT INTO @extschema@.billogram_ledger AS l
+    INSERT INTO billogram.billogram_ledger AS l
            (billogram_id, remaining_sum, events, seen_at, seen_by)
     SELECT invoice_id,
            CASE WHEN jsonb_typeof(invoice -> 'remaining_sum') = 'number'
@@ -793,7 +892,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    known jsonb := @extschema@.billogram_ledger_baseline(invoice_id);
+    known jsonb := billogram.billogram_ledger_baseline(invoice_id);
     unknown jsonb;
     unchanged boolean;
     r record;
@@ -804,7 +903,7 @@ BEGIN
     -- invoice's index alone, filtered here: a condition on state lets a
     -- plan made when few rows were pending (statistics of a quiet journal)
     -- walk every pending row of a drain for each invoice read
-    FOR r IN SELECT id, state, verify_reason FROM @extschema@.billogram_requests
+    FOR r IN SELECT id, state, verify_reason FROM billogram.billogram_requests
               WHERE billogram_id = invoice_id
               ORDER BY id
               FOR UPDATE
@@ -818,7 +917,7 @@ BEGIN
         -- nothing of theirs was sent: they wait, with the reason, and fail
         -- once the invoice is known not to exist or retry_for is up
         outcome := 'later';
-        FOR r IN UPDATE @extschema@.billogram_requests
+        FOR r IN UPDATE billogram.billogram_requests
                     SET state = CASE WHEN failure ->> 'sqlstate' = 'BG404'
                                        OR pending_since <= now() - make_interval(secs => retry_secs)
                                      THEN 'failed' ELSE 'pending' END,
@@ -837,7 +936,7 @@ BEGIN
             IF r.state = 'failed' THEN
                 outcome := 'failed';
             END IF;
-            PERFORM @extschema@.billogram_announce(r.id, r.state);
+            PERFORM billogram.billogram_announce(r.id, r.state);
         END LOOP;
         RETURN outcome;
     END IF;
@@ -854,14 +953,14 @@ BEGIN
         AND (known IS NULL
              OR (invoice ->> 'remaining_sum')::numeric = (known ->> 'remaining_sum')::numeric);
 
-    FOR r IN SELECT id, verify_reason FROM @extschema@.billogram_requests
+    FOR r IN SELECT id, verify_reason FROM billogram.billogram_requests
               WHERE id = ANY (waiting)
     LOOP
         IF unchanged OR r.verify_reason = 'first_payment' THEN
             -- a first payment has never left: whatever the invoice shows
             -- is not its doing, and is now the baseline it will be sent on;
             -- it is due at once
-            UPDATE @extschema@.billogram_requests
+            UPDATE billogram.billogram_requests
                SET verify_reason = NULL, next_attempt_at = now(),
                    resolution = CASE WHEN r.verify_reason = 'first_payment' THEN resolution
                        ELSE concat_ws(E'\n', resolution,
@@ -869,7 +968,7 @@ BEGIN
                                   r.verify_reason, now())) END
              WHERE id = r.id;
         ELSIF r.verify_reason = 'resend' THEN
-            UPDATE @extschema@.billogram_requests
+            UPDATE billogram.billogram_requests
                SET state = 'in_doubt', verify_reason = NULL, finished_at = clock_timestamp(),
                    settle_at = NULL,
                    evidence = jsonb_build_object(
@@ -880,9 +979,9 @@ BEGIN
                        'new_events', coalesce(unknown, '[]'))
              WHERE id = r.id;
             outcome := 'in_doubt';
-            PERFORM @extschema@.billogram_announce(r.id, 'in_doubt');
+            PERFORM billogram.billogram_announce(r.id, 'in_doubt');
         ELSE
-            UPDATE @extschema@.billogram_requests
+            UPDATE billogram.billogram_requests
                SET state = 'held', verify_reason = NULL, held_at = clock_timestamp(),
                    error = jsonb_build_object('kind', 'takeover',
                        'message', 'pending when this server took over, and the invoice shows payments this server did not know of: the server before it may have sent it',
@@ -890,11 +989,11 @@ BEGIN
                        'may_have_reached_billogram', true)
              WHERE id = r.id;
             outcome := 'held';
-            PERFORM @extschema@.billogram_announce(r.id, 'held');
+            PERFORM billogram.billogram_announce(r.id, 'held');
         END IF;
     END LOOP;
 
-    PERFORM @extschema@.billogram_ledger_record(invoice_id, invoice, NULL);
+    PERFORM billogram.billogram_ledger_record(invoice_id, invoice, NULL);
     RETURN outcome;
 END
 $$;
@@ -932,43 +1031,43 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    r @extschema@.billogram_requests;
+    r billogram.billogram_requests;
     settle_time interval := make_interval(secs => settle_secs);
     seen jsonb;
     attributed text[];
     weighed jsonb;
     verdict text;
 BEGIN
-    SELECT * INTO r FROM @extschema@.billogram_requests WHERE id = request_id FOR UPDATE;
+    SELECT * INTO r FROM billogram.billogram_requests WHERE id = request_id FOR UPDATE;
     IF NOT FOUND OR r.state <> 'in_doubt' OR r.settle_at IS NULL THEN
         RETURN NULL;
     END IF;
 
     IF invoice IS NOT NULL THEN
-        PERFORM @extschema@.billogram_ledger_record(r.billogram_id, invoice, NULL);
+        PERFORM billogram.billogram_ledger_record(r.billogram_id, invoice, NULL);
         -- the invoice's events, and those only a callback told of
         seen := CASE jsonb_typeof(invoice -> 'events') WHEN 'array' THEN invoice -> 'events' ELSE '[]' END;
         seen := jsonb_set(invoice, '{events}', seen || coalesce((
             SELECT jsonb_agg(jsonb_build_object('event_uuid', x.event_uuid, 'type', x.type,
                                                 'created_at', x.created_at, 'amount', x.amount)
                              ORDER BY x.received_at)
-              FROM @extschema@.billogram_events x
+              FROM billogram.billogram_events x
              WHERE x.billogram_id = r.billogram_id
                AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(seen) g
                                 WHERE g ->> 'event_uuid' = x.event_uuid)), '[]'));
     END IF;
     SELECT array_agg(u) INTO attributed
-      FROM @extschema@.billogram_requests b, unnest(b.event_uuids) u
+      FROM billogram.billogram_requests b, unnest(b.event_uuids) u
      WHERE b.billogram_id = r.billogram_id AND b.id <> r.id;
 
     -- a row without sent_at (0.1 recorded none) has waited long enough
-    weighed := @extschema@.billogram_weigh(r.mode, r.amount, r.baseline, seen, attributed,
+    weighed := billogram.billogram_weigh(r.mode, r.amount, r.baseline, seen, attributed,
                                            coalesce(now() >= r.sent_at + settle_time, true));
     verdict := weighed ->> 'verdict';
     weighed := weighed || jsonb_build_object('checked_at', now(), 'sent_at', r.sent_at,
                                              'failure', failure);
 
-    UPDATE @extschema@.billogram_requests
+    UPDATE billogram.billogram_requests
        SET state = CASE WHEN verdict = 'applied' THEN 'done' ELSE 'in_doubt' END,
            evidence = weighed,
            event_uuids = CASE WHEN verdict = 'applied'
@@ -986,7 +1085,7 @@ BEGIN
                         ELSE resolution END
      WHERE id = request_id;
     IF verdict = 'applied' THEN
-        PERFORM @extschema@.billogram_announce(request_id, 'done');
+        PERFORM billogram.billogram_announce(request_id, 'done');
     END IF;
     RETURN verdict;
 END
@@ -1020,25 +1119,26 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    UPDATE @extschema@.billogram_requests
+    PERFORM billogram.billogram_assert_trusted();
+    UPDATE billogram.billogram_requests
        SET state = 'pending',
            next_attempt_at = now(),
            pending_since = now(),
            resolution = concat_ws(E'\n', resolution,
                                   format('released by %s at %s (held since %s, made in system %s database %s instance %s)',
-                                         @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database,
+                                         billogram.billogram_caller(), now(), held_at, made_in_system, made_in_database,
                                          coalesce(made_in_instance::text, 'unknown'))),
            made_in_system = (SELECT system_identifier FROM pg_control_system()),
            made_in_database = (SELECT oid FROM pg_database WHERE datname = current_database()),
-           made_in_instance = (SELECT id FROM @extschema@.billogram_instance),
+           made_in_instance = (SELECT id FROM billogram.billogram_instance),
            held_at = NULL,
-           verify_reason = CASE WHEN EXISTS (SELECT 1 FROM @extschema@.billogram_ledger l
+           verify_reason = CASE WHEN EXISTS (SELECT 1 FROM billogram.billogram_ledger l
                                               WHERE l.billogram_id = billogram_requests.billogram_id)
                                 THEN NULL ELSE 'first_payment' END
      WHERE state = 'held' AND (request_id IS NULL OR id = request_id);
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
-        PERFORM @extschema@.billogram_wake_worker_at_commit();
+        PERFORM billogram.billogram_wake_worker_at_commit();
     END IF;
     RETURN n;
 END
@@ -1054,12 +1154,13 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    UPDATE @extschema@.billogram_requests
+    PERFORM billogram.billogram_assert_trusted();
+    UPDATE billogram.billogram_requests
        SET state = 'failed',
            finished_at = now(),
            resolution = concat_ws(E'\n', resolution,
                                   format('mark_failed by %s at %s (held since %s, made in system %s database %s)',
-                                         @extschema@.billogram_caller(), now(), held_at, made_in_system, made_in_database))
+                                         billogram.billogram_caller(), now(), held_at, made_in_system, made_in_database))
      WHERE state = 'held' AND (request_id IS NULL OR id = request_id);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -1199,8 +1300,9 @@ DECLARE
     ev jsonb;
     n bigint;
 BEGIN
+    PERFORM billogram.billogram_assert_trusted();
     -- $1, $2, $3: timestamp, signature, body (timestamp is also a type name)
-    IF NOT @extschema@.billogram_verify_callback($1, $2, $3) THEN
+    IF NOT billogram.billogram_verify_callback($1, $2, $3) THEN
         RAISE EXCEPTION 'billogram callback refused: bad signature or stale timestamp'
             USING ERRCODE = 'invalid_authorization_specification',
                   DETAIL = 'Nothing was recorded.',
@@ -1215,25 +1317,25 @@ BEGIN
         RAISE EXCEPTION 'billogram callback has no event with an event_uuid'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO @extschema@.billogram_events
+    INSERT INTO billogram.billogram_events
            (event_uuid, billogram_id, type, created_at, amount, event, callback_id, received_by)
     VALUES (ev ->> 'event_uuid',
             coalesce(ev ->> 'billogram_id', cb -> 'billogram' ->> 'id'),
             ev ->> 'type', ev ->> 'created_at',
             CASE WHEN jsonb_typeof(ev -> 'data' -> 'amount') = 'number'
                  THEN (ev -> 'data' ->> 'amount')::numeric END,
-            ev, cb ->> 'callback_id', @extschema@.billogram_caller())
+            ev, cb ->> 'callback_id', billogram.billogram_caller())
     ON CONFLICT (event_uuid) DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n = 1 THEN
         -- new evidence: the worker reads the invoice again for its rows
         -- still being checked; a final verdict stays final
-        UPDATE @extschema@.billogram_requests
+        UPDATE billogram.billogram_requests
            SET settle_at = now()
          WHERE billogram_id = coalesce(ev ->> 'billogram_id', cb -> 'billogram' ->> 'id')
            AND state = 'in_doubt' AND settle_at IS NOT NULL;
         IF FOUND THEN
-            PERFORM @extschema@.billogram_wake_worker_at_commit();
+            PERFORM billogram.billogram_wake_worker_at_commit();
         END IF;
     END IF;
     RETURN CASE WHEN n = 1 THEN 'recorded' ELSE 'duplicate' END;
@@ -1249,28 +1351,32 @@ REVOKE ALL ON FUNCTION billogram_record_callback(text, text, text) FROM PUBLIC;
  * failed, in_doubt, retried: back to pending to be tried again), transfers
  * finished, the p50 and p99 of the last 1024 transfers' times in ms, the
  * last error with its time, and paused_until: while Billogram has asked to
- * wait (429, 503), when sending may start again (then one request probes).  The counters start with each worker.
+ * wait (429, 503), when sending may start again (then one request probes),
+ * and refusal: while the worker refuses to serve the journal because
+ * something of the extension is not what a superuser made (see
+ * billogram_assert_trusted), what and why; NULL while it serves it.  The
+ * counters start with each worker.
  * What to alert on is in the README.
  * Privileges: PUBLIC has none; pg_monitor, the role monitoring agents are
- * given, may read it.  Nothing in it moves money or shows personal data.
+ * given, may read it (granted at the end of this script).  Nothing in it
+ * moves money or shows personal data.
  */
 CREATE FUNCTION billogram_worker_status(
     OUT pid integer, OUT started_at timestamptz,
     OUT in_flight integer, OUT connections integer,
     OUT done bigint, OUT failed bigint, OUT in_doubt bigint, OUT retried bigint,
     OUT transfers bigint, OUT latency_p50_ms float8, OUT latency_p99_ms float8,
-    OUT last_error text, OUT last_error_at timestamptz, OUT paused_until timestamptz)
+    OUT last_error text, OUT last_error_at timestamptz, OUT paused_until timestamptz,
+    OUT refusal text)
 RETURNS record
 AS 'MODULE_PATHNAME', 'billogram_worker_status'
 LANGUAGE C VOLATILE;
 
 REVOKE ALL ON FUNCTION billogram_worker_status() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION billogram_worker_status() TO pg_monitor;
 
 CREATE VIEW billogram_health AS SELECT * FROM billogram_worker_status();
 
 REVOKE ALL ON billogram_health FROM PUBLIC;
-GRANT SELECT ON billogram_health TO pg_monitor;
 
 /*
  * billogram_purge(older_than) RETURNS bigint
@@ -1291,8 +1397,9 @@ RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+    SELECT billogram.billogram_assert_trusted();
     WITH gone AS (
-        DELETE FROM @extschema@.billogram_requests
+        DELETE FROM billogram.billogram_requests
          WHERE state IN ('done', 'failed') AND finished_at < now() - older_than
         RETURNING 1)
     SELECT count(*) FROM gone;
@@ -1362,3 +1469,58 @@ CREATE TRIGGER billogram_guard
 CREATE TRIGGER billogram_guard
     BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON billogram_instance
     FOR EACH STATEMENT EXECUTE FUNCTION billogram_journal_guard();
+
+/*
+ * Privileges, whatever default privileges say.  ALTER DEFAULT PRIVILEGES
+ * of the role running this script (for all schemas, or IN SCHEMA
+ * billogram) adds its grants to every object made here, and the REVOKEs
+ * above take PUBLIC's only.  So every grant on an object this script made,
+ * to any role but its owner, is revoked here; the grants this file
+ * documents are made after.  "Made by this script": the object became a
+ * member of the extension in this transaction (its pg_depend row is of
+ * this transaction: age 0), which is every member when the extension is
+ * created and the new ones when it is updated, so the grants a DBA made on
+ * objects that already existed stay.  billogram--0.2--0.3.sql ends the
+ * same way.
+ */
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT DISTINCT m.kind, m.name,
+               CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS grantee
+          FROM (SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind,
+                       format('%I.%I', 'billogram', c.relname) AS name, c.relowner AS owner,
+                       coalesce(c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char",
+                                                     c.relowner)) AS acl
+                  FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+                 WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_extension'::regclass
+                   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram')
+                   AND d.deptype = 'e' AND age(d.xmin) = 0
+                UNION ALL
+                SELECT 'FUNCTION', p.oid::regprocedure::text, p.proowner,
+                       coalesce(p.proacl, acldefault('f', p.proowner))
+                  FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+                 WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_extension'::regclass
+                   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram')
+                   AND d.deptype = 'e' AND age(d.xmin) = 0) m,
+               aclexplode(m.acl) a
+         WHERE a.grantee <> m.owner
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s %s FROM %s CASCADE', g.kind, g.name, g.grantee);
+    END LOOP;
+END
+$$;
+
+/*
+ * What is granted: USAGE on the schema to PUBLIC, which lets a role use
+ * what it was granted in it and nothing more (each capability stays one
+ * grant, on its object: see "Who may move money" above); EXECUTE on the
+ * two pure functions to PUBLIC; the health view to pg_monitor.
+ */
+GRANT USAGE ON SCHEMA billogram TO PUBLIC;
+GRANT EXECUTE ON FUNCTION billogram_weigh(text, numeric, jsonb, jsonb, text[], boolean) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION billogram_invoice_summary(jsonb) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION billogram_worker_status() TO pg_monitor;
+GRANT SELECT ON billogram_health TO pg_monitor;

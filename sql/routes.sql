@@ -25,6 +25,21 @@ SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_may_r
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'billogram'
  WHERE c.relkind IN ('r', 'v')
  ORDER BY 1;
+-- every object is in schema billogram, a superuser's in which PUBLIC may
+-- not create; every SECURITY DEFINER function pins its search_path and
+-- first checks that nothing in or on the extension is another's
+SELECT n.nspname, r.rolsuper AS owner_is_superuser,
+       has_schema_privilege('public', n.oid, 'CREATE') AS public_may_create,
+       has_schema_privilege('public', n.oid, 'USAGE') AS public_may_use
+  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+  JOIN pg_roles r ON r.oid = n.nspowner
+ WHERE e.extname = 'billogram';
+SELECT p.proname, p.pronamespace::regnamespace AS schema, p.proconfig,
+       p.prosrc ~ '^\s*(BEGIN\s+PERFORM|DECLARE.*?BEGIN\s+PERFORM|SELECT) billogram\.billogram_assert_trusted\(\);' AS checks_first
+  FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'billogram'
+ WHERE p.prosecdef
+ ORDER BY 1;
 
 SET ROLE regress_bg_nogrant;
 -- 1. a temporary table of its own (PUBLIC holds TEMP on the database)
@@ -201,7 +216,7 @@ SELECT inv->>'id' AS paid FROM billogram_credit_payment('rtsync1', 'amount', 2) 
 SELECT billogram_enqueue_credit_payment('rtenqueue1', 'amount', 3) > 0 AS queued;
 CREATE FUNCTION regress_open.payer_pays(bid text) RETURNS bigint
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
-AS $$ SELECT public.billogram_enqueue_credit_payment(bid, 'amount', 4) $$;
+AS $$ SELECT billogram.billogram_enqueue_credit_payment(bid, 'amount', 4) $$;
 GRANT EXECUTE ON FUNCTION regress_open.payer_pays(text) TO regress_bg_inserter;
 RESET application_name;
 RESET ROLE;

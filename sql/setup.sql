@@ -4,6 +4,19 @@
 --
 CREATE EXTENSION billogram;
 
+-- The extension's objects are in schema billogram.  The tests name them
+-- unqualified, as a role whose search_path holds the schema does (after
+-- public, where the objects the tests make go: not "$user", which for the
+-- superuser the tests run as, billogram, is the extension's schema); set
+-- for the database, so that every later test's session has it.
+DO $$
+BEGIN
+	EXECUTE format('ALTER DATABASE %I SET search_path = public, billogram',
+				   current_database());
+END
+$$;
+SET search_path = public, billogram;
+
 -- billogram.database is this database, which pg_regress created after the
 -- server started: wait until the worker has (re)started and connected here.
 DO $$

@@ -127,7 +127,9 @@ record_sync_requests(bool installed, const char *no_credentials)
 
 		/* bgw_start_sync_reads() has taken the GETs out */
 		Assert(job->request.kind == BG_REQUEST_CREDIT_PAYMENT);
-		if (!installed)
+		if (!installed && bg_journal_refusal() != NULL)
+			bgw_refuse(job, BG_OUTCOME_UNTRUSTED, bg_journal_refusal());
+		else if (!installed)
 			bgw_refuse(job, BG_OUTCOME_NOT_INSTALLED, bg_database);
 		else if (no_credentials)
 		{

@@ -160,6 +160,9 @@ journal_for_queuing(void)
 					 errdetail("Nothing was queued."),
 					 errhint("Run ALTER EXTENSION billogram UPDATE.")));
 			break;
+		case BG_JOURNAL_UNTRUSTED:
+			bg_report_untrusted(journal.refusal, "Nothing was queued.");
+			break;
 		case BG_JOURNAL_READY:
 			break;
 	}

@@ -48,14 +48,17 @@
 #include "journal_int.h"
 #include "jsonb_fit.h"
 #include "report.h"
+#include "stats.h"
+#include "trust.h"
 
 /*
- * The extension's schema and installed version, read from pg_extension
- * directly: ALTER EXTENSION UPDATE changes the version under the same OID,
- * so it is read again for every command (see bg_journal_lookup).
+ * The extension's OID, the version of its catalog row (xmin), its schema
+ * and installed version, read from pg_extension directly: ALTER EXTENSION
+ * UPDATE changes the version under the same OID, so it is read again for
+ * every command (see bg_journal_lookup).
  */
 static bool
-find_extension(Oid *nspid, char **version)
+find_extension(Oid *extoid, TransactionId *xmin, Oid *nspid, char **version)
 {
 	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyData key;
@@ -73,6 +76,8 @@ find_extension(Oid *nspid, char **version)
 		Datum		v = heap_getattr(tuple, Anum_pg_extension_extversion,
 									 RelationGetDescr(rel), &isnull);
 
+		*extoid = ((Form_pg_extension) GETSTRUCT(tuple))->oid;
+		*xmin = HeapTupleHeaderGetXmin(tuple->t_data);
 		*nspid = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
 		*version = isnull ? pstrdup("") : TextDatumGetCString(v);
 		found = true;
@@ -108,9 +113,12 @@ bg_journal_lookup(BgJournal *journal)
 	static BgJournalStatus answer_status;
 	static BgJournal answer;
 	static char answer_version[NAMEDATALEN];
+	Oid			extoid;
+	TransactionId ext_xmin;
 	Oid			nspid;
 	Oid			relid;
 	char	   *version;
+	const char *refusal;
 	HeapTuple	classtup;
 	CommandId	cid = GetCurrentCommandId(false);
 
@@ -122,14 +130,27 @@ bg_journal_lookup(BgJournal *journal)
 	}
 
 	memset(journal, 0, sizeof(*journal));
-	if (!find_extension(&nspid, &version))
+	if (!find_extension(&extoid, &ext_xmin, &nspid, &version))
 		return BG_JOURNAL_MISSING;
 	strlcpy(answer_version, version, sizeof(answer_version));
 	journal->version = answer_version;
 	if (strcmp(version, BG_SCHEMA_VERSION) != 0)
 		return BG_JOURNAL_WRONG_VERSION;
 
+	/*
+	 * Nothing of the extension is used unless all of it is a superuser's;
+	 * the journal is the table of that name in its schema that is its
+	 * member.
+	 */
+	refusal = bg_trust_refusal(extoid, ext_xmin, nspid);
 	relid = get_relname_relid("billogram_requests", nspid);
+	if (refusal == NULL && !bg_trust_is_member_table(relid))
+		refusal = "table billogram_requests in the extension's schema is not the extension's";
+	if (refusal != NULL)
+	{
+		journal->refusal = refusal;
+		return BG_JOURNAL_UNTRUSTED;
+	}
 	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	if (!HeapTupleIsValid(classtup))
 		return BG_JOURNAL_MISSING;
@@ -207,19 +228,73 @@ bg_journal_state_name(BgJournalState state)
 static void read_instance(void);
 
 /*
+ * Why the worker refuses the journal now (BG_JOURNAL_UNTRUSTED), kept in
+ * TopMemoryContext so that a change of reason is logged, and the end of a
+ * refusal too; NULL while it serves the journal.
+ */
+static char *refusal = NULL;
+
+static void
+refuse(const char *why)
+{
+	if (refusal != NULL && strcmp(refusal, why) == 0)
+		return;
+	ereport(LOG,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("billogram worker: refusing to serve the journal in database \"%s\": %s",
+					bg_database, why),
+			 errdetail("It runs as a superuser, and so would whatever a non-superuser made in or on the extension's objects. Nothing is sent until this is mended: queued payments wait, synchronous calls are refused."),
+			 errhint("As a superuser, drop what was added or give it back to a superuser; billogram_health.refusal shows the reason.")));
+	if (refusal)
+		pfree(refusal);
+	refusal = MemoryContextStrdup(TopMemoryContext, why);
+	bg_stats_set_refusal(refusal);
+}
+
+static void
+stop_refusing(void)
+{
+	if (refusal == NULL)
+		return;
+	ereport(LOG,
+			(errmsg("billogram worker: serving the journal in database \"%s\" again: nothing there is refused any more",
+					bg_database)));
+	pfree(refusal);
+	refusal = NULL;
+	bg_stats_set_refusal(NULL);
+}
+
+/* Why the worker refused the journal at its last bg_journal_open(), or NULL. */
+const char *
+bg_journal_refusal(void)
+{
+	return refusal;
+}
+
+/*
  * Whether the worker can use the journal in this transaction.  An extension
  * at another version is logged once: until it is updated, the queue waits
- * and synchronous calls are refused unsent.
+ * and synchronous calls are refused unsent.  So it is while anything of the
+ * extension is not a superuser's (trust.c): logged when that starts, when
+ * its reason changes and when it ends, and shown in billogram_health.
  */
 bool
 bg_journal_open(void)
 {
-	switch (bg_journal_lookup(&journal))
+	BgJournalStatus status = bg_journal_lookup(&journal);
+
+	if (status == BG_JOURNAL_UNTRUSTED)
+		refuse(journal.refusal);
+	else
+		stop_refusing();
+	switch (status)
 	{
 		case BG_JOURNAL_READY:
 			wrong_version_logged = false;
 			read_instance();
 			return true;
+		case BG_JOURNAL_UNTRUSTED:
+			return false;
 		case BG_JOURNAL_WRONG_VERSION:
 			if (!wrong_version_logged)
 				ereport(WARNING,

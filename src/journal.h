@@ -101,6 +101,8 @@ typedef enum BgJournalStatus
 {
 	BG_JOURNAL_MISSING,			/* no extension in this database */
 	BG_JOURNAL_WRONG_VERSION,	/* installed at another version */
+	BG_JOURNAL_UNTRUSTED,		/* something of it is not a superuser's:
+								 * refusal says what (trust.c) */
 	BG_JOURNAL_READY
 } BgJournalStatus;
 
@@ -111,6 +113,7 @@ typedef struct BgJournal
 	const char *schema;			/* the extension's schema, quoted */
 	Oid			owner;			/* the journal table's owner */
 	const char *version;		/* the extension's installed version */
+	const char *refusal;		/* BG_JOURNAL_UNTRUSTED: why */
 } BgJournal;
 
 extern const char *bg_journal_state_name(BgJournalState state);
@@ -161,6 +164,7 @@ extern bool bg_find_key_here(const BgCreditPayment *payment, BgKeyUse *use);
 
 /* The worker's side. */
 extern bool bg_journal_open(void);
+extern const char *bg_journal_refusal(void);
 extern const BgJournal *bg_journal_opened(void);
 extern void bg_journal_bind_keys(const BgCreditPayment *const *payments,
 								 const int64 *ids, int n);

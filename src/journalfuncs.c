@@ -17,6 +17,7 @@
 #include "utils/rel.h"
 
 #include "journal_int.h"
+#include "report.h"
 
 /*
  * billogram_invoice_summary(invoice jsonb) RETURNS jsonb: the same summary,
@@ -68,4 +69,21 @@ billogram_journal_guard(PG_FUNCTION_ARGS)
 				 errdetail("Nothing was written, and nothing was sent to Billogram."),
 				 errhint("Queue a payment with billogram_enqueue_credit_payment() or a billogram_payment_trigger() trigger; act on journal rows with billogram_resolve(), billogram_release_held(), billogram_fail_held() and billogram_purge().")));
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * billogram_assert_trusted() RETURNS void: 42501 while the extension's
+ * objects cannot be trusted (trust.c).  The first statement of each of the
+ * extension's SECURITY DEFINER functions, which run as a superuser.
+ */
+PG_FUNCTION_INFO_V1(billogram_assert_trusted);
+
+Datum
+billogram_assert_trusted(PG_FUNCTION_ARGS)
+{
+	BgJournal	journal;
+
+	if (bg_journal_lookup(&journal) == BG_JOURNAL_UNTRUSTED)
+		bg_report_untrusted(journal.refusal, "Nothing was done.");
+	PG_RETURN_VOID();
 }

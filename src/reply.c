@@ -427,6 +427,7 @@ bg_outcome_kind(BgOutcome outcome)
 		[BG_OUTCOME_INVOICE_BUSY] = "invoice_busy",
 		[BG_OUTCOME_KEY_USED] = "key_used",
 		[BG_OUTCOME_INVALID_ROW] = "invalid_row",
+		[BG_OUTCOME_UNTRUSTED] = "untrusted",
 	};
 
 	if ((unsigned) outcome >= sizeof(kinds) / sizeof(kinds[0]) ||

@@ -33,8 +33,10 @@ typedef enum BgOutcome
 	BG_OUTCOME_KEY_USED,		/* not sent: its idempotency key was used
 								 * before (the channel's BgCallRecord says
 								 * by which request, and what became of it) */
-	BG_OUTCOME_INVALID_ROW		/* not sent: its journal row is not one a
+	BG_OUTCOME_INVALID_ROW,		/* not sent: its journal row is not one a
 								 * caller could have made */
+	BG_OUTCOME_UNTRUSTED		/* not sent: the worker refuses the journal,
+								 * message says why (trust.c) */
 } BgOutcome;
 
 #define BG_REPLY_STATUS_LEN		64

@@ -76,6 +76,8 @@ bg_reply_sqlstate(const BgReply *reply)
 			return ERRCODE_BILLOGRAM_KEY_IN_PROGRESS;
 		case BG_OUTCOME_INVALID_ROW:
 			return ERRCODE_INVALID_PARAMETER_VALUE;
+		case BG_OUTCOME_UNTRUSTED:
+			return ERRCODE_INSUFFICIENT_PRIVILEGE;
 	}
 	return ERRCODE_INTERNAL_ERROR;
 }
@@ -289,6 +291,14 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 					 errdetail("%s. %s", reply->message, reached_detail(kind, reply, request_id)),
 					 errhint("Only the extension's functions write billogram_requests. Find out who wrote the row; queue the payment again with billogram_enqueue_credit_payment() if it is wanted.")));
 			break;
+		case BG_OUTCOME_UNTRUSTED:
+			ereport(elevel,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("%s was not sent: the billogram worker refuses to serve the journal: %s",
+							what, reply->message),
+					 errdetail("Nothing was sent to Billogram."),
+					 errhint(BG_UNTRUSTED_HINT)));
+			break;
 		case BG_OUTCOME_WORKER:
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_WORKER_LOST),
@@ -314,6 +324,16 @@ recorded_sqlstate(const char *s)
 		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'Z')))
 			return ERRCODE_BILLOGRAM_BAD_REPLY;
 	return MAKE_SQLSTATE(s[0], s[1], s[2], s[3], s[4]);
+}
+
+void
+bg_report_untrusted(const char *why, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("the billogram extension in this database refuses to run: %s", why),
+			 errdetail("%s", detail),
+			 errhint(BG_UNTRUSTED_HINT)));
 }
 
 void

@@ -32,6 +32,16 @@
 #define BG_CREDENTIALS_HINT \
 	"Check billogram.api_user and the password in the file named by billogram.api_password_file, then reload the configuration."
 
+/* Where a refusal of trust.c sends whoever has to mend it. */
+#define BG_UNTRUSTED_HINT \
+	"Everything in and on the extension's objects must be a superuser's and the extension's own: as a superuser, drop what was added, or give it back to a superuser."
+
+/*
+ * 42501: the extension's objects cannot be trusted (trust.c says why);
+ * detail says what was not done.  Raises ERROR.
+ */
+extern void bg_report_untrusted(const char *why, const char *detail);
+
 /* The SQLSTATE a failed reply is reported with. */
 extern int	bg_reply_sqlstate(const BgReply *reply);
 

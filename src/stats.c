@@ -39,6 +39,7 @@ PG_FUNCTION_INFO_V1(billogram_worker_status);
 /* Recent transfers whose time the percentiles are computed over. */
 #define BG_LATENCY_SAMPLES	1024
 #define BG_LAST_ERROR_LEN	256
+#define BG_REFUSAL_LEN		512
 
 typedef struct BgStats
 {
@@ -53,6 +54,7 @@ typedef struct BgStats
 	int32		latency_us[BG_LATENCY_SAMPLES];
 	TimestampTz last_error_at;
 	char		last_error[BG_LAST_ERROR_LEN];
+	char		refusal[BG_REFUSAL_LEN];	/* "" while the journal is served */
 } BgStats;
 
 static BgStats *stats = NULL;
@@ -107,6 +109,7 @@ worker_gone(int code, Datum arg)
 	stats->in_flight = 0;
 	stats->connections = 0;
 	stats->paused_until = 0;
+	stats->refusal[0] = '\0';
 	SpinLockRelease(&stats->mutex);
 }
 
@@ -184,6 +187,15 @@ bg_stats_outcome_of(BgJournalState state)
 	}
 }
 
+/* Why the worker refuses to serve the journal (trust.c); NULL: it serves it. */
+void
+bg_stats_set_refusal(const char *why)
+{
+	SpinLockAcquire(&stats->mutex);
+	strlcpy(stats->refusal, why ? why : "", sizeof(stats->refusal));
+	SpinLockRelease(&stats->mutex);
+}
+
 void
 bg_stats_error(const char *message)
 {
@@ -223,8 +235,8 @@ billogram_worker_status(PG_FUNCTION_ARGS)
 {
 	BgStats		copy;
 	TupleDesc	tupdesc;
-	Datum		values[14];
-	bool		nulls[14];
+	Datum		values[15];
+	bool		nulls[15];
 	int			n;
 	int			i;
 
@@ -265,6 +277,9 @@ billogram_worker_status(PG_FUNCTION_ARGS)
 	values[12] = TimestampTzGetDatum(copy.last_error_at);
 	nulls[13] = (copy.paused_until == 0);
 	values[13] = TimestampTzGetDatum(copy.paused_until);
+	/* absent from the view of 0.2, which this library serves nothing for */
+	nulls[14] = (copy.refusal[0] == '\0');
+	values[14] = CStringGetTextDatum(copy.refusal);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -33,6 +33,7 @@ extern void bg_stats_set_load(int in_flight, int connections);
 extern void bg_stats_set_pause(TimestampTz until);
 extern void bg_stats_count(BgStatOutcome outcome);
 extern void bg_stats_outcome_of(BgJournalState state);
+extern void bg_stats_set_refusal(const char *why);
 /*
  * The last error, as billogram_health shows it to pg_monitor: message names
  * the journal row and the kind of failure, never an invoice id, an amount

@@ -80,13 +80,13 @@ CREATE EXTENSION billogram;
 SELECT jsonb_pretty(jsonb_build_object('id', inv->'id',
                                        'remaining_sum', inv->'remaining_sum',
                                        'state', inv->'state')) AS invoice
-  FROM billogram_credit_payment('2kAEEjE', 'amount', 250) AS inv;
+  FROM billogram.billogram_credit_payment('2kAEEjE', 'amount', 250) AS inv;
 
 \echo '-- the function returns the whole updated invoice (the reply''s "data") as jsonb'
 \set QUIET on
 \pset format unaligned
 \set QUIET off
-SELECT billogram_credit_payment('2kAEEjE', 'amount', 250);
+SELECT billogram.billogram_credit_payment('2kAEEjE', 'amount', 250);
 \set QUIET on
 \pset format aligned
 \set QUIET off
@@ -96,15 +96,15 @@ SELECT billogram_credit_payment('2kAEEjE', 'amount', 250);
 SELECT jsonb_pretty(jsonb_build_object('id', inv->'id',
                                        'remaining_sum', inv->'remaining_sum',
                                        'state', inv->'state')) AS invoice
-  FROM billogram_credit_payment('2kAEEjE', 'remaining') AS inv;
+  FROM billogram.billogram_credit_payment('2kAEEjE', 'remaining') AS inv;
 
 \echo '-- Billogram refuses: an unknown invoice (the mock answers 404)'
-SELECT billogram_credit_payment('nf404demo', 'amount', 10);
+SELECT billogram.billogram_credit_payment('nf404demo', 'amount', 10);
 \echo SQLSTATE: :LAST_ERROR_SQLSTATE
 
 \echo
 \echo '-- bad input is refused before anything is sent'
-SELECT billogram_credit_payment('2kAEEjE', 'amount', 10.001);
+SELECT billogram.billogram_credit_payment('2kAEEjE', 'amount', 10.001);
 \echo SQLSTATE: :LAST_ERROR_SQLSTATE
 
 \echo
@@ -112,13 +112,13 @@ SELECT billogram_credit_payment('2kAEEjE', 'amount', 10.001);
 CREATE TABLE payouts (id serial PRIMARY KEY, invoice text NOT NULL, amount numeric(12, 2),
                       mode text NOT NULL DEFAULT 'amount');
 CREATE TRIGGER register_payout AFTER INSERT ON payouts FOR EACH ROW
-    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount', 'mode');
+    EXECUTE FUNCTION billogram.billogram_payment_trigger('invoice', 'amount', 'mode');
 INSERT INTO payouts (invoice, amount, mode) VALUES ('7xQpRt2', 120.50, 'amount'), ('9LmNo3k', NULL, 'remaining');
 \echo '-- a missing amount is refused, never paid out as the remaining sum'
 INSERT INTO payouts (invoice, amount) VALUES ('7xQpRt2', NULL);
 \echo SQLSTATE: :LAST_ERROR_SQLSTATE
 DO $$ BEGIN
-    WHILE EXISTS (SELECT 1 FROM billogram_requests WHERE state IN ('pending', 'sending')) LOOP
+    WHILE EXISTS (SELECT 1 FROM billogram.billogram_requests WHERE state IN ('pending', 'sending')) LOOP
         PERFORM pg_sleep(0.05);
     END LOOP;
 END $$;
@@ -127,7 +127,7 @@ END $$;
 \echo '-- every request, synchronous or queued, is in the journal'
 SELECT id, origin, billogram_id, mode, amount, state, http_status,
        response->'remaining_sum' AS remaining, error->>'sqlstate' AS sqlstate
-  FROM billogram_requests ORDER BY id;
+  FROM billogram.billogram_requests ORDER BY id;
 SQL
 echo
 

@@ -38,7 +38,7 @@ check(control.get("module_pathname") == "$libdir/billogram", "control: module_pa
 check(control.get("relocatable") == "false", "control: relocatable = false")
 check(control.get("superuser") == "true", "control: superuser = true")
 check(control.get("trusted") == "false", "control: trusted = false, said explicitly")
-check("schema" not in control, "control: no fixed schema (CREATE EXTENSION ... SCHEMA chooses)")
+check(control.get("schema") == "billogram", "control: schema = billogram, its own")
 check(os.path.exists(f"sql/billogram--{version}.sql") or
       any(re.fullmatch(rf"billogram--[0-9.]+--{re.escape(version)}\.sql", f) for f in os.listdir("sql")),
       f"an install or upgrade script reaches version {version}")

@@ -81,6 +81,7 @@ $broken->stop;
 # Not preloaded at all.
 my $plain = PostgreSQL::Test::Cluster->new('notloaded');
 $plain->init;
+$plain->append_conf('postgresql.conf', "search_path = 'public, billogram'\n");
 $plain->start;
 $plain->safe_psql('postgres', 'CREATE EXTENSION billogram');
 ($state, undef, $err) = BgTest::call($plain,

@@ -211,7 +211,7 @@ my $dump = $node->safe_psql('postgres', 'SELECT 1') && do {
 	IPC::Run::run([ 'pg_dump', '-d', $node->connstr('postgres') ], '>', \$out, '2>', \$err);
 	$out;
 };
-like($dump, qr/COPY public\.billogram_requests .* FROM stdin;\n/, 'pg_dump dumps billogram_requests rows');
+like($dump, qr/COPY billogram\.billogram_requests .* FROM stdin;\n/, 'pg_dump dumps billogram_requests rows');
 like($dump, qr/\tbulk1000\t/, 'including the queued payments');
 
 # --- retries stop after billogram.retry_for, counted from queuing ---

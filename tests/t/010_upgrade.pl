@@ -1,8 +1,10 @@
 # The upgrade from 0.1 to the current version (through every script in
-# between): a journal with rows in every state, created by 0.1's script; the
-# current library serves nothing until ALTER EXTENSION UPDATE; then every
-# behaviour of the current version on those rows, the same schema as a fresh
-# install, and a pg_dump and restore of the updated database.
+# between): a journal with rows in every state, created by 0.1's script in
+# public; the current library serves nothing until ALTER EXTENSION UPDATE;
+# then the extension in its own schema, every behaviour of the current
+# version on those rows, the same schema as a fresh install, an update
+# refused while schema billogram is not a superuser's alone, and a pg_dump
+# and restore of the updated database.
 use strict;
 use warnings;
 
@@ -48,6 +50,16 @@ $node->safe_psql('postgres', q{
 	GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric) TO payer WITH GRANT OPTION;
 	GRANT EXECUTE ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) TO clerk;
 });
+is($node->safe_psql('postgres',
+	"SELECT extnamespace::regnamespace FROM pg_extension WHERE extname = 'billogram'"),
+	'public', '0.1 is in public, where CREATE EXTENSION put it');
+# default privileges of the superuser who will run the update: what the
+# update makes must not inherit them (issue 20, route 3)
+$node->safe_psql('postgres', q{
+	ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO clerk;
+	ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO clerk;
+	ALTER DEFAULT PRIVILEGES GRANT ALL ON SEQUENCES TO clerk;
+});
 
 # The library is newer: with the database at 0.1 it sends nothing and says why.
 my ($state, $out, $err) = BgTest::call($node,
@@ -84,6 +96,36 @@ is($node->safe_psql('postgres', q{
 	   AND a.grantee <> p.proowner AND p.pronargs = 4}),
 	'clerk:billogram_enqueue_credit_payment:false,payer:billogram_credit_payment:true',
 	'EXECUTE on the payment functions is granted as before the update');
+
+# Everything moved into schema billogram, a superuser's, which the update
+# made and which is not a member of the extension (as CREATE EXTENSION
+# makes it); nothing of the extension is left in public.
+is($node->safe_psql('postgres', q{
+	SELECT e.extnamespace::regnamespace || ' ' || r.rolsuper || ' ' || e.extrelocatable || ' '
+	       || (SELECT count(*) FROM pg_depend d
+	            WHERE d.classid = 'pg_namespace'::regclass AND d.objid = e.extnamespace AND d.deptype = 'e')
+	  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace JOIN pg_roles r ON r.oid = n.nspowner
+	 WHERE e.extname = 'billogram'}),
+	'billogram true false 0', 'the update moved the extension into schema billogram, a superuser\'s');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM pg_depend d
+	  LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+	  LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+	 WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram') AND d.deptype = 'e'
+	   AND coalesce(c.relnamespace, p.pronamespace) <> 'billogram'::regnamespace}),
+	'0', 'every member with it');
+# the default privileges gave clerk nothing on what the update made; the
+# grants made before the update stay
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(o.name || ':' || a.privilege_type, ',' ORDER BY o.name, a.privilege_type)
+	  FROM (SELECT c.relname::text AS name, c.relacl AS acl FROM pg_class c
+	         WHERE c.relnamespace = 'billogram'::regnamespace
+	        UNION ALL
+	        SELECT p.proname::text, p.proacl FROM pg_proc p
+	         WHERE p.pronamespace = 'billogram'::regnamespace) o, aclexplode(o.acl) a
+	 WHERE a.grantee = 'clerk'::regrole}),
+	'billogram_enqueue_credit_payment:EXECUTE,billogram_purge:EXECUTE',
+	'default privileges granted nothing on what the update made; earlier grants stay');
 
 # The worker takes the journal up within its sweep interval: the row left
 # in 'sending' becomes in_doubt; the held rows wait.
@@ -188,6 +230,11 @@ my $describe = q{
 	) s};
 $node->safe_psql('postgres', 'REVOKE ALL ON FUNCTION billogram_purge(interval) FROM clerk');
 $node->safe_psql('postgres', q{
+	ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM clerk;
+	ALTER DEFAULT PRIVILEGES REVOKE ALL ON TABLES FROM clerk;
+	ALTER DEFAULT PRIVILEGES REVOKE ALL ON SEQUENCES FROM clerk;
+});
+$node->safe_psql('postgres', q{
 	REVOKE ALL ON FUNCTION billogram_credit_payment(text, text, numeric, text) FROM payer CASCADE;
 	REVOKE ALL ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric, text) FROM clerk;
 });
@@ -198,6 +245,32 @@ my $fresh = $node->safe_psql('fresh', $describe);
 ok(length($fresh) > 1000, 'the schema description is not empty');
 is($upgraded, $fresh, "the schema updated from 0.1 is identical to a fresh $current");
 
+
+# An update that would move the extension into a schema billogram that is
+# not a superuser's alone is refused, saying what to do, and leaves 0.2 as
+# it was; done as it says, the update moves it.
+$node->safe_psql('postgres', q{
+	CREATE DATABASE squat;
+	CREATE ROLE squatter;
+});
+$node->safe_psql('squat', q{
+	CREATE EXTENSION billogram VERSION '0.2';
+	CREATE SCHEMA billogram AUTHORIZATION squatter;
+});
+$update_err = '';
+$rc = $node->psql('squat', 'ALTER EXTENSION billogram UPDATE', stderr => \$update_err);
+isnt($rc, 0, 'the update into a schema billogram owned by another role is refused');
+like($update_err, qr/ERROR:  schema billogram cannot hold the billogram extension: it is owned by squatter, who is not a superuser/,
+	'saying whose it is');
+like($update_err, qr/HINT:  As a superuser: ALTER SCHEMA billogram OWNER TO a superuser/, 'and what to do');
+is($node->safe_psql('squat',
+	"SELECT extversion || ' ' || extnamespace::regnamespace FROM pg_extension WHERE extname = 'billogram'"),
+	'0.2 public', 'the extension is left at 0.2, in public');
+$node->safe_psql('squat', 'ALTER SCHEMA billogram OWNER TO CURRENT_USER');
+$node->safe_psql('squat', 'ALTER EXTENSION billogram UPDATE');
+is($node->safe_psql('squat',
+	"SELECT extversion || ' ' || extnamespace::regnamespace FROM pg_extension WHERE extname = 'billogram'"),
+	"$current billogram", 'done as the hint says, the update moves it');
 
 # pg_dump and restore of the updated database: the rows come back, at the
 # current version.

@@ -165,6 +165,11 @@ $password_file
 billogram.ca_file = '$ca'
 log_min_messages = @{[ $o{log_min_messages} // 'info' ]}
 restart_after_crash = on
+# the extension's objects are in schema billogram: the tests name them
+# unqualified, as a role whose search_path holds it does (after public,
+# where what the tests make goes; not the role's own schema: the superuser
+# the tests run as is called billogram)
+search_path = 'public, billogram'
 CONF
 }
 
