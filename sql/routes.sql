@@ -163,12 +163,6 @@ UPDATE billogram_instance SET id = gen_random_uuid();
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 SELECT billogram_id, state FROM billogram_requests WHERE billogram_id LIKE 'rtwritten%';
--- the message says what to use instead
-SET ROLE regress_bg_writer;
-\set VERBOSITY verbose
-UPDATE billogram_requests SET state = 'pending' WHERE billogram_id = 'rtwritten0';
-\set VERBOSITY default
-RESET ROLE;
 DELETE FROM billogram_requests WHERE billogram_id = 'rtwritten0';
 REVOKE ALL ON billogram_requests, billogram_keys, billogram_ledger,
     billogram_events, billogram_instance FROM regress_bg_writer;
