@@ -113,7 +113,25 @@ my %SUBST = (
 				  or die "callback: no \\set $var to replace";
 			}
 		},
-		expect => qr/^recorded$/m,
+		expect => qr/^\s*recorded$/m,
+	},
+	idempotency => {
+		match => qr/-- \.\.\. BG000: no reply within billogram\.timeout\./,
+		# the first call is answered here, not cut off by a timeout; a
+		# retry comes after billogram.timeout, when the first call's
+		# outcome is recorded: wait for that before the retry (a retry
+		# while it is still being recorded gets BG004, as the table says)
+		edit => sub {
+			$_[0] =~ s/^(-- \.\.\. BG000: .*)$/$1
+DO \$w\$ BEGIN
+    WHILE EXISTS (SELECT FROM billogram.billogram_requests
+                   WHERE idempotency_key = 'payout-2024-0042' AND state IN ('pending', 'sending'))
+          AND clock_timestamp() < statement_timestamp() + interval '60 s' LOOP
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END \$w\$;/m
+			  or die 'idempotency: no comment line to follow';
+		},
 	},
 	pg_cron => {
 		match => qr/CREATE EXTENSION pg_cron;/,
@@ -212,7 +230,7 @@ for my $b (@blocks)
 		# psql pads a centered header to the column's width: the README's
 		# editor may have trimmed that
 		my $printed = join("\n", map { s/\s+$//r }
-			  (grep { /^(NOTICE|WARNING):  / } split /\n/, $err),
+			  (grep { /^(NOTICE|WARNING):  / } map { s/^psql:<stdin>:\d+: //r } split /\n/, $err),
 			  split /\n/, $out);
 		my $want = join("\n", map { s/\s+$//r } split /\n/, $shown);
 		is($printed, $want, "$where: prints what the README shows");
