@@ -16,7 +16,9 @@
 # match exactly one block, so a stale entry fails too; a new block is run
 # as written, and fails if it cannot be.  A fence of another language is
 # not an example, but one holding SQL (a line starting with a statement's
-# first word) fails the test: it should be `sql`.
+# first word) fails the test: it should be `sql`; the plain block of
+# errors the README quotes from the regression tests must be found, each
+# error as quoted, in expected/*.out.
 #
 # The cluster: the README's postgresql.conf lines, its four placeholders
 # replaced by the mock (URL, user, password file, CA file); the roles its
@@ -177,17 +179,28 @@ $node->safe_psql('postgres', q{
 });
 
 # --- the examples ---
+my $expected = join('', map { slurp_file($_) } glob("$BgTest::TOP/expected/*.out"));
 my %used;
 my $examples = 0;
 for my $b (@blocks)
 {
 	my $where = "README.md line $b->{line}";
+	if ($b->{lang} eq '' && $b->{text} =~ /\AERROR:  /)
+	{
+		# the errors the README quotes "from the regression tests"
+		for my $para (split /\n\n/, $b->{text})
+		{
+			$para =~ s/\n*\z/\n/;
+			ok(index($expected, $para) >= 0,
+				"$where: an error the regression tests print: " . (split /\n/, $para)[0]);
+		}
+		next;
+	}
 	if ($b->{lang} ne 'sql')
 	{
 		unlike($b->{text},
 			qr/^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|GRANT|REVOKE|DROP|DO|CALL|BEGIN|COMMIT)\s/m,
-			"$where: a `$b->{lang}` block holds no SQL (SQL goes in a `sql` block)")
-		  unless $b->{lang} eq '' && $b->{text} =~ /^ERROR:  /m;
+			"$where: a `$b->{lang}` block holds no SQL (SQL goes in a `sql` block)");
 		next;
 	}
 	$examples++;
