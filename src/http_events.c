@@ -13,7 +13,8 @@
  * It also opens and closes curl's connections (open_socket, close_socket),
  * to count them for the statistics view and to know which sockets are
  * connections that curl keeps in its pool between transfers: those stay in
- * the set, watched only for the server closing them.
+ * the set, watched only for the server closing them, and are looked at
+ * before each payment (bg_http_events_pool_has_closed).
  *
  * Nothing here knows what a transfer is for, nor Billogram's pause.
  *
