@@ -387,6 +387,19 @@ set_transfer_options(BgTransfer *t, BgHttpMethod method, const char *url,
 		curl_easy_setopt(e, CURLOPT_READDATA, t);
 		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_body);
 		curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+
+		/*
+		 * Never on a pooled connection the server has closed: that one
+		 * would take the POST and lose it, and the payment would be in
+		 * doubt (see bg_http_events_pool_has_closed).  curl cannot be told
+		 * which connection to avoid, so while one is in the pool a payment
+		 * takes a new connection; curl drops the closed one once it looks
+		 * at it.  Letting curl resend the POST on a new connection after
+		 * the old one died instead would be a blind resend: a reset after
+		 * the request may also mean a server that read it and then failed.
+		 */
+		curl_easy_setopt(e, CURLOPT_FRESH_CONNECT,
+						 bg_http_events_pool_has_closed() ? 1L : 0L);
 	}
 	else
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);

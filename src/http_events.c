@@ -13,7 +13,8 @@
  * It also opens and closes curl's connections (open_socket, close_socket),
  * to count them for the statistics view and to know which sockets are
  * connections that curl keeps in its pool between transfers: those stay in
- * the set, watched only for the server closing them.
+ * the set, watched only for the server closing them, and are looked at
+ * before each payment (bg_http_events_pool_has_closed).
  *
  * Nothing here knows what a transfer is for, nor Billogram's pause.
  *
@@ -22,6 +23,7 @@
 #include "postgres.h"
 
 #include <fcntl.h>
+#include <poll.h>
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -270,6 +272,42 @@ bg_http_events_own_sockets(CURL *easy)
 {
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
 	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+}
+
+/*
+ * Has the server closed (or written to) a connection idle in curl's pool?
+ * Asked before a payment is handed to curl, which may pick any of them.
+ *
+ * An idle HTTP/1.1 connection has nothing to read: a readable one carries
+ * the server's FIN, a reset or a TLS close_notify, and a request written on
+ * it would never be read.  libcurl up to 8.21 looked at the connection it
+ * reused for exactly that; from 8.22 (curl PR #22169) it looks at most once
+ * a second per connection, so a connection the server closed within a
+ * second of its last use is reused blind: the POST goes out, the reply is
+ * a reset, and the payment is in doubt though the server had provably
+ * stopped reading before it was written.  poll() with no timeout costs a
+ * system call per pooled connection, against a payment's round trip.
+ */
+bool
+bg_http_events_pool_has_closed(void)
+{
+	int			i;
+
+	for (i = 0; i < nsockets; i++)
+	{
+		struct pollfd p;
+
+		if (!sockets[i].connection || sockets[i].what != 0)
+			continue;
+		if (sockets[i].ignored)
+			return true;		/* the wait saw it stir already */
+		p.fd = sockets[i].fd;
+		p.events = POLLIN | POLLRDHUP;
+		p.revents = 0;
+		if (poll(&p, 1, 0) > 0)
+			return true;
+	}
+	return false;
 }
 
 /* The connections curl has open, in use or idle in its pool. */

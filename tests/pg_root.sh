@@ -25,6 +25,11 @@
 #                    callbacks, hex and base64 (callback.c)
 #   017_source_rows  the payment key by partition root and primary key
 #                    (source_row.c) through partition moves and pg_restore
+#   014_pause        payments right after the server closed the pooled
+#                    connections: libcurl 8.22 (forky) no longer checks a
+#                    connection used within the last second before reusing
+#                    it, and the worker's own check (http_events.c) must
+#                    keep those payments out of doubt
 # and, for all of them, the TAP set-up that differs from 17 on
 # (TESTDATADIR, tests/suite.sh).  BG_ROOT_TAP='tests/t/*.pl' runs every TAP
 # test instead, as when a new major is first tried.
@@ -36,7 +41,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=tests/rootfs.sh
 . "$top/tests/rootfs.sh"
 
-tap_tests=${BG_ROOT_TAP:-tests/t/001_worker.pl tests/t/005_queue.pl tests/t/016_settle.pl tests/t/017_source_rows.pl}
+tap_tests=${BG_ROOT_TAP:-tests/t/001_worker.pl tests/t/005_queue.pl tests/t/014_pause.pl tests/t/016_settle.pl tests/t/017_source_rows.pl}
 
 major=${1:-}
 suite=${2:-}
