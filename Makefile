@@ -39,6 +39,7 @@ OBJS = \
 	src/jsonb_fit.o \
 	src/json_span.o \
 	src/json_validate.o \
+	src/metrics.o \
 	src/other_databases.o \
 	src/outcomes.o \
 	src/pause.o \

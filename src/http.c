@@ -45,6 +45,7 @@
 #include "http.h"
 #include "http_events.h"
 #include "http_transfer.h"
+#include "metrics.h"
 #include "stats.h"
 
 /* the Makefile passes the control file's default_version */
@@ -499,6 +500,9 @@ finish_transfer(CURL *easy, CURLcode result)
 		bg_classify_reply(&reply, http_status, t->resp, t->resp_len);
 	else
 		bg_http_classify_failure(t, result, http_status, &reply);
+	/* an answer cut short is no answer: its class is "none" */
+	bg_metrics_exchange(reply.outcome == BG_OUTCOME_TRANSPORT ? 0 : http_status,
+						(long) total_us);
 	{
 		curl_off_t	retry_after = 0;
 

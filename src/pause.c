@@ -35,6 +35,7 @@
 
 #include "utils/timestamp.h"
 
+#include "metrics.h"
 #include "pause.h"
 #include "stats.h"
 
@@ -82,7 +83,10 @@ pause_for(const BgReply *reply, bool from_probe)
 	int64		ms = pause_length_ms(reply);
 
 	if (!from_probe)
+	{
 		began = now;
+		bg_metrics_pause();
+	}
 	paused_until = TimestampTzPlusMilliseconds(now, ms);
 	pause_status = reply->http_status;
 	bg_stats_set_pause(paused_until);

@@ -26,6 +26,7 @@
 
 #include "guc.h"
 #include "journal_int.h"
+#include "metrics.h"
 
 /* A GET's invoice (or the error that stopped it) beside an in_doubt row. */
 void
@@ -108,6 +109,7 @@ bg_journal_recover(void)
 	check_takeover();
 	rc = SPI_execute(sql, false, 0);
 	bg_check_spi(rc, SPI_OK_SELECT, "recovering requests left in state sending");
+	bg_metrics_in_doubt((int64) SPI_processed);
 	if (SPI_processed > 0)
 		ereport(LOG,
 				(errmsg("billogram worker: %llu request(s) found in state sending after a restart are now in_doubt",
@@ -141,6 +143,7 @@ bg_journal_hold_foreign(void)
 	bg_check_spi(rc, SPI_OK_SELECT, "holding requests made elsewhere");
 	held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	doubted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	bg_metrics_in_doubt(doubted);
 	if (held + doubted > 0)
 		ereport(WARNING,
 				(errmsg("billogram worker: %lld request(s) made in another cluster or database are held, not sent",
@@ -204,7 +207,10 @@ bg_journal_settle(int64 id, const BgReply *reply, const char *body)
 	rc = SPI_execute_plan(bg_worker_plan(STMT_SETTLE), args, nulls, false, 1);
 	bg_check_spi(rc, SPI_OK_SELECT, "settling an in_doubt request");
 	verdict = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull || strcmp(TextDatumGetCString(verdict), "checking") != 0;
+	if (isnull)
+		return true;
+	bg_metrics_settled(TextDatumGetCString(verdict));
+	return strcmp(TextDatumGetCString(verdict), "checking") != 0;
 }
 
 /*
