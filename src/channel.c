@@ -349,13 +349,13 @@ report_abandoned(const BgRequest *request, BgSlotState was, int64 request_id)
 						   (long long) request_id)));
 	else if (was == SLOT_SENDING)
 		ereport(WARNING,
-				(errmsg("the credit payment on %s had already been sent to Billogram",
+				(errmsg("billogram: the credit payment on %s had already been sent to Billogram",
 						request->billogram_id),
 				 errdetail("The worker finishes the request and records its outcome in row %lld of billogram_requests and in the server log.",
 						   (long long) request_id)));
 	else if (was == SLOT_DONE)
 		ereport(WARNING,
-				(errmsg("the credit payment on %s was answered by Billogram as the wait ended",
+				(errmsg("billogram: the credit payment on %s was answered by Billogram as the wait ended",
 						request->billogram_id),
 				 errdetail("Its outcome is recorded in row %lld of billogram_requests.",
 						   (long long) request_id)));

@@ -213,7 +213,7 @@ rebuild_multi_if_due(void)
 	share = NULL;
 	build_multi();
 	ereport(LOG,
-			(errmsg("billogram worker: new API URL or CA file in use")));
+			(errmsg("billogram: new API URL or CA file in use")));
 }
 
 /* A copy of s in http_cxt, NULL as "". */

@@ -329,7 +329,7 @@ sync_wait_set(void)
 			if (fcntl(sockets[i].fd, F_GETFD) < 0 && errno == EBADF)
 			{
 				ereport(LOG,
-						(errmsg("billogram worker: libcurl closed socket %d without notice; it is no longer watched",
+						(errmsg("billogram: libcurl closed socket %d without notice; it is no longer watched",
 								(int) sockets[i].fd)));
 				sockets[i--] = sockets[--nsockets];
 				continue;

@@ -92,11 +92,11 @@ pause_for(const BgReply *reply, bool from_probe)
 	bg_stats_set_pause(paused_until);
 	if (from_probe)
 		ereport(LOG,
-				(errmsg("billogram worker: the probe was answered HTTP %ld; sending stays paused for %lld ms, then one request probes",
+				(errmsg("billogram: the probe was answered HTTP %ld; sending stays paused for %lld ms, then one request probes",
 						reply->http_status, (long long) ms)));
 	else
 		ereport(LOG,
-				(errmsg("billogram worker: Billogram answered HTTP %ld; sending is paused for %lld ms, then one request probes",
+				(errmsg("billogram: Billogram answered HTTP %ld; sending is paused for %lld ms, then one request probes",
 						reply->http_status, (long long) ms)));
 }
 
@@ -104,7 +104,7 @@ static void
 resume(void)
 {
 	ereport(LOG,
-			(errmsg("billogram worker: Billogram answers again; sending resumes")));
+			(errmsg("billogram: Billogram answers again; sending resumes")));
 	began = 0;
 	paused_until = 0;
 	pause_status = 0;

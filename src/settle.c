@@ -81,7 +81,7 @@ check_takeover(void)
 										 SPI_tuptable->tupdesc, 1, &isnull));
 	if (marked > 0)
 		ereport(LOG,
-				(errmsg("billogram worker: this server took over on a new timeline; %lld pending request(s) are checked against their invoice before they are sent",
+				(errmsg("billogram: this server took over on a new timeline; %lld pending request(s) are checked against their invoice before they are sent",
 						(long long) marked),
 				 errdetail("The server before it may have sent them in WAL this server never received."),
 				 errhint("Those whose invoice shows anything the journal did not know are held: see billogram_queue_status and billogram_release_held().")));
@@ -112,7 +112,7 @@ bg_journal_recover(void)
 	bg_metrics_in_doubt((int64) SPI_processed);
 	if (SPI_processed > 0)
 		ereport(LOG,
-				(errmsg("billogram worker: %llu request(s) found in state sending after a restart are now in_doubt",
+				(errmsg("billogram: %llu request(s) found in state sending after a restart are now in_doubt",
 						(unsigned long long) SPI_processed),
 				 errhint("The worker reads their invoices to settle them; billogram_in_doubt shows what it finds.")));
 }
@@ -146,7 +146,7 @@ bg_journal_hold_foreign(void)
 	bg_metrics_in_doubt(doubted);
 	if (held + doubted > 0)
 		ereport(WARNING,
-				(errmsg("billogram worker: %lld request(s) made in another cluster or database are held, not sent",
+				(errmsg("billogram: %lld request(s) made in another cluster or database are held, not sent",
 						(long long) (held + doubted)),
 				 errdetail("%lld pending request(s) are now held, %lld found in state sending are now in_doubt. "
 						   "They came with a restored dump (into this database too: the extension made anew has an identity of its own), a copy of the data, or an upgrade that inherited them: "
