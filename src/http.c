@@ -47,6 +47,7 @@
 #include "http_transfer.h"
 #include "metrics.h"
 #include "stats.h"
+#include "wait_event.h"
 
 /* the Makefile passes the control file's default_version */
 #ifndef BG_EXTVERSION
@@ -542,7 +543,11 @@ finish_completed_transfers(void)
 bool
 bg_http_wait(long max_wait_ms)
 {
-	bool		latch_set = bg_http_events_wait(multi, max_wait_ms);
+	bool		latch_set;
+
+	latch_set = bg_http_events_wait(multi, max_wait_ms,
+									bg_wait_event(in_flight > 0 ?
+												  BG_WAIT_HTTP : BG_WAIT_IDLE));
 
 	finish_completed_transfers();
 	return latch_set;
