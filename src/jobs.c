@@ -276,10 +276,10 @@ bgw_post_reply(BgJob *job, const BgReply *reply, const char *body,
 			   size_t body_len)
 {
 	int64		request_id;
+	bool		delivered;
 
-	bool		delivered = bg_channel_post_reply(job->slotno, reply, body,
-												  body_len, &request_id);
-
+	delivered = bg_channel_post_reply(job->slotno, reply, body, body_len,
+									  &request_id);
 	bg_metrics_request(request_kind(job), reply->outcome);
 	if (delivered || job->request.kind != BG_REQUEST_CREDIT_PAYMENT)
 		return;
