@@ -39,6 +39,7 @@ OBJS = \
 	src/jsonb_fit.o \
 	src/json_span.o \
 	src/json_validate.o \
+	src/metrics.o \
 	src/other_databases.o \
 	src/outcomes.o \
 	src/pause.o \
@@ -53,6 +54,7 @@ OBJS = \
 	src/statements.o \
 	src/stats.o \
 	src/trust.o \
+	src/wait_event.o \
 	src/worker.o
 DATA = sql/billogram--0.1.control sql/billogram--0.2.control sql/billogram--0.1.sql sql/billogram--0.2.sql sql/billogram--0.3.sql sql/billogram--0.1--0.2.sql sql/billogram--0.2--0.3.sql
 PGFILEDESC = "billogram - Billogram credit payments from SQL"

@@ -951,6 +951,25 @@ CREATE VIEW billogram_health AS SELECT * FROM billogram_worker_status();
 REVOKE ALL ON billogram_health FROM PUBLIC;
 
 /*
+ * billogram_metrics, new: counters that only grow, for dashboards
+ * (billogram--0.3.sql documents each metric).
+ * Privileges: PUBLIC has none; pg_monitor may read the view and run its
+ * function (granted at the end of this script).
+ */
+CREATE FUNCTION billogram_metric_values(
+    OUT metric text, OUT kind text, OUT outcome text, OUT class text,
+    OUT verdict text, OUT le text, OUT value float8)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'billogram_metric_values'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION billogram_metric_values() FROM PUBLIC;
+
+CREATE VIEW billogram_metrics AS SELECT * FROM billogram_metric_values();
+
+REVOKE ALL ON billogram_metrics FROM PUBLIC;
+
+/*
  * billogram_journal_guard(): the extension's tables are written by its own
  * code only.
  *
@@ -1040,13 +1059,15 @@ $$;
  * What is granted: USAGE on the schema to PUBLIC, which lets a role use
  * what it was granted in it and nothing more (each capability stays one
  * grant, on its object: see "Who may move money" above); EXECUTE on the
- * two pure functions to PUBLIC; the health view to pg_monitor.
+ * two pure functions to PUBLIC; the health and metrics views to pg_monitor.
  */
 GRANT USAGE ON SCHEMA billogram TO PUBLIC;
 GRANT EXECUTE ON FUNCTION billogram_weigh(text, numeric, jsonb, jsonb, text[], boolean) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION billogram_invoice_summary(jsonb) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION billogram_worker_status() TO pg_monitor;
 GRANT SELECT ON billogram_health TO pg_monitor;
+GRANT EXECUTE ON FUNCTION billogram_metric_values() TO pg_monitor;
+GRANT SELECT ON billogram_metrics TO pg_monitor;
 
 -- the grants the functions made again had before the update
 DO $$

@@ -16,7 +16,8 @@
  *                     EXECUTE ON FUNCTION billogram_release_held,
  *                     billogram_fail_held
  *   purge the journal EXECUTE ON FUNCTION billogram_purge
- *   watch the worker  SELECT ON billogram_health (granted to pg_monitor)
+ *   watch the worker  SELECT ON billogram_health, billogram_metrics (granted
+ *                     to pg_monitor)
  *   record callbacks  EXECUTE ON FUNCTION billogram_record_callback
  * Reading an invoice moves no money, but shows the customer's personal
  * data, so it is one explicit grant too:
@@ -1379,6 +1380,59 @@ CREATE VIEW billogram_health AS SELECT * FROM billogram_worker_status();
 REVOKE ALL ON billogram_health FROM PUBLIC;
 
 /*
+ * billogram_metrics: counters for a dashboard, shaped for scraping.  One
+ * row per metric and set of labels; value only grows (from zero at the
+ * server's start, across restarts of the worker), so that Prometheus'
+ * rate() and sum() apply, which billogram_health's percentiles and per-worker
+ * counts do not.  Columns: metric, its Prometheus name; kind, outcome,
+ * class, verdict, le, its labels (NULL where the metric has no such label);
+ * value.  The metrics, each counted once, where the fact is decided:
+ *   billogram_requests_total{kind, outcome}
+ *       what became of each request.  kind: credit_payment and get_invoice
+ *       (a synchronous call, counted when its caller is answered, sent or
+ *       not), queued (billogram_enqueue_credit_payment, the trigger: each
+ *       attempt, counted when its transfer is over), read (an invoice read
+ *       before its next payment), snapshot (an in_doubt row's invoice read
+ *       to settle it).  outcome: the journal's kinds (ok, api_error,
+ *       bad_reply, no_reply, paused, invoice_busy, ...; README, "Errors").
+ *   billogram_http_responses_total{class}
+ *       HTTP exchanges with Billogram by status class: 2xx, 3xx, 4xx, 5xx,
+ *       other, and none (no complete answer: a network error, a timeout).
+ *   billogram_http_duration_seconds_bucket{le}, _sum, _count
+ *       their times, a histogram with cumulative buckets (le from 0.005 to
+ *       60 and +Inf; _count is the +Inf bucket and the sum of the classes).
+ *   billogram_retries_total
+ *       queued payments sent back to pending, to be tried again.
+ *   billogram_pauses_total
+ *       pauses begun because Billogram asked to wait (429, 503).
+ *   billogram_in_doubt_created_total
+ *       rows the worker made in_doubt (an outcome unknown, a row left
+ *       'sending' by a worker that stopped, one caught 'sending' in a copy).
+ *   billogram_in_doubt_settled_total{verdict}
+ *       in_doubt rows the worker's settlement gave a final verdict: applied
+ *       (the row is done), not_applied, ambiguous, unchecked (left to an
+ *       operator, billogram_in_doubt).
+ * The journal's facts (retries, in_doubt rows) count when the transaction
+ * that wrote them commits.  contrib/sql_exporter/billogram.collector.yml
+ * scrapes this view.
+ * Privileges: PUBLIC has none; pg_monitor may read the view and run its
+ * function (granted at the end of this script).  Nothing in it moves money
+ * or shows personal data.
+ */
+CREATE FUNCTION billogram_metric_values(
+    OUT metric text, OUT kind text, OUT outcome text, OUT class text,
+    OUT verdict text, OUT le text, OUT value float8)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'billogram_metric_values'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION billogram_metric_values() FROM PUBLIC;
+
+CREATE VIEW billogram_metrics AS SELECT * FROM billogram_metric_values();
+
+REVOKE ALL ON billogram_metrics FROM PUBLIC;
+
+/*
  * billogram_purge(older_than) RETURNS bigint
  *
  * Deletes the finished rows, 'done' and 'failed' (an operator's resolution
@@ -1517,10 +1571,12 @@ $$;
  * What is granted: USAGE on the schema to PUBLIC, which lets a role use
  * what it was granted in it and nothing more (each capability stays one
  * grant, on its object: see "Who may move money" above); EXECUTE on the
- * two pure functions to PUBLIC; the health view to pg_monitor.
+ * two pure functions to PUBLIC; the health and metrics views to pg_monitor.
  */
 GRANT USAGE ON SCHEMA billogram TO PUBLIC;
 GRANT EXECUTE ON FUNCTION billogram_weigh(text, numeric, jsonb, jsonb, text[], boolean) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION billogram_invoice_summary(jsonb) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION billogram_worker_status() TO pg_monitor;
 GRANT SELECT ON billogram_health TO pg_monitor;
+GRANT EXECUTE ON FUNCTION billogram_metric_values() TO pg_monitor;
+GRANT SELECT ON billogram_metrics TO pg_monitor;

@@ -184,7 +184,7 @@ claim_queued(int capacity, const char *no_credentials, TimestampTz now)
 		/* they stay pending; a reload with credentials wakes us */
 		if (!BgWorker->warned_no_credentials)
 			ereport(WARNING,
-					(errmsg("billogram worker: queued payments are not sent: %s",
+					(errmsg("billogram: queued payments are not sent: %s",
 							no_credentials),
 					 errhint(BG_CREDENTIALS_HINT)));
 		BgWorker->warned_no_credentials = true;

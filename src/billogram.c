@@ -17,6 +17,7 @@
 
 #include "channel.h"
 #include "guc.h"
+#include "metrics.h"
 #include "redact.h"
 #include "source_row.h"
 #include "stats.h"
@@ -38,5 +39,6 @@ _PG_init(void)
 
 	bg_channel_install_hooks();
 	bg_stats_install_hooks();
+	bg_metrics_install_hooks();
 	bg_register_worker();
 }

@@ -50,6 +50,7 @@
 #include "channel.h"
 #include "channel_int.h"
 #include "report.h"
+#include "wait_event.h"
 
 /* How long a caller waits beyond its own timeout before giving up. */
 #define BG_WORKER_GRACE_MS	5000
@@ -318,7 +319,7 @@ wait_for_reply(int slotno, int timeout_ms, BgCallerReply *result)
 					 errhint("Check the server log for the worker's messages.")));
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms, PG_WAIT_EXTENSION);
+						 wait_ms, bg_wait_event(BG_WAIT_CALL));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -349,13 +350,13 @@ report_abandoned(const BgRequest *request, BgSlotState was, int64 request_id)
 						   (long long) request_id)));
 	else if (was == SLOT_SENDING)
 		ereport(WARNING,
-				(errmsg("the credit payment on %s had already been sent to Billogram",
+				(errmsg("billogram: the credit payment on %s had already been sent to Billogram",
 						request->billogram_id),
 				 errdetail("The worker finishes the request and records its outcome in row %lld of billogram_requests and in the server log.",
 						   (long long) request_id)));
 	else if (was == SLOT_DONE)
 		ereport(WARNING,
-				(errmsg("the credit payment on %s was answered by Billogram as the wait ended",
+				(errmsg("billogram: the credit payment on %s was answered by Billogram as the wait ended",
 						request->billogram_id),
 				 errdetail("Its outcome is recorded in row %lld of billogram_requests.",
 						   (long long) request_id)));

@@ -138,7 +138,7 @@ bg_channel_attach_worker(BgCallLost lost)
 
 	if (BgChannelShared == NULL)
 		ereport(ERROR,
-				(errmsg("billogram worker started without its shared memory")));
+				(errmsg("billogram: worker started without its shared memory")));
 
 	call_lost = lost;
 	lost_calls.n = 0;

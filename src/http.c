@@ -45,7 +45,9 @@
 #include "http.h"
 #include "http_events.h"
 #include "http_transfer.h"
+#include "metrics.h"
 #include "stats.h"
+#include "wait_event.h"
 
 /* the Makefile passes the control file's default_version */
 #ifndef BG_EXTVERSION
@@ -212,7 +214,7 @@ rebuild_multi_if_due(void)
 	share = NULL;
 	build_multi();
 	ereport(LOG,
-			(errmsg("billogram worker: new API URL or CA file in use")));
+			(errmsg("billogram: new API URL or CA file in use")));
 }
 
 /* A copy of s in http_cxt, NULL as "". */
@@ -512,6 +514,9 @@ finish_transfer(CURL *easy, CURLcode result)
 		bg_classify_reply(&reply, http_status, t->resp, t->resp_len);
 	else
 		bg_http_classify_failure(t, result, http_status, &reply);
+	/* an answer cut short is no answer: its class is "none" */
+	bg_metrics_exchange(reply.outcome == BG_OUTCOME_TRANSPORT ? 0 : http_status,
+						(long) total_us);
 	{
 		curl_off_t	retry_after = 0;
 
@@ -551,7 +556,11 @@ finish_completed_transfers(void)
 bool
 bg_http_wait(long max_wait_ms)
 {
-	bool		latch_set = bg_http_events_wait(multi, max_wait_ms);
+	bool		latch_set;
+
+	latch_set = bg_http_events_wait(multi, max_wait_ms,
+									bg_wait_event(in_flight > 0 ?
+												  BG_WAIT_HTTP : BG_WAIT_IDLE));
 
 	finish_completed_transfers();
 	return latch_set;

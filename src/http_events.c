@@ -367,7 +367,7 @@ sync_wait_set(void)
 			if (fcntl(sockets[i].fd, F_GETFD) < 0 && errno == EBADF)
 			{
 				ereport(LOG,
-						(errmsg("billogram worker: libcurl closed socket %d without notice; it is no longer watched",
+						(errmsg("billogram: libcurl closed socket %d without notice; it is no longer watched",
 								(int) sockets[i].fd)));
 				sockets[i--] = sockets[--nsockets];
 				continue;
@@ -433,11 +433,12 @@ idle_socket_stirred(pgsocket fd)
 
 /*
  * Sleep until the latch is set, a socket of multi is ready, curl's timer
- * expires or max_wait_ms (-1: no limit) pass, then let curl act on what is
- * ready.  Returns true if the latch was set (it has been reset).
+ * expires or max_wait_ms (-1: no limit) pass, reporting wait_event_info
+ * meanwhile, then let curl act on what is ready.  Returns true if the latch
+ * was set (it has been reset).
  */
 bool
-bg_http_events_wait(CURLM *multi, long max_wait_ms)
+bg_http_events_wait(CURLM *multi, long max_wait_ms, uint32 wait_event_info)
 {
 	WaitEvent	events[64];
 	int			nevents;
@@ -447,7 +448,7 @@ bg_http_events_wait(CURLM *multi, long max_wait_ms)
 
 	sync_wait_set();
 	nevents = WaitEventSetWait(wait_set, wait_timeout(max_wait_ms), events,
-							   lengthof(events), PG_WAIT_EXTENSION);
+							   lengthof(events), wait_event_info);
 
 	for (i = 0; i < nevents; i++)
 	{

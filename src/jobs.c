@@ -26,6 +26,7 @@
 #include "http.h"
 #include "inflight.h"
 #include "journal.h"
+#include "metrics.h"
 #include "pause.h"
 #include "report.h"
 #include "worker_int.h"
@@ -101,13 +102,40 @@ bgw_free_jobs(List *jobs)
 		bgw_free_job((BgJob *) lfirst(lc));
 }
 
+/*
+ * What a job is, for billogram_requests_total.  A synchronous call is
+ * counted when its caller is answered (bgw_post_reply()), every other job
+ * when its transfer is over (bgw_transfer_finished()): each once.
+ */
+static BgMetricKind
+request_kind(const BgJob *job)
+{
+	switch (job->kind)
+	{
+		case JOB_SYNC:
+			return job->request.kind == BG_REQUEST_CREDIT_PAYMENT ?
+				BG_METRIC_CREDIT_PAYMENT : BG_METRIC_GET_INVOICE;
+		case JOB_QUEUED:
+			return BG_METRIC_QUEUED;
+		case JOB_SNAPSHOT:
+			return BG_METRIC_SNAPSHOT;
+		case JOB_READ:
+			break;
+	}
+	return BG_METRIC_READ;
+}
+
 /* The HTTP engine's callback: keep the outcome until the next batch. */
 void
 bgw_transfer_finished(void *arg, const BgReply *reply, const char *body,
 					  size_t body_len)
 {
 	BgJob	   *job = (BgJob *) arg;
-	MemoryContext old = MemoryContextSwitchTo(BgWorker->jobs_cxt);
+	MemoryContext old;
+
+	if (job->kind != JOB_SYNC)
+		bg_metrics_request(request_kind(job), reply->outcome);
+	old = MemoryContextSwitchTo(BgWorker->jobs_cxt);
 
 	job->reply = *reply;
 	job->finished_at = GetCurrentTimestamp();
@@ -248,9 +276,12 @@ bgw_post_reply(BgJob *job, const BgReply *reply, const char *body,
 			   size_t body_len)
 {
 	int64		request_id;
+	bool		delivered;
 
-	if (bg_channel_post_reply(job->slotno, reply, body, body_len, &request_id) ||
-		job->request.kind != BG_REQUEST_CREDIT_PAYMENT)
+	delivered = bg_channel_post_reply(job->slotno, reply, body, body_len,
+									  &request_id);
+	bg_metrics_request(request_kind(job), reply->outcome);
+	if (delivered || job->request.kind != BG_REQUEST_CREDIT_PAYMENT)
 		return;
 	ereport(LOG,
 			(errmsg("billogram: the caller of the credit payment on %s stopped waiting; its outcome follows",

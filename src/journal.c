@@ -241,7 +241,7 @@ refuse(const char *why)
 		return;
 	ereport(LOG,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("billogram worker: refusing to serve the journal in database \"%s\": %s",
+			 errmsg("billogram: refusing to serve the journal in database \"%s\": %s",
 					bg_database, why),
 			 errdetail("It runs as a superuser, and so would whatever a non-superuser made in or on the extension's objects. Nothing is sent until this is mended: queued payments wait, synchronous calls are refused."),
 			 errhint("As a superuser, drop what was added or give it back to a superuser; billogram_health.refusal shows the reason.")));
@@ -257,7 +257,7 @@ stop_refusing(void)
 	if (refusal == NULL)
 		return;
 	ereport(LOG,
-			(errmsg("billogram worker: serving the journal in database \"%s\" again: nothing there is refused any more",
+			(errmsg("billogram: serving the journal in database \"%s\" again: nothing there is refused any more",
 					bg_database)));
 	pfree(refusal);
 	refusal = NULL;
@@ -298,7 +298,7 @@ bg_journal_open(void)
 		case BG_JOURNAL_WRONG_VERSION:
 			if (!wrong_version_logged)
 				ereport(WARNING,
-						(errmsg("billogram worker: the extension in database \"%s\" is at version %s, this library needs %s",
+						(errmsg("billogram: the extension in database \"%s\" is at version %s, this library needs %s",
 								bg_database, journal.version, BG_SCHEMA_VERSION),
 						 errdetail("Nothing is sent until it is updated: queued payments wait, synchronous calls are refused."),
 						 errhint("Run ALTER EXTENSION billogram UPDATE in database \"%s\".",
@@ -373,7 +373,7 @@ read_instance(void)
 	else if (!no_instance_logged)
 	{
 		ereport(WARNING,
-				(errmsg("billogram worker: table billogram_instance in database \"%s\" is empty",
+				(errmsg("billogram: table billogram_instance in database \"%s\" is empty",
 						bg_database),
 				 errdetail("Queued payments are not sent: without this installation's identity the worker cannot tell them from rows restored from a dump."),
 				 errhint("As a superuser: INSERT INTO billogram_instance DEFAULT VALUES; then check the held rows and call billogram_release_held().")));

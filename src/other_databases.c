@@ -89,7 +89,7 @@ check_one(Oid dboid)
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
 		ereport(LOG,
-				(errmsg("billogram worker: could not look for pending payments in other databases"),
+				(errmsg("billogram: could not look for pending payments in other databases"),
 				 errhint("Raise max_worker_processes.")));
 		return;
 	}

@@ -167,7 +167,7 @@ write_alone(BgJob *job)
 	job->write_alone = true;
 	job->retry_at = bgw_backoff(&job->retry_ms);
 	ereport(LOG,
-			(errmsg("billogram worker: the %s of request %lld is not recorded yet; next try in %d ms",
+			(errmsg("billogram: the %s of request %lld is not recorded yet; next try in %d ms",
 					job->kind == JOB_SNAPSHOT ? "invoice read" : "outcome",
 					(long long) job->request_id, job->retry_ms),
 			 errdetail("%s", error->message)));

@@ -35,6 +35,7 @@
 
 #include "utils/timestamp.h"
 
+#include "metrics.h"
 #include "pause.h"
 #include "stats.h"
 
@@ -82,17 +83,20 @@ pause_for(const BgReply *reply, bool from_probe)
 	int64		ms = pause_length_ms(reply);
 
 	if (!from_probe)
+	{
 		began = now;
+		bg_metrics_pause();
+	}
 	paused_until = TimestampTzPlusMilliseconds(now, ms);
 	pause_status = reply->http_status;
 	bg_stats_set_pause(paused_until);
 	if (from_probe)
 		ereport(LOG,
-				(errmsg("billogram worker: the probe was answered HTTP %ld; sending stays paused for %lld ms, then one request probes",
+				(errmsg("billogram: the probe was answered HTTP %ld; sending stays paused for %lld ms, then one request probes",
 						reply->http_status, (long long) ms)));
 	else
 		ereport(LOG,
-				(errmsg("billogram worker: Billogram answered HTTP %ld; sending is paused for %lld ms, then one request probes",
+				(errmsg("billogram: Billogram answered HTTP %ld; sending is paused for %lld ms, then one request probes",
 						reply->http_status, (long long) ms)));
 }
 
@@ -100,7 +104,7 @@ static void
 resume(void)
 {
 	ereport(LOG,
-			(errmsg("billogram worker: Billogram answers again; sending resumes")));
+			(errmsg("billogram: Billogram answers again; sending resumes")));
 	began = 0;
 	paused_until = 0;
 	pause_status = 0;

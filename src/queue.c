@@ -197,7 +197,7 @@ bg_journal_insert_sync(const BgCreditPayment *const *payments, int n,
 	}
 	for (i = 0; i < n; i++)
 		if (ids[i] == 0)
-			elog(ERROR, "billogram worker: the journal row of the synchronous call of process %d is missing",
+			elog(ERROR, "billogram: the journal row of the synchronous call of process %d is missing",
 				 payments[i]->caller.pid);
 }
 
@@ -299,7 +299,7 @@ bg_journal_bind_keys(const BgCreditPayment *const *payments,
 	rc = SPI_execute_plan(bg_worker_plan(STMT_KEY_BIND), args, NULL, false, 0);
 	bg_check_spi(rc, SPI_OK_UPDATE, "binding idempotency keys to their rows");
 	if (SPI_processed != (uint64) nkeys)
-		elog(ERROR, "billogram worker: %llu of %d idempotency keys bound to their rows",
+		elog(ERROR, "billogram: %llu of %d idempotency keys bound to their rows",
 			 (unsigned long long) SPI_processed, nkeys);
 }
 

@@ -154,8 +154,8 @@ refusal_hint(const BgReply *reply)
 }
 
 static void
-report_api_error(int elevel, BgRequestKind kind, const char *what,
-				 const BgReply *reply, int64 request_id)
+report_api_error(int elevel, const char *prefix, BgRequestKind kind,
+				 const char *what, const BgReply *reply, int64 request_id)
 {
 	bool		retry_later = bg_reply_asks_to_wait(reply);
 	bool		is_redirect = (reply->http_status >= 300 &&
@@ -168,7 +168,7 @@ report_api_error(int elevel, BgRequestKind kind, const char *what,
 		/* typically an HTML or empty page from a proxy or load balancer */
 		ereport(elevel,
 				(errcode(sqlstate_for_http_status(reply->http_status)),
-				 errmsg("Billogram answered %s with HTTP %ld",
+				 errmsg("%sBillogram answered %s with HTTP %ld", prefix,
 						what, reply->http_status),
 				 errdetail("The reply carried no Billogram error. %s",
 						   reached_detail(kind, reply, request_id)),
@@ -191,7 +191,7 @@ report_api_error(int elevel, BgRequestKind kind, const char *what,
 
 	ereport(elevel,
 			(errcode(sqlstate_for_http_status(reply->http_status)),
-			 errmsg("Billogram refused %s: HTTP %ld %s: %s",
+			 errmsg("%sBillogram refused %s: HTTP %ld %s: %s", prefix,
 					what, reply->http_status, reply->status,
 					reply->message[0] ? reply->message : "(no message)"),
 			 errdetail_internal("%s", detail.data),
@@ -205,29 +205,31 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 				  const BgReply *reply, int64 request_id)
 {
 	char	   *what = request_name(kind, id);
+	/* below ERROR it goes to the server log, whose lines carry our prefix */
+	const char *prefix = (elevel < ERROR) ? "billogram: " : "";
 
 	switch (reply->outcome)
 	{
 		case BG_OUTCOME_OK:
 			if (kind == BG_REQUEST_CREDIT_PAYMENT)
-				elog(elevel, "credit payment on %s was registered", id);
+				elog(elevel, "%scredit payment on %s was registered", prefix, id);
 			else
-				elog(elevel, "%s was answered", what);
+				elog(elevel, "%s%s was answered", prefix, what);
 			break;
 		case BG_OUTCOME_API_ERROR:
-			report_api_error(elevel, kind, what, reply, request_id);
+			report_api_error(elevel, prefix, kind, what, reply, request_id);
 			break;
 		case BG_OUTCOME_TRANSPORT:
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_NO_REPLY),
-					 errmsg("no reply from Billogram to %s: %s",
+					 errmsg("%sno reply from Billogram to %s: %s", prefix,
 							what, reply->message),
 					 errdetail("%s", reached_detail(kind, reply, request_id))));
 			break;
 		case BG_OUTCOME_BAD_REPLY:
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_BAD_REPLY),
-					 errmsg("unusable reply from Billogram to %s: %s",
+					 errmsg("%sunusable reply from Billogram to %s: %s", prefix,
 							what, reply->message),
 					 reply->http_status ?
 					 errdetail("HTTP status %ld. %s", reply->http_status,
@@ -237,7 +239,7 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 		case BG_OUTCOME_NOT_INSTALLED:
 			ereport(elevel,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("the billogram extension is not installed, or not at version %s, in the worker's database \"%s\"",
+					 errmsg("%sthe billogram extension is not installed, or not at version %s, in the worker's database \"%s\"", prefix,
 							BG_SCHEMA_VERSION, reply->message),
 					 errdetail("Nothing was sent to Billogram: every payment is journaled in billogram_requests first."),
 					 errhint("Run CREATE EXTENSION billogram, or ALTER EXTENSION billogram UPDATE, in database \"%s\" (billogram.database).",
@@ -246,7 +248,7 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 		case BG_OUTCOME_NOT_RECORDED:
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_NOT_RECORDED),
-					 errmsg("%s was not sent: the billogram worker could not record it in billogram_requests",
+					 errmsg("%s%s was not sent: the billogram worker could not record it in billogram_requests", prefix,
 							what),
 					 errdetail("%s %s", reply->message, reached_detail(kind, reply, request_id)),
 					 errhint("Nothing was sent, so the call can be made again. The server log has the worker's error.")));
@@ -254,7 +256,7 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 		case BG_OUTCOME_PAUSED:
 			ereport(elevel,
 					(errcode(sqlstate_for_http_status(reply->http_status)),
-					 errmsg("%s was not sent: Billogram asked to wait (HTTP %ld)",
+					 errmsg("%s%s was not sent: Billogram asked to wait (HTTP %ld)", prefix,
 							what, reply->http_status),
 					 errdetail("%s. %s", reply->message, reached_detail(kind, reply, request_id)),
 					 errhint("Billogram asks to try again later.")));
@@ -262,7 +264,7 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 		case BG_OUTCOME_INVOICE_BUSY:
 			ereport(elevel,
 					(errcode(ERRCODE_OBJECT_IN_USE),
-					 errmsg("%s was not sent: its turn on the invoice did not come within billogram.timeout",
+					 errmsg("%s%s was not sent: its turn on the invoice did not come within billogram.timeout", prefix,
 							what),
 					 errdetail("%s. %s", reply->message, reached_detail(kind, reply, request_id)),
 					 errhint("One payment per invoice is sent at a time, and an invoice is read before its first payment. Call again once it is free; billogram_in_doubt shows a payment being settled.")));
@@ -270,7 +272,7 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 		case BG_OUTCOME_NO_CREDENTIALS:
 			ereport(elevel,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("no Billogram API credentials are configured: %s was not sent",
+					 errmsg("%sno Billogram API credentials are configured: %s was not sent", prefix,
 							what),
 					 errdetail("%s. %s", reply->message, reached_detail(kind, reply, request_id)),
 					 errhint(BG_CREDENTIALS_HINT)));
@@ -279,14 +281,14 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 			/* bg_report_key_used() says more, from the journal */
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_KEY_IN_PROGRESS),
-					 errmsg("%s was not sent: its idempotency key was used before",
+					 errmsg("%s%s was not sent: its idempotency key was used before", prefix,
 							what),
 					 errdetail("%s", reached_detail(kind, reply, request_id))));
 			break;
 		case BG_OUTCOME_INVALID_ROW:
 			ereport(elevel,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s was not sent: its journal row is not one a caller could have made",
+					 errmsg("%s%s was not sent: its journal row is not one a caller could have made", prefix,
 							what),
 					 errdetail("%s. %s", reply->message, reached_detail(kind, reply, request_id)),
 					 errhint("Only the extension's functions write billogram_requests. Find out who wrote the row; queue the payment again with billogram_enqueue_credit_payment() if it is wanted.")));
@@ -294,7 +296,7 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 		case BG_OUTCOME_UNTRUSTED:
 			ereport(elevel,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("%s was not sent: the billogram worker refuses to serve the journal: %s",
+					 errmsg("%s%s was not sent: the billogram worker refuses to serve the journal: %s", prefix,
 							what, reply->message),
 					 errdetail("Nothing was sent to Billogram."),
 					 errhint(BG_UNTRUSTED_HINT)));
@@ -302,7 +304,7 @@ bg_report_failure(int elevel, BgRequestKind kind, const char *id,
 		case BG_OUTCOME_WORKER:
 			ereport(elevel,
 					(errcode(ERRCODE_BILLOGRAM_WORKER_LOST),
-					 errmsg("the billogram worker could not finish %s: %s",
+					 errmsg("%sthe billogram worker could not finish %s: %s", prefix,
 							what, reply->message),
 					 errdetail("%s", reached_detail(kind, reply, request_id)),
 					 errhint("Check the server log for the worker's messages.")));

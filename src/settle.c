@@ -26,6 +26,7 @@
 
 #include "guc.h"
 #include "journal_int.h"
+#include "metrics.h"
 
 /* A GET's invoice (or the error that stopped it) beside an in_doubt row. */
 void
@@ -80,7 +81,7 @@ check_takeover(void)
 										 SPI_tuptable->tupdesc, 1, &isnull));
 	if (marked > 0)
 		ereport(LOG,
-				(errmsg("billogram worker: this server took over on a new timeline; %lld pending request(s) are checked against their invoice before they are sent",
+				(errmsg("billogram: this server took over on a new timeline; %lld pending request(s) are checked against their invoice before they are sent",
 						(long long) marked),
 				 errdetail("The server before it may have sent them in WAL this server never received."),
 				 errhint("Those whose invoice shows anything the journal did not know are held: see billogram_queue_status and billogram_release_held().")));
@@ -108,9 +109,10 @@ bg_journal_recover(void)
 	check_takeover();
 	rc = SPI_execute(sql, false, 0);
 	bg_check_spi(rc, SPI_OK_SELECT, "recovering requests left in state sending");
+	bg_metrics_in_doubt((int64) SPI_processed);
 	if (SPI_processed > 0)
 		ereport(LOG,
-				(errmsg("billogram worker: %llu request(s) found in state sending after a restart are now in_doubt",
+				(errmsg("billogram: %llu request(s) found in state sending after a restart are now in_doubt",
 						(unsigned long long) SPI_processed),
 				 errhint("The worker reads their invoices to settle them; billogram_in_doubt shows what it finds.")));
 }
@@ -141,9 +143,10 @@ bg_journal_hold_foreign(void)
 	bg_check_spi(rc, SPI_OK_SELECT, "holding requests made elsewhere");
 	held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	doubted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	bg_metrics_in_doubt(doubted);
 	if (held + doubted > 0)
 		ereport(WARNING,
-				(errmsg("billogram worker: %lld request(s) made in another cluster or database are held, not sent",
+				(errmsg("billogram: %lld request(s) made in another cluster or database are held, not sent",
 						(long long) (held + doubted)),
 				 errdetail("%lld pending request(s) are now held, %lld found in state sending are now in_doubt. "
 						   "They came with a restored dump (into this database too: the extension made anew has an identity of its own), a copy of the data, or an upgrade that inherited them: "
@@ -204,7 +207,10 @@ bg_journal_settle(int64 id, const BgReply *reply, const char *body)
 	rc = SPI_execute_plan(bg_worker_plan(STMT_SETTLE), args, nulls, false, 1);
 	bg_check_spi(rc, SPI_OK_SELECT, "settling an in_doubt request");
 	verdict = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull || strcmp(TextDatumGetCString(verdict), "checking") != 0;
+	if (isnull)
+		return true;
+	bg_metrics_settled(TextDatumGetCString(verdict));
+	return strcmp(TextDatumGetCString(verdict), "checking") != 0;
 }
 
 /*

@@ -32,6 +32,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "metrics.h"
 #include "stats.h"
 
 PG_FUNCTION_INFO_V1(billogram_worker_status);
@@ -164,7 +165,10 @@ bg_stats_count(BgStatOutcome outcome)
 	SpinLockRelease(&stats->mutex);
 }
 
-/* Count a journal row by the state its outcome put it in. */
+/*
+ * Count a journal row by the state its outcome put it in: for
+ * billogram_health at once, for billogram_metrics when the outcome commits.
+ */
 void
 bg_stats_outcome_of(BgJournalState state)
 {
@@ -178,9 +182,11 @@ bg_stats_outcome_of(BgJournalState state)
 			break;
 		case BG_STATE_IN_DOUBT:
 			bg_stats_count(BG_STAT_IN_DOUBT);
+			bg_metrics_in_doubt(1);
 			break;
 		case BG_STATE_PENDING:
 			bg_stats_count(BG_STAT_RETRIED);
+			bg_metrics_retry();
 			break;
 		default:
 			break;

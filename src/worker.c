@@ -375,7 +375,7 @@ recover_from_error(const char *why, int sqlerrcode)
 	BgWorker->batch_writing_together = NIL;
 	if (!BgWorker->journal_recovered)
 		ereport(LOG,
-				(errmsg("billogram worker: recovery of the journal failed; next try in %d ms",
+				(errmsg("billogram: recovery of the journal failed; next try in %d ms",
 						BgWorker->journal_retry_ms)));
 
 	/* no 'sending' row was committed for these: they are not sent */
@@ -500,7 +500,7 @@ billogram_worker_main(Datum main_arg)
 	bg_stats_worker_started();
 	bg_http_init(http_settings(), bgw_transfer_answered);
 	ereport(LOG,
-			(errmsg("billogram worker started, API at %s", bg_api_url)));
+			(errmsg("billogram: worker started, API at %s", bg_api_url)));
 
 	/*
 	 * An ERROR anywhere in the loop lands here, as in the bgwriter: report
@@ -579,7 +579,7 @@ billogram_worker_main(Datum main_arg)
 		}
 	}
 
-	ereport(LOG, (errmsg("billogram worker shutting down")));
+	ereport(LOG, (errmsg("billogram: worker shutting down")));
 	/* exit code 1: the postmaster restarts us unless it is shutting down */
 	proc_exit(1);
 }

@@ -30,6 +30,8 @@
 #                    connection used within the last second before reusing
 #                    it, and the worker's own check (http_events.c) must
 #                    keep those payments out of doubt
+#   025_wait_events  the worker's and the callers' wait events, named from
+#                    17 on (wait_event.c)
 # and, for all of them, the TAP set-up that differs from 17 on
 # (TESTDATADIR, tests/suite.sh).  BG_ROOT_TAP='tests/t/*.pl' runs every TAP
 # test instead, as when a new major is first tried.
@@ -41,7 +43,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=tests/rootfs.sh
 . "$top/tests/rootfs.sh"
 
-tap_tests=${BG_ROOT_TAP:-tests/t/001_worker.pl tests/t/005_queue.pl tests/t/014_pause.pl tests/t/016_settle.pl tests/t/017_source_rows.pl}
+tap_tests=${BG_ROOT_TAP:-tests/t/001_worker.pl tests/t/005_queue.pl tests/t/014_pause.pl tests/t/016_settle.pl tests/t/017_source_rows.pl tests/t/025_wait_events.pl}
 
 major=${1:-}
 suite=${2:-}

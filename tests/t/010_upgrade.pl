@@ -201,7 +201,7 @@ my $describe = q{
 	                a.attnotnull, pg_get_expr(d.adbin, d.adrelid)) AS x
 	    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
 	    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-	   WHERE c.relname IN ('billogram_requests', 'billogram_queue_status', 'billogram_events', 'billogram_health')
+	   WHERE c.relname IN ('billogram_requests', 'billogram_queue_status', 'billogram_events', 'billogram_health', 'billogram_metrics')
 	     AND a.attnum > 0 AND NOT a.attisdropped
 	  UNION ALL
 	  SELECT format('constraint %s', pg_get_constraintdef(oid)) FROM pg_constraint

@@ -171,7 +171,7 @@ $node->safe_psql('postgres', q{
 		FOR EACH ROW EXECUTE FUNCTION public.watch();
 	COMMIT;
 });
-ok($node->wait_for_log(qr/LOG:  billogram worker: refusing to serve the journal in database "postgres": trigger watch on billogram\.billogram_requests was not made by the extension/),
+ok($node->wait_for_log(qr/LOG:  billogram: refusing to serve the journal in database "postgres": trigger watch on billogram\.billogram_requests was not made by the extension/),
 	'the worker logs that it refuses the journal, naming the trigger');
 like($node->safe_psql('postgres', 'SELECT refusal FROM billogram.billogram_health'),
 	qr/^trigger watch on billogram\.billogram_requests was not made by the extension$/,
@@ -262,7 +262,7 @@ $node->safe_psql('defprivs', q{
 my $grants = q{
 	SELECT coalesce(string_agg(format('%s %s %s', o.what, a.privilege_type,
 	                                  CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END),
-	                           ', ' ORDER BY o.what, a.privilege_type), 'none')
+	                           ', ' ORDER BY o.what COLLATE "C", a.privilege_type), 'none')
 	  FROM (SELECT c.relname::text AS what, c.relacl AS acl, c.relowner AS owner
 	          FROM pg_class c JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
 	         WHERE d.deptype = 'e' AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram')
@@ -273,6 +273,7 @@ my $grants = q{
 	       aclexplode(o.acl) a
 	 WHERE a.grantee <> o.owner};
 my $documented = 'billogram_health SELECT pg_monitor, billogram_invoice_summary EXECUTE PUBLIC, '
+  . 'billogram_metric_values EXECUTE pg_monitor, billogram_metrics SELECT pg_monitor, '
   . 'billogram_weigh EXECUTE PUBLIC, billogram_worker_status EXECUTE pg_monitor';
 is($node->safe_psql('defprivs', $grants), $documented,
 	'after CREATE EXTENSION each object has exactly the documented grants, whatever default privileges said');
