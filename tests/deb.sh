@@ -5,9 +5,10 @@
 #                                  of Debian SUITE (bookworm 15, trixie 17,
 #                                  forky 18), its .debs into DIR; make deb
 #                                  runs it for each of the three
-#   tests/deb.sh test              what make test runs: the bookworm package
-#                                  built, installed with apt into a fresh
-#                                  root, and its autopkgtest run there
+#   tests/deb.sh test [SUITE]      what make test runs (for bookworm, the
+#                                  default): SUITE's package built,
+#                                  installed with apt into a fresh root of
+#                                  SUITE, and its autopkgtest run there
 #
 # The package is built as Debian builds it, by dpkg-buildpackage in a root of
 # SUITE holding only build-essential and debian/control's Build-Depends (the
@@ -125,11 +126,13 @@ build() {
 	return $rc
 }
 
-# test: the bookworm package built, installed into a fresh root, tested
+# test_package SUITE: SUITE's package built, installed into a fresh root,
+# tested
 test_package() {
-	local suite=bookworm major start t0 rc f deb bare before after new lib
+	local suite=$1 major start t0 rc f name deb bare before after new lib
 	major=$(bg_suite_pg_major "$suite")
 	start=$(date +%s)
+	[ -n "$major" ] || give_up "no PostgreSQL major known for $suite"
 	[ "$(id -u)" = 0 ] || give_up "the Debian package: needs root (mmdebstrap, mount, chroot)"
 	# (globals: the EXIT trap removes them)
 	debs=$(mktemp -d /tmp/billogram-debs.XXXXXX)
@@ -151,9 +154,12 @@ test_package() {
 	local depends
 	depends=$(dpkg-deb -f "$deb" Depends | deb_names)
 	echo "# Depends: $(dpkg-deb -f "$deb" Depends)"
-	for lib in "postgresql-$major" libcurl4 libjansson4; do
-		grep -qx "$lib" <<<"$depends"
-		check $? "the package depends on $lib"
+	# (libcurl4 is libcurl4t64 from Debian 13 on, after the 64-bit time_t
+	# transition)
+	for lib in "postgresql-$major" 'libcurl4(t64)?' libjansson4; do
+		name=$(grep -xE "$lib" <<<"$depends")
+		[ -n "$name" ]
+		check $? "the package depends on ${name:-$lib}"
 	done
 
 	# A fresh root: a copy of one that holds postgresql-NN only
@@ -181,9 +187,10 @@ test_package() {
 		sed -n 's/^ii *//p' | sort)
 	new=$(comm -13 <(echo "$before") <(echo "$after") | tr '\n' ' ')
 	echo "# installed by apt with it: $new"
-	for lib in libcurl4 libjansson4; do
-		grep -qw "$lib" <<<"$new"
-		check $? "apt brought $lib from the archive, which the root did not have"
+	for lib in 'libcurl4(t64)?' libjansson4; do
+		name=$(tr ' ' '\n' <<<"$new" | grep -xE "$lib")
+		[ -n "$name" ]
+		check $? "apt brought ${name:-$lib} from the archive, which the root did not have"
 	done
 	[ -f "$root/usr/lib/postgresql/$major/lib/billogram.so" ] &&
 		[ -f "$root/usr/share/postgresql/$major/extension/billogram.control" ]
@@ -239,10 +246,10 @@ build)
 	build "$2" "$3"
 	;;
 test)
-	test_package
+	test_package "${2:-bookworm}"
 	;;
 *)
-	echo "usage: tests/deb.sh build SUITE DIR | tests/deb.sh test" >&2
+	echo "usage: tests/deb.sh build SUITE DIR | tests/deb.sh test [SUITE]" >&2
 	exit 2
 	;;
 esac
