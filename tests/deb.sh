@@ -38,6 +38,20 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=tests/rootfs.sh
 . "$top/tests/rootfs.sh"
 
+# What is mounted or made now, undone at exit however the run ends: the
+# build root (unmounted), the install root (removed), temporary files.
+build_root=
+root=
+debs=
+out=
+cleanup() {
+	[ -z "$build_root" ] || bg_root_umount "$build_root"
+	[ -z "$root" ] || bg_root_remove "$root"
+	rm -rf "$debs" "$out"
+}
+trap cleanup EXIT
+bg_exit_on_signals
+
 passed=0
 failed=0
 check() {
@@ -86,20 +100,20 @@ copy_tree() {
 # build SUITE DIR: postgresql-NN-billogram built in SUITE's build root, its
 # .debs copied to DIR.  Prints what it did; returns non-zero on failure.
 build() {
-	local suite=$1 dir=$2 major root rc log t0
+	local suite=$1 dir=$2 major rc log t0
 	major=$(bg_suite_pg_major "$suite")
 	[ -n "$major" ] || { echo "deb: no PostgreSQL major known for $suite"; return 1; }
 	[ "$(id -u)" = 0 ] || { echo "deb: needs root to build and enter the $suite root"; return 1; }
 	t0=$(date +%s)
 	bg_root_lock 8 "$suite-debbuild" || return 1
 	# shellcheck disable=SC2046
-	root=$(bg_root_of_today "$suite-debbuild" "$suite" build-essential \
+	build_root=$(bg_root_of_today "$suite-debbuild" "$suite" build-essential \
 		$(deb_field "$top/debian/control" Build-Depends | deb_names |
 			sed 's/^debhelper-compat$/debhelper/')) ||
-		{ echo "deb: could not build the $suite build root"; return 1; }
-	bg_root_mount "$root" || { bg_root_umount "$root"; echo "deb: could not mount $root"; return 1; }
-	copy_tree "$root/root/build/billogram" || { bg_root_umount "$root"; return 1; }
-	rm -f "$root"/root/build/*.deb
+		{ build_root=; echo "deb: could not build the $suite build root"; return 1; }
+	bg_root_mount "$build_root" || { echo "deb: could not mount $build_root"; return 1; }
+	copy_tree "$build_root/root/build/billogram" || return 1
+	rm -f "$build_root"/root/build/*.deb
 	# debian/control names the committed major's package; another major's
 	# root generates its own (pg_buildext checkcontrol, run by dh, updates
 	# it when told to, and refuses a stale control otherwise)
@@ -108,19 +122,19 @@ build() {
 	log=$(mktemp /tmp/billogram-deb.XXXXXX)
 	# the Build-Depends of an earlier day's root may lack what
 	# debian/control has added since: installed then, from the archive
-	bg_root_run "$root" "cd /root/build/billogram &&
+	bg_root_run "$build_root" "cd /root/build/billogram &&
 		{ dpkg-checkbuilddeps 2>/dev/null ||
 		  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -qq ./ >/dev/null; }; } &&
 		env $update DEB_BUILD_OPTIONS=parallel=$(nproc) dpkg-buildpackage -us -uc -b" >"$log" 2>&1 8>&-
 	rc=$?
 	if [ $rc = 0 ]; then
 		grep -E "^(dpkg-deb: building package|Notice: Updating)" "$log"
-		mkdir -p "$dir" && cp "$root"/root/build/*.deb "$dir/" || rc=1
+		mkdir -p "$dir" && cp "$build_root"/root/build/*.deb "$dir/" || rc=1
 	else
 		tail -n 40 "$log"
 	fi
 	rm -f "$log"
-	bg_root_umount "$root"
+	bg_root_umount "$build_root" && build_root=
 	exec 8>&-
 	echo "deb: postgresql-$major-billogram in the $suite root: exit $rc after $(( $(date +%s) - t0 )) s"
 	return $rc
@@ -134,12 +148,8 @@ test_package() {
 	start=$(date +%s)
 	[ -n "$major" ] || give_up "no PostgreSQL major known for $suite"
 	[ "$(id -u)" = 0 ] || give_up "the Debian package: needs root (mmdebstrap, mount, chroot)"
-	# (globals: the EXIT trap removes them)
 	debs=$(mktemp -d /tmp/billogram-debs.XXXXXX)
 	out=$(mktemp /tmp/billogram-deb-test.XXXXXX)
-	root=
-	trap 'rm -rf "$debs" "$out"; [ -z "$root" ] || bg_root_remove "$root"' EXIT
-	bg_exit_on_signals
 
 	build "$suite" "$debs"
 	check $? "postgresql-$major-billogram built by dpkg-buildpackage in a $suite root"
@@ -167,7 +177,11 @@ test_package() {
 	bg_root_lock 7 "$suite-pg$major-bare" || give_up "cannot lock the $suite bare root"
 	bare=$(bg_root_of_today "$suite-pg$major-bare" "$suite" "postgresql-$major") ||
 		give_up "could not build a $suite root with postgresql-$major"
-	root=$(dirname "$bare")/$suite-pg$major-install.$$
+	# (and the copies of runs that were killed before removing theirs)
+	for f in "$(dirname "$bare")/$suite-pg$major-bare"-*-install.*; do
+		[ -d "$f" ] && ! kill -0 "${f##*.}" 2>/dev/null && bg_root_remove "$f"
+	done
+	root=$bare-install.$$
 	cp -a "$bare" "$root" || give_up "could not copy $bare"
 	exec 7>&-
 	bg_root_mount "$root" || give_up "could not mount /proc, /sys, /dev in $root"
