@@ -5,7 +5,8 @@
 #   make test               every test, as CI runs them: the suite with the
 #                           extension built plainly and built with sanitizers,
 #                           and on PostgreSQL 17 and 18 in Debian roots
-#                           (tests/pg_root.sh)
+#                           (tests/pg_root.sh), and the Debian package
+#                           installed with apt and tested (tests/deb.sh)
 #   make test SANITIZE=1    only the suite, built with ASan and UBSan
 #   make bench              the benchmark
 #   make installcheck       pg_regress against a running server configured
@@ -13,6 +14,10 @@
 #   make fresh-check        (root) make demo and make test from a clone of
 #                           HEAD in a minimal Debian 12 root; SUITE=trixie
 #                           PG=17 for Debian 13 and PostgreSQL 17
+#   make deb                (root) the Debian packages (debian/):
+#                           postgresql-15-, -17- and -18-billogram, each
+#                           built in a Debian root of its release, into
+#                           build/deb/
 
 EXTENSION = billogram
 # this Makefile's directory (MAKEFILE_LIST changes once PGXS is included)
@@ -107,7 +112,7 @@ all:
 	@exit 1
 endif
 
-.PHONY: test demo bench sanitize-flags fresh-check installcheck-prereq
+.PHONY: test demo bench sanitize-flags fresh-check installcheck-prereq deb
 
 installcheck-prereq:
 	@bash tests/installcheck-prereq.sh '$(bindir)/psql'
@@ -118,6 +123,14 @@ installcheck-prereq:
 SUITE ?= bookworm
 fresh-check:
 	bash tests/fresh-check.sh $(SUITE) $(PG)
+
+# The Debian packages, each built by dpkg-buildpackage in a root of the
+# Debian release whose PostgreSQL it is for (tests/deb.sh; roots cached for
+# the day).  DEB_SUITES=bookworm for Debian 12's alone.
+DEB_SUITES ?= bookworm trixie forky
+deb:
+	@set -e; for suite in $(DEB_SUITES); do bash tests/deb.sh build $$suite build/deb; done
+	@ls -l build/deb/*.deb
 
 test:
 	bash tests/run.sh $(if $(filter 1,$(SANITIZE)),--sanitize-only)

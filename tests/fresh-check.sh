@@ -24,11 +24,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$top/tests/rootfs.sh"
 
 suite=${1:-${SUITE:-bookworm}}
-case $suite in
-bookworm) default_pg=15 ;;
-trixie) default_pg=17 ;;
-*) default_pg= ;;
-esac
+default_pg=$(bg_suite_pg_major "$suite")
 pg=${2:-${PG:-$default_pg}}
 [ -n "$pg" ] || { echo "fresh-check: say the PostgreSQL major for $suite (PG=NN)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "fresh-check: needs root (mmdebstrap, mount, chroot)" >&2; exit 2; }

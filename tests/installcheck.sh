@@ -52,10 +52,12 @@ bg_init_cluster "$pgdata" "$work" "$work/initdb.log" || { echo "0 passed, 1 fail
 PGUSER=$(id -un)
 export PGHOST=$work PGPORT=5432 PGUSER
 
-# 3. PGXS's target; its closing lines shown, its diffs on failure
+# 3. PGXS's target; its per-test and closing lines shown (pg_regress
+# writes them as "test x ... ok" and " All N tests passed." up to 15, in
+# TAP form from 16 on), its diffs on failure
 rc=0
 make -s installcheck PG_CONFIG="$pg_config" >"$work/installcheck.out" 2>&1 || rc=$?
-grep -E '^(make installcheck:|ok |not ok |# |All )' "$work/installcheck.out"
+grep -E '^(make installcheck:|ok |not ok |# |test | *All | *[0-9]+ of [0-9]+ tests)' "$work/installcheck.out"
 [ $rc = 0 ] || head -n 80 regression.diffs 2>/dev/null
 check $rc "make installcheck against a server configured as docs/installcheck.md says"
 

@@ -2,8 +2,9 @@
 # Checks the packaging files against each other, so that none of them drifts
 # when the version changes: META.json is valid PGXN Meta 1.0.0
 # (tests/pgxn_meta.py, offline) and says the control file's default_version, the control file keeps the fields reviewed for
-# issue 12, LICENSE is the PostgreSQL License, and the install script of the
-# default version exists.  Prints "ok"/"not ok" lines and a closing count.
+# issue 12, LICENSE is the PostgreSQL License, the install script of the
+# default version exists, and the Debian package (debian/) has that version
+# and LICENSE's text.  Prints "ok"/"not ok" lines and a closing count.
 set -uo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -93,6 +94,27 @@ lic = open("LICENSE").read() if os.path.exists("LICENSE") else ""
 check("Copyright (c) 2026, the billogram developers" in lic and
       "Permission to use, copy, modify, and distribute this software" in lic,
       "LICENSE: the PostgreSQL License, the billogram developers 2026")
+
+# debian/: the package's version is the extension's (0.3-1 packages 0.3),
+# and its copyright file carries the LICENSE word for word
+deb_version = ""
+if os.path.exists("debian/changelog"):
+    first = open("debian/changelog").readline()
+    m = re.match(r"billogram \(([^)]*)\)", first)
+    deb_version = m.group(1) if m else ""
+upstream = re.sub(r"^[0-9]+:", "", deb_version).rsplit("-", 1)[0]
+check(upstream == version,
+      f"debian/changelog: version {deb_version!r} packages the control file's {version!r}")
+license_para = ""
+if os.path.exists("debian/copyright"):
+    text = open("debian/copyright").read()
+    m = re.search(r"^License: PostgreSQL\n((?: .*\n?)+)", text, re.M)
+    if m:
+        license_para = "\n".join("" if l.strip() == "." else l[1:]
+                                 for l in m.group(1).rstrip("\n").split("\n"))
+body = lic[lic.find("Permission to use"):].rstrip("\n")
+check(bool(license_para) and license_para == body,
+      "debian/copyright: its License: PostgreSQL paragraph is LICENSE's text")
 
 print(f"packaging: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

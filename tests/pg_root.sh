@@ -57,26 +57,13 @@ if ! [[ $major =~ ^[0-9]+$ ]] || [ -z "$suite" ]; then
 fi
 [ "$(id -u)" = 0 ] || fail "needs root to build and enter the $suite root (mmdebstrap, mount, chroot)"
 
-cache=${BG_ROOT_CACHE:-/var/cache/billogram-roots}
-mkdir -p "$cache" || fail "cannot create $cache"
-# One run per root at a time: a second would rebuild, refill or unmount
-# the root under the first.  Waits for the other run to end.
-exec 9>"$cache/$suite-pg$major.lock"
-flock 9
+bg_root_lock 9 "$suite-pg$major" || fail "cannot lock the $suite root"
 
 start=$(date +%s)
-root=$cache/$suite-pg$major-$(date +%Y%m%d)
-if [ ! -x "$root/usr/lib/postgresql/$major/bin/postgres" ]; then
-	for old in "$cache/$suite-pg$major"-*; do
-		[ -d "$old" ] && bg_root_remove "$old"
-	done
-	# shellcheck disable=SC2046
-	bg_root_create "$suite" "$root" $(BG_PG_MAJOR=$major bg_dependencies | sed -e 's/#.*//' -e '/^[[:space:]]*$/d') ||
-		fail "could not build the $suite root in $root"
-	echo "PostgreSQL $major ($suite): root built in $(( $(date +%s) - start )) s"
-else
-	bg_log "using the $suite root of today: $root"
-fi
+# shellcheck disable=SC2046
+root=$(bg_root_of_today "$suite-pg$major" "$suite" \
+	$(BG_PG_MAJOR=$major bg_dependencies | sed -e 's/#.*//' -e '/^[[:space:]]*$/d')) ||
+	fail "could not build the $suite root"
 
 trap 'bg_root_umount "$root"' EXIT
 bg_root_mount "$root" || fail "could not mount /proc, /sys, /dev in $root"

@@ -69,6 +69,57 @@ bg_root_create() {
 	mv "$tmp" "$dir"
 }
 
+# bg_root_of_today NAME SUITE PACKAGE...: print the path of the root
+# NAME-YYYYMMDD of today under $BG_ROOT_CACHE (/var/cache/billogram-roots),
+# built by bg_root_create with the packages named when today's is not there
+# yet; the roots of earlier days of NAME are removed first, so that a new day
+# (or a fresh machine) builds it again from the archive as it is.  A root is
+# renamed into place only once built, so one that exists is complete.  The
+# caller holds the lock of NAME (bg_root_lock), or two runs would build it
+# at once.  Fails when it cannot be built.
+bg_root_of_today() {
+	local name=$1 suite=$2 cache=${BG_ROOT_CACHE:-/var/cache/billogram-roots}
+	shift 2
+	local root old start
+	root=$cache/$name-$(date +%Y%m%d)
+	if [ -d "$root" ]; then
+		bg_log "using the $suite root of today: $root"
+		echo "$root"
+		return 0
+	fi
+	# the date's digits, so that NAME's locks and the roots of a longer
+	# name (bookworm-pg15-bare beside bookworm-pg15) are not matched
+	for old in "$cache/$name"-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do
+		[ -d "$old" ] && { bg_root_remove "$old" || return 1; }
+	done
+	start=$(date +%s)
+	bg_root_create "$suite" "$root" "$@" || return 1
+	bg_log "$suite root $name built in $(( $(date +%s) - start )) s"
+	echo "$root"
+}
+
+# bg_root_lock FD NAME: take the lock of the cached root NAME on file
+# descriptor FD, waiting for the run that holds it.  One run per root at a
+# time: a second would rebuild, refill or unmount the root under the first.
+# (A server started inside the root must not inherit FD: close it there.)
+bg_root_lock() {
+	local cache=${BG_ROOT_CACHE:-/var/cache/billogram-roots}
+	mkdir -p "$cache" || return 1
+	eval "exec $1>\"\$cache/$2.lock\"" || return 1
+	flock "$1"
+}
+
+# bg_suite_pg_major SUITE: the PostgreSQL major that Debian SUITE ships as
+# its default (the server its postgresql package depends on); empty for a
+# suite not known here.
+bg_suite_pg_major() {
+	case $1 in
+	bookworm) echo 15 ;;
+	trixie) echo 17 ;;
+	forky) echo 18 ;;
+	esac
+}
+
 # Mount points inside root $1 that are mounted now, deepest first.
 bg_root_mounts() {
 	local dir

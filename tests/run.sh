@@ -8,6 +8,8 @@
 # installcheck against a server configured by hand, the build, pg_regress
 # and the TAP tests of version-dependent code on PostgreSQL 17 in a Debian
 # 13 root and on 18 in a Debian testing root (tests/pg_root.sh), the
+# Debian package built, installed with apt into a fresh Debian 12 root and
+# its autopkgtest run there (tests/deb.sh), the
 # fuzzers over the JSON scanner and the reply classifier (20 s) and the
 # benchmark's smoke run (it must run and print; no time threshold).  With
 # --sanitize-only, just the sanitizer run.
@@ -138,6 +140,14 @@ bg_log "PostgreSQL 17 in a Debian 13 root: build, pg_regress, TAP"
 counted "PostgreSQL 17" bash "$top/tests/pg_root.sh" 17 trixie
 bg_log "PostgreSQL 18 in a Debian testing root: build, pg_regress, TAP"
 counted "PostgreSQL 18" bash "$top/tests/pg_root.sh" 18 forky
+
+# The Debian package: postgresql-15-billogram built by dpkg-buildpackage in a
+# Debian 12 root, installed with apt-get into a fresh root that has only
+# postgresql-15, and its autopkgtest (make installcheck) run there against
+# it (tests/deb.sh; roots cached for the day, the install root copied fresh
+# each run).  Needs root, as the steps above; its counts join ours.
+bg_log "the Debian package: built, installed with apt into a fresh Debian 12 root, installcheck"
+counted "Debian package" bash "$top/tests/deb.sh" test
 
 step "fuzz" bash "$top/tests/fuzz/run.sh" 20
 if [ -f "$top/bench/run.sh" ]; then
