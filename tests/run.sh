@@ -10,7 +10,7 @@
 # 13 root and on 18 in a Debian testing root (tests/pg_root.sh), the
 # fuzzers over the JSON scanner and the reply classifier (20 s) and the
 # benchmark's smoke run (it must run and print; no time threshold).  With
-# --sanitize-only, just the sanitizer run.
+# --sanitize-only, just the sanitizer run; --regress-only and --only below.
 # Installs missing Debian packages, builds the extension and installs each
 # build into a private copy of the server's installation, which every
 # server of the run is started from (tests/tmp_install.sh): nothing of the
@@ -32,20 +32,30 @@ installs=$(mktemp -d /tmp/billogram-install.XXXXXX)
 chmod 755 "$installs"
 trap 'rm -rf "$out" "$host_listing" "$installs"' EXIT
 
-sanitize_only=0
-[ "${1:-}" = --sanitize-only ] && sanitize_only=1
 # --regress-only: build and pg_regress alone, with the extension as it
-# ships
-regress_only=0
-[ "${1:-}" = --regress-only ] && regress_only=1
-
+# ships.
 # --only 'tests/t/016_settle.pl ...': build as it ships, then pg_regress and
 # just the TAP tests named (a developer's quick loop, and what
-# tests/pg_root.sh runs inside its Debian root; CI runs everything here)
+# tests/pg_root.sh runs inside its Debian root; CI runs everything here);
+# with --sanitize-only as well, the same with the sanitizer build.
+sanitize_only=0
+regress_only=0
 only_tap=
-if [ "${1:-}" = --only ]; then
-	only_tap=${2:?--only needs the TAP tests to run}
-fi
+while [ $# -gt 0 ]; do
+	case $1 in
+	--sanitize-only) sanitize_only=1 ;;
+	--regress-only) regress_only=1 ;;
+	--only)
+		only_tap=${2:?--only needs the TAP tests to run}
+		shift
+		;;
+	*)
+		echo "usage: $0 [--sanitize-only] [--regress-only | --only 'tests/t/A.pl ...']" >&2
+		exit 2
+		;;
+	esac
+	shift
+done
 
 bg_install_dependencies
 
@@ -113,9 +123,14 @@ fi
 
 if [ -n "$only_tap" ]; then
 	remove_objects
-	use_tmp_install plain
-	bg_build_and_install "$top" SANITIZE=0
-	BG_TAP_TESTS="$only_tap" BG_COPY_BACK="results regression.diffs log tmp_check/tap/tmp_check/log" \
+	if [ $sanitize_only = 1 ]; then
+		use_tmp_install sanitize
+	else
+		use_tmp_install plain
+	fi
+	bg_build_and_install "$top" SANITIZE=$sanitize_only
+	BG_SANITIZE=$sanitize_only BG_TAP_TESTS="$only_tap" \
+		BG_COPY_BACK="results regression.diffs log tmp_check/tap/tmp_check/log" \
 		counted "the suite" bg_run_unprivileged "$top" tests/suite.sh
 	finish
 fi
