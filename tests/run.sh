@@ -89,20 +89,22 @@ counted() {
 step "the host check's comparison" bg_listing_selftest
 bg_host_pg_listing >"$host_listing"
 
+# Objects of one build flavour must not end up linked into the other; make
+# clean would also remove the logs the last suite copied back.
+remove_objects() {
+	rm -f "$top"/src/*.o "$top/billogram.so"
+}
+
 # The last check of every run: the host's PostgreSQL byte for byte as it
 # was; then the closing counts.
 finish() {
+	# the sanitized objects must not be what the next `make install` installs
+	[ $sanitize_only = 0 ] || remove_objects
 	step "the host's PostgreSQL unchanged" bg_host_pg_unchanged "$host_listing"
 	echo "whole test run: $(( $(date +%s) - start )) s"
 	echo "$passed passed, $failed failed"
 	[ "$failed" = 0 ]
 	exit
-}
-
-# Objects of one build flavour must not end up linked into the other; make
-# clean would also remove the logs the last suite copied back.
-remove_objects() {
-	rm -f "$top"/src/*.o "$top/billogram.so"
 }
 
 # A fresh private installation $installs/$1 for the build that follows; the
