@@ -6,7 +6,9 @@
 #                           extension built plainly and built with sanitizers,
 #                           and on PostgreSQL 17 and 18 in Debian roots
 #                           (tests/pg_root.sh), and the Debian package
-#                           installed with apt and tested (tests/deb.sh)
+#                           installed with apt and tested (tests/deb.sh);
+#                           installs into private copies of the server's
+#                           installation, never the system's
 #   make test SANITIZE=1    only the suite, built with ASan and UBSan
 #   make bench              the benchmark
 #   make installcheck       pg_regress against a running server configured

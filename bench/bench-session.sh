@@ -57,7 +57,8 @@ TARGET_RSS_MB=10              # growth of the worker's private memory (step 6)
 TARGET_SYNC_P50_RATIO=5       # sync p50, 1 session / raw 1-connection p50 (step 2)
 TARGET_SLOW_RATIO=1.25        # slow-API drain time / ideal (step 4)
 
-bindir=$("$(bg_pg_config)" --bindir)
+# the private installation of tests/run.sh when it runs the smoke test
+bindir=$("$(bg_server_pg_config)" --bindir)
 work=$(mktemp -d /tmp/billogram-bench.XXXXXX)
 raw=$work/raw                 # tools' output, copied to bench/results/raw/
 pgdata=$work/pgdata

@@ -2,7 +2,9 @@
 # The demo behind `make demo`: a throw-away PostgreSQL cluster with the
 # extension preloaded, the bundled mock Billogram API over HTTPS, and one psql
 # session that registers credit payments and shows what failures look like.
-# The same steps as tests/run.sh, and what they install stays installed:
+# The same steps as tests/run.sh, but for the extension, which the demo
+# installs system-wide (tests/run.sh only into private copies of the
+# server's installation); what the demo installs stays installed:
 # - the Debian packages of bg_dependencies (tests/lib.sh) that are missing,
 #   which is the whole test suite's list, PostgreSQL 15 and its server
 #   headers, clang and mmdebstrap among them (apt-get, as root or by sudo);

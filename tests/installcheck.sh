@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make installcheck` as docs/installcheck.md describes it, run by
-# tests/run.sh as the unprivileged user with the extension installed: the
-# mock started by hand, a server configured and started like an
-# administrator's (Unix socket only), then PGXS's make installcheck against
-# it.  Then the refusals: a session without mock.ctl, and a mock that is
+# tests/run.sh as the unprivileged user with the extension installed in its
+# private PostgreSQL installation (tests/tmp_install.sh), whose programs and
+# PGXS are used throughout: the mock started by hand, a server configured
+# and started like an administrator's (Unix socket only), then PGXS's make
+# installcheck against it.  Then the refusals: a session without mock.ctl, and a mock that is
 # gone, must each stop the run at once with its reason.  Prints "ok"/"not
 # ok" lines and a closing count.
 set -uo pipefail
@@ -14,7 +15,7 @@ export BG_TOP
 . "$BG_TOP/tests/lib.sh"
 cd "$BG_TOP" || exit 1
 
-pg_config=$(bg_pg_config)
+pg_config=$(bg_server_pg_config)
 bindir=$("$pg_config" --bindir)
 work=$(mktemp -d /tmp/billogram-installcheck.XXXXXX)
 pgdata=$work/data
@@ -51,6 +52,11 @@ bg_init_cluster "$pgdata" "$work" "$work/initdb.log" || { echo "0 passed, 1 fail
 	{ tail -n 20 "$BG_SERVER_LOG"; echo "0 passed, 1 failed"; exit 1; }
 PGUSER=$(id -un)
 export PGHOST=$work PGPORT=5432 PGUSER
+if bg_tmp_install_loaded "$pgdata"; then
+	passed=$((passed + 1))
+else
+	failed=$((failed + 1))
+fi
 
 # 3. PGXS's target; its per-test and closing lines shown (pg_regress
 # writes them as "test x ... ok" and " All N tests passed." up to 15, in

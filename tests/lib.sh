@@ -1,5 +1,6 @@
 # Shared by tests/run.sh, tests/demo.sh and bench/run.sh: installing what is
-# missing, building the extension, and dropping root for PostgreSQL.
+# missing, building the extension, and dropping root for PostgreSQL; the
+# test run's private PostgreSQL installation is tests/tmp_install.sh.
 #
 # PostgreSQL refuses to run as root, so when these scripts are started as root
 # they build and install as root, then run the servers and tests as the
@@ -99,16 +100,30 @@ bg_install_dependencies() {
 	bg_dependencies | bg_install_packages
 }
 
+# The host's pg_config: what the extension is built with, and where `make
+# install` puts it.  The tests run bg_server_pg_config's installation.
 bg_pg_config() {
 	echo "/usr/lib/postgresql/$BG_PG_MAJOR/bin/pg_config"
 }
 
+# shellcheck source=tests/tmp_install.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tmp_install.sh"
+
+# Build the extension in $1 with make flags "$2...", and install it: into
+# the private installation $BG_PG_INSTALL when one is set (tests/run.sh),
+# else into the server's own directories (make demo, make bench).
 bg_build_and_install() {
-	local top=$1
+	local top=$1 install
 	shift
-	bg_log "building and installing the extension"
+	if [ -n "${BG_PG_INSTALL:-}" ]; then
+		bg_log "building the extension and installing it into $BG_PG_INSTALL"
+		install=(make DESTDIR="$BG_PG_INSTALL")
+	else
+		bg_log "building and installing the extension"
+		install=(bg_as_root make)
+	fi
 	make -C "$top" -s PG_CONFIG="$(bg_pg_config)" "$@" >/dev/null
-	bg_as_root make -C "$top" -s PG_CONFIG="$(bg_pg_config)" "$@" install >/dev/null
+	"${install[@]}" -C "$top" -s PG_CONFIG="$(bg_pg_config)" "$@" install >/dev/null
 }
 
 # Run script $2 as the unprivileged user in a private copy of the tree $1,
@@ -132,6 +147,7 @@ bg_run_unprivileged() {
 	runuser -u "$BG_TEST_USER" -- env -i PATH=/usr/local/bin:/usr/bin:/bin \
 		HOME="$(getent passwd "$BG_TEST_USER" | cut -d: -f6)" LANG=C.UTF-8 \
 		CI="${CI:-}" BG_SANITIZE="${BG_SANITIZE:-0}" BG_PG_MAJOR="$BG_PG_MAJOR" \
+		BG_PG_INSTALL="${BG_PG_INSTALL:-}" \
 		BG_REGRESS_ONLY="${BG_REGRESS_ONLY:-0}" BG_TAP_TESTS="${BG_TAP_TESTS:-}" \
 		bash "$copy/$script" "$@" || rc=$?
 	local d
@@ -204,7 +220,7 @@ bg_init_cluster() {
 	if locale -a 2>/dev/null | grep -qiE '^c\.utf-?8$'; then
 		locale=C.UTF-8
 	fi
-	"$("$(bg_pg_config)" --bindir)/initdb" -D "$pgdata" -A trust --no-sync -E UTF8 \
+	"$("$(bg_server_pg_config)" --bindir)/initdb" -D "$pgdata" -A trust --no-sync -E UTF8 \
 		--locale="$locale" >"$log" 2>&1 || { cat "$log" >&2; return 1; }
 	printf "\nlisten_addresses = ''\nunix_socket_directories = '%s'\n" "$sockdir" \
 		>>"$pgdata/postgresql.conf"

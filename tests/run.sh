@@ -12,10 +12,14 @@
 # its autopkgtest run there (tests/deb.sh), the
 # fuzzers over the JSON scanner and the reply classifier (20 s) and the
 # benchmark's smoke run (it must run and print; no time threshold).  With
-# --sanitize-only, just the sanitizer run.
-# Installs missing Debian packages, builds and installs the extension, and
-# runs the servers as an unprivileged user when started as root.  This is
-# what `make test` and CI run.  The last line is "N passed, N failed".
+# --sanitize-only, just the sanitizer run; --regress-only and --only below.
+# Installs missing Debian packages, builds the extension and installs each
+# build into a private copy of the server's installation, which every
+# server of the run is started from (tests/tmp_install.sh): nothing of the
+# host's PostgreSQL is written, and the last check compares its bindir,
+# pkglibdir and sharedir with a listing made before the first build.  Runs
+# the servers as an unprivileged user when started as root.  This is what
+# `make test` and CI run.  The last line is "N passed, N failed".
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,22 +28,36 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 start=$(date +%s)
 out=$(mktemp /tmp/billogram-test.XXXXXX)
-trap 'rm -f "$out"' EXIT
+host_listing=$(mktemp /tmp/billogram-host.XXXXXX)
+# the private installations, one per build (readable by the test user)
+installs=$(mktemp -d /tmp/billogram-install.XXXXXX)
+chmod 755 "$installs"
+trap 'rm -rf "$out" "$host_listing" "$installs"' EXIT
 
-sanitize_only=0
-[ "${1:-}" = --sanitize-only ] && sanitize_only=1
 # --regress-only: build and pg_regress alone, with the extension as it
-# ships
-regress_only=0
-[ "${1:-}" = --regress-only ] && regress_only=1
-
+# ships.
 # --only 'tests/t/016_settle.pl ...': build as it ships, then pg_regress and
 # just the TAP tests named (a developer's quick loop, and what
-# tests/pg_root.sh runs inside its Debian root; CI runs everything here)
+# tests/pg_root.sh runs inside its Debian root; CI runs everything here);
+# with --sanitize-only as well, the same with the sanitizer build.
+sanitize_only=0
+regress_only=0
 only_tap=
-if [ "${1:-}" = --only ]; then
-	only_tap=${2:?--only needs the TAP tests to run}
-fi
+while [ $# -gt 0 ]; do
+	case $1 in
+	--sanitize-only) sanitize_only=1 ;;
+	--regress-only) regress_only=1 ;;
+	--only)
+		only_tap=${2:?--only needs the TAP tests to run}
+		shift
+		;;
+	*)
+		echo "usage: $0 [--sanitize-only] [--regress-only | --only 'tests/t/A.pl ...']" >&2
+		exit 2
+		;;
+	esac
+	shift
+done
 
 bg_install_dependencies
 
@@ -56,22 +74,6 @@ step() {
 	fi
 }
 
-if [ $regress_only = 1 ]; then
-	rm -f "$top"/src/*.o "$top/billogram.so"
-	bg_build_and_install "$top" SANITIZE=0
-	BG_REGRESS_ONLY=1 BG_COPY_BACK="results regression.diffs" \
-		bg_run_unprivileged "$top" tests/suite.sh
-	exit
-fi
-
-if [ -n "$only_tap" ]; then
-	rm -f "$top"/src/*.o "$top/billogram.so"
-	bg_build_and_install "$top" SANITIZE=0
-	BG_TAP_TESTS="$only_tap" BG_COPY_BACK="results regression.diffs log tmp_check/tap/tmp_check/log" \
-		bg_run_unprivileged "$top" tests/suite.sh
-	exit
-fi
-
 # Run a command that ends by printing "N passed, N failed"; its counts join
 # ours, and one that printed none counts as a failure.
 counted() {
@@ -83,6 +85,59 @@ counted() {
 	failed=$((failed + ${c_fail:-1}))
 	[ -n "${c_fail:-}" ] || echo "FAILED: $name (no counts)"
 }
+
+# The host's PostgreSQL as it is before anything is built, to compare with
+# at the end; the comparison first shown able to see a change.
+step "the host check's comparison" bg_listing_selftest
+bg_host_pg_listing >"$host_listing"
+
+# Objects of one build flavour must not end up linked into the other; make
+# clean would also remove the logs the last suite copied back.
+remove_objects() {
+	rm -f "$top"/src/*.o "$top/billogram.so"
+}
+
+# The last check of every run: the host's PostgreSQL byte for byte as it
+# was; then the closing counts.
+finish() {
+	# the sanitized objects must not be what the next `make install` installs
+	[ $sanitize_only = 0 ] || remove_objects
+	step "the host's PostgreSQL unchanged" bg_host_pg_unchanged "$host_listing"
+	echo "whole test run: $(( $(date +%s) - start )) s"
+	echo "$passed passed, $failed failed"
+	[ "$failed" = 0 ]
+	exit
+}
+
+# A fresh private installation $installs/$1 for the build that follows; the
+# servers of the tests, installcheck and the bench smoke run from it.
+use_tmp_install() {
+	export BG_PG_INSTALL=$installs/$1
+	bg_tmp_install_create "$BG_PG_INSTALL"
+}
+
+if [ $regress_only = 1 ]; then
+	remove_objects
+	use_tmp_install plain
+	bg_build_and_install "$top" SANITIZE=0
+	BG_REGRESS_ONLY=1 BG_COPY_BACK="results regression.diffs" \
+		counted "pg_regress" bg_run_unprivileged "$top" tests/suite.sh
+	finish
+fi
+
+if [ -n "$only_tap" ]; then
+	remove_objects
+	if [ $sanitize_only = 1 ]; then
+		use_tmp_install sanitize
+	else
+		use_tmp_install plain
+	fi
+	bg_build_and_install "$top" SANITIZE=$sanitize_only
+	BG_SANITIZE=$sanitize_only BG_TAP_TESTS="$only_tap" \
+		BG_COPY_BACK="results regression.diffs log tmp_check/tap/tmp_check/log" \
+		counted "the suite" bg_run_unprivileged "$top" tests/suite.sh
+	finish
+fi
 
 step "package list" bash "$top/tests/packages.sh"
 step "packaging files" bash "$top/tests/packaging.sh"
@@ -96,38 +151,30 @@ counted "unit tests" bash "$top/tests/unit/run.sh"
 bg_log "the mock Billogram API's self-test"
 counted "mock self-test" bash "$top/tests/mock/selftest.sh"
 
-# Objects of one build flavour must not end up linked into the other; make
-# clean would also remove the logs the last suite copied back.
-remove_objects() {
-	rm -f "$top"/src/*.o "$top/billogram.so"
-}
-
-# The suite as the unprivileged user, with the extension built and installed
-# with make flags "$@"; adds its closing counts to ours.
+# The suite as the unprivileged user, with the extension built with make
+# flags "$2..." and installed into the private installation $1; adds its
+# closing counts to ours.
 run_suite() {
 	remove_objects
+	use_tmp_install "$1"
+	shift
 	bg_build_and_install "$top" "$@"
 	BG_COPY_BACK="results regression.diffs log tmp_check/tap/tmp_check/log" \
 		counted "the suite ($*)" bg_run_unprivileged "$top" tests/suite.sh
 }
 
-# Sanitized first, so that the build left installed is the plain one.
+# Sanitized first, so that the plain build's installation is the one the
+# steps after the suites use.
 bg_log "the suite with the extension built with SANITIZE=1 (ASan + UBSan)"
-BG_SANITIZE=1 run_suite SANITIZE=1
+BG_SANITIZE=1 run_suite sanitize SANITIZE=1
 if [ $sanitize_only = 1 ]; then
-	# a sanitized build only loads into a server started with its runtime
-	remove_objects
-	bg_build_and_install "$top" SANITIZE=0
-	echo "whole test run: $(( $(date +%s) - start )) s"
-	echo "$passed passed, $failed failed"
-	[ "$failed" = 0 ]
-	exit
+	finish
 fi
 bg_log "the suite with the extension built as it ships"
-BG_SANITIZE=0 run_suite SANITIZE=0
+BG_SANITIZE=0 run_suite plain SANITIZE=0
 
 # PGXS's make installcheck against a server set up as docs/installcheck.md
-# says (the plain build is the one installed now)
+# says, all from the plain build's private installation
 bg_log "make installcheck against a server configured by hand"
 step "installcheck" bg_run_unprivileged "$top" tests/installcheck.sh
 
@@ -151,9 +198,8 @@ counted "Debian package" bash "$top/tests/deb.sh" test
 
 step "fuzz" bash "$top/tests/fuzz/run.sh" 20
 if [ -f "$top/bench/run.sh" ]; then
+	# (installs into the plain build's private installation, BG_PG_INSTALL)
 	step "bench smoke" bash "$top/bench/run.sh" --smoke
 fi
 
-echo "whole test run: $(( $(date +%s) - start )) s"
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish
