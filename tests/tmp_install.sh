@@ -58,18 +58,21 @@ bg_tmp_install_create() {
 	bg_log "private PostgreSQL installation in $dir: $(du -sh "$dir" | cut -f1), $((($(date +%s%N) - start) / 1000000)) ms"
 }
 
-# bg_tmp_install_loaded PGDATA: the server running on PGDATA, started from
-# the private installation, has that installation's billogram.so mapped
-# and no other.  Prints an "ok"/"not ok" line.
+# bg_tmp_install_loaded PGDATA: the server running on PGDATA has the
+# billogram.so of the installation under test mapped, and no other: the
+# run's private installation (BG_PG_INSTALL), or, without one (the Debian
+# package's autopkgtest), the system's, where the package put it.  Prints
+# an "ok"/"not ok" line.
 bg_tmp_install_loaded() {
-	local pid want got
+	local pid want got which=private
+	[ -n "${BG_PG_INSTALL:-}" ] || which=system
 	pid=$(head -n 1 "$1/postmaster.pid")
-	want=$BG_PG_INSTALL$("$(bg_pg_config)" --pkglibdir)/billogram.so
+	want=${BG_PG_INSTALL:-}$("$(bg_pg_config)" --pkglibdir)/billogram.so
 	got=$(awk '$6 ~ /\/billogram\.so$/ { print $6 }' "/proc/$pid/maps" | sort -u | tr '\n' ' ')
 	if [ "$got" = "$want " ]; then
-		echo "ok - the server runs the private installation's $want"
+		echo "ok - the server runs the $which installation's $want"
 	else
-		echo "not ok - the server has '${got% }' mapped, not the private installation's $want"
+		echo "not ok - the server has '${got% }' mapped, not the $which installation's $want"
 		return 1
 	fi
 }
