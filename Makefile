@@ -8,6 +8,10 @@
 #                           (tests/pg_root.sh)
 #   make test SANITIZE=1    only the suite, built with ASan and UBSan
 #   make bench              the benchmark
+#   make chaos              the chaos run at full size (tests/chaos.sh):
+#                           10,000 payments under generated faults, then the
+#                           books checked; SEED=n replays a schedule,
+#                           CHAOS_PAYMENTS=n sets its size
 #   make installcheck       pg_regress against a running server configured
 #                           as docs/installcheck.md says
 #   make fresh-check        (root) make demo and make test from a clone of
@@ -105,7 +109,7 @@ all:
 	@exit 1
 endif
 
-.PHONY: test demo bench sanitize-flags fresh-check installcheck-prereq
+.PHONY: test demo bench chaos sanitize-flags fresh-check installcheck-prereq
 
 installcheck-prereq:
 	@bash tests/installcheck-prereq.sh '$(bindir)/psql'
@@ -125,6 +129,9 @@ sanitize-flags:
 
 demo:
 	bash tests/demo.sh
+
+chaos:
+	CHAOS_SEED=$(SEED) CHAOS_PAYMENTS=$(CHAOS_PAYMENTS) bash tests/chaos.sh
 
 bench:
 	@test -f bench/run.sh || { echo "no benchmark yet (issue: Benchmarks)" >&2; exit 1; }

@@ -133,6 +133,7 @@ bg_run_unprivileged() {
 		HOME="$(getent passwd "$BG_TEST_USER" | cut -d: -f6)" LANG=C.UTF-8 \
 		CI="${CI:-}" BG_SANITIZE="${BG_SANITIZE:-0}" BG_PG_MAJOR="$BG_PG_MAJOR" \
 		BG_REGRESS_ONLY="${BG_REGRESS_ONLY:-0}" BG_TAP_TESTS="${BG_TAP_TESTS:-}" \
+		${CHAOS_SEED:+CHAOS_SEED="$CHAOS_SEED"} ${CHAOS_PAYMENTS:+CHAOS_PAYMENTS="$CHAOS_PAYMENTS"} \
 		bash "$copy/$script" "$@" || rc=$?
 	local d
 	for d in ${BG_COPY_BACK:-}; do
