@@ -30,6 +30,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(sleep time);
 
+# Not in the sanitizer pass: ASan's quarantine keeps freed memory (256 MB by
+# default) and its shadow grows with it, so the worker's private memory
+# says nothing there about what the extension keeps; and the pass would take
+# five minutes more (it ran clean of findings when tried).
+plan skip_all => 'the chaos run measures the worker\'s memory: plain build only'
+  if ($ENV{BG_SANITIZE} // '') eq '1';
+
 my $seed = $ENV{CHAOS_SEED} // (int(time() * 1000) ^ $$) % 1_000_000_000;
 my $payments = $ENV{CHAOS_PAYMENTS} // 1000;
 diag("chaos seed $seed, $payments payments (replay: make chaos SEED=$seed CHAOS_PAYMENTS=$payments)");

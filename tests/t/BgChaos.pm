@@ -50,11 +50,11 @@ our @KINDS = (
 
 # Disruptions of the server during a round, with weights.
 our @DISRUPT = (
-	[ none => 20 ],
-	[ kill_worker => 1 ],
+	[ none => 10 ],
+	[ kill_worker => 2 ],
 	[ term_worker => 1 ],
-	[ immediate_restart => 1 ],
-	[ reload => 2 ],);
+	[ immediate_restart => 2 ],
+	[ reload => 3 ],);
 
 sub pick
 {
@@ -131,12 +131,23 @@ sub schedule
 				'billogram.settle_time' => (qw(2s 3s 5s))[ int(rand(3)) ],
 			},
 		};
+		push @rounds, $round;
+	}
+	# every global fault and every disruption at least once in a run long
+	# enough, each in a round of its own, the rest left to chance
+	for my $what ([ fault => \@FAULTS ], [ disrupt => \@DISRUPT ])
+	{
+		my @kinds = grep { $_ ne 'none' } map { $_->[0] } @{ $what->[1] };
+		my @where = shuffle(0 .. $#rounds);
+		$rounds[ shift @where ]{ $what->[0] } = $_ for @kinds[ 0 .. ($#rounds < $#kinds ? $#rounds : $#kinds) ];
+	}
+	for my $round (@rounds)
+	{
 		$mix{"fault $round->{fault}"}++;
 		$mix{"disrupt $round->{disrupt}"}++ if $round->{disrupt} ne 'none';
 		$mix{'fault clock'}++ if defined $round->{clock};
 		$mix{'fault callbacks'} += @{ $round->{callbacks} } if @{ $round->{callbacks} };
 		$mix{'fault paid elsewhere'}++ if defined $round->{elsewhere};
-		push @rounds, $round;
 	}
 	return { invoices => \@invoices, rounds => \@rounds, mix => \%mix };
 }
