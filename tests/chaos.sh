@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make chaos: the chaos run of tests/t/024_chaos.pl at full size (10,000
+# make chaos: the chaos run of tests/t/030_chaos.pl at full size (10,000
 # payments unless CHAOS_PAYMENTS says otherwise), alone: builds and installs
 # the extension as it ships, then runs the test as the unprivileged user
 # (tests/lib.sh), like tests/run.sh.  CHAOS_SEED replays a schedule; the seed
@@ -26,7 +26,7 @@ if [ "${1:-}" = --run ]; then
 	mkdir -p "$TESTDIR"
 	start=$(date +%s)
 	out=$(mktemp /tmp/billogram-chaos.XXXXXX)
-	prove -v tests/t/024_chaos.pl 2>&1 | tee "$out"
+	prove -v tests/t/030_chaos.pl 2>&1 | tee "$out"
 	echo "chaos run: $(( $(date +%s) - start )) s"
 	# the invariants' own closing line, printed last; none at all is a failure
 	closing=$(sed -n 's/^# \([0-9]* passed, [0-9]* failed\)$/\1/p' "$out" | tail -n 1)

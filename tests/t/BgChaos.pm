@@ -1,4 +1,4 @@
-# BgChaos: the schedule of a chaos run (tests/t/024_chaos.pl), made from
+# BgChaos: the schedule of a chaos run (tests/t/030_chaos.pl), made from
 # one seed, and the books it is judged by.
 #
 # schedule() turns a seed and a number of payments into invoices (some
@@ -50,7 +50,7 @@ our @KINDS = (
 
 # Disruptions of the server during a round, with weights.
 our @DISRUPT = (
-	[ none => 10 ],
+	[ none => 14 ],
 	[ kill_worker => 2 ],
 	[ term_worker => 1 ],
 	[ immediate_restart => 2 ],
@@ -112,8 +112,17 @@ sub schedule
 		my @these = splice(@order, 0, 30 + int(rand(61)));
 		my @by_session = map { [] } 1 .. $sessions;
 		push @{ $by_session[ int(rand($sessions)) ] }, $_ for @these;
+		my @sql = map { session_sql($_) } @by_session;
+		# sometimes a session moves some earlier trigger rows to the other
+		# partition: an UPDATE that deletes and inserts, and must queue nothing
+		if (rand() < 0.3)
+		{
+			$sql[ int(rand($sessions)) ] .= "UPDATE payouts SET region = CASE region WHEN 'a' THEN 'b' ELSE 'a' END "
+			  . "WHERE id % 10 = " . int(rand(10)) . ";\n";
+			$mix{'op partition move'}++;
+		}
 		my $round = {
-			sql => [ map { session_sql($_) } @by_session ],
+			sql => \@sql,
 			fault => pick(\@FAULTS),
 			disrupt => pick(\@DISRUPT),
 			disrupt_after => rand(2),
@@ -133,13 +142,18 @@ sub schedule
 		};
 		push @rounds, $round;
 	}
+	# The last third of the run restarts no worker, so that the last worker
+	# serves a third of the payments at least: the memory it grew by over
+	# them is what the run measures.
+	my $calm = @rounds >= 3 ? int(@rounds * 2 / 3) : scalar @rounds;
+	$_->{disrupt} = 'reload' for grep { $_->{disrupt} =~ /worker|restart/ } @rounds[ $calm .. $#rounds ];
 	# every global fault and every disruption at least once in a run long
 	# enough, each in a round of its own, the rest left to chance
-	for my $what ([ fault => \@FAULTS ], [ disrupt => \@DISRUPT ])
+	for my $what ([ fault => \@FAULTS, $#rounds ], [ disrupt => \@DISRUPT, $calm - 1 ])
 	{
 		my @kinds = grep { $_ ne 'none' } map { $_->[0] } @{ $what->[1] };
-		my @where = shuffle(0 .. $#rounds);
-		$rounds[ shift @where ]{ $what->[0] } = $_ for @kinds[ 0 .. ($#rounds < $#kinds ? $#rounds : $#kinds) ];
+		my @where = shuffle(0 .. $what->[2]);
+		$rounds[ shift @where ]{ $what->[0] } = $_ for @kinds[ 0 .. ($#where < $#kinds ? $#where : $#kinds) ];
 	}
 	for my $round (@rounds)
 	{
@@ -149,7 +163,10 @@ sub schedule
 		$mix{'fault callbacks'} += @{ $round->{callbacks} } if @{ $round->{callbacks} };
 		$mix{'fault paid elsewhere'}++ if defined $round->{elsewhere};
 	}
-	return { invoices => \@invoices, rounds => \@rounds, mix => \%mix };
+	# the round during which the database is dumped and restored into a
+	# second cluster, as a staging copy made while production runs
+	my $dump_round = 1 + int(rand(scalar @rounds));
+	return { invoices => \@invoices, rounds => \@rounds, mix => \%mix, dump_round => $dump_round };
 }
 
 sub q_lit { my $v = shift; return defined $v ? "'$v'" : 'NULL'; }

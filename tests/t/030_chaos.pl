@@ -53,13 +53,17 @@ billogram.retry_for = '10min'
 billogram.callback_sign_key_file = '@{[ $mock->secret_file($sign_key) ]}'
 CONF
 $node->safe_psql('postgres', q{
-	CREATE TABLE payouts (id bigserial PRIMARY KEY, invoice text NOT NULL,
-	                      amount numeric(12, 2), mode text NOT NULL);
+	CREATE TABLE payouts (id bigserial, region text NOT NULL DEFAULT 'a',
+	                      invoice text NOT NULL, amount numeric(12, 2), mode text NOT NULL,
+	                      PRIMARY KEY (id, region))
+		PARTITION BY LIST (region);
+	CREATE TABLE payouts_a PARTITION OF payouts FOR VALUES IN ('a');
+	CREATE TABLE payouts_b PARTITION OF payouts FOR VALUES IN ('b');
 	CREATE TRIGGER pay AFTER INSERT ON payouts FOR EACH ROW
 		EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount', 'mode');
 });
 my $dir = PostgreSQL::Test::Utils::tempdir('chaos');
-my $client_log = "$PostgreSQL::Test::Utils::log_path/024_chaos_clients.log";
+my $client_log = "$PostgreSQL::Test::Utils::log_path/030_chaos_clients.log";
 
 sub query { return $node->safe_psql('postgres', $_[0]); }
 
@@ -129,6 +133,29 @@ sub deliver_callback
 		  . join(', ', map { $q->($cb->{$_}) } qw(timestamp signature body)) . ")");
 }
 
+# ---- a copy: pg_dump during a round, restored into a second cluster ----
+# whose worker reaches the same API, while production goes on.  Its rows
+# must be held, or in_doubt as inherited, and nothing of it sent: a payment
+# it sent would show at the mock without a done row in production.
+my ($copy, %copy_before, $copy_made);
+
+sub make_copy
+{
+	BgTest::worker_pid($node);
+	my $dump = "$dir/mid-run.dump";
+	$copy_made = PostgreSQL::Test::Utils::run_log(
+		[ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('postgres') ]);
+	$copy = PostgreSQL::Test::Cluster->new('copy');
+	$copy->init;
+	$copy->append_conf('postgresql.conf', $mock->config);
+	$copy->start;
+	BgTest::worker_pid($copy);
+	$copy_made &&= PostgreSQL::Test::Utils::run_log(
+		[ 'pg_restore', '-d', $copy->connstr('postgres'), $dump ]);
+	%copy_before = map { split / / } split /\n/, $copy->safe_psql('postgres',
+		"SELECT state || ' ' || count(*) FROM billogram_requests GROUP BY state");
+}
+
 # ---- the rounds ----
 my @late;    # [ round, callback ]: delivered again, late
 my $n = 0;
@@ -155,6 +182,7 @@ for my $round (@{ $plan->{rounds} })
 	sleep $round->{disrupt_after};
 	$mock->fault('{"mode":"none"}') if $round->{fault} eq 'down';
 	disrupt($round);
+	make_copy() if $n == $plan->{dump_round};
 	for my $cb (map { make_callback($_) } @{ $round->{callbacks} })
 	{
 		next unless $cb;
@@ -221,6 +249,15 @@ while (time < $operator_deadline)
 	}
 }
 sample_memory();
+
+# The copy's operator: production still runs, so every held row is failed
+# (releasing one would pay it a second time); its inherited in_doubt rows
+# are production's, and the copy is thrown away.
+$copy->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM billogram_requests WHERE state IN ('pending', 'sending')");
+my %copy_after = map { split / / } split /\n/, $copy->safe_psql('postgres',
+	"SELECT state || ' ' || count(*) FROM billogram_requests GROUP BY state");
+$copy->safe_psql('postgres', 'SELECT billogram_fail_held()');
 
 # ---- the books ----
 my $rows = decode_json(query(
@@ -308,6 +345,12 @@ invariant($left == 0, "nothing pending or sending ($left)");
 $left = query("SELECT string_agg(id || ' ' || state, ', ') FROM billogram_requests "
 	  . "WHERE state IN ('in_doubt', 'held')");
 invariant($left eq '', "nothing in_doubt or held once the operator acted ($left)");
+invariant($copy_made && !$copy_after{pending} && !$copy_after{sending}
+	  && ($copy_after{done} // 0) == ($copy_before{done} // 0)
+	  && ($copy_after{failed} // 0) == ($copy_before{failed} // 0),
+	"the copy restored in round $plan->{dump_round} sent nothing (before: "
+	  . join(', ', map { "$_ $copy_before{$_}" } sort keys %copy_before) . '; after: '
+	  . join(', ', map { "$_ $copy_after{$_}" } sort keys %copy_after) . ')');
 my ($grew, $grew_pid) = (0, 0);
 for my $p (keys %mem_last)
 {
@@ -328,6 +371,7 @@ diag("  operator: " . join(', ', map { "$_ $acted{$_}" } sort keys %acted)
 	  . ", resends " . scalar(keys %resends));
 diag("$pass passed, $fail failed");
 
+$copy->stop;
 $node->stop;
 $mock->stop;
 done_testing();
