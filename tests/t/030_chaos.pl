@@ -75,6 +75,7 @@ my (%mem_first, %mem_last);
 
 sub sample_memory
 {
+	my ($last) = @_;
 	my $out = '';
 	$node->psql('postgres',
 		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'billogram worker'",
@@ -85,6 +86,10 @@ sub sample_memory
 	my $kb = 0;
 	while (<$fh>) { $kb += $1 if /^Private_(?:Clean|Dirty):\s+(\d+) kB/; }
 	close $fh;
+	# the worker's memory contexts go to the server log at its first
+	# sample and the last, to tell palloc'd growth from malloc's
+	$node->psql('postgres', "SELECT pg_log_backend_memory_contexts($p)")
+	  if $last || !defined $mem_first{$p};
 	$mem_first{$p} //= $kb;
 	$mem_last{$p} = $kb;
 }
@@ -248,7 +253,7 @@ while (time < $operator_deadline)
 		}
 	}
 }
-sample_memory();
+sample_memory('last');
 
 # The copy's operator: production still runs, so every held row is failed
 # (releasing one would pay it a second time); its inherited in_doubt rows
@@ -357,7 +362,8 @@ for my $p (keys %mem_last)
 	($grew, $grew_pid) = ($mem_last{$p} - $mem_first{$p}, $p) if $mem_last{$p} - $mem_first{$p} > $grew;
 }
 invariant(%mem_last && $grew < 10 * 1024,
-	sprintf('the worker\'s private memory grew by less than 10 MB (%d kB, pid %d, %d workers)',
+	sprintf('the worker\'s private memory grew by less than 10 MB (%d kB, pid %d, %d workers; '
+		  . 'its memory contexts at its first and last sample are in the server log)',
 		$grew, $grew_pid, scalar keys %mem_last));
 
 my %states = map { split / / } split /\n/,
