@@ -11,6 +11,10 @@
 #                           installation, never the system's
 #   make test SANITIZE=1    only the suite, built with ASan and UBSan
 #   make bench              the benchmark
+#   make chaos              the chaos run at full size (tests/chaos.sh):
+#                           10,000 payments under generated faults, then the
+#                           books checked; SEED=n replays a schedule,
+#                           CHAOS_PAYMENTS=n sets its size
 #   make installcheck       pg_regress against a running server configured
 #                           as docs/installcheck.md says
 #   make fresh-check        (root) make demo and make test from a clone of
@@ -114,7 +118,7 @@ all:
 	@exit 1
 endif
 
-.PHONY: test demo bench sanitize-flags fresh-check installcheck-prereq deb
+.PHONY: test demo bench chaos sanitize-flags fresh-check installcheck-prereq deb
 
 installcheck-prereq:
 	@bash tests/installcheck-prereq.sh '$(bindir)/psql'
@@ -142,6 +146,9 @@ sanitize-flags:
 
 demo:
 	bash tests/demo.sh
+
+chaos:
+	CHAOS_SEED=$(SEED) CHAOS_PAYMENTS=$(CHAOS_PAYMENTS) bash tests/chaos.sh
 
 bench:
 	@test -f bench/run.sh || { echo "no benchmark yet (issue: Benchmarks)" >&2; exit 1; }

@@ -88,26 +88,41 @@ check_takeover(void)
 }
 
 /*
- * Rows left 'sending' by a worker that stopped may or may not have reached
- * Billogram; they become 'in_doubt', to be settled from the evidence.
+ * Rows left 'sending' by a worker of this installation that stopped may or
+ * may not have reached Billogram; they become 'in_doubt', to be settled
+ * from the evidence.  Only rows made here, and those from 0.1, which did
+ * not record where a row was made (an upgrade in place: 010_upgrade): one
+ * caught 'sending' in a copy from elsewhere is bg_journal_hold_foreign's,
+ * in_doubt as 'inherited' and never read.  Taking it here first settled it
+ * from a reading, as if this installation had sent it, and a not_applied
+ * verdict would have advised the copy to send it again (a dump restored
+ * while the worker runs: found by tests/t/030_chaos.pl, tested by
+ * 011_copies.pl).  Without an instance row nothing can be told to be
+ * ours, and nothing is taken.
  */
 void
 bg_journal_recover(void)
 {
+	Oid			types[3] = {INT8OID, OIDOID, UUIDOID};
+	Datum		args[3];
 	char	   *sql;
 	int			rc;
 
+	check_takeover();
+	if (!bg_here_args(args))
+		return;
 	sql = psprintf("WITH u AS (UPDATE %s SET state = 'in_doubt', finished_at = clock_timestamp(), "
 				   "settle_at = now(), "
 				   "error = jsonb_build_object('kind', 'worker', 'sqlstate', 'BG002', "
 				   "'message', 'the worker stopped while the request was being sent', "
 				   "'may_have_reached_billogram', true) "
 				   "WHERE state = 'sending' "
+				   "AND (made_in_system IS NULL "
+				   "  OR (made_in_system = $1 AND made_in_database = $2 AND made_in_instance = $3)) "
 				   "RETURNING id, billogram_id, mode, amount, request_body) "
 				   "SELECT u.*, %s.billogram_announce(u.id, 'in_doubt') FROM u",
 				   bg_journal_opened()->name, bg_journal_opened()->schema);
-	check_takeover();
-	rc = SPI_execute(sql, false, 0);
+	rc = SPI_execute_with_args(sql, 3, types, args, NULL, false, 0);
 	bg_check_spi(rc, SPI_OK_SELECT, "recovering requests left in state sending");
 	bg_metrics_in_doubt((int64) SPI_processed);
 	if (SPI_processed > 0)

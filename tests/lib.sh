@@ -149,6 +149,7 @@ bg_run_unprivileged() {
 		CI="${CI:-}" BG_SANITIZE="${BG_SANITIZE:-0}" BG_PG_MAJOR="$BG_PG_MAJOR" \
 		BG_PG_INSTALL="${BG_PG_INSTALL:-}" \
 		BG_REGRESS_ONLY="${BG_REGRESS_ONLY:-0}" BG_TAP_TESTS="${BG_TAP_TESTS:-}" \
+		${CHAOS_SEED:+CHAOS_SEED="$CHAOS_SEED"} ${CHAOS_PAYMENTS:+CHAOS_PAYMENTS="$CHAOS_PAYMENTS"} \
 		bash "$copy/$script" "$@" || rc=$?
 	local d
 	for d in ${BG_COPY_BACK:-}; do

@@ -106,4 +106,39 @@ is($staging->safe_psql('postgres',
 	"SELECT (billogram_resolve($copy_id, 'mark_failed')).state"),
 	'failed', 'the operator resolves it');
 
+# The same row restored with a dump while the copy's worker runs: the
+# restore makes the extension, and the worker's first batch over the new
+# journal looked for rows its own restart left 'sending' before it looked
+# for rows from elsewhere, so it read this one's invoice and settled it
+# as if it had sent it (found by the chaos run, tests/t/030_chaos.pl).
+$prod->start;
+$prod->safe_psql('postgres', q{
+	INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body,
+	                                state, attempts, sent_at, made_in_system, made_in_database,
+	                                made_in_instance)
+	SELECT 'enqueue', 'copysending2', 'amount', 8, '{"mode":"amount","amount":8}',
+	       'sending', 1, now(), (SELECT system_identifier FROM pg_control_system()),
+	       (SELECT oid FROM pg_database WHERE datname = current_database()),
+	       (SELECT id FROM billogram_instance)});
+my $dump2 = $prod->basedir . '/prod-sending.dump';
+$prod->command_ok([ 'pg_dump', '-Fc', '-f', $dump2, '-d', $prod->connstr('postgres') ],
+	'pg_dump of a database with a payment being sent');
+$prod->stop;
+my $staging2 = PostgreSQL::Test::Cluster->new('staging2');
+$staging2->init;
+$staging2->append_conf('postgresql.conf', $mock->config);
+$staging2->start;
+BgTest::worker_pid($staging2);
+$staging2->command_ok([ 'pg_restore', '-d', $staging2->connstr('postgres'), $dump2 ],
+	'restored into a second cluster while its worker runs');
+ok($staging2->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM billogram_requests WHERE state IN ('pending', 'sending')"),
+	'nothing restored is left pending or sending');
+is($staging2->safe_psql('postgres',
+	"SELECT state || ' ' || verdict || ' ' || (next_check_at IS NULL) FROM billogram_requests "
+	  . "LEFT JOIN billogram_in_doubt USING (id) WHERE billogram_requests.billogram_id = 'copysending2'"),
+	'in_doubt inherited true', 'the row restored in sending is in_doubt as inherited, with no reading due');
+is(scalar @{ $mock->requests('copysending2') }, 0, 'nothing was sent or read for it');
+$staging2->stop;
+
 done_testing();
