@@ -29,9 +29,8 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 start=$(date +%s)
 out=$(mktemp /tmp/billogram-test.XXXXXX)
 host_listing=$(mktemp /tmp/billogram-host.XXXXXX)
-# the private installations, one per build (readable by the test user)
+# the private installations, one per build
 installs=$(mktemp -d /tmp/billogram-install.XXXXXX)
-chmod 755 "$installs"
 trap 'rm -rf "$out" "$host_listing" "$installs"' EXIT
 
 # --regress-only: build and pg_regress alone, with the extension as it

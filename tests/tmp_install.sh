@@ -40,7 +40,8 @@ bg_tmp_install_create() {
 	start=$(date +%s%N)
 	rm -rf "$dir"
 	mkdir -p "$dir$bindir" "$dir$pkglibdir" "$dir$sharedir" || return 1
-	chmod 755 "$dir"
+	# the test user reaches it through the caller's mktemp -d (mode 700)
+	chmod 755 "$dir" "$(dirname "$dir")"
 	cp -a "$bindir/." "$dir$bindir/" &&
 		tar -C "$pkglibdir" --exclude=./bitcode --exclude='./billogram*' -cf - . |
 		tar -C "$dir$pkglibdir" -xf - &&
