@@ -66,7 +66,8 @@ OBJS = \
 	src/stats.o \
 	src/trust.o \
 	src/wait_event.o \
-	src/worker.o
+	src/worker.o \
+	src/worker_memory.o
 DATA = sql/billogram--0.1.control sql/billogram--0.2.control sql/billogram--0.1.sql sql/billogram--0.2.sql sql/billogram--0.3.sql sql/billogram--0.1--0.2.sql sql/billogram--0.2--0.3.sql
 PGFILEDESC = "billogram - Billogram credit payments from SQL"
 

@@ -33,16 +33,12 @@
  * what others call: worker.c the loop; jobs.c the transfers in flight and
  * the channel's intake and answers; batch.c the batch transaction (claims,
  * settling, readings, recovery of the journal); outcomes.c journaling what
- * finished.  They share worker_int.h and one state, BgWorker; worker.h is
- * what the rest of the extension calls.
+ * finished; worker_memory.c the C heap.  They share worker_int.h and one
+ * state, BgWorker; worker.h is what the rest of the extension calls.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
-
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 #include "access/xact.h"
 #include "miscadmin.h"
@@ -92,15 +88,6 @@
 /* Backoff of journal writes that failed: doubling from min to max. */
 #define BG_RETRY_MIN_MS			100
 #define BG_RETRY_MAX_MS			30000
-
-/*
- * Free heap glibc may keep rather than give back to the kernel.  Each
- * request allocates and frees a few hundred kB (curl's and jansson's
- * buffers, the executor's); with glibc's default of 128 kB the worker
- * shrank its heap after every request and page-faulted it back in on the
- * next, which perf showed as several percent of its CPU.
- */
-#define BG_MALLOC_TRIM_THRESHOLD	(8 * 1024 * 1024)
 
 /*
  * A commit that queued payments wakes the worker, but the claim waits this
@@ -434,6 +421,9 @@ ms_until_due(void)
 	wake = Min(wake, BgWorker->held_call_deadline);
 	/* the end of a pause is when sending may start again */
 	wake = Min(wake, bg_pause_ends());
+	/* an idle worker gives its free heap back */
+	if (bg_http_in_flight() == 0)
+		wake = Min(wake, bgw_memory_due_at());
 	if (wake == DT_NOEND)
 		return -1;
 	return Max(0, TimestampDifferenceMilliseconds(now, wake));
@@ -485,9 +475,7 @@ billogram_worker_main(Datum main_arg)
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	bg_load_password_file();
 
-#if defined(__GLIBC__) && defined(M_TRIM_THRESHOLD)
-	mallopt(M_TRIM_THRESHOLD, BG_MALLOC_TRIM_THRESHOLD);
-#endif
+	bgw_memory_init();
 
 	BgWorker->jobs_cxt = AllocSetContextCreate(TopMemoryContext,
 											   "billogram jobs",
@@ -559,6 +547,7 @@ billogram_worker_main(Datum main_arg)
 		run_batch();
 		if (ShutdownRequestPending && bg_http_in_flight() == 0)
 			break;
+		bgw_memory_after_turn();
 
 		if (BgWorker->stats_flush_at != 0 &&
 			GetCurrentTimestamp() >= BgWorker->stats_flush_at)

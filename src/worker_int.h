@@ -2,7 +2,7 @@
  *
  * worker_int.h
  *	  What the billogram worker's files (worker.c, jobs.c, batch.c,
- *	  outcomes.c) share, and nothing else does: the job, the worker's state
+ *	  outcomes.c, worker_memory.c) share, and nothing else does: the job, the worker's state
  *	  and the functions they call of each other.  worker.h is what the rest
  *	  of the extension calls.
  *
@@ -150,6 +150,13 @@ typedef struct BgWorkerState
 	 */
 	TimestampTz held_call_deadline;
 	bool		invoice_freed;
+
+	/*
+	 * When a transfer was last in flight, and whether the free heap has
+	 * been given back since (worker_memory.c).
+	 */
+	TimestampTz busy_at;
+	bool		heap_returned;
 } BgWorkerState;
 
 extern BgWorkerState *BgWorker;
@@ -189,6 +196,15 @@ extern void bgw_start_sync_reads(void);
 extern ErrorData *bgw_alone(void (*work) (void *arg), void *arg);
 extern List *bgw_journal_batch(List **recorded);
 extern void bgw_recover_journal(void);
+
+/*
+ * worker_memory.c: the C heap, kept while busy, given back when idle; what
+ * pg_stat_activity shows for the worker once it has been
+ */
+#define BG_IDLE_ACTIVITY	"billogram: idle, free memory given back"
+extern void bgw_memory_init(void);
+extern void bgw_memory_after_turn(void);
+extern TimestampTz bgw_memory_due_at(void);
 
 /* outcomes.c: journaling what finished */
 extern List *bgw_record_finished(bool installed, bool journal_due,

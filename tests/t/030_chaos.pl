@@ -71,24 +71,43 @@ my $client_log = "$PostgreSQL::Test::Utils::log_path/030_chaos_clients.log";
 sub query { return $node->safe_psql('postgres', $_[0]); }
 
 # ---- the worker's private memory, per worker process ----
-# Sampled at the end of every round: the first sample of a worker is its
-# baseline (taken once it has served a round), the growth of each worker
-# is its last sample less that.
+# Read only while the worker is idle with its free heap given back
+# (src/worker_memory.c: busy, it keeps up to 8 MB of freed heap, which
+# says nothing about what it holds), so that the growth is what the worker
+# really keeps.  At a worker's first sight and at the end the driver waits
+# for that state; in between a round's end is sampled when it happens to
+# be in it.  The first sample of a worker is its baseline (taken once it
+# has served a round), its growth is its last sample less that.
 my (%mem_first, %mem_last);
+my $idle = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'billogram worker' "
+  . "AND query = 'billogram: idle, free memory given back'";
+
+sub worker_private_kb
+{
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/smaps_rollup" or return undef;
+	my $kb = 0;
+	while (<$fh>) { $kb += $1 if /^Private_(?:Clean|Dirty):\s+(\d+) kB/; }
+	close $fh;
+	return $kb;
+}
 
 sub sample_memory
 {
 	my ($last) = @_;
+	my $p = BgTest::worker_pid($node);
+	if ($last || !defined $mem_first{$p})
+	{
+		$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM ($idle AND pid = $p) i")
+		  or diag("the worker (pid $p) was not seen idle");
+	}
 	my $out = '';
-	$node->psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'billogram worker'",
-		stdout => \$out);
-	return unless $out =~ /^(\d+)$/;
-	my $p = $1;
-	open my $fh, '<', "/proc/$p/smaps_rollup" or return;
-	my $kb = 0;
-	while (<$fh>) { $kb += $1 if /^Private_(?:Clean|Dirty):\s+(\d+) kB/; }
-	close $fh;
+	$node->psql('postgres', $idle, stdout => \$out);
+	return unless $out eq $p;
+	my $kb = worker_private_kb($p);
+	$out = '';
+	$node->psql('postgres', $idle, stdout => \$out);
+	return unless defined $kb && $out eq $p;
 	# the worker's memory contexts go to the server log at its first
 	# sample and the last, to tell palloc'd growth from malloc's
 	$node->psql('postgres', "SELECT pg_log_backend_memory_contexts($p)")
