@@ -54,18 +54,9 @@ bg_exit_on_signals
 
 passed=0
 failed=0
-check() {
-	if [ "$1" = 0 ]; then
-		echo "ok - $2"
-		passed=$((passed + 1))
-	else
-		echo "not ok - $2"
-		failed=$((failed + 1))
-	fi
-}
 # A part that cannot go on: counted as a failure, and the counts closed.
 give_up() {
-	check 1 "$*"
+	bg_check 1 "$*"
 	echo "$passed passed, $failed failed"
 	exit 1
 }
@@ -152,7 +143,7 @@ test_package() {
 	out=$(mktemp /tmp/billogram-deb-test.XXXXXX)
 
 	build "$suite" "$debs"
-	check $? "postgresql-$major-billogram built by dpkg-buildpackage in a $suite root"
+	bg_check $? "postgresql-$major-billogram built by dpkg-buildpackage in a $suite root"
 	deb=
 	for f in "$debs"/postgresql-"$major"-billogram_*.deb; do
 		[ -f "$f" ] && deb=$f
@@ -169,7 +160,7 @@ test_package() {
 	for lib in "postgresql-$major" 'libcurl4(t64)?' libjansson4; do
 		name=$(grep -xE "$lib" <<<"$depends")
 		[ -n "$name" ]
-		check $? "the package depends on ${name:-$lib}"
+		bg_check $? "the package depends on ${name:-$lib}"
 	done
 
 	# A fresh root: a copy of one that holds postgresql-NN only
@@ -195,7 +186,7 @@ test_package() {
 	bg_root_run "$root" "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends ./root/debs/$(basename "$deb")" >"$out" 2>&1
 	rc=$?
-	check $rc "apt-get install ./$(basename "$deb") in a fresh $suite root"
+	bg_check $rc "apt-get install ./$(basename "$deb") in a fresh $suite root"
 	[ $rc = 0 ] || cat "$out"
 	after=$(bg_root_run "$root" "dpkg-query -W -f='\${db:Status-Abbrev}\${Package}\n'" |
 		sed -n 's/^ii *//p' | sort)
@@ -204,11 +195,11 @@ test_package() {
 	for lib in 'libcurl4(t64)?' libjansson4; do
 		name=$(tr ' ' '\n' <<<"$new" | grep -xE "$lib")
 		[ -n "$name" ]
-		check $? "apt brought ${name:-$lib} from the archive, which the root did not have"
+		bg_check $? "apt brought ${name:-$lib} from the archive, which the root did not have"
 	done
 	[ -f "$root/usr/lib/postgresql/$major/lib/billogram.so" ] &&
 		[ -f "$root/usr/share/postgresql/$major/extension/billogram.control" ]
-	check $? "billogram.so and billogram.control in PostgreSQL $major's directories"
+	bg_check $? "billogram.so and billogram.control in PostgreSQL $major's directories"
 
 	# the autopkgtest, with its Depends, from the source tree as
 	# autopkgtest unpacks it
@@ -217,7 +208,7 @@ test_package() {
 	bg_root_run "$root" "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends $test_depends" >"$out" 2>&1
 	rc=$?
-	check $rc "the autopkgtest's Depends installed: $test_depends"
+	bg_check $rc "the autopkgtest's Depends installed: $test_depends"
 	[ $rc = 0 ] || cat "$out"
 	echo "deb: installed in $(( $(date +%s) - t0 )) s"
 
@@ -233,16 +224,16 @@ test_package() {
 		passed=$((passed + ${counts% *}))
 		failed=$((failed + ${counts#* }))
 	else
-		check 1 "debian/tests/installcheck printed no counts (exit $rc)"
+		bg_check 1 "debian/tests/installcheck printed no counts (exit $rc)"
 	fi
-	[ $rc = 0 ] || [ "${counts#* }" != 0 ] || check 1 "debian/tests/installcheck exited $rc"
+	[ $rc = 0 ] || [ "${counts#* }" != 0 ] || bg_check 1 "debian/tests/installcheck exited $rc"
 	# every process the test started has ended with it
 	local left=
 	left=$(for p in /proc/[0-9]*; do
 		[ "$(readlink "$p/root" 2>/dev/null)" = "$(readlink -f "$root")" ] && printf '%s ' "${p#/proc/}"
 	done)
 	[ -z "$left" ]
-	check $? "no process left in the root${left:+ (left: $left)}"
+	bg_check $? "no process left in the root${left:+ (left: $left)}"
 	echo "deb: installcheck in $(( $(date +%s) - t0 )) s"
 
 	bg_root_remove "$root" && root=

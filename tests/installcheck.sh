@@ -30,15 +30,6 @@ bg_exit_on_signals
 
 passed=0
 failed=0
-check() {
-	if [ "$1" = 0 ]; then
-		echo "ok - $2"
-		passed=$((passed + 1))
-	else
-		echo "not ok - $2"
-		failed=$((failed + 1))
-	fi
-}
 
 # 1. the mock, 2. the server's settings, as the document says
 bg_start_mock "$work/mock"
@@ -65,7 +56,7 @@ rc=0
 make -s installcheck PG_CONFIG="$pg_config" >"$work/installcheck.out" 2>&1 || rc=$?
 grep -E '^(make installcheck:|ok |not ok |# |test | *All | *[0-9]+ of [0-9]+ tests)' "$work/installcheck.out"
 [ $rc = 0 ] || head -n 80 regression.diffs 2>/dev/null
-check $rc "make installcheck against a server configured as docs/installcheck.md says"
+bg_check $rc "make installcheck against a server configured as docs/installcheck.md says"
 
 # A session that lacks mock.ctl: refused before pg_regress, with the reason
 t0=$(date +%s)
@@ -74,7 +65,7 @@ rc=$?
 echo "$out" | grep '^make installcheck:' | sed 's/^/    /'
 [ $rc != 0 ] && echo "$out" | grep -q 'mock.ctl is not set' &&
 	! echo "$out" | grep -q 'test setup'
-check $? "without mock.ctl: refused before any test, saying so ($(( $(date +%s) - t0 )) s)"
+bg_check $? "without mock.ctl: refused before any test, saying so ($(( $(date +%s) - t0 )) s)"
 
 # The mock gone: refused within the 10 s bound, not hanging
 bg_stop_mock
@@ -84,7 +75,7 @@ rc=$?
 secs=$(( $(date +%s) - t0 ))
 echo "$out" | grep '^make installcheck:' | sed 's/^/    /'
 [ $rc != 0 ] && echo "$out" | grep -q 'the mock does not answer' && [ $secs -le 15 ]
-check $? "with the mock gone: refused within 15 s, saying so (${secs} s)"
+bg_check $? "with the mock gone: refused within 15 s, saying so (${secs} s)"
 
 echo "installcheck: $passed passed, $failed failed"
 [ $failed = 0 ]

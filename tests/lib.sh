@@ -24,6 +24,19 @@ BG_PG_MAJOR=${BG_PG_MAJOR:-$(bg_installed_pg_major)}
 
 bg_log() { printf '==> %s\n' "$*" >&2; }
 
+# bg_check STATUS NAME: one counted check, as TAP prints it ("ok - NAME"
+# when STATUS is 0, else "not ok - NAME"), added to the caller's $passed
+# or $failed.
+bg_check() {
+	if [ "$1" = 0 ]; then
+		echo "ok - $2"
+		passed=$((passed + 1))
+	else
+		echo "not ok - $2"
+		failed=$((failed + 1))
+	fi
+}
+
 bg_as_root() {
 	if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
