@@ -275,7 +275,8 @@ report_stats(bool force)
 		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Min(next_ms, 1000)) : 0;
 }
 
-static void
+/* Returns whether a batch ran (it allocates: see worker_memory.c). */
+static bool
 run_batch(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
@@ -285,9 +286,10 @@ run_batch(void)
 
 	if (!BgWorker->journal_recovered)
 	{
-		if (now >= batch_due_at())
-			bgw_recover_journal();
-		return;
+		if (now < batch_due_at())
+			return false;
+		bgw_recover_journal();
+		return true;
 	}
 
 	/* callers first: nothing they wait for depends on the journal */
@@ -296,7 +298,7 @@ run_batch(void)
 	bgw_start_sync_reads();
 	if (BgWorker->batch_taken == NIL && !bg_inflight_any_wanted() &&
 		now < batch_due_at())
-		return;
+		return false;
 
 	to_start = bgw_journal_batch(&recorded);
 
@@ -314,6 +316,7 @@ run_batch(void)
 	bgw_start_committed(to_start);
 	MemoryContextReset(BgWorker->batch_cxt);
 	report_stats(false);
+	return true;
 }
 
 /*
@@ -523,6 +526,8 @@ billogram_worker_main(Datum main_arg)
 
 	for (;;)
 	{
+		bool		worked;
+
 		CHECK_FOR_INTERRUPTS();
 
 		/* once, and not again if it failed */
@@ -544,10 +549,10 @@ billogram_worker_main(Datum main_arg)
 		}
 
 		/* on shutdown: record what finished, take and claim nothing new */
-		run_batch();
+		worked = run_batch();
 		if (ShutdownRequestPending && bg_http_in_flight() == 0)
 			break;
-		bgw_memory_after_turn();
+		bgw_memory_after_turn(worked);
 
 		if (BgWorker->stats_flush_at != 0 &&
 			GetCurrentTimestamp() >= BgWorker->stats_flush_at)

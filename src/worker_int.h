@@ -203,7 +203,7 @@ extern void bgw_recover_journal(void);
  */
 #define BG_IDLE_ACTIVITY	"billogram: idle, free memory given back"
 extern void bgw_memory_init(void);
-extern void bgw_memory_after_turn(void);
+extern void bgw_memory_after_turn(bool worked);
 extern TimestampTz bgw_memory_due_at(void);
 
 /* outcomes.c: journaling what finished */

@@ -55,16 +55,19 @@ bgw_memory_init(void)
 }
 
 /*
- * Called once per turn of the loop, after the batch: remembers when a
- * transfer was last in flight, and gives the free heap back once the
- * worker has been idle for BG_IDLE_RETURN_MS.
+ * Called once per turn of the loop, after the batch (worked: one ran):
+ * remembers when the worker last worked, a batch or a transfer in flight,
+ * and gives the free heap back once it has been idle for
+ * BG_IDLE_RETURN_MS.  A batch counts though it sends nothing (an
+ * operator's resolution, a sweep): its executor's blocks are freed heap
+ * too, and it replaces what pg_stat_activity shows.
  */
 void
-bgw_memory_after_turn(void)
+bgw_memory_after_turn(bool worked)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (bg_http_in_flight() > 0)
+	if (worked || bg_http_in_flight() > 0)
 	{
 		BgWorker->busy_at = now;
 		BgWorker->heap_returned = false;

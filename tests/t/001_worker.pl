@@ -24,10 +24,26 @@ my ($state, $out) = BgTest::call($node,
 is($state, '', 'a call succeeds');
 like($out, qr/^w1$/m, 'and returns the invoice');
 
-# A request in flight when the worker is SIGKILLed: PostgreSQL restarts every
-# process, the caller's session ends, and the new worker does not resend.
+# Idle, the worker gives its free heap back to the kernel and says so in
+# pg_stat_activity (src/worker_memory.c); busy, it keeps it; idle again,
+# it gives it back again.
+my $idle = "SELECT query = 'billogram: idle, free memory given back' "
+  . "FROM pg_stat_activity WHERE backend_type = 'billogram worker'";
+ok($node->poll_query_until('postgres', $idle), 'an idle worker gives its free heap back');
 my ($o, $e) = ('', '');
 my $h = IPC::Run::start(
+	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c',
+	  "SELECT billogram_credit_payment('slow1500k', 'amount', 5)" ],
+	'>', \$o, '2>', \$e);
+ok($node->poll_query_until('postgres', $idle, 'f'), 'a payment in flight: the worker is busy');
+$h->finish;
+like($o, qr/slow1500k/, 'the payment was made');
+ok($node->poll_query_until('postgres', $idle), 'idle again, it gives its free heap back again');
+
+# A request in flight when the worker is SIGKILLed: PostgreSQL restarts every
+# process, the caller's session ends, and the new worker does not resend.
+($o, $e) = ('', '');
+$h = IPC::Run::start(
 	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c',
 	  "SELECT billogram_credit_payment('slow3000k', 'amount', 5)" ],
 	'>', \$o, '2>', \$e);
@@ -50,22 +66,6 @@ is($state, '', 'calls work again after the crash restart');
 sleep 4;    # longer than the slow reply: time for any (wrong) resend
 is(scalar @{ $mock->posts('slow3000k') }, 1,
 	'the request in flight at the crash was sent exactly once');
-
-# Idle, the worker gives its free heap back to the kernel and says so in
-# pg_stat_activity (src/worker_memory.c); busy, it keeps it; idle again,
-# it gives it back again.
-my $idle = "SELECT query = 'billogram: idle, free memory given back' "
-  . "FROM pg_stat_activity WHERE backend_type = 'billogram worker'";
-ok($node->poll_query_until('postgres', $idle), 'an idle worker gives its free heap back');
-($o, $e) = ('', '');
-$h = IPC::Run::start(
-	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c',
-	  "SELECT billogram_credit_payment('slow1500k', 'amount', 5)" ],
-	'>', \$o, '2>', \$e);
-ok($node->poll_query_until('postgres', $idle, 'f'), 'a payment in flight: the worker is busy');
-$h->finish;
-like($o, qr/slow1500k/, 'the payment was made');
-ok($node->poll_query_until('postgres', $idle), 'idle again, it gives its free heap back again');
 
 # pg_terminate_backend on the worker: it exits and the postmaster restarts it
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($newpid)");
