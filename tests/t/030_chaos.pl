@@ -70,15 +70,16 @@ my $client_log = "$PostgreSQL::Test::Utils::log_path/030_chaos_clients.log";
 
 sub query { return $node->safe_psql('postgres', $_[0]); }
 
-# ---- the worker's private memory, per worker process ----
-# Read only while the worker is idle with its free heap given back
-# (src/worker_memory.c: busy, it keeps up to 8 MB of freed heap, which
-# says nothing about what it holds), so that the growth is what the worker
-# really keeps.  At a worker's first sight and at the end the driver waits
-# for that state; in between a round's end is sampled when it happens to
-# be in it.  The first sample of a worker is its baseline (taken once it
-# has served a round), its growth is its last sample less that.
-my (%mem_first, %mem_last);
+# ---- the worker's private memory ----
+# The worker that serves the calm last third of the run (no restart there,
+# see BgChaos::schedule) is measured from its second round, when it has
+# served a round of every kind and its caches and plans are made, to the
+# end.  Each reading waits until the worker is idle with its free heap
+# given back (src/worker_memory.c: busy, it keeps up to 8 MB of freed
+# heap, which says nothing about what it holds), so that the growth is
+# what it really keeps.  Its memory contexts go to the server log at both
+# readings, to tell palloc'd growth from malloc's.
+my %mem;    # calm => [ pid, kB ], last => [ pid, kB ]
 my $idle = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'billogram worker' "
   . "AND query = 'billogram: idle, free memory given back'";
 
@@ -94,26 +95,22 @@ sub worker_private_kb
 
 sub sample_memory
 {
-	my ($last) = @_;
+	my ($when) = @_;
 	my $p = BgTest::worker_pid($node);
-	if ($last || !defined $mem_first{$p})
+	local $PostgreSQL::Test::Utils::timeout_default = 900;
+	for (1 .. 3)
 	{
 		$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM ($idle AND pid = $p) i")
-		  or diag("the worker (pid $p) was not seen idle");
+		  or return diag("the worker (pid $p) was not seen idle");
+		my $kb = worker_private_kb($p);
+		my $out = '';
+		$node->psql('postgres', $idle, stdout => \$out);
+		# still idle after the reading: it is of the idle worker
+		next unless defined $kb && $out eq $p;
+		$node->psql('postgres', "SELECT pg_log_backend_memory_contexts($p)");
+		return $mem{$when} = [ $p, $kb ];
 	}
-	my $out = '';
-	$node->psql('postgres', $idle, stdout => \$out);
-	return unless $out eq $p;
-	my $kb = worker_private_kb($p);
-	$out = '';
-	$node->psql('postgres', $idle, stdout => \$out);
-	return unless defined $kb && $out eq $p;
-	# the worker's memory contexts go to the server log at its first
-	# sample and the last, to tell palloc'd growth from malloc's
-	$node->psql('postgres', "SELECT pg_log_backend_memory_contexts($p)")
-	  if $last || !defined $mem_first{$p};
-	$mem_first{$p} //= $kb;
-	$mem_last{$p} = $kb;
+	diag("the worker (pid $p) was not idle long enough to be read");
 }
 
 # ---- the disruptions ----
@@ -199,6 +196,7 @@ my $n = 0;
 for my $round (@{ $plan->{rounds} })
 {
 	$n++;
+	sample_memory('calm') if $n == $plan->{memory_round};
 	$mock->fault($round->{fault} eq 'down' ? '{"mode":"down"}' : BgChaos::fault_json($round));
 	$mock->_ctl('POST', '/clock', encode_json({ offset_s => 0 + ($round->{clock} // 0),
 		  ($round->{naive} && defined $round->{clock} ? (naive => JSON::PP::true) : ()) }));
@@ -230,7 +228,6 @@ for my $round (@{ $plan->{rounds} })
 	eval { $_->finish } for @clients;
 	$mock->fault('{"mode":"none"}');
 	BgTest::worker_pid($node);
-	sample_memory();
 }
 $mock->_ctl('POST', '/clock', '{"offset_s":0}');
 deliver_callback($_->[1]) for grep { $_->[0] > $n } @late;
@@ -392,15 +389,12 @@ invariant($copy_made && !$copy_after{pending} && !$copy_after{sending}
 	"the copy restored in round $plan->{dump_round} sent nothing (before: "
 	  . join(', ', map { "$_ $copy_before{$_}" } sort keys %copy_before) . '; after: '
 	  . join(', ', map { "$_ $copy_after{$_}" } sort keys %copy_after) . ')');
-my ($grew, $grew_pid) = (0, 0);
-for my $p (keys %mem_last)
-{
-	($grew, $grew_pid) = ($mem_last{$p} - $mem_first{$p}, $p) if $mem_last{$p} - $mem_first{$p} > $grew;
-}
-invariant(%mem_last && $grew < 10 * 1024,
-	sprintf('the worker\'s private memory grew by less than 10 MB (%d kB, pid %d, %d workers; '
-		  . 'its memory contexts at its first and last sample are in the server log)',
-		$grew, $grew_pid, scalar keys %mem_last));
+my ($calm_pid, $calm_kb) = @{ $mem{calm} // [ 0, 0 ] };
+my ($last_pid, $last_kb) = @{ $mem{last} // [ -1, 0 ] };
+invariant($calm_pid == $last_pid && $last_kb - $calm_kb < 10 * 1024,
+	sprintf('the worker\'s private memory grew by less than 10 MB over the calm last third of the run '
+		  . '(%d kB, from %d kB to %d kB; pid %d then, %d at the end; its memory contexts at both are in the server log)',
+		$last_kb - $calm_kb, $calm_kb, $last_kb, $calm_pid, $last_pid));
 
 my %states = map { split / / } split /\n/,
   query("SELECT state || ' ' || count(*) FROM billogram_requests GROUP BY state");

@@ -166,7 +166,13 @@ sub schedule
 	# the round during which the database is dumped and restored into a
 	# second cluster, as a staging copy made while production runs
 	my $dump_round = 1 + int(rand(scalar @rounds));
-	return { invoices => \@invoices, rounds => \@rounds, mix => \%mix, dump_round => $dump_round };
+	# the round before which the worker's memory is first read (1-based):
+	# the second of the calm third, so that the worker read then, which
+	# serves the rest, has served a round at least; the last round of a
+	# run too short for that
+	my $memory_round = $calm + 1 < @rounds ? $calm + 2 : scalar @rounds;
+	return { invoices => \@invoices, rounds => \@rounds, mix => \%mix, dump_round => $dump_round,
+		memory_round => $memory_round };
 }
 
 sub q_lit { my $v = shift; return defined $v ? "'$v'" : 'NULL'; }
