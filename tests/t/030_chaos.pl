@@ -72,12 +72,11 @@ sub query { return $node->safe_psql('postgres', $_[0]); }
 
 # ---- the worker's private memory ----
 # The worker that serves the calm last third of the run (no restart there,
-# see BgChaos::schedule) is measured from its second round, when it has
-# served a round of every kind and its caches and plans are made, to the
-# end.  Each reading waits until the worker is idle with its free heap
-# given back (src/worker_memory.c: busy, it keeps up to 8 MB of freed
-# heap, which says nothing about what it holds), so that the growth is
-# what it really keeps.  Its memory contexts go to the server log at both
+# see BgChaos::schedule) is measured from halfway through that third, when
+# it has made its caches and plans, to the end.  Each reading waits until
+# the worker is idle with its free heap given back (src/worker_memory.c:
+# busy, it keeps up to 8 MB of freed heap, which says nothing about what
+# it holds), so that the growth is what it really keeps.  Its memory contexts go to the server log at both
 # readings, to tell palloc'd growth from malloc's.
 my %mem;    # calm => [ pid, kB ], last => [ pid, kB ]
 my $idle = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'billogram worker' "
@@ -392,7 +391,7 @@ invariant($copy_made && !$copy_after{pending} && !$copy_after{sending}
 my ($calm_pid, $calm_kb) = @{ $mem{calm} // [ 0, 0 ] };
 my ($last_pid, $last_kb) = @{ $mem{last} // [ -1, 0 ] };
 invariant($calm_pid == $last_pid && $last_kb - $calm_kb < 10 * 1024,
-	sprintf('the worker\'s private memory grew by less than 10 MB over the calm last third of the run '
+	sprintf('the worker\'s private memory grew by less than 10 MB over the last sixth of the run '
 		  . '(%d kB, from %d kB to %d kB; pid %d then, %d at the end; its memory contexts at both are in the server log)',
 		$last_kb - $calm_kb, $calm_kb, $last_kb, $calm_pid, $last_pid));
 
