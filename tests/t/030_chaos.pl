@@ -76,8 +76,9 @@ sub query { return $node->safe_psql('postgres', $_[0]); }
 # it has made its caches and plans, to the end.  Each reading waits until
 # the worker is idle with its free heap given back (src/worker_memory.c:
 # busy, it keeps up to 8 MB of freed heap, which says nothing about what
-# it holds), so that the growth is what it really keeps.  Its memory contexts go to the server log at both
-# readings, to tell palloc'd growth from malloc's.
+# it holds), so that the growth is what it really keeps.  Its memory
+# contexts go to the server log at both readings, to tell palloc'd growth
+# from malloc's.
 my %mem;    # calm => [ pid, kB ], last => [ pid, kB ]
 my $idle = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'billogram worker' "
   . "AND query = 'billogram: idle, free memory given back'";
