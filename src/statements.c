@@ -160,8 +160,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * reads its invoice, since nothing here knew the invoice before that
 	 * server sent it, and the verdict was that server's to reach.  What
 	 * that server's evidence said, if anything, is kept under 'original';
-	 * the error saying why it became in_doubt there stays.  The in_doubt
-	 * rows are few, and taken through the state index with the others.
+	 * the error saying why it became in_doubt there stays.
 	 */
 	[STMT_HOLD] =
 	"WITH h AS (UPDATE %1$s SET "
