@@ -252,10 +252,14 @@ COMMENT ON FUNCTION billogram_get_invoice(text) IS
  * from 0.1 (see billogram--0.2--0.3.sql), may have been sent already by the
  * server that made them: pending ones become 'held' (held_at says since
  * when) and wait for an operator's billogram_release_held() or
- * billogram_fail_held(); one found in 'sending' becomes 'in_doubt'.  A
- * promoted standby has its primary's system identifier and instance and
- * goes on with the queue it inherited.  NULL (a row written by hand)
- * counts as elsewhere.
+ * billogram_fail_held(); one found in 'sending', or in_doubt while that
+ * server was still reading its invoice to settle it (settle_at set),
+ * becomes 'in_doubt' with the verdict 'inherited' and is never read here:
+ * the verdict was that server's to reach (what it had found, if anything,
+ * is kept in evidence under 'original').  A promoted standby has its
+ * primary's system identifier and instance and goes on with the queue it
+ * inherited.  NULL (a row written by hand) counts as elsewhere, except
+ * that a row 0.1 (which recorded no origin) left 'sending' is settled here.
  *
  * A trigger's row names the root of the source row's partition tree in
  * source_table and the row's primary key there in source_key; the pair is
@@ -1193,8 +1197,8 @@ REVOKE ALL ON billogram_queue_status FROM PUBLIC;
  *   verdict       checking, not_applied, ambiguous or unchecked (see
  *                 billogram_settle), or inherited: the row came from
  *                 another database, cluster or installation while it was
- *                 being sent there, or from an earlier version of
- *                 billogram, and nothing here reads its invoice;
+ *                 being sent or settled there, or from an earlier version
+ *                 of billogram, and nothing here reads its invoice;
  *   new_payments  the amounts of the payments the invoice gained since the
  *                 request was sent;
  *   advice        the verdict in a sentence, with the call that acts on it.
@@ -1407,7 +1411,8 @@ REVOKE ALL ON billogram_health FROM PUBLIC;
  *       pauses begun because Billogram asked to wait (429, 503).
  *   billogram_in_doubt_created_total
  *       rows the worker made in_doubt (an outcome unknown, a row left
- *       'sending' by a worker that stopped, one caught 'sending' in a copy).
+ *       'sending' by a worker that stopped, one caught in a copy 'sending'
+ *       or still being settled where it was made).
  *   billogram_in_doubt_settled_total{verdict}
  *       in_doubt rows the worker's settlement gave a final verdict: applied
  *       (the row is done), not_applied, ambiguous, unchecked (left to an

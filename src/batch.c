@@ -360,7 +360,9 @@ bgw_journal_batch(List **recorded)
 	}
 	if (installed && GetCurrentTimestamp() >= BgWorker->hold_check_due)
 	{
-		bg_journal_hold_foreign();
+		/* rows it takes out of settling free their invoices */
+		if (bg_journal_hold_foreign() > 0)
+			BgWorker->unsettled_stale = true;
 		BgWorker->hold_check_due =
 			TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BG_SWEEP_MS);
 	}

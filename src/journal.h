@@ -168,7 +168,7 @@ extern const char *bg_journal_refusal(void);
 extern const BgJournal *bg_journal_opened(void);
 extern void bg_journal_bind_keys(const BgCreditPayment *const *payments,
 								 const int64 *ids, int n);
-extern void bg_journal_hold_foreign(void);
+extern int64 bg_journal_hold_foreign(void);
 extern void bg_journal_insert_sync(const BgCreditPayment *const *payments,
 								   int n, int64 *ids);
 extern List *bg_journal_claim(int max_rows);

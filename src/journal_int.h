@@ -70,6 +70,18 @@ extern void bg_check_spi(int rc, int expected, const char *what);
  */
 extern bool bg_here_args(Datum *args);
 
+/*
+ * The rows whose outcome this installation settles, over the journal's
+ * columns with bg_here_args() as $1, $2 and $3: those it made, and those
+ * from 0.1, which recorded no origin (an update in place, 010_upgrade).
+ * Only these are recovered from 'sending' and weighed from readings of
+ * their invoice; any other row that comes in_doubt and still being
+ * weighed is the server's that made it (bg_journal_hold_foreign).  Never
+ * NULL, so that it can be negated.
+ */
+#define BG_SETTLED_HERE_SQL "(made_in_system IS NULL OR (made_in_system = $1 " \
+	"AND made_in_database IS NOT DISTINCT FROM $2 AND made_in_instance IS NOT DISTINCT FROM $3))"
+
 /* SPI arguments and results; "" is NULL for text */
 extern void bg_text_arg(Datum *values, char *nulls, int i, const char *s);
 extern void bg_text_elem(Datum *elems, bool *nulls, int i, const char *s);

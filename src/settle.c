@@ -8,8 +8,8 @@
  *
  * A row left 'sending' by a worker that stopped becomes in_doubt
  * (bg_journal_recover); one that came from another cluster, database or
- * installation is held, or in_doubt if it was caught sending
- * (bg_journal_hold_foreign).  The worker reads the invoice of each in_doubt
+ * installation is held, or in_doubt and never read if it was caught
+ * sending or still being settled there (bg_journal_hold_foreign).  The worker reads the invoice of each in_doubt
  * row that is due (bg_journal_settle_due) and hands what it read to
  * billogram_settle() (bg_journal_settle), and reads an invoice before the
  * payment at the head of its queue where the ledger needs it
@@ -90,9 +90,9 @@ check_takeover(void)
 /*
  * Rows left 'sending' by a worker of this installation that stopped may or
  * may not have reached Billogram; they become 'in_doubt', to be settled
- * from the evidence.  Only rows made here, and those from 0.1, which did
- * not record where a row was made (an upgrade in place: 010_upgrade): one
- * caught 'sending' in a copy from elsewhere is bg_journal_hold_foreign's,
+ * from the evidence.  Only the rows this installation settles
+ * (BG_SETTLED_HERE_SQL: made here, or by 0.1, which did not record where):
+ * one caught 'sending' in a copy from elsewhere is bg_journal_hold_foreign's,
  * in_doubt as 'inherited' and never read.  Taking it here first settled it
  * from a reading, as if this installation had sent it, and a not_applied
  * verdict would have advised the copy to send it again (a dump restored
@@ -116,9 +116,7 @@ bg_journal_recover(void)
 				   "error = jsonb_build_object('kind', 'worker', 'sqlstate', 'BG002', "
 				   "'message', 'the worker stopped while the request was being sent', "
 				   "'may_have_reached_billogram', true) "
-				   "WHERE state = 'sending' "
-				   "AND (made_in_system IS NULL "
-				   "  OR (made_in_system = $1 AND made_in_database = $2 AND made_in_instance = $3)) "
+				   "WHERE state = 'sending' AND " BG_SETTLED_HERE_SQL " "
 				   "RETURNING id, billogram_id, mode, amount, request_body) "
 				   "SELECT u.*, %s.billogram_announce(u.id, 'in_doubt') FROM u",
 				   bg_journal_opened()->name, bg_journal_opened()->schema);
@@ -136,14 +134,19 @@ bg_journal_recover(void)
  * Rows that came from elsewhere, with a restored dump or a copy made by
  * another cluster or database, are never sent on their own: the server
  * that made them may have sent them since.  Pending ones become 'held'
- * until an operator releases them (billogram_release_held()); one caught in
- * 'sending' becomes in_doubt with the verdict 'inherited': nothing here knew
- * its invoice before it was sent, so nothing reads it, and
- * billogram_in_doubt names the calls that resolve it.  The claim skips
- * them anyway; this puts them
- * where the status view and the operator see them, and says so in the log.
+ * until an operator releases them (billogram_release_held()).  One caught
+ * in 'sending', or in_doubt while the server that made it was still
+ * reading its invoice to settle it (settle_at set), becomes in_doubt with
+ * the verdict 'inherited': nothing here knew its invoice before it was
+ * sent, and a verdict weighed here, not_applied above all, would advise
+ * this copy's operator on a payment that is another server's; so nothing
+ * reads it, and billogram_in_doubt names the calls that resolve it.  The
+ * claim and bg_journal_settle_due() skip them anyway (rows restored after
+ * the last look wait for the next, unread); this puts them where the
+ * status view and the operator see them, and says so in the log.  Returns
+ * how many became in_doubt: their invoices are no longer being settled.
  */
-void
+int64
 bg_journal_hold_foreign(void)
 {
 	Datum		args[3];
@@ -153,7 +156,7 @@ bg_journal_hold_foreign(void)
 	int			rc;
 
 	if (!bg_here_args(args))
-		return;
+		return 0;
 	rc = SPI_execute_plan(bg_worker_plan(STMT_HOLD), args, NULL, false, 0);
 	bg_check_spi(rc, SPI_OK_SELECT, "holding requests made elsewhere");
 	held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -163,29 +166,31 @@ bg_journal_hold_foreign(void)
 		ereport(WARNING,
 				(errmsg("billogram: %lld request(s) made in another cluster or database are held, not sent",
 						(long long) (held + doubted)),
-				 errdetail("%lld pending request(s) are now held, %lld found in state sending are now in_doubt. "
+				 errdetail("%lld pending request(s) are now held, %lld found in state sending or still being checked there are now in_doubt, not checked here. "
 						   "They came with a restored dump (into this database too: the extension made anew has an identity of its own), a copy of the data, or an upgrade that inherited them: "
 						   "the server that made them may have sent them already.",
 						   (long long) held, (long long) doubted),
 				 errhint("Check that the server they came from is stopped or has not sent them, then call billogram_release_held() or billogram_fail_held(); billogram_in_doubt names the call for each one in_doubt.")));
+	return doubted;
 }
 
 /*
- * Take up to max_rows in_doubt rows whose invoice is due to be read again,
- * putting their next reading off by hold_secs meanwhile.
+ * Take up to max_rows in_doubt rows this installation settles whose
+ * invoice is due to be read again, putting their next reading off by
+ * hold_secs meanwhile.
  */
 List *
 bg_journal_settle_due(int max_rows, int hold_secs)
 {
 	List	   *due = NIL;
-	Datum		args[2];
+	Datum		args[5];
 	int			rc;
 	uint64		i;
 
-	if (max_rows <= 0)
+	if (max_rows <= 0 || !bg_here_args(args))
 		return NIL;
-	args[0] = Int32GetDatum(max_rows);
-	args[1] = Int32GetDatum(hold_secs);
+	args[3] = Int32GetDatum(max_rows);
+	args[4] = Int32GetDatum(hold_secs);
 	rc = SPI_execute_plan(bg_worker_plan(STMT_SETTLE_DUE), args, NULL, false, 0);
 	bg_check_spi(rc, SPI_OK_UPDATE_RETURNING, "taking in_doubt rows to settle");
 	for (i = 0; i < SPI_processed; i++)
@@ -352,11 +357,14 @@ bg_journal_next_due(void)
 {
 	TimestampTz sweep = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													BG_SWEEP_MS);
+	Datum		args[3];
 	bool		isnull;
 	Datum		due;
 	int			rc;
 
-	rc = SPI_execute_plan(bg_worker_plan(STMT_NEXT_DUE), NULL, NULL, false, 1);
+	if (!bg_here_args(args))
+		return sweep;
+	rc = SPI_execute_plan(bg_worker_plan(STMT_NEXT_DUE), args, NULL, false, 1);
 	bg_check_spi(rc, SPI_OK_SELECT, "looking for due payments");
 	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull || DatumGetTimestampTz(due) > sweep)

@@ -152,25 +152,34 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"FROM u",
 
 	/*
-	 * $1, $2, $3: where this worker runs and its installation.  A row
-	 * caught sending is in_doubt with a verdict of its own, 'inherited'
-	 * (see billogram_in_doubt): nothing reads its invoice, since nothing
-	 * here knew the invoice before the server that made it sent it.
+	 * $1, $2, $3: where this worker runs and its installation.  A pending
+	 * row made elsewhere is held.  One caught sending, or in_doubt and
+	 * still being weighed by the server that made it (settle_at set, made
+	 * neither here nor by 0.1: see BG_SETTLED_HERE_SQL), is in_doubt with a
+	 * verdict of its own, 'inherited' (see billogram_in_doubt): nothing
+	 * reads its invoice, since nothing here knew the invoice before that
+	 * server sent it, and the verdict was that server's to reach.  What
+	 * that server's evidence said, if anything, is kept under 'original';
+	 * the error saying why it became in_doubt there stays.
 	 */
 	[STMT_HOLD] =
 	"WITH h AS (UPDATE %1$s SET "
 	" state = CASE state WHEN 'pending' THEN 'held' ELSE 'in_doubt' END,"
-	" held_at = CASE state WHEN 'pending' THEN clock_timestamp() END,"
-	" finished_at = CASE state WHEN 'sending' THEN clock_timestamp() END,"
+	" held_at = CASE state WHEN 'pending' THEN clock_timestamp() ELSE held_at END,"
+	" finished_at = CASE state WHEN 'sending' THEN clock_timestamp() ELSE finished_at END,"
+	" settle_at = NULL,"
 	" error = CASE state WHEN 'sending' THEN jsonb_build_object('kind', 'copy',"
 	"   'message', 'found in state sending in a copy of another database, cluster or installation',"
 	"   'may_have_reached_billogram', true) ELSE error END,"
-	" evidence = CASE state WHEN 'sending' THEN jsonb_build_object('verdict', 'inherited',"
-	"   'why', 'it came from another database, cluster or installation while that server was sending it, so it may have been sent') "
-	"   ELSE evidence END "
-	" WHERE state IN ('pending', 'sending') "
-	" AND (made_in_system IS DISTINCT FROM $1 OR made_in_database IS DISTINCT FROM $2"
-	"   OR made_in_instance IS DISTINCT FROM $3) "
+	" evidence = CASE WHEN state = 'pending' THEN evidence ELSE jsonb_build_object('verdict', 'inherited',"
+	"   'why', CASE state WHEN 'sending'"
+	"     THEN 'it came from another database, cluster or installation while that server was sending it, so it may have been sent'"
+	"     ELSE 'it came from another database, cluster or installation while that server was still reading its invoice to settle it, so it may have been sent' END)"
+	"   || CASE WHEN evidence IS NOT NULL THEN jsonb_build_object('original', evidence) ELSE '{}' END END"
+	" WHERE state IN ('pending', 'sending', 'in_doubt') "
+	" AND CASE state WHEN 'in_doubt' THEN settle_at IS NOT NULL AND NOT " BG_SETTLED_HERE_SQL
+	"   ELSE made_in_system IS DISTINCT FROM $1 OR made_in_database IS DISTINCT FROM $2"
+	"     OR made_in_instance IS DISTINCT FROM $3 END "
 	" RETURNING state) "
 	"SELECT count(*) FILTER (WHERE state = 'held'), count(*) FILTER (WHERE state = 'in_doubt') "
 	"FROM h",
@@ -182,15 +191,17 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"snapshot_at = clock_timestamp() WHERE id = $1",
 
 	/*
-	 * in_doubt rows whose invoice is due to be read again, at most $1; the
-	 * next reading is put off by $2 seconds (the GET's timeout and some),
+	 * in_doubt rows whose invoice is due to be read again, at most $4; the
+	 * next reading is put off by $5 seconds (the GET's timeout and some),
 	 * which the verdict then replaces: a worker that stops in between
-	 * reads it again then.
+	 * reads it again then.  $1, $2, $3: only the rows this installation
+	 * settles; one restored with a dump after the last look for rows from
+	 * elsewhere (STMT_HOLD) waits for the next one, unread.
 	 */
 	[STMT_SETTLE_DUE] =
-	"UPDATE %1$s r SET settle_at = now() + make_interval(secs => $2) "
-	"WHERE r.id IN (SELECT id FROM %1$s WHERE settle_at <= now() "
-	"ORDER BY settle_at LIMIT $1 FOR UPDATE SKIP LOCKED) AND r.state = 'in_doubt' "
+	"UPDATE %1$s r SET settle_at = now() + make_interval(secs => $5) "
+	"WHERE r.id IN (SELECT id FROM %1$s WHERE settle_at <= now() AND " BG_SETTLED_HERE_SQL " "
+	"ORDER BY settle_at LIMIT $4 FOR UPDATE SKIP LOCKED) AND r.state = 'in_doubt' "
 	"RETURNING r.id, r.billogram_id, r.mode, r.amount, r.request_body",
 
 	/* $2: the invoice's summary, $3: why it could not be read; $4: settle_time */
@@ -296,7 +307,8 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * When the journal next has something due (bg_journal_next_due): the
 	 * earliest time a pending row may be claimed (STMT_CLAIM) or its
 	 * invoice read (STMT_READS_DUE), asked as they ask it, or the earliest
-	 * reading of an in_doubt row still being checked.  A row behind another
+	 * reading of an in_doubt row still being checked here (STMT_SETTLE_DUE;
+	 * $1, $2, $3: bg_here_args()).  A row behind another
 	 * payment of its invoice is left out: counting it kept the next due
 	 * time in the past, and the worker claimed nothing in a loop, for as
 	 * long as that payment was settled; whatever ends it wakes the worker.
@@ -309,7 +321,8 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"  AND " INVOICE_FREE_SQL "ORDER BY p.next_attempt_at, p.id LIMIT 1), "
 	"(SELECT p.next_attempt_at FROM %1$s p WHERE p.state = 'pending' AND p.verify_reason IS NOT NULL "
 	"  AND " INVOICE_FREE_SQL "ORDER BY p.next_attempt_at, p.id LIMIT 1), "
-	"(SELECT min(settle_at) FROM %1$s WHERE settle_at IS NOT NULL AND state = 'in_doubt'))",
+	"(SELECT min(settle_at) FROM %1$s WHERE settle_at IS NOT NULL AND state = 'in_doubt' "
+	"  AND " BG_SETTLED_HERE_SQL "))",
 };
 
 static const int statement_nargs[NUM_STATEMENTS] = {
@@ -319,7 +332,7 @@ static const int statement_nargs[NUM_STATEMENTS] = {
 	[STMT_RECORD_OUTCOMES] = 9,
 	[STMT_HOLD] = 3,
 	[STMT_SNAPSHOT] = 3,
-	[STMT_SETTLE_DUE] = 2,
+	[STMT_SETTLE_DUE] = 5,
 	[STMT_SETTLE] = 4,
 	[STMT_UNSETTLED] = 0,
 	[STMT_READS_DUE] = 5,
@@ -332,7 +345,7 @@ static const int statement_nargs[NUM_STATEMENTS] = {
 	[STMT_KEY_FIND] = 4,
 	[STMT_KEY_CLAIM] = 2,
 	[STMT_KEY_BIND] = 2,
-	[STMT_NEXT_DUE] = 0,
+	[STMT_NEXT_DUE] = 3,
 };
 static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_INSERT] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
@@ -346,7 +359,7 @@ static const Oid statement_types[NUM_STATEMENTS][17] = {
 	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID, TEXTARRAYOID},
 	[STMT_HOLD] = {INT8OID, OIDOID, UUIDOID},
 	[STMT_SNAPSHOT] = {INT8OID, TEXTOID, TEXTOID},
-	[STMT_SETTLE_DUE] = {INT4OID, INT4OID},
+	[STMT_SETTLE_DUE] = {INT8OID, OIDOID, UUIDOID, INT4OID, INT4OID},
 	[STMT_SETTLE] = {INT8OID, TEXTOID, TEXTOID, INT4OID},
 	[STMT_READS_DUE] = {INT4OID, INT4OID, INT8OID, OIDOID, UUIDOID},
 	[STMT_READ_RECORDED] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4OID},
@@ -359,6 +372,7 @@ static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_KEY_FIND] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID},
 	[STMT_KEY_CLAIM] = {TEXTOID, INT8OID},
 	[STMT_KEY_BIND] = {TEXTARRAYOID, INT8ARRAYOID},
+	[STMT_NEXT_DUE] = {INT8OID, OIDOID, UUIDOID},
 };
 
 static char *

@@ -87,7 +87,7 @@ $staging->safe_psql('postgres', qq{
 ok($staging->poll_query_until('postgres',
 	"SELECT state = 'in_doubt' FROM billogram_requests WHERE billogram_id = 'copysending1'"),
 	'a row caught sending in a copy becomes in_doubt');
-ok($staging->wait_for_log(qr/1 found in state sending are now in_doubt/),
+ok($staging->wait_for_log(qr/1 found in state sending or still being checked there are now in_doubt/),
 	'and the log says so');
 is($staging->safe_psql('postgres',
 	"SELECT verdict || ' ' || (next_check_at IS NULL) FROM billogram_in_doubt WHERE billogram_id = 'copysending1'"),
@@ -106,39 +106,115 @@ is($staging->safe_psql('postgres',
 	"SELECT (billogram_resolve($copy_id, 'mark_failed')).state"),
 	'failed', 'the operator resolves it');
 
+# A row of production's own, made by hand in a state its worker left it:
+# the columns and values given, and where it was made.
+sub prod_row
+{
+	my ($id, $amount, $state, %more) = @_;
+	my @cols = sort keys %more;
+	$prod->safe_psql('postgres', qq{
+		INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body,
+		                                state, attempts, sent_at, made_in_system, made_in_database,
+		                                made_in_instance} . join('', map { ", $_" } @cols) . qq{)
+		SELECT 'enqueue', '$id', 'amount', $amount, '{"mode":"amount","amount":$amount}',
+		       '$state', 1, now(), (SELECT system_identifier FROM pg_control_system()),
+		       (SELECT oid FROM pg_database WHERE datname = current_database()),
+		       (SELECT id FROM billogram_instance)} . join('', map { ", $more{$_}" } @cols));
+}
+
+# Production's dump, taken now (what) and production stopped, restored
+# into a new cluster named name while its worker runs.
+sub restored_copy
+{
+	my ($name, $what) = @_;
+	my $dump = $prod->basedir . "/$name.dump";
+	$prod->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $prod->connstr('postgres') ],
+		"pg_dump of a database with $what");
+	$prod->stop;
+	my $copy = PostgreSQL::Test::Cluster->new($name);
+	$copy->init;
+	$copy->append_conf('postgresql.conf', $mock->config);
+	$copy->start;
+	BgTest::worker_pid($copy);
+	$copy->command_ok([ 'pg_restore', '-d', $copy->connstr('postgres'), $dump ],
+		"restored into $name while its worker runs");
+	return $copy;
+}
+
+# A row's state, verdict, whether a reading is due and why it is in doubt,
+# as a copy shows them.
+sub doubt
+{
+	my ($node, $id) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT state || ' ' || verdict || ' ' || (next_check_at IS NULL) || ' ' || reason "
+		  . "FROM billogram_requests LEFT JOIN billogram_in_doubt USING (id) "
+		  . "WHERE billogram_requests.billogram_id = '$id'");
+}
+
 # The same row restored with a dump while the copy's worker runs: the
 # restore makes the extension, and the worker's first batch over the new
 # journal looked for rows its own restart left 'sending' before it looked
 # for rows from elsewhere, so it read this one's invoice and settled it
 # as if it had sent it (found by the chaos run, tests/t/030_chaos.pl).
 $prod->start;
-$prod->safe_psql('postgres', q{
-	INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body,
-	                                state, attempts, sent_at, made_in_system, made_in_database,
-	                                made_in_instance)
-	SELECT 'enqueue', 'copysending2', 'amount', 8, '{"mode":"amount","amount":8}',
-	       'sending', 1, now(), (SELECT system_identifier FROM pg_control_system()),
-	       (SELECT oid FROM pg_database WHERE datname = current_database()),
-	       (SELECT id FROM billogram_instance)});
-my $dump2 = $prod->basedir . '/prod-sending.dump';
-$prod->command_ok([ 'pg_dump', '-Fc', '-f', $dump2, '-d', $prod->connstr('postgres') ],
-	'pg_dump of a database with a payment being sent');
-$prod->stop;
-my $staging2 = PostgreSQL::Test::Cluster->new('staging2');
-$staging2->init;
-$staging2->append_conf('postgresql.conf', $mock->config);
-$staging2->start;
-BgTest::worker_pid($staging2);
-$staging2->command_ok([ 'pg_restore', '-d', $staging2->connstr('postgres'), $dump2 ],
-	'restored into a second cluster while its worker runs');
+prod_row('copysending2', 8, 'sending');
+my $staging2 = restored_copy('staging2', 'a payment being sent');
 ok($staging2->poll_query_until('postgres',
 	"SELECT count(*) = 0 FROM billogram_requests WHERE state IN ('pending', 'sending')"),
 	'nothing restored is left pending or sending');
-is($staging2->safe_psql('postgres',
-	"SELECT state || ' ' || verdict || ' ' || (next_check_at IS NULL) FROM billogram_requests "
-	  . "LEFT JOIN billogram_in_doubt USING (id) WHERE billogram_requests.billogram_id = 'copysending2'"),
-	'in_doubt inherited true', 'the row restored in sending is in_doubt as inherited, with no reading due');
+is(doubt($staging2, 'copysending2'),
+	'in_doubt inherited true found in state sending in a copy of another database, cluster or installation',
+	'the row restored in sending is in_doubt as inherited, with no reading due');
 is(scalar @{ $mock->requests('copysending2') }, 0, 'nothing was sent or read for it');
 $staging2->stop;
+
+# A row production was still settling when the dump was taken: in_doubt,
+# its invoice read until a verdict is reached (settle_at set).  The verdict
+# is production's to reach: in a copy whose worker runs it is in_doubt as
+# inherited, like a row caught sending, and nothing reads its invoice.
+# The copy's worker used to read and settle it (the chaos run saw one
+# become done in a copy; a not_applied verdict would have advised the
+# copy's operator to resend it).  Production cannot reach the API: its
+# readings fail, and with a long settle_time the row stays being checked.
+$prod->append_conf('postgresql.conf', "billogram.settle_time = '1h'");
+$prod->start;
+prod_row('copychecking1', 9, 'in_doubt', finished_at => 'now()', settle_at => 'now()',
+	error => q{'{"kind": "no_reply", "message": "the connection closed after the request was sent", "may_have_reached_billogram": true}'},
+	baseline => q{'{"remaining_sum": -1000.00, "events": []}'});
+ok($prod->poll_query_until('postgres', q{
+	SELECT evidence ->> 'verdict' = 'checking' AND settle_at IS NOT NULL
+	  FROM billogram_requests WHERE billogram_id = 'copychecking1'}),
+	'production is settling the row: its invoice could not be read yet');
+my $staging3 = restored_copy('staging3', 'a payment being settled');
+ok($staging3->poll_query_until('postgres',
+	"SELECT settle_at IS NULL FROM billogram_requests WHERE billogram_id = 'copychecking1'"),
+	'no reading of the row is due in the copy');
+is(doubt($staging3, 'copychecking1'),
+	'in_doubt inherited true the connection closed after the request was sent',
+	'it is in_doubt as inherited, with no reading due and the reason it was in doubt');
+is($staging3->safe_psql('postgres', q{
+	SELECT (evidence -> 'original' ->> 'verdict') || ' ' || (evidence -> 'original' ? 'checked_at')
+	  FROM billogram_requests WHERE billogram_id = 'copychecking1'}),
+	'checking true', "what production had found is kept, under 'original'");
+my $checking_id = $staging3->safe_psql('postgres',
+	"SELECT id FROM billogram_requests WHERE billogram_id = 'copychecking1'");
+like($staging3->safe_psql('postgres',
+	"SELECT advice FROM billogram_in_doubt WHERE billogram_id = 'copychecking1'"),
+	qr/^not checked: it came from another database, cluster or installation while that server was still reading its invoice to settle it, so it may have been sent; .*check it at Billogram, then billogram_resolve\($checking_id, 'mark_done'\) or billogram_resolve\($checking_id, 'mark_failed'\)$/,
+	'the advice names the calls to make, with its id');
+# copysending2 too: production's restart made it in_doubt, and it was
+# settling it as well
+is(doubt($staging3, 'copysending2'),
+	'in_doubt inherited true the worker stopped while the request was being sent',
+	'so is the row production found in sending after its restart');
+ok($staging3->wait_for_log(qr/2 found in state sending or still being checked there are now in_doubt, not checked here/),
+	'the log counts both');
+is($staging3->safe_psql('postgres',
+	"SELECT value FROM billogram_metrics WHERE metric = 'billogram_in_doubt_created_total'"),
+	'2', 'and so does billogram_in_doubt_created_total');
+is(scalar @{ $mock->requests('copychecking1') } + scalar @{ $mock->requests('copysending2') }, 0,
+	'the copy never read their invoices');
+$staging3->stop;
 
 done_testing();

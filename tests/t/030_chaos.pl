@@ -163,12 +163,15 @@ sub deliver_callback
 # it sent would show at the mock without a done row in production.
 my ($copy, %copy_before, $copy_made, $copy_sends_before);
 
-# Every attempt the copy's journal records: a row's attempts and when it
-# was last sent, one line each.
+# Every attempt and verdict the copy's journal records: a row's attempts,
+# when it was last sent, whether it is done, and its verdict as weighed
+# where it was made (an inherited row's original evidence), one line each.
 sub copy_sends
 {
 	return $copy->safe_psql('postgres',
-		"SELECT string_agg(id || ' ' || attempts || ' ' || coalesce(sent_at::text, '-'), E'\\n' ORDER BY id) "
+		"SELECT string_agg(id || ' ' || attempts || ' ' || coalesce(sent_at::text, '-') || ' ' || (state = 'done') "
+		  . "|| ' ' || coalesce(CASE evidence ->> 'verdict' WHEN 'inherited' THEN evidence -> 'original' "
+		  . "ELSE evidence END ->> 'verdict', '-'), E'\\n' ORDER BY id) "
 		  . "FROM billogram_requests");
 }
 
@@ -379,14 +382,14 @@ invariant($left == 0, "nothing pending or sending ($left)");
 $left = query("SELECT string_agg(id || ' ' || state, ', ') FROM billogram_requests "
 	  . "WHERE state IN ('in_doubt', 'held')");
 invariant($left eq '', "nothing in_doubt or held once the operator acted ($left)");
-# Sent nothing: no row's attempts or time sent changed, none is left
-# pending or sending.  (An in_doubt row the original was still checking is
-# weighed in the copy from a reading of its invoice, and may become done
-# there: a reading, not a payment.)
+# Sent and weighed nothing: no row's attempts, time sent, done or not, or
+# verdict changed, none is left pending or sending.  An in_doubt row the
+# original was still checking is inherited in the copy, unread: its
+# verdict stays the original's, kept under 'original'.
 my $copy_sends_after = copy_sends();
 invariant($copy_made && !$copy_after{pending} && !$copy_after{sending}
 	  && $copy_sends_after eq $copy_sends_before,
-	"the copy restored in round $plan->{dump_round} sent nothing (before: "
+	"the copy restored in round $plan->{dump_round} sent and weighed nothing (before: "
 	  . join(', ', map { "$_ $copy_before{$_}" } sort keys %copy_before) . '; after: '
 	  . join(', ', map { "$_ $copy_after{$_}" } sort keys %copy_after) . ')');
 my ($calm_pid, $calm_kb) = @{ $mem{calm} // [ 0, 0 ] };
