@@ -9,8 +9,9 @@
  * A row left 'sending' by a worker that stopped becomes in_doubt
  * (bg_journal_recover); one that came from another cluster, database or
  * installation is held, or in_doubt and never read if it was caught
- * sending or still being settled there (bg_journal_hold_foreign).  The worker reads the invoice of each in_doubt
- * row that is due (bg_journal_settle_due) and hands what it read to
+ * sending or still being settled there (bg_journal_hold_foreign).  The
+ * worker reads the invoice of each in_doubt row that is due
+ * (bg_journal_settle_due) and hands what it read to
  * billogram_settle() (bg_journal_settle), and reads an invoice before the
  * payment at the head of its queue where the ledger needs it
  * (bg_journal_reads_due, bg_journal_reads_recorded).
