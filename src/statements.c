@@ -306,9 +306,11 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	/*
 	 * When the journal next has something due (bg_journal_next_due): the
 	 * earliest time a pending row may be claimed (STMT_CLAIM) or its
-	 * invoice read (STMT_READS_DUE), asked as they ask it, or the earliest
-	 * reading of an in_doubt row still being checked here (STMT_SETTLE_DUE;
-	 * $1, $2, $3: bg_here_args()).  A row behind another
+	 * invoice read (STMT_READS_DUE), asked as they ask it (rows made here
+	 * only: one restored from elsewhere after the last look would keep the
+	 * due time in the past until bg_journal_hold_foreign() holds it), or
+	 * the earliest reading of an in_doubt row still being checked here
+	 * (STMT_SETTLE_DUE; $1, $2, $3: bg_here_args()).  A row behind another
 	 * payment of its invoice is left out: counting it kept the next due
 	 * time in the past, and the worker claimed nothing in a loop, for as
 	 * long as that payment was settled; whatever ends it wakes the worker.
@@ -318,8 +320,10 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	[STMT_NEXT_DUE] =
 	"SELECT least("
 	"(SELECT p.next_attempt_at FROM %1$s p WHERE p.state = 'pending' AND p.verify_reason IS NULL "
+	"  AND p.made_in_system = $1 AND p.made_in_database = $2 AND p.made_in_instance = $3 "
 	"  AND " INVOICE_FREE_SQL "ORDER BY p.next_attempt_at, p.id LIMIT 1), "
 	"(SELECT p.next_attempt_at FROM %1$s p WHERE p.state = 'pending' AND p.verify_reason IS NOT NULL "
+	"  AND p.made_in_system = $1 AND p.made_in_database = $2 AND p.made_in_instance = $3 "
 	"  AND " INVOICE_FREE_SQL "ORDER BY p.next_attempt_at, p.id LIMIT 1), "
 	"(SELECT min(settle_at) FROM %1$s WHERE settle_at IS NOT NULL AND state = 'in_doubt' "
 	"  AND " BG_SETTLED_HERE_SQL "))",
