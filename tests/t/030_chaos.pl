@@ -10,10 +10,10 @@
 # reloaded, and once the primary crashed and its synchronous standby
 # promoted in its place, production from then on), run by six sessions at
 # once.  Then, once the queue has settled, an operator acts on every
-# in_doubt and held row as the views
-# advise, checking the invoice at "Billogram" (the mock's record), and the
-# journal is judged against the mock: per invoice, the done rows are the
-# payments the mock applied through its API, in count and amounts.
+# in_doubt and held row as the views advise, checking the invoice at
+# "Billogram" (the mock's record), and the journal is judged against the
+# mock: per invoice, the done rows are the payments the mock applied
+# through its API, in count and amounts.
 #
 # CHAOS_SEED names the schedule, printed first and with every failure.
 # Without it (make test) the seed is 11: make test is a gate that a commit
