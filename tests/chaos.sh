@@ -40,6 +40,8 @@ fi
 bg_install_dependencies
 BG_PG_INSTALL=$(mktemp -d /tmp/billogram-install.XXXXXX)/plain
 export BG_PG_INSTALL
+# readable by the test user, who runs the servers from it (as tests/run.sh)
+chmod 755 "$(dirname "$BG_PG_INSTALL")"
 trap 'rm -rf "$(dirname "$BG_PG_INSTALL")"' EXIT
 bg_tmp_install_create "$BG_PG_INSTALL" || exit 1
 rm -f "$top"/src/*.o "$top/billogram.so"

@@ -7,11 +7,13 @@
 # Retry-After, slow, cut and silent replies, the API down, its clock ahead
 # and behind, callbacks late and twice, someone else paying; the worker
 # killed or terminated, the server stopped with -m immediate, settings
-# reloaded), run by six sessions at once.  Then, once the queue has
-# settled, an operator acts on every in_doubt and held row as the views
-# advise, checking the invoice at "Billogram" (the mock's record), and the
-# journal is judged against the mock: per invoice, the done rows are the
-# payments the mock applied through its API, in count and amounts.
+# reloaded, and once the primary crashed and its synchronous standby
+# promoted in its place, production from then on), run by six sessions at
+# once.  Then, once the queue has settled, an operator acts on every
+# in_doubt and held row as the views advise, checking the invoice at
+# "Billogram" (the mock's record), and the journal is judged against the
+# mock: per invoice, the done rows are the payments the mock applied
+# through its API, in count and amounts.
 #
 # CHAOS_SEED names the schedule, printed first and with every failure.
 # Without it (make test) the seed is 11: make test is a gate that a commit
@@ -48,8 +50,11 @@ my $started = time;
 my $plan = BgChaos::schedule(seed => $seed, payments => $payments);
 my $mock = BgTest->start_mock;
 my $sign_key = 'chaos-sign-key-0123';
-my $node = $mock->new_node('chaos', extra => <<"CONF");
+my $node = $mock->new_node('chaos', allows_streaming => 1, extra => <<"CONF");
 max_connections = 40
+# as initdb sets it: a primary made for streaming gets 1MB from the test
+# module, which would make this another run
+shared_buffers = '128MB'
 billogram.settle_time = '3s'
 billogram.timeout = '5s'
 billogram.retry_for = '10min'
@@ -66,6 +71,32 @@ $node->safe_psql('postgres', q{
 		EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount', 'mode');
 });
 my $dir = PostgreSQL::Test::Utils::tempdir('chaos');
+
+# ---- the standby, promoted once (disruption 'promote') ----
+# A streaming physical standby, replicated synchronously: the setting under
+# which a DBA expects a failover to lose nothing.  The worker commits a
+# row's 'sending' durably before the request leaves (src/batch.c), and with
+# synchronous_standby_names that commit waits for the standby too; so
+# anything the old primary's worker sent is on the standby at least as
+# 'sending', which the promoted server's worker makes in_doubt and settles
+# from the invoice (a physical standby has the primary's system identifier
+# and billogram_instance: its rows are made here, not held as a copy's).
+# Outcomes committed asynchronously may be lost with the primary; their rows
+# are found 'sending' too.  Pending rows it inherits are read before they go,
+# the timeline having changed (src/settle.c, check_takeover).  Its worker
+# starts only once recovery is finished.  synchronous_standby_names is set
+# on the primary alone, after the backup: the promoted server has no standby,
+# and its commits must not wait for one.
+$node->backup('base');
+my $standby = PostgreSQL::Test::Cluster->new('chaos_standby');
+$standby->init_from_backup($node, 'base', has_streaming => 1);
+$standby->start;
+$node->append_conf('postgresql.conf', "synchronous_standby_names = '*'");
+# a restart, not a reload: every process waits for the standby from the
+# first round on
+$node->restart;
+$node->poll_query_until('postgres', "SELECT sync_state = 'sync' FROM pg_stat_replication")
+  or die 'the standby did not become synchronous';
 my $client_log = "$PostgreSQL::Test::Utils::log_path/030_chaos_clients.log";
 
 sub query { return $node->safe_psql('postgres', $_[0]); }
@@ -114,6 +145,18 @@ sub sample_memory
 }
 
 # ---- the disruptions ----
+
+# The crashed primary must never come back: beside the promoted standby it
+# would be a second primary with the same identity, sending its own queue
+# again (README: copies).  Its data directory is moved aside, so that a
+# start of it by mistake fails.
+sub fence
+{
+	my ($old) = @_;
+	rename($old->data_dir, $old->data_dir . '.fenced')
+	  or die "fencing " . $old->data_dir . ": $!";
+}
+
 sub disrupt
 {
 	my ($round) = @_;
@@ -132,6 +175,20 @@ sub disrupt
 	{
 		$node->stop('immediate');
 		$node->start;
+	}
+	elsif ($what eq 'promote')
+	{
+		# a failover: the primary crashes mid-round, its sessions fail,
+		# and from now on the promoted standby is production ($node) for
+		# everything: later rounds, disruptions, the copy, the operator,
+		# the books
+		$node->stop('immediate');
+		fence($node);
+		$standby->promote;
+		$standby->poll_query_until('postgres', 'SELECT NOT pg_is_in_recovery()')
+		  or die 'the standby was not promoted';
+		BgTest::worker_pid($standby);
+		($node, $standby) = ($standby, undef);
 	}
 	elsif ($what eq 'reload')
 	{
@@ -411,6 +468,7 @@ diag("  operator: " . join(', ', map { "$_ $acted{$_}" } sort keys %acted)
 diag("$pass passed, $fail failed");
 
 $copy->stop;
+$standby->stop if $standby;    # a run too short to promote it
 $node->stop;
 $mock->stop;
 done_testing();

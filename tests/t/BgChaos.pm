@@ -6,7 +6,8 @@
 # tests/mock/README.md), the payments on each (distinct amounts per
 # invoice, so that the mock's record of one tells which journal row it
 # was), and rounds: the SQL each client session runs, the mock's global
-# fault, its clock, a disruption of the server and callbacks to deliver.
+# fault, its clock, a disruption of the server (in one round, a failover
+# to its standby) and callbacks to deliver.
 # Everything comes from Perl's seeded rand(), so one seed is one schedule.
 #
 # books() compares, per invoice, the journal's done rows with the payments
@@ -48,9 +49,12 @@ our @KINDS = (
 	[ copy => 2 ],
 	[ rolled_back => 1 ],);
 
-# Disruptions of the server during a round, with weights.
+# Disruptions of the server during a round, with weights.  promote (the
+# primary crashes and its synchronous standby takes over) has none: a run
+# has one standby, so it is never picked by chance, only placed once below.
 our @DISRUPT = (
 	[ none => 14 ],
+	[ promote => 0 ],
 	[ kill_worker => 2 ],
 	[ term_worker => 1 ],
 	[ immediate_restart => 2 ],
@@ -142,13 +146,14 @@ sub schedule
 		};
 		push @rounds, $round;
 	}
-	# The last third of the run restarts no worker, so that the last worker
-	# serves a third of the payments at least: the memory it grew by over
-	# them is what the run measures.
+	# The last third of the run restarts no worker (a promotion starts
+	# another), so that the last worker serves a third of the payments at
+	# least: the memory it grew by over them is what the run measures.
 	my $calm = @rounds >= 3 ? int(@rounds * 2 / 3) : scalar @rounds;
-	$_->{disrupt} = 'reload' for grep { $_->{disrupt} =~ /worker|restart/ } @rounds[ $calm .. $#rounds ];
+	$_->{disrupt} = 'reload' for grep { $_->{disrupt} =~ /worker|restart|promote/ } @rounds[ $calm .. $#rounds ];
 	# every global fault and every disruption at least once in a run long
-	# enough, each in a round of its own, the rest left to chance
+	# enough, each in a round of its own, the rest left to chance (promote
+	# first, so that any run has its one promotion)
 	for my $what ([ fault => \@FAULTS, $#rounds ], [ disrupt => \@DISRUPT, $calm - 1 ])
 	{
 		my @kinds = grep { $_ ne 'none' } map { $_->[0] } @{ $what->[1] };

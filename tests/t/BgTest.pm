@@ -173,12 +173,13 @@ search_path = 'public, billogram'
 CONF
 }
 
-# A started cluster with the extension created in database postgres.
+# A started cluster with the extension created in database postgres;
+# allows_streaming => 1 makes it a primary a standby can be made from.
 sub new_node
 {
 	my ($self, $name, %o) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init(allows_streaming => $o{allows_streaming} // 0);
 	$node->append_conf('postgresql.conf', $self->config(%o));
 	$node->append_conf('postgresql.conf', $o{extra}) if $o{extra};
 	$node->start;
