@@ -40,10 +40,10 @@ fi
 bg_install_dependencies
 BG_PG_INSTALL=$(mktemp -d /tmp/billogram-install.XXXXXX)/plain
 export BG_PG_INSTALL
-# readable by the test user, who runs the servers from it (as tests/run.sh)
-chmod 755 "$(dirname "$BG_PG_INSTALL")"
 trap 'rm -rf "$(dirname "$BG_PG_INSTALL")"' EXIT
 bg_tmp_install_create "$BG_PG_INSTALL" || exit 1
 rm -f "$top"/src/*.o "$top/billogram.so"
+# the logs of an earlier run would be copied along and appended to
+rm -rf "$top/tmp_check/tap"
 bg_build_and_install "$top" SANITIZE=0 || exit 1
 BG_COPY_BACK="tmp_check/tap/tmp_check/log" bg_run_unprivileged "$top" tests/chaos.sh --run
