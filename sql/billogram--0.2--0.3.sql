@@ -564,9 +564,13 @@ BEGIN
       FROM billogram.billogram_requests b, unnest(b.event_uuids) u
      WHERE b.billogram_id = r.billogram_id AND b.id <> r.id;
 
-    -- a row without sent_at (0.1 recorded none) has waited long enough
+    -- settle_time counts from when the request ended (its outcome was
+    -- recorded: a timeout, a cut reply; or the worker was found stopped),
+    -- not from when it left: Billogram may apply a request as late as the
+    -- worker waited for it, and billogram.timeout may be the longer; a row
+    -- without sent_at (0.1 recorded none) has waited long enough
     weighed := billogram.billogram_weigh(r.mode, r.amount, r.baseline, seen, attributed,
-                                           coalesce(now() >= r.sent_at + settle_time, true));
+                                           coalesce(now() >= greatest(r.sent_at, r.finished_at) + settle_time, true));
     verdict := weighed ->> 'verdict';
     weighed := weighed || jsonb_build_object('checked_at', now(), 'sent_at', r.sent_at,
                                              'failure', failure);
@@ -578,7 +582,7 @@ BEGIN
                               THEN ARRAY[weighed ->> 'applied_event'] ELSE event_uuids END,
            settle_at = CASE WHEN verdict <> 'checking' THEN NULL
                             WHEN invoice IS NULL THEN now() + least(settle_time, interval '10 seconds')
-                            ELSE r.sent_at + settle_time END,
+                            ELSE greatest(r.sent_at, r.finished_at) + settle_time END,
            resolution = CASE WHEN verdict = 'applied' THEN
                             concat_ws(E'\n', resolution,
                                       format('reconciled by the billogram worker at %s: the invoice shows one new payment of %s (event %s)',
@@ -792,7 +796,7 @@ BEGIN
     IF invoice IS NULL THEN
         verdict := CASE WHEN settle_time_passed THEN 'unchecked' ELSE 'checking' END;
         why := CASE WHEN settle_time_passed
-                    THEN 'The invoice could not be read until billogram.settle_time after sending, so nothing shows whether the payment arrived.'
+                    THEN 'The invoice could not be read until billogram.settle_time after the request ended, so nothing shows whether the payment arrived.'
                     ELSE 'The invoice could not be read yet; it is read again.' END;
     ELSIF baseline IS NULL THEN
         verdict := 'ambiguous';

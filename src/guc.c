@@ -230,8 +230,9 @@ bg_define_settings(bool preloading)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("billogram.settle_time",
-							"How long after sending an in_doubt payment's invoice is watched before \"not applied\" is concluded.",
-							"An invoice that shows no sign of the payment this long after it was sent is "
+							"How long after an in_doubt payment's request ended its invoice is watched before \"not applied\" is concluded.",
+							"An invoice that shows no sign of the payment this long after the request ended "
+							"(timed out, cut, or the worker found stopped) is "
 							"taken as evidence that it did not arrive; the row stays in_doubt for an operator.",
 							&bg_settle_time_s,
 							60, 1, 7 * 86400,

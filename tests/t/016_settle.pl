@@ -114,8 +114,8 @@ is(scalar @{ $mock->posts('ndrops1') }, 2, 'resend sends it once more, once');
 
 # --- a row being checked is read at its settle_at, not at the next sweep ---
 # billogram.settle_time is 3 s: the reading that ends "checking" is due 3 s
-# after sending, and is made then; the sweep would come 10 s after the
-# first reading.
+# after the request ended (a dropped one ends at once), and is made then;
+# the sweep would come 10 s after the first reading.
 BgTest::call($node, "SELECT billogram_credit_payment('ndropt1', 'amount', 100)");
 $row = settled_row('ndropt1');
 is($row->{verdict}, 'not_applied', 'a dropped payment, read again until settle_time: not applied');
@@ -125,8 +125,29 @@ my @reads = map { $_->{time} } grep { $_->{method} eq 'GET' && $_->{time} > $sen
 note('readings after sending at: ' . join(', ', map { sprintf('%.2f s', $_ - $sent) } @reads));
 cmp_ok(scalar @reads, '>=', 2, 'its invoice was read while checking, then for the verdict');
 cmp_ok($reads[-1] - $sent, '<', 6,
-	sprintf('the last reading came at settle_time after sending, not at a sweep (%.1f s)',
+	sprintf('the last reading came at settle_time after the request ended, not at a sweep (%.1f s)',
 		$reads[-1] - $sent));
+
+# --- settle_time counts from when the request ended, not from when it left ---
+# The caller's billogram.timeout (2 s) is up before "Billogram" answers: it
+# holds the payment 4 s (a global slow fault), then applies it.  Counted
+# from sending, the 3 s of settle_time were over before that (not_applied
+# at 3 s, and a double payment on a resend: found by the chaos run, a
+# worker killed while the mock held a payment); counted from the end of
+# the request, the verdict waits until 5 s and finds the payment.  The
+# invoice is paid once first, so that no reading of it precedes the
+# payment held.
+($state) = BgTest::call($node, "SELECT billogram_credit_payment('lateapply1', 'amount', 10)");
+is($state, '', 'a first payment on the invoice');
+$mock->fault('{"mode":"slow","ms":4000}');
+($state) = BgTest::call($node,
+	"SET billogram.timeout = '2s'; SELECT billogram_credit_payment('lateapply1', 'amount', 40)");
+$mock->fault('{"mode":"none"}');
+is($state, 'BG000', 'a payment whose reply comes after the timeout: no reply');
+$row = settled_row('lateapply1');
+is($row->{verdict}, 'applied', 'applied after the timeout: found, not concluded not_applied');
+is($row->{state}, 'done', 'and the row is done');
+is(scalar @{ $mock->posts('lateapply1') }, 2, 'each payment sent once');
 
 # --- one payment per invoice in flight, in order ---
 # two 'remaining' payments queued together: the second leaves only once the
