@@ -55,7 +55,13 @@ max_connections = 40
 # as initdb sets it: a primary made for streaming gets 1MB from the test
 # module, which would make this another run
 shared_buffers = '128MB'
-billogram.settle_time = '3s'
+# settle_time is what a DBA sets above the longest Billogram may take to
+# apply a request after the connection ended; the mock's longest is its
+# random fault's 3 s hold, so each setting the run uses is above that with
+# a second to spare (BgChaos; below it a worker killed during the hold
+# concluded not_applied before the mock applied the payment, seeds
+# 186247448 and 685690583)
+billogram.settle_time = '5s'
 billogram.timeout = '5s'
 billogram.retry_for = '10min'
 billogram.callback_sign_key_file = '@{[ $mock->secret_file($sign_key) ]}'
@@ -163,8 +169,12 @@ sub disrupt
 	my $what = $round->{disrupt};
 	if ($what eq 'kill_worker')
 	{
-		# a crash: the postmaster ends every session and restarts
-		kill 'KILL', BgTest::worker_pid($node);
+		# a crash: the postmaster ends every session and restarts; the
+		# driver goes on once it is back (a psql in between may die of the
+		# server refusing it: BgTest::worker_pid; seed 260640032)
+		my $old = BgTest::worker_pid($node);
+		kill 'KILL', $old;
+		BgTest::worker_pid($node, $old);
 	}
 	elsif ($what eq 'term_worker')
 	{

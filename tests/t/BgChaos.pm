@@ -141,7 +141,8 @@ sub schedule
 			settings => {
 				'billogram.max_connections' => (2, 4, 8)[ int(rand(3)) ],
 				'billogram.journal_reply' => (qw(summary full none))[ int(rand(3)) ],
-				'billogram.settle_time' => (qw(2s 3s 5s))[ int(rand(3)) ],
+				# above the mock's longest hold (3 s), see 030_chaos.pl
+				'billogram.settle_time' => (qw(4s 5s 8s))[ int(rand(3)) ],
 			},
 		};
 		push @rounds, $round;
