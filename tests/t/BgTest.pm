@@ -187,15 +187,25 @@ sub new_node
 	return $node;
 }
 
-# The worker's pid, waiting until it is up.
+# The worker's pid, waiting until it is up; with $not, until a worker
+# other than that one is up (after a crash, the restarted one).
 sub worker_pid
 {
-	my ($node) = @_;
-	$node->poll_query_until('postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'billogram worker'")
-	  or die "billogram worker did not start";
-	return $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'billogram worker'");
+	my ($node, $not) = @_;
+	my $cond = "backend_type = 'billogram worker'" . (defined $not ? " AND pid <> $not" : '');
+	# A server restarting after a crash refuses connections for a moment,
+	# and psql, refused, may exit before IPC::Run has written the query to
+	# its stdin: the write fails with EPIPE, which dies.  That is the server
+	# coming back, not an answer: ask again.
+	my $up;
+	for my $try (1 .. 20)
+	{
+		$up = eval { $node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE $cond") };
+		last if defined $up || $@ !~ /Broken pipe/;
+	}
+	die $@ unless defined $up;
+	$up or die "billogram worker did not start";
+	return $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE $cond");
 }
 
 # Wait until no journal row is pending or sending.
