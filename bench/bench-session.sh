@@ -40,7 +40,7 @@ done
 if [ "$smoke" = 1 ]; then
 	mode=smoke D=2 N_QUEUE=500 N_SLOW=100 N_MEM=2000 N_CPU_CALLS=200
 else
-	mode=full D=10 N_QUEUE=20000 N_SLOW=2000 N_MEM=100000
+	mode=full D=10 N_QUEUE=20000 N_SLOW=2000 N_MEM=100000 N_CPU_CALLS=2000
 fi
 MEM_BATCH=10000               # rows per transaction in step 6
 [ "$N_MEM" -lt "$MEM_BATCH" ] && MEM_BATCH=$N_MEM
@@ -51,7 +51,6 @@ POLL=0.02                     # seconds between checks of the queue
 TARGET_QUEUE_RATE=5000        # payments/s drained (step 3)
 TARGET_WORKER_US=150          # worker CPU per payment during the drain (step 3)
 TARGET_SYNC8_TPS=5000         # synchronous calls per second, 8 sessions (step 2)
-N_CPU_CALLS=2000              # synchronous calls timed for CPU (step 2b)
 TARGET_INSERT_RATIO=2         # INSERT latency with trigger / without (step 5)
 TARGET_RSS_MB=10              # growth of the worker's private memory (step 6)
 TARGET_SYNC_P50_RATIO=5       # sync p50, 1 session / raw 1-connection p50 (step 2)
