@@ -396,9 +396,11 @@ bg_log "   p50 $RAW8_P50 ms, p99 $RAW8_P99 ms, avg $RAW8_AVG ms, $(fmt "$RAW8_RP
 # its first figures are needed (one 8 kB write, then fdatasync, Linux's
 # wal_sync_method), so it is stopped as soon as the fdatasync line is out.
 # Sets FSYNC_US, FSYNC_OPS.
-fsync_one_write() { # the fdatasync line of the section "using one 8kB write"
+# fsync_one_write FILE: the fdatasync line of the section "using one 8kB
+# write", once complete (the label is written before the test runs)
+fsync_one_write() {
 	awk '/using one 8kB write/ { one = 1 } one && /^$/ { exit }
-		one && $1 == "fdatasync" { print; exit }' "$1"
+		one && $1 == "fdatasync" && /ops\/sec .*usecs\/op/ { print; exit }' "$1"
 }
 fsync_floor() {
 	local out=$raw/pg_test_fsync.txt line=
@@ -416,7 +418,7 @@ fsync_floor() {
 	LOAD_PID=
 	[ -n "$line" ] || line=$(fsync_one_write "$out")
 	FSYNC_OPS=$(awk '{ for (i = 2; i < NF; i++) if ($(i + 1) == "ops/sec") print $i }' <<<"$line")
-	[[ $FSYNC_OPS =~ ^[0-9.]+$ ]] && [ "$(calc "$FSYNC_OPS > 0")" = 1 ] ||
+	[[ $FSYNC_OPS =~ ^[0-9.]+$ ]] && awk -v v="$FSYNC_OPS" 'BEGIN { exit !(v > 0) }' ||
 		{ cat "$out" >&2; fail "no fdatasync figure from pg_test_fsync"; }
 	FSYNC_US=$(calc "1000000 / $FSYNC_OPS")
 }
