@@ -2,7 +2,8 @@
 # The benchmark proper, run by bench/run.sh as an unprivileged user: starts a
 # stand-in Billogram API (nginx over HTTPS, one instant and one 50 ms server)
 # and a throw-away cluster with the extension pointed at it, measures
-#   1. the raw HTTPS limit (wrk),
+#   1. the raw HTTPS limit (wrk), and (1b) one 8 kB fdatasync (pg_test_fsync):
+#      with the raw p50, the floor of a durable synchronous call,
 #   2. synchronous calls (pgbench, 1 and 8 sessions),
 #   3. how fast the worker drains a queue of payments, alone and (3b) while
 #      another session holds a snapshot open,
@@ -11,6 +12,8 @@
 #   6. whether the worker's private memory grows over many payments,
 #   7. the CPU the worker spends classifying one reply and summarizing its
 #      invoice for the journal,
+#   8. untimed, the fdatasync and fsync calls a payment costs the cluster
+#      (strace), synchronous and through the trigger,
 # prints one table and writes it to bench/results/latest.md and a
 # timestamped copy.  Targets are reported, not asserted.  Exits non-zero only
 # if something broke: a server did not start, a query or a load run failed,
@@ -76,6 +79,7 @@ nginx=/usr/sbin/nginx           # not on the unprivileged user's PATH
 
 NGINX_PID=
 LOAD_PID=
+STRACE_PID=                   # step 8's strace, attached to the cluster
 BROKEN=()                     # payments not all registered: reported, exit 1 at the end
 
 # ---- stopping everything ----
@@ -90,6 +94,7 @@ cleanup() {
 		kill "$LOAD_PID" 2>/dev/null
 		wait "$LOAD_PID" 2>/dev/null
 	fi
+	[ -n "$STRACE_PID" ] && stop_strace
 	if [ -f "$pgdata/postmaster.pid" ]; then
 		bg_log "stopping PostgreSQL"
 		"$bindir/pg_ctl" -D "$pgdata" -m fast -w -t 60 stop >/dev/null 2>&1 ||
@@ -119,15 +124,25 @@ BG_WHAT=benchmark
 BG_SERVER_LOG=$work/server.log
 fail() { bg_fail "$@"; }
 
-stop_nginx() {
-	kill "$NGINX_PID" 2>/dev/null
-	for _ in $(seq 1 50); do
-		kill -0 "$NGINX_PID" 2>/dev/null || break
+# stop_process PID [SIGNAL]: send SIGNAL (TERM), give it 10 s to end, then
+# KILL; reaps it
+stop_process() {
+	kill -"${2:-TERM}" "$1" 2>/dev/null
+	for _ in $(seq 1 100); do
+		kill -0 "$1" 2>/dev/null || break
 		sleep 0.1
 	done
-	kill -0 "$NGINX_PID" 2>/dev/null && kill -KILL "$NGINX_PID" 2>/dev/null
-	wait "$NGINX_PID" 2>/dev/null
+	kill -0 "$1" 2>/dev/null && kill -KILL "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+}
+stop_nginx() {
+	stop_process "$NGINX_PID"
 	NGINX_PID=
+}
+# strace writes its summary when interrupted, not when killed
+stop_strace() {
+	stop_process "$STRACE_PID" INT
+	STRACE_PID=
 }
 
 # Run a load generator bounded in time ($1 seconds, then killed), in the
@@ -613,6 +628,70 @@ gcc -O2 -I"$BG_TOP/src" -o "$work/classify_reply" "$bench/classify_reply.c" \
 [[ $SUMMARY_US =~ ^[0-9.]+$ ]] || fail "bench/classify_reply printed no summary figure"
 bg_log "7. one $(wc -c <"$body_file")-byte reply: classifying $CLASSIFY_US µs, summarizing the invoice $SUMMARY_US µs"
 
+# ---- 8. fdatasyncs per payment ----
+# Untimed, after every timed step: strace slows every process it follows.
+# Each count starts just after a CHECKPOINT, so that the earlier steps'
+# checkpoint (its fsync of every file written) does not fall into it.
+# strace_attach NAME: strace -c counts the fdatasync and fsync calls of
+# every process of the cluster into $raw/strace-NAME.txt: the postmaster
+# (-f follows the backends it starts) and its children; returns once each
+# of them is attached (or gone: an autovacuum worker may end meanwhile).
+strace_attach() {
+	local err=$raw/strace-$1.err pm p pids args=()
+	pm=$(head -n 1 "$pgdata/postmaster.pid")
+	pids="$pm $(pgrep -P "$pm" | tr '\n' ' ')"
+	for p in $pids; do args+=(-p "$p"); done
+	strace -c -f -e trace=fdatasync,fsync -o "$raw/strace-$1.txt" "${args[@]}" \
+		2>"$err" 3>&- 4>&- &
+	STRACE_PID=$!
+	for _ in $(seq 1 300); do
+		kill -0 "$STRACE_PID" 2>/dev/null || break
+		local waiting=0
+		for p in $pids; do
+			grep -q "^strace: Process $p attached" "$err" ||
+				{ [ "$p" != "$pm" ] && ! kill -0 "$p" 2>/dev/null; } || waiting=1
+		done
+		[ $waiting = 0 ] && return 0
+		sleep 0.1
+	done
+	cat "$err" >&2
+	fail "strace did not attach to every process of the cluster ($pids) within 30 s"
+}
+# strace_count NAME PAYMENTS: stops step 8's strace and sets SC_FDATASYNC,
+# SC_FSYNC (calls) and SC_PER_PAYMENT; fails if it counted none
+strace_count() {
+	stop_strace
+	read -r SC_FDATASYNC SC_FSYNC <<<"$(awk '$NF == "fdatasync" { d = $4 } $NF == "fsync" { f = $4 }
+		END { print d + 0, f + 0 }' "$raw/strace-$1.txt" 2>/dev/null)"
+	[ "$((SC_FDATASYNC + SC_FSYNC))" -gt 0 ] ||
+		{ cat "$raw/strace-$1.txt" "$raw/strace-$1.err" >&2; fail "strace counted no fdatasync or fsync ($1)"; }
+	SC_PER_PAYMENT=$(calc "($SC_FDATASYNC + $SC_FSYNC) / $2")
+	bg_log "   $SC_FDATASYNC fdatasync + $SC_FSYNC fsync calls: $(fmt "$SC_PER_PAYMENT" 2) per payment"
+}
+# pgb_count NAME SCRIPT: N_STRACE transactions of SCRIPT in one session
+# (output in $raw/counted-NAME.txt), then the queue drained
+pgb_count() {
+	local out=$raw/counted-$1.txt
+	bounded $((120 + N_STRACE / 5)) "$bindir/pgbench" -n -h "$sockdir" -c 1 -j 1 -t "$N_STRACE" \
+		-f "$2" postgres >"$out" 2>&1 || { tail -n 20 "$out" >&2; fail "pgbench $1 (counted)"; }
+	grep -q "^number of transactions actually processed: $N_STRACE/$N_STRACE\$" "$out" ||
+		{ cat "$out" >&2; fail "pgbench $1 (counted) did not run its $N_STRACE transactions"; }
+	queue_and_drain 0 - $((60 + N_STRACE / 50))
+	check_all_done "$1 (counted)" "$N_STRACE"
+}
+bg_log "8. fdatasync and fsync calls per payment (strace -c -f on the cluster, untimed): $N_STRACE synchronous calls, one per transaction"
+q -c "TRUNCATE billogram_requests, payments" -c CHECKPOINT || fail "TRUNCATE, CHECKPOINT"
+strace_attach sync
+pgb_count sync "$bench/sync.sql"
+strace_count sync "$N_STRACE"
+SC_SYNC_FDATASYNC=$SC_FDATASYNC SC_SYNC_FSYNC=$SC_FSYNC SC_SYNC_PER_PAYMENT=$SC_PER_PAYMENT
+bg_log "8. the same for $N_STRACE single-row INSERTs with the trigger, one per transaction, until the queue is drained"
+q -c "TRUNCATE billogram_requests, payments" -c CHECKPOINT || fail "TRUNCATE, CHECKPOINT"
+strace_attach trigger
+pgb_count trigger "$bench/insert-trigger.sql"
+strace_count trigger "$N_STRACE"
+SC_TRIG_FDATASYNC=$SC_FDATASYNC SC_TRIG_FSYNC=$SC_FSYNC SC_TRIG_PER_PAYMENT=$SC_PER_PAYMENT
+
 # ---- the table ----
 met() { # met 'CONDITION' -> yes/no
 	awk "BEGIN { exit !($1) }" && echo yes || echo no
@@ -668,6 +747,8 @@ curl_pkg=$(dpkg-query -W -f '${Version}' libcurl4 2>/dev/null || echo '?')
 	echo "| worker VmRSS (information: counts shared_buffers pages it touched) | $(MB "$VM_RSS_0") → $(MB "$VM_RSS_1") MB | — | — | — | — |"
 	echo "| classifying one reply (information: bg_classify_reply, the validating scan, mean of 20,000 calls) | $(fmt "$CLASSIFY_US" 1) µs | worker CPU per payment in the drain: $(fmt "$QUEUE_WORKER_US" 0) µs | $(x "$(calc "$CLASSIFY_US / $QUEUE_WORKER_US")") | — | — |"
 	echo "| summarizing its invoice for the journal (information: bg_invoice_summary, mean of 20,000 calls) | $(fmt "$SUMMARY_US" 1) µs | worker CPU per payment in the drain: $(fmt "$QUEUE_WORKER_US" 0) µs | $(x "$(calc "$SUMMARY_US / $QUEUE_WORKER_US")") | — | — |"
+	echo "| fdatasync + fsync calls per payment, $N_STRACE synchronous calls, one per transaction (information: strace -c -f on every process of the cluster, untimed) | $(fmt "$SC_SYNC_PER_PAYMENT" 2) (fdatasync $SC_SYNC_FDATASYNC, fsync $SC_SYNC_FSYNC) | — | — | — | — |"
+	echo "| fdatasync + fsync calls per payment, $N_STRACE single-row INSERTs with the trigger, one per transaction, until the queue is drained (information: the same) | $(fmt "$SC_TRIG_PER_PAYMENT" 2) (fdatasync $SC_TRIG_FDATASYNC, fsync $SC_TRIG_FSYNC) | — | — | — | — |"
 	if [ ${#BROKEN[@]} -gt 0 ]; then
 		echo
 		echo "**Payments not all registered:**"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark behind `make bench`: installs what is missing (the test
-# dependencies plus nginx, its echo module and wrk), builds and installs the
-# extension (into the private PostgreSQL installation BG_PG_INSTALL when
-# tests/run.sh runs the smoke test, see tests/tmp_install.sh; system-wide
-# otherwise), then runs bench/bench-session.sh, as the unprivileged user
+# dependencies plus nginx, its echo module, wrk and strace), builds and
+# installs the extension (into the private PostgreSQL installation
+# BG_PG_INSTALL when tests/run.sh runs the smoke test, see
+# tests/tmp_install.sh; system-wide otherwise), then runs
+# bench/bench-session.sh, as the unprivileged user
 # `billogram` in a copy of the tree when started as root.  The results come
 # back to bench/results/ (latest.md and a timestamped copy).
 #
@@ -39,6 +40,7 @@ libnginx-mod-http-echo
 wrk
 curl
 procps
+strace
 LIST
 }
 
