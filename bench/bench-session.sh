@@ -407,16 +407,16 @@ RAW8_P50=$W_P50 RAW8_P99=$W_P99 RAW8_AVG=$W_AVG RAW8_RPS=$W_RPS
 bg_log "   p50 $RAW8_P50 ms, p99 $RAW8_P99 ms, avg $RAW8_AVG ms, $(fmt "$RAW8_RPS" 0) req/s"
 
 # ---- 1b. one WAL flush ----
-# PostgreSQL's own pg_test_fsync, on the data directory's filesystem: only
-# its first figures are needed (one 8 kB write, then fdatasync, Linux's
-# wal_sync_method), so it is stopped as soon as the fdatasync line is out.
-# Sets FSYNC_US, FSYNC_OPS.
-# fsync_one_write FILE: the fdatasync line of the section "using one 8kB
-# write", once complete (the label is written before the test runs)
+# fsync_one_write FILE: the fdatasync line of pg_test_fsync's section "using
+# one 8kB write", once complete (the label is written before the test runs)
 fsync_one_write() {
 	awk '/using one 8kB write/ { one = 1 } one && /^$/ { exit }
 		one && $1 == "fdatasync" && /ops\/sec .*usecs\/op/ { print; exit }' "$1"
 }
+# PostgreSQL's own pg_test_fsync, on the data directory's filesystem: only
+# its first figures are needed (one 8 kB write, then fdatasync, Linux's
+# wal_sync_method), so it is stopped as soon as the fdatasync line is out.
+# Sets FSYNC_US, FSYNC_OPS.
 fsync_floor() {
 	local out=$raw/pg_test_fsync.txt line=
 	stdbuf -oL "$bindir/pg_test_fsync" -f "$work/pg_test_fsync.out" -s "$FSYNC_SECS" \
@@ -428,13 +428,14 @@ fsync_floor() {
 		[ -n "$line" ] && break
 		sleep 0.1
 	done
-	kill "$LOAD_PID" 2>/dev/null   # it removes its file on SIGTERM
-	wait "$LOAD_PID" 2>/dev/null
+	stop_process "$LOAD_PID"   # on SIGTERM it removes its file
 	LOAD_PID=
 	[ -n "$line" ] || line=$(fsync_one_write "$out")
 	FSYNC_OPS=$(awk '{ for (i = 2; i < NF; i++) if ($(i + 1) == "ops/sec") print $i }' <<<"$line")
-	[[ $FSYNC_OPS =~ ^[0-9.]+$ ]] && awk -v v="$FSYNC_OPS" 'BEGIN { exit !(v > 0) }' ||
-		{ cat "$out" >&2; fail "no fdatasync figure from pg_test_fsync"; }
+	if ! [[ $FSYNC_OPS =~ ^[0-9.]+$ ]] || ! awk -v v="$FSYNC_OPS" 'BEGIN { exit !(v > 0) }'; then
+		cat "$out" >&2
+		fail "no fdatasync figure from pg_test_fsync"
+	fi
 	FSYNC_US=$(calc "1000000 / $FSYNC_OPS")
 }
 bg_log "1b. one 8 kB fdatasync on the data directory's filesystem: pg_test_fsync -s $FSYNC_SECS"
@@ -657,40 +658,34 @@ strace_attach() {
 	cat "$err" >&2
 	fail "strace did not attach to every process of the cluster ($pids) within 30 s"
 }
-# strace_count NAME PAYMENTS: stops step 8's strace and sets SC_FDATASYNC,
-# SC_FSYNC (calls) and SC_PER_PAYMENT; fails if it counted none
-strace_count() {
-	stop_strace
-	read -r SC_FDATASYNC SC_FSYNC <<<"$(awk '$NF == "fdatasync" { d = $4 } $NF == "fsync" { f = $4 }
-		END { print d + 0, f + 0 }' "$raw/strace-$1.txt" 2>/dev/null)"
-	[ "$((SC_FDATASYNC + SC_FSYNC))" -gt 0 ] ||
-		{ cat "$raw/strace-$1.txt" "$raw/strace-$1.err" >&2; fail "strace counted no fdatasync or fsync ($1)"; }
-	SC_PER_PAYMENT=$(calc "($SC_FDATASYNC + $SC_FSYNC) / $2")
-	bg_log "   $SC_FDATASYNC fdatasync + $SC_FSYNC fsync calls: $(fmt "$SC_PER_PAYMENT" 2) per payment"
-}
-# pgb_count NAME SCRIPT: N_STRACE transactions of SCRIPT in one session
-# (output in $raw/counted-NAME.txt), then the queue drained
-pgb_count() {
-	local out=$raw/counted-$1.txt
+# count_flushes NAME SCRIPT: with strace attached, N_STRACE transactions of
+# SCRIPT (one payment each) in one session, then the queue drained; sets
+# SC_FIGURE, the fdatasync and fsync calls per payment; fails if strace
+# counted none
+count_flushes() {
+	local out=$raw/counted-$1.txt summary=$raw/strace-$1.txt fdatasync fsync
+	q -c "TRUNCATE billogram_requests, payments" -c CHECKPOINT || fail "TRUNCATE, CHECKPOINT"
+	strace_attach "$1"
 	bounded $((120 + N_STRACE / 5)) "$bindir/pgbench" -n -h "$sockdir" -c 1 -j 1 -t "$N_STRACE" \
 		-f "$2" postgres >"$out" 2>&1 || { tail -n 20 "$out" >&2; fail "pgbench $1 (counted)"; }
 	grep -q "^number of transactions actually processed: $N_STRACE/$N_STRACE\$" "$out" ||
 		{ cat "$out" >&2; fail "pgbench $1 (counted) did not run its $N_STRACE transactions"; }
 	queue_and_drain 0 - $((60 + N_STRACE / 50))
 	check_all_done "$1 (counted)" "$N_STRACE"
+	stop_strace
+	read -r fdatasync fsync <<<"$(awk '$NF == "fdatasync" { d = $4 } $NF == "fsync" { f = $4 }
+		END { print d + 0, f + 0 }' "$summary" 2>/dev/null)"
+	[ "$((fdatasync + fsync))" -gt 0 ] ||
+		{ cat "$summary" "$raw/strace-$1.err" >&2; fail "strace counted no fdatasync or fsync ($1)"; }
+	SC_FIGURE="$(fmt "$(calc "($fdatasync + $fsync) / $N_STRACE")" 2) (fdatasync $fdatasync, fsync $fsync)"
+	bg_log "   fdatasync + fsync calls per payment: $SC_FIGURE"
 }
 bg_log "8. fdatasync and fsync calls per payment (strace -c -f on the cluster, untimed): $N_STRACE synchronous calls, one per transaction"
-q -c "TRUNCATE billogram_requests, payments" -c CHECKPOINT || fail "TRUNCATE, CHECKPOINT"
-strace_attach sync
-pgb_count sync "$bench/sync.sql"
-strace_count sync "$N_STRACE"
-SC_SYNC_FDATASYNC=$SC_FDATASYNC SC_SYNC_FSYNC=$SC_FSYNC SC_SYNC_PER_PAYMENT=$SC_PER_PAYMENT
+count_flushes sync "$bench/sync.sql"
+SC_SYNC=$SC_FIGURE
 bg_log "8. the same for $N_STRACE single-row INSERTs with the trigger, one per transaction, until the queue is drained"
-q -c "TRUNCATE billogram_requests, payments" -c CHECKPOINT || fail "TRUNCATE, CHECKPOINT"
-strace_attach trigger
-pgb_count trigger "$bench/insert-trigger.sql"
-strace_count trigger "$N_STRACE"
-SC_TRIG_FDATASYNC=$SC_FDATASYNC SC_TRIG_FSYNC=$SC_FSYNC SC_TRIG_PER_PAYMENT=$SC_PER_PAYMENT
+count_flushes trigger "$bench/insert-trigger.sql"
+SC_TRIG=$SC_FIGURE
 
 # ---- the table ----
 met() { # met 'CONDITION' -> yes/no
@@ -747,8 +742,8 @@ curl_pkg=$(dpkg-query -W -f '${Version}' libcurl4 2>/dev/null || echo '?')
 	echo "| worker VmRSS (information: counts shared_buffers pages it touched) | $(MB "$VM_RSS_0") → $(MB "$VM_RSS_1") MB | — | — | — | — |"
 	echo "| classifying one reply (information: bg_classify_reply, the validating scan, mean of 20,000 calls) | $(fmt "$CLASSIFY_US" 1) µs | worker CPU per payment in the drain: $(fmt "$QUEUE_WORKER_US" 0) µs | $(x "$(calc "$CLASSIFY_US / $QUEUE_WORKER_US")") | — | — |"
 	echo "| summarizing its invoice for the journal (information: bg_invoice_summary, mean of 20,000 calls) | $(fmt "$SUMMARY_US" 1) µs | worker CPU per payment in the drain: $(fmt "$QUEUE_WORKER_US" 0) µs | $(x "$(calc "$SUMMARY_US / $QUEUE_WORKER_US")") | — | — |"
-	echo "| fdatasync + fsync calls per payment, $N_STRACE synchronous calls, one per transaction (information: strace -c -f on every process of the cluster, untimed) | $(fmt "$SC_SYNC_PER_PAYMENT" 2) (fdatasync $SC_SYNC_FDATASYNC, fsync $SC_SYNC_FSYNC) | — | — | — | — |"
-	echo "| fdatasync + fsync calls per payment, $N_STRACE single-row INSERTs with the trigger, one per transaction, until the queue is drained (information: the same) | $(fmt "$SC_TRIG_PER_PAYMENT" 2) (fdatasync $SC_TRIG_FDATASYNC, fsync $SC_TRIG_FSYNC) | — | — | — | — |"
+	echo "| fdatasync + fsync calls per payment, $N_STRACE synchronous calls, one per transaction (information: strace -c -f on every process of the cluster, untimed) | $SC_SYNC | — | — | — | — |"
+	echo "| fdatasync + fsync calls per payment, $N_STRACE single-row INSERTs with the trigger, one per transaction, until the queue is drained (information: the same) | $SC_TRIG | — | — | — | — |"
 	if [ ${#BROKEN[@]} -gt 0 ]; then
 		echo
 		echo "**Payments not all registered:**"
