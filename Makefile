@@ -64,6 +64,7 @@ OBJS = \
 	src/source_row.o \
 	src/statements.o \
 	src/stats.o \
+	src/trigger.o \
 	src/trust.o \
 	src/wait_event.o \
 	src/worker.o \

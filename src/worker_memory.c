@@ -14,8 +14,9 @@
  * (which no threshold returns) make a worker that has served many
  * thousand payments look several MB bigger than it is: 10 MB after a
  * 10,000-payment chaos run whose memory contexts had grown by 0.33 MB.
- * So once nothing has been in flight for BG_IDLE_RETURN_MS, malloc_trim
- * gives every free page back, and pg_stat_activity shows the worker as
+ * So once the worker has been idle for BG_IDLE_RETURN_MS (no transfer
+ * in flight and no batch: an operator's resolutions need a batch each,
+ * with nothing sent), malloc_trim gives every free page back, and pg_stat_activity shows the worker as
  * BG_IDLE_ACTIVITY until its next batch.  What is left then is what the
  * worker really holds, which is what tests/t/030_chaos.pl measures.
  *
@@ -37,7 +38,7 @@
 #define BG_MALLOC_TRIM_THRESHOLD	(8 * 1024 * 1024)
 
 /*
- * How long nothing must have been in flight before the free heap is given
+ * How long the worker must have been idle before the free heap is given
  * back: long enough that calls a session makes one after another never
  * see it (each would page-fault the heap back in), short enough that a
  * worker between bursts is back to its size within a second.
