@@ -141,20 +141,31 @@ typedef struct BgKnownEntry
 	bool		unreadable;		/* no journal to read it into: calls go, to
 								 * be refused */
 	TimestampTz failed_at;		/* the last reading failed then (0: none) */
-	BgReply    *failure;		/* and so, in failures_cxt; NULL if none */
+	BgReply    *failure;		/* and so, in cache_cxt; NULL if none */
 } BgKnownEntry;
 
 #define BG_KNOWN_MAX	100000
 
 static HTAB *known_invoices = NULL;
+
+/*
+ * The entries a call waits for, so that a batch finds them without scanning
+ * a cache of up to BG_KNOWN_MAX invoices (each batch looks; the scan cost
+ * more than the statements once the cache held tens of thousands).  An
+ * entry is on the list at most once, while its wanted flag is set; one
+ * found known meanwhile stays on it with the flag cleared, and is skipped.
+ * n_wanted counts the entries whose flag is set.
+ */
+static List *wanted_entries = NIL;
 static int	n_wanted = 0;
 
 /*
- * The replies of failed readings, apart from the entries: a reply is over a
- * kilobyte, and in the entry it made a full cache 137 MB of the worker's
- * memory for what only a failed reading needs.  Reset with the cache.
+ * What lives and dies with the cache besides its entries: the list above,
+ * and the replies of failed readings, kept apart from the entries because a
+ * reply is over a kilobyte, and in the entry it made a full cache 137 MB of
+ * the worker's memory for what only a failed reading needs.
  */
-static MemoryContext failures_cxt = NULL;
+static MemoryContext cache_cxt = NULL;
 
 static BgKnownEntry *
 known_entry(const char *billogram_id, bool create)
@@ -169,11 +180,12 @@ known_entry(const char *billogram_id, bool create)
 
 		if (known_invoices != NULL)
 			hash_destroy(known_invoices);
-		if (failures_cxt == NULL)
-			failures_cxt = AllocSetContextCreate(TopMemoryContext,
-												 "billogram read failures",
-												 ALLOCSET_SMALL_SIZES);
-		MemoryContextReset(failures_cxt);
+		if (cache_cxt == NULL)
+			cache_cxt = AllocSetContextCreate(TopMemoryContext,
+											  "billogram known invoices",
+											  ALLOCSET_SMALL_SIZES);
+		MemoryContextReset(cache_cxt);
+		wanted_entries = NIL;
 		ctl.keysize = BG_ID_MAXLEN + 1;
 		ctl.entrysize = sizeof(BgKnownEntry);
 		known_invoices = hash_create("billogram invoices in the ledger", 1024,
@@ -223,6 +235,10 @@ bg_inflight_want(const char *billogram_id)
 
 	if (!entry->known && !entry->wanted)
 	{
+		MemoryContext old = MemoryContextSwitchTo(cache_cxt);
+
+		wanted_entries = lappend(wanted_entries, entry);
+		MemoryContextSwitchTo(old);
 		entry->wanted = true;
 		n_wanted++;
 	}
@@ -234,24 +250,31 @@ bg_inflight_any_wanted(void)
 	return n_wanted > 0;
 }
 
+/* Forget every wanted entry: the list, the flags and the count. */
+static void
+clear_wanted(void)
+{
+	list_free(wanted_entries);
+	wanted_entries = NIL;
+	n_wanted = 0;
+}
+
 List *
 bg_inflight_take_wanted(void)
 {
-	HASH_SEQ_STATUS seq;
-	BgKnownEntry *entry;
+	ListCell   *lc;
 	List	   *ids = NIL;
 
-	if (n_wanted == 0)
-		return NIL;
-	hash_seq_init(&seq, known_invoices);
-	while ((entry = hash_seq_search(&seq)) != NULL)
+	foreach(lc, wanted_entries)
 	{
+		BgKnownEntry *entry = (BgKnownEntry *) lfirst(lc);
+
 		if (!entry->wanted)
 			continue;
 		entry->wanted = false;
 		ids = lappend(ids, pstrdup(entry->billogram_id));
 	}
-	n_wanted = 0;
+	clear_wanted();
 	return ids;
 }
 
@@ -262,7 +285,7 @@ bg_inflight_read_failed(const char *billogram_id, const BgReply *reply)
 
 	entry->failed_at = GetCurrentTimestamp();
 	if (entry->failure == NULL)
-		entry->failure = MemoryContextAlloc(failures_cxt, sizeof(BgReply));
+		entry->failure = MemoryContextAlloc(cache_cxt, sizeof(BgReply));
 	*entry->failure = *reply;
 }
 
@@ -287,19 +310,17 @@ bg_inflight_recent_failure(const char *billogram_id)
 void
 bg_inflight_journal_missing(void)
 {
-	HASH_SEQ_STATUS seq;
-	BgKnownEntry *entry;
+	ListCell   *lc;
 
-	if (known_invoices == NULL)
-		return;
-	hash_seq_init(&seq, known_invoices);
-	while ((entry = hash_seq_search(&seq)) != NULL)
+	foreach(lc, wanted_entries)
 	{
+		BgKnownEntry *entry = (BgKnownEntry *) lfirst(lc);
+
 		if (entry->wanted)
 			entry->unreadable = true;
 		entry->wanted = false;
 	}
-	n_wanted = 0;
+	clear_wanted();
 }
 
 void
