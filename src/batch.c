@@ -294,23 +294,38 @@ reads_due(int capacity)
 /*
  * How durable the commit of a batch must be, set for that transaction only.
  *
- * A batch after which requests leave commits durably whatever
+ * A batch after which payments leave commits durably whatever
  * synchronous_commit the worker's session was given (postgresql.conf,
  * ALTER SYSTEM, ALTER DATABASE, ALTER ROLE): its commit of 'sending' is
  * what keeps a crash after the POST from sending the payment again, and a
  * synchronous call's row from being lost with it.  'off' becomes 'on';
  * 'local', 'remote_write', 'remote_apply' and 'on' are kept as configured,
  * as they all wait for the local WAL flush (what waiting for a standby
- * buys is the README's).  A batch that sends nothing only records
- * outcomes, and commits asynchronously on purpose: lost in a crash, its
- * rows are found in 'sending' and become in_doubt, never re-sent.
+ * buys is the README's).
+ *
+ * Any other batch commits asynchronously on purpose.  One that only
+ * records outcomes: lost in a crash, its rows are found in 'sending' and
+ * become in_doubt, never re-sent.  One after which only readings leave
+ * (GETs, safe to repeat): lost, its rows are read again, and the batch
+ * before the next payment flushes its WAL with its own.  That saves a
+ * synchronous call on an invoice the ledger does not know one of its two
+ * WAL flushes.
  */
 static void
-choose_commit_durability(bool will_send)
+choose_commit_durability(List *to_start)
 {
 	const char *value = NULL;
+	bool		payment_leaves = false;
+	ListCell   *lc;
 
-	if (!will_send)
+	foreach(lc, to_start)
+	{
+		BgJob	   *job = (BgJob *) lfirst(lc);
+
+		if (job->kind == JOB_SYNC || job->kind == JOB_QUEUED)
+			payment_leaves = true;
+	}
+	if (!payment_leaves)
 		value = "off";
 	else if (synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
 		value = "on";
@@ -327,9 +342,9 @@ choose_commit_durability(bool will_send)
  * (settle_due) and claim due queued rows.  Returns the jobs to start and
  * sets *recorded to the finished jobs whose outcome it wrote.
  *
- * The commit is durable when the batch is about to send anything, whatever
+ * The commit is durable when the batch is about to send a payment, whatever
  * the configuration says: 'sending' must be on disk before a request
- * leaves.  A batch that only records outcomes commits asynchronously (see
+ * leaves.  Other batches commit asynchronously (see
  * choose_commit_durability()).
  */
 List *
@@ -407,7 +422,7 @@ bgw_journal_batch(List **recorded)
 		BgWorker->invoice_freed = true;
 	}
 
-	choose_commit_durability(to_start != NIL);
+	choose_commit_durability(to_start);
 
 	SPI_finish();
 	PopActiveSnapshot();
