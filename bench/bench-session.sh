@@ -8,7 +8,8 @@
 #   3. how fast the worker drains a queue of payments, alone and (3b) while
 #      another session holds a snapshot open,
 #   4. the same against the slow API with 32 connections,
-#   5. what the trigger adds to an INSERT,
+#   5. what the trigger adds to an INSERT, and (5b) what of that is the
+#      trigger itself, with the worker sending nothing,
 #   6. whether the worker's private memory grows over many payments,
 #   7. the CPU the worker spends classifying one reply and summarizing its
 #      invoice for the journal,
@@ -595,6 +596,47 @@ bg_log "   waiting for the worker to send those $trig_rows payments"
 queue_and_drain 0 - $((60 + trig_rows / 200))
 check_all_done "insert with trigger" "$trig_rows"
 
+# ---- 5b. the trigger's own cost ----
+# The same INSERTs while the worker sends nothing: with billogram.api_user
+# withheld it leaves queued rows pending, so what step 5 measured is parted
+# into the trigger's work in the inserting backend (here) and the worker's
+# sending of each row on the same two cores (the rest).
+# credentials_withheld yes|no: whether a reading of an invoice (a GET: not
+# journaled, so the drain's count below stays the payments') is refused for
+# want of billogram.api_user, i.e. the worker has read the last reload
+credentials_withheld() {
+	local out
+	out=$(q -c "SELECT billogram_get_invoice('2kAEEjE') IS NOT NULL" 2>&1)
+	case $out in
+	*'billogram.api_user is empty'*) echo yes ;;
+	t) echo no ;;
+	*) fail "a reading answered neither the invoice nor the missing api_user: $out" ;;
+	esac
+}
+# set_credentials SQL WANT: apply SQL, reload, wait until credentials_withheld says WANT
+set_credentials() {
+	printf '%s\nSELECT pg_reload_conf();\n' "$1" | q >/dev/null || fail "ALTER SYSTEM for billogram.api_user"
+	for _ in $(seq 1 50); do
+		[ "$(credentials_withheld)" = "$2" ] && return 0
+		sleep 0.1
+	done
+	fail "the worker did not see billogram.api_user change within 5 s of pg_reload_conf()"
+}
+q -c "TRUNCATE billogram_requests, payments" || fail "TRUNCATE"
+bg_log "5b. INSERT with the trigger while the worker sends nothing (billogram.api_user withheld): pgbench -c 1, ${D} s"
+set_credentials "ALTER SYSTEM SET billogram.api_user = '';" yes
+pgb_run insert-trigger-alone 1 1 "$bench/insert-trigger.sql"
+ALONE_TPS=$P_TPS ALONE_AVG=$P_AVG ALONE_P50=$P_P50
+ALONE_COST=$(calc "$PLAIN_TPS / $ALONE_TPS")
+alone_sent=$(q -c "SELECT count(*) FROM billogram_requests WHERE state <> 'pending'") || fail "counting journal rows"
+[ "$alone_sent" = 0 ] || fail "step 5b: $alone_sent rows left pending while billogram.api_user was withheld"
+bg_log "   $(fmt "$ALONE_TPS" 0) TPS, avg $ALONE_AVG ms, p50 $ALONE_P50 ms; TPS cost ×$(fmt "$ALONE_COST" 2), all rows still pending"
+set_credentials "ALTER SYSTEM RESET billogram.api_user;" no
+alone_rows=$(q -c "SELECT count(*) FROM payments") || fail "counting payments"
+bg_log "   credentials back: waiting for the worker to send those $alone_rows payments"
+queue_and_drain 0 - $((60 + alone_rows / 200))
+check_all_done "insert with trigger, sent afterwards" "$alone_rows"
+
 # ---- 6. worker memory ----
 q -c "TRUNCATE billogram_requests, payments" || fail "TRUNCATE"
 wpid=$(worker_pid)
@@ -738,6 +780,7 @@ curl_pkg=$(dpkg-query -W -f '${Version}' libcurl4 2>/dev/null || echo '?')
 	echo "| slow API ($SLOW_DELAY s), $N_SLOW payments, $SLOW_CONNS connections | drained in $SLOW_S s | ideal $(fmt "$SLOW_IDEAL" 3) s | $(x "$SLOW_RATIO") | $slow_target | $slow_met |"
 	echo "| INSERT without trigger (pgbench -c 1) | $(fmt "$PLAIN_TPS" 0) TPS, avg $(fmt "$PLAIN_AVG" 3) ms, p50 $(fmt "$PLAIN_P50" 3) ms | — | — | — | — |"
 	echo "| INSERT with trigger (pgbench -c 1); ratio: the TPS cost, TPS without / with | $(fmt "$TRIG_TPS" 0) TPS, avg $(fmt "$TRIG_AVG" 3) ms, p50 $(fmt "$TRIG_P50" 3) ms | without: $(fmt "$PLAIN_TPS" 0) TPS | $(x "$INSERT_COST") | ≤ ×$TARGET_INSERT_COST | $(met "$INSERT_COST <= $TARGET_INSERT_COST") |"
+	echo "| INSERT with trigger while the worker sends nothing (information: the trigger's own cost; billogram.api_user withheld, rows left pending and sent afterwards) | $(fmt "$ALONE_TPS" 0) TPS, avg $(fmt "$ALONE_AVG" 3) ms, p50 $(fmt "$ALONE_P50" 3) ms | without: $(fmt "$PLAIN_TPS" 0) TPS | $(x "$ALONE_COST") | — | — |"
 	echo "| worker RssAnon growth over $N_MEM payments | $(fmt "$RSS_GROWTH_MB" 2) MB ($(MB "$RSS_ANON_0") → $(MB "$RSS_ANON_1") MB) | $TARGET_RSS_MB MB | $(x "$(calc "$RSS_GROWTH_MB / $TARGET_RSS_MB")") | < $TARGET_RSS_MB MB | $(met "$RSS_GROWTH_MB < $TARGET_RSS_MB") |"
 	echo "| worker VmRSS (information: counts shared_buffers pages it touched) | $(MB "$VM_RSS_0") → $(MB "$VM_RSS_1") MB | — | — | — | — |"
 	echo "| classifying one reply (information: bg_classify_reply, the validating scan, mean of 20,000 calls) | $(fmt "$CLASSIFY_US" 1) µs | worker CPU per payment in the drain: $(fmt "$QUEUE_WORKER_US" 0) µs | $(x "$(calc "$CLASSIFY_US / $QUEUE_WORKER_US")") | — | — |"
