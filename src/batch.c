@@ -306,9 +306,9 @@ reads_due(int capacity)
  * Any other batch commits asynchronously on purpose.  One that only
  * records outcomes: lost in a crash, its rows are found in 'sending' and
  * become in_doubt, never re-sent.  One after which only readings leave
- * (GETs, safe to repeat): lost, its rows are read again, and the batch
- * before the next payment flushes its WAL with its own.  That saves a
- * synchronous call on an invoice the ledger does not know one of its two
+ * (GETs, safe to repeat): lost, the invoices are read again, and the
+ * batch before the next payment flushes its WAL with its own.  That saves
+ * a synchronous call on an invoice the ledger does not know one of its two
  * WAL flushes.
  */
 static void
