@@ -629,7 +629,7 @@ pgb_run insert-trigger-alone 1 1 "$bench/insert-trigger.sql"
 ALONE_TPS=$P_TPS ALONE_AVG=$P_AVG ALONE_P50=$P_P50
 ALONE_COST=$(calc "$PLAIN_TPS / $ALONE_TPS")
 alone_sent=$(q -c "SELECT count(*) FROM billogram_requests WHERE state <> 'pending'") || fail "counting journal rows"
-[ "$alone_sent" = 0 ] || fail "step 5b: $alone_sent rows left pending while billogram.api_user was withheld"
+[ "$alone_sent" = 0 ] || fail "step 5b: $alone_sent rows left the pending state while billogram.api_user was withheld"
 bg_log "   $(fmt "$ALONE_TPS" 0) TPS, avg $ALONE_AVG ms, p50 $ALONE_P50 ms; TPS cost ×$(fmt "$ALONE_COST" 2), all rows still pending"
 set_credentials "ALTER SYSTEM RESET billogram.api_user;" no
 alone_rows=$(q -c "SELECT count(*) FROM payments") || fail "counting payments"
