@@ -28,7 +28,7 @@
  * read the invoice (bg_journal_settle_due).
  */
 static void
-outcome_recorded(BgJob *job, BgJournalState state)
+outcome_recorded(BgJob *job, BgJournalState state, bool wakes_queue)
 {
 	bg_stats_outcome_of(state);
 	if (job->reply.outcome != BG_OUTCOME_OK)
@@ -44,10 +44,12 @@ outcome_recorded(BgJob *job, BgJournalState state)
 		bg_inflight_mark_unsettled(job->payment.billogram_id);
 	/*
 	 * a retry or an in_doubt row to read is due, or the invoice is free for
-	 * the payment queued behind this one: the queue's next due time leaves
-	 * such rows out (bg_journal_next_due)
+	 * a payment queued behind this one: the queue's next due time leaves
+	 * such rows out (bg_journal_next_due).  Otherwise nothing can be due
+	 * that was not before, and the claim's statements are not run for it.
 	 */
-	BgWorker->queue_woken = true;
+	if (wakes_queue)
+		BgWorker->queue_woken = true;
 }
 
 /* Journal the outcomes of jobs (credit payments) in one statement. */
@@ -78,7 +80,7 @@ bgw_write_outcomes(List *jobs)
 
 		/* a row purged meanwhile is counted but has no snapshot to take */
 		if (f->recorded)
-			outcome_recorded((BgJob *) lfirst(lc), f->state);
+			outcome_recorded((BgJob *) lfirst(lc), f->state, f->wakes_queue);
 		else
 			bg_stats_outcome_of(f->state);
 	}
@@ -113,8 +115,10 @@ write_readings(List *jobs)
 			bg_inflight_note_known(reads[i].billogram_id);
 		else
 			bg_inflight_read_failed(reads[i].billogram_id, reads[i].reply);
+		/* queued rows that waited for it may go, or wait on a new time */
+		if (reads[i].wakes_queue)
+			BgWorker->queue_woken = true;
 	}
-	BgWorker->queue_woken = true;
 }
 
 /*

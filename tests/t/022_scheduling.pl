@@ -95,6 +95,69 @@ $node->poll_query_until('postgres',
 is($state, '', 'once its verdict is final (applied), the invoice takes the next call');
 is(scalar @{ $mock->posts('slow3000rst1') }, 2, 'which is sent once');
 
+# --- a payment queued behind another request of its invoice ---
+# An outcome or a reading wakes the queue only when its invoice has a
+# pending row (QUEUE_WAKE_SQL): a queued payment behind a synchronous call,
+# behind another queued payment, and behind its invoice's first reading
+# goes as soon as that one is recorded, not at the next sweep (10 s) nor
+# when its reading's put-off time is over.  slow3000: Billogram answers
+# every request of the invoice, GET or POST, after 3 s.
+sub wait_leaves
+{
+	my ($id, $amount) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT state NOT IN ('pending', 'sending') FROM billogram_requests "
+		  . "WHERE billogram_id = '$id' AND amount = $amount")
+	  or die "the payment of $amount on $id did not end";
+}
+
+# the seconds from the first request's end to the second one's leaving, by
+# our own clock (the claim's now() is its batch's start, which may be the
+# very batch that recorded the first outcome: then it is a little negative)
+sub gap_after
+{
+	my ($id) = @_;
+	return query("SELECT extract(epoch FROM s.sent_at - f.finished_at) "
+		  . "FROM billogram_requests f, billogram_requests s "
+		  . "WHERE f.billogram_id = '$id' AND f.amount = 1 AND s.billogram_id = '$id' AND s.amount = 2");
+}
+
+my $call = BgTest::start_psql($node,
+	"SET billogram.timeout = '20s'; SELECT billogram_credit_payment('slow3000wake1', 'amount', 1)");
+$node->poll_query_until('postgres',
+	"SELECT state = 'sending' FROM billogram_requests WHERE billogram_id = 'slow3000wake1'")
+  or die 'the synchronous call did not leave';
+query("SELECT billogram_enqueue_credit_payment('slow3000wake1', 'amount', 2)");
+is(query("SELECT state FROM billogram_requests WHERE billogram_id = 'slow3000wake1' AND amount = 2"),
+	'pending', 'a payment queued while a call on its invoice is sending waits');
+$call->{h}->finish;
+is($call->{err}, '', 'the call succeeds');
+wait_leaves('slow3000wake1', 2);
+$gap = gap_after('slow3000wake1');
+note "the queued payment left $gap s after the call's outcome";
+ok($gap > -1 && $gap < 2, "it left as soon as the call's outcome was recorded ($gap s)");
+
+query("SELECT billogram_enqueue_credit_payment('slow3000wake2', 'amount', 1)");
+$node->poll_query_until('postgres',
+	"SELECT state = 'sending' FROM billogram_requests WHERE billogram_id = 'slow3000wake2'")
+  or die 'the first queued payment did not leave';
+query("SELECT billogram_enqueue_credit_payment('slow3000wake2', 'amount', 2)");
+wait_leaves('slow3000wake2', 1);
+wait_leaves('slow3000wake2', 2);
+$gap = gap_after('slow3000wake2');
+note "the second queued payment left $gap s after the first one's outcome";
+ok($gap > -1 && $gap < 2, "behind a queued payment, too ($gap s)");
+
+# the first payment of slow3000wake2 was read first (its invoice unknown)
+my @reqs = @{ $mock->requests('slow3000wake2') };
+my ($get) = grep { $_->{method} eq 'GET' } @reqs;
+my ($post) = grep { $_->{method} eq 'POST' } @reqs;
+my $after_read = $post->{time} - $get->{time} - 3;
+note sprintf('the first payment left %.2f s after its reading was answered', $after_read);
+ok($after_read > -1 && $after_read < 2,
+	sprintf('a payment read first leaves once its reading is recorded (%.2f s)', $after_read));
+is(scalar @{ $mock->posts('slow3000wake2') }, 2, 'each queued payment was sent once');
+
 # --- billogram.database changed while payments were pending ---
 # Two payments queued in "elsewhere" while Billogram was down; then the
 # worker is moved back to postgres: it says so when it starts.
