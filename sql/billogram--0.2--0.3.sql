@@ -357,13 +357,8 @@ CREATE INDEX billogram_requests_verify_idx ON billogram_requests (next_attempt_a
 -- one place (see billogram--0.3.sql)
 CREATE FUNCTION billogram_announce(request_id bigint, state text)
 RETURNS void
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT pg_notify('billogram_requests',
-                     json_build_object('id', request_id, 'state', state)::text)
-     WHERE state NOT IN ('pending', 'sending');
-$$;
+AS 'MODULE_PATHNAME', 'billogram_announce'
+LANGUAGE C VOLATILE STRICT;
 
 REVOKE ALL ON FUNCTION billogram_announce(bigint, text) FROM PUBLIC;
 

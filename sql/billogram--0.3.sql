@@ -551,13 +551,8 @@ REVOKE ALL ON FUNCTION billogram_caller() FROM PUBLIC;
  */
 CREATE FUNCTION billogram_announce(request_id bigint, state text)
 RETURNS void
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT pg_notify('billogram_requests',
-                     json_build_object('id', request_id, 'state', state)::text)
-     WHERE state NOT IN ('pending', 'sending');
-$$;
+AS 'MODULE_PATHNAME', 'billogram_announce'
+LANGUAGE C VOLATILE STRICT;
 
 REVOKE ALL ON FUNCTION billogram_announce(bigint, text) FROM PUBLIC;
 

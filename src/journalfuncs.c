@@ -1,18 +1,21 @@
 /*-------------------------------------------------------------------------
  *
  * journalfuncs.c
- *	  The journal's SQL-callable functions: the summary of an invoice, and
- *	  the guard that keeps writes to the extension's tables to its own code.
+ *	  The journal's SQL-callable functions: the summary of an invoice, the
+ *	  announcement of a row's state, and the guard that keeps writes to the
+ *	  extension's tables to its own code.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "commands/trigger.h"
+#include "lib/stringinfo.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/rel.h"
 
@@ -41,6 +44,37 @@ billogram_invoice_summary(PG_FUNCTION_ARGS)
 	utf8 = pg_server_to_any(text, (int) strlen(text), PG_UTF8);
 	result = bg_summary_text(utf8, strlen(utf8));
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(result)));
+}
+
+/*
+ * billogram_announce(request_id bigint, state text) RETURNS void: the one
+ * place a row's state is announced (the install script says what and to
+ * whom), through pg_notify, so at commit and only then.  In C because the
+ * worker announces every outcome it records: as a SQL function with its
+ * own search_path it was parsed and planned again for each statement that
+ * called it.  The payload is json_build_object()'s layout.
+ */
+PG_FUNCTION_INFO_V1(billogram_announce);
+
+Datum
+billogram_announce(PG_FUNCTION_ARGS)
+{
+	int64		request_id = PG_GETARG_INT64(0);
+	char	   *state = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	StringInfoData payload;
+
+	/* what no listener waits for */
+	if (strcmp(state, "pending") == 0 || strcmp(state, "sending") == 0)
+		PG_RETURN_VOID();
+	initStringInfo(&payload);
+	appendStringInfo(&payload, "{\"id\" : " INT64_FORMAT ", \"state\" : ",
+					 request_id);
+	escape_json(&payload, state);
+	appendStringInfoChar(&payload, '}');
+	DirectFunctionCall2(pg_notify,
+						CStringGetTextDatum("billogram_requests"),
+						CStringGetTextDatum(payload.data));
+	PG_RETURN_VOID();
 }
 
 /*
