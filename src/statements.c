@@ -61,11 +61,15 @@ static const char journal_columns[] =
  * pending row of another invoice did not wait for this one (the claim and
  * STMT_NEXT_DUE leave out only the rows that wait on their invoice).  So
  * the claim's statements, whose cost grows with the journal, run after an
- * outcome only when a row may be claimable behind it.  Through the
- * invoice's index.
+ * outcome only when a row may be claimable behind it.
+ *
+ * Through the invoice's index alone: OFFSET 0 keeps the test on state out
+ * of the scan.  Without it the generic plan, made while the journal held
+ * few pending rows, hashed every pending row through the state's index for
+ * each statement: a 20,000-payment drain ran at 1,000 payments/s, not 2,600.
  */
-#define QUEUE_WAKE_SQL(id) "EXISTS (SELECT 1 FROM %1$s q WHERE q.billogram_id = " id \
-	" AND q.state = 'pending')"
+#define QUEUE_WAKE_SQL(id) "EXISTS (SELECT FROM (SELECT q.state FROM %1$s q " \
+	"WHERE q.billogram_id = " id " OFFSET 0) q WHERE q.state = 'pending')"
 
 static const char *const statement_sql[NUM_STATEMENTS] = {
 	/*
