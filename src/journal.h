@@ -60,13 +60,12 @@ typedef struct BgFinished
 	const char *summary;		/* bg_journal_summary_text(), or NULL */
 	BgJournalState state;		/* out */
 	bool		recorded;		/* out: false if the row was purged */
-	bool		wakes_queue;	/* out: a row may be due behind it */
 } BgFinished;
 
 /*
  * A reading of an invoice, as bg_journal_reads_recorded() records it in the
  * ledger: the invoice, the GET's reply and body go in; whether the ledger
- * now knows the invoice, and whether queued rows waited on it, come out.
+ * now knows the invoice comes out.
  */
 typedef struct BgRead
 {
@@ -74,7 +73,6 @@ typedef struct BgRead
 	const BgReply *reply;
 	const char *body;
 	bool		known;			/* out */
-	bool		wakes_queue;	/* out: its pending rows may be due now */
 } BgRead;
 
 /*

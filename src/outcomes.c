@@ -28,7 +28,7 @@
  * read the invoice (bg_journal_settle_due).
  */
 static void
-outcome_recorded(BgJob *job, BgJournalState state, bool wakes_queue)
+outcome_recorded(BgJob *job, BgJournalState state)
 {
 	bg_stats_outcome_of(state);
 	if (job->reply.outcome != BG_OUTCOME_OK)
@@ -44,12 +44,10 @@ outcome_recorded(BgJob *job, BgJournalState state, bool wakes_queue)
 		bg_inflight_mark_unsettled(job->payment.billogram_id);
 	/*
 	 * a retry or an in_doubt row to read is due, or the invoice is free for
-	 * a payment queued behind this one: the queue's next due time leaves
-	 * such rows out (bg_journal_next_due).  Otherwise nothing can be due
-	 * that was not before, and the claim's statements are not run for it.
+	 * the payment queued behind this one: the queue's next due time leaves
+	 * such rows out (bg_journal_next_due)
 	 */
-	if (wakes_queue)
-		BgWorker->queue_woken = true;
+	BgWorker->queue_woken = true;
 }
 
 /* Journal the outcomes of jobs (credit payments) in one statement. */
@@ -80,7 +78,7 @@ bgw_write_outcomes(List *jobs)
 
 		/* a row purged meanwhile is counted but has no snapshot to take */
 		if (f->recorded)
-			outcome_recorded((BgJob *) lfirst(lc), f->state, f->wakes_queue);
+			outcome_recorded((BgJob *) lfirst(lc), f->state);
 		else
 			bg_stats_outcome_of(f->state);
 	}
@@ -115,10 +113,8 @@ write_readings(List *jobs)
 			bg_inflight_note_known(reads[i].billogram_id);
 		else
 			bg_inflight_read_failed(reads[i].billogram_id, reads[i].reply);
-		/* queued rows that waited for it may go, or wait on a new time */
-		if (reads[i].wakes_queue)
-			BgWorker->queue_woken = true;
 	}
+	BgWorker->queue_woken = true;
 }
 
 /*

@@ -394,7 +394,7 @@ state_from_name(const char *name)
 /*
  * Record the outcomes of n finished requests in one statement, and set
  * each one's state (and whether its row still existed: an operator may
- * have purged it meanwhile), and whether a queued row may be due behind it.
+ * have purged it meanwhile).
  */
 void
 bg_journal_record_outcomes(BgFinished *finished, int n)
@@ -425,7 +425,6 @@ bg_journal_record_outcomes(BgFinished *finished, int n)
 
 		finished[i].state = outcome_state(finished[i].is_sync, reply, &retry);
 		finished[i].recorded = false;
-		finished[i].wakes_queue = true; /* until the statement says */
 		ids[i] = Int64GetDatum(finished[i].id);
 		states[i] = CStringGetTextDatum(bg_journal_state_name(finished[i].state));
 		retries[i] = BoolGetDatum(retry);
@@ -471,9 +470,6 @@ bg_journal_record_outcomes(BgFinished *finished, int n)
 			{
 				finished[i].state = state_from_name(state);
 				finished[i].recorded = true;
-				finished[i].wakes_queue =
-					DatumGetBool(SPI_getbinval(tuple, SPI_tuptable->tupdesc,
-											   5, &isnull));
 				break;
 			}
 		}

@@ -266,7 +266,7 @@ bg_journal_reads_due(int max_rows, int hold_secs)
  * What readings of invoices showed (see billogram_read_recorded in SQL), n
  * of them in one statement: each invoice joins the ledger and its payments
  * may go, or the reading's failure is recorded on the rows waiting for it.
- * Sets each one's known and wakes_queue.
+ * known[i] says whether the ledger now knows invoice i.
  */
 void
 bg_journal_reads_recorded(BgRead *reads, int n)
@@ -293,7 +293,6 @@ bg_journal_reads_recorded(BgRead *reads, int n)
 		failures[i] = summary ? (Datum) 0 :
 			CStringGetTextDatum(bg_error_json(reads[i].reply));
 		reads[i].known = (summary != NULL);
-		reads[i].wakes_queue = true;	/* until the statement says */
 	}
 	args[0] = PointerGetDatum(bg_text_array(ids, NULL, n));
 	args[1] = PointerGetDatum(bg_text_array(summaries, summary_nulls, n));
@@ -302,15 +301,6 @@ bg_journal_reads_recorded(BgRead *reads, int n)
 	rc = SPI_execute_plan(bg_worker_plan(STMT_READ_RECORDED), args, NULL,
 						  false, 0);
 	bg_check_spi(rc, SPI_OK_SELECT, "recording invoice readings");
-	/* one result row per reading, in the readings' order */
-	for (i = 0; i < n && (uint64) i < SPI_processed; i++)
-	{
-		bool		isnull;
-
-		reads[i].wakes_queue =
-			DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
-									   SPI_tuptable->tupdesc, 2, &isnull));
-	}
 }
 
 /* Those of the invoices ids (a List of C strings) the ledger knows. */

@@ -54,23 +54,6 @@ static const char journal_columns[] =
 	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL " \
 	"  OR (o.state = 'pending' AND o.id < p.id))) "
 
-/*
- * Whether the end of a request, or a reading, on the invoice "id" can let a
- * queued row go: the invoice has a pending row, as the statement found the
- * journal (before this statement's own changes).  Nothing else can: a
- * pending row of another invoice did not wait for this one (the claim and
- * STMT_NEXT_DUE leave out only the rows that wait on their invoice).  So
- * the claim's statements, whose cost grows with the journal, run after an
- * outcome only when a row may be claimable behind it.
- *
- * Through the invoice's index alone: OFFSET 0 keeps the test on state out
- * of the scan.  Without it the generic plan, made while the journal held
- * few pending rows, hashed every pending row through the state's index for
- * each statement: a 20,000-payment drain ran at 1,000 payments/s, not 2,600.
- */
-#define QUEUE_WAKE_SQL(id) "EXISTS (SELECT FROM (SELECT q.state FROM %1$s q " \
-	"WHERE q.billogram_id = " id " OFFSET 0) q WHERE q.state = 'pending')"
-
 static const char *const statement_sql[NUM_STATEMENTS] = {
 	/*
 	 * A queued payment, made by a backend.  $8 to $13: the caller, see
@@ -138,8 +121,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * for less than retry_for: an outage fails payments by its length, not
 	 * by a count of tries.  Whether a row goes back to pending (again: to be
 	 * retried, within retry_for) is decided once per row, from the row as
-	 * updated.  Final states are announced (billogram_announce).  The last
-	 * column says whether the queue is worth a look now (see QUEUE_WAKE_SQL).
+	 * updated.  Final states are announced (billogram_announce).
 	 */
 	[STMT_RECORD_OUTCOMES] =
 	"WITH o AS (SELECT * FROM unnest($1::int8[], $2::text[], $3::bool[], $4::int4[], "
@@ -166,8 +148,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	" FROM o WHERE r.id = o.id RETURNING r.id, r.state, r.billogram_id, o.summary) "
 	"SELECT u.id, u.state, %3$s.billogram_announce(u.id, u.state), "
 	" CASE WHEN u.summary IS NOT NULL THEN "
-	" %3$s.billogram_ledger_record(u.billogram_id, u.summary::jsonb, u.id) END, "
-	" u.state IN ('pending', 'in_doubt') OR " QUEUE_WAKE_SQL("u.billogram_id") " "
+	" %3$s.billogram_ledger_record(u.billogram_id, u.summary::jsonb, u.id) END "
 	"FROM u",
 
 	/*
@@ -254,12 +235,9 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	/*
 	 * Readings of invoices, in arrays: $1 the invoices, $2 their summaries,
 	 * $3 why each could not be read; $4 billogram.retry_for in seconds.
-	 * The second column: whether the queue is worth a look now, the rows
-	 * waiting for the reading being pending ones (QUEUE_WAKE_SQL).
 	 */
 	[STMT_READ_RECORDED] =
-	"SELECT %3$s.billogram_read_recorded(u.i, u.s::pg_catalog.jsonb, u.f::pg_catalog.jsonb, $4), "
-	QUEUE_WAKE_SQL("u.i") " "
+	"SELECT %3$s.billogram_read_recorded(u.i, u.s::pg_catalog.jsonb, u.f::pg_catalog.jsonb, $4) "
 	"FROM unnest($1::pg_catalog.text[], $2::pg_catalog.text[], $3::pg_catalog.text[]) "
 	"WITH ORDINALITY AS u(i, s, f, n) ORDER BY u.n",
 
