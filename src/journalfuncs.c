@@ -10,8 +10,8 @@
 #include "postgres.h"
 
 #include "commands/trigger.h"
-#include "lib/stringinfo.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
@@ -64,7 +64,8 @@ billogram_announce(PG_FUNCTION_ARGS)
 	StringInfoData payload;
 
 	/* what no listener waits for */
-	if (strcmp(state, "pending") == 0 || strcmp(state, "sending") == 0)
+	if (strcmp(state, bg_journal_state_name(BG_STATE_PENDING)) == 0 ||
+		strcmp(state, bg_journal_state_name(BG_STATE_SENDING)) == 0)
 		PG_RETURN_VOID();
 	initStringInfo(&payload);
 	appendStringInfo(&payload, "{\"id\" : " INT64_FORMAT ", \"state\" : ",
