@@ -75,7 +75,7 @@ PGFILEDESC = "billogram - Billogram credit payments from SQL"
 # pg_regress is run by tests/run.sh against a cluster it configures itself,
 # and by PGXS's make installcheck against the running server, which must be
 # configured as docs/installcheck.md says (checked first, REGRESS_PREP)
-REGRESS = setup credit_payment get_invoice bad_input api_errors transport privileges routes queue copies health callbacks verdicts source_rows
+REGRESS = setup credit_payment get_invoice bad_input api_errors transport privileges routes queue copies health callbacks verdicts readings source_rows
 REGRESS_PREP = installcheck-prereq
 
 # The version is read from the control file, the one place it is written, so

@@ -796,6 +796,10 @@ $$;
  * than SQL: a SQL function with a SET clause is never inlined, and its
  * plan lasts one call site's transaction, so the worker parsed and planned
  * them again in every batch; PL/pgSQL keeps its plans for the session.
+ * Those that take a batch's arrays use generic plans only, as the worker's
+ * own statements do: a custom plan knows an array's length and so always
+ * looked cheaper than the generic one, and every call planned its
+ * statements again.
  *
  * billogram_ledger_baseline(invoice_id) RETURNS jsonb
  *   What the ledger knows of the invoice, in the form billogram_weigh()
@@ -805,10 +809,12 @@ $$;
  *   invoice is in flight, so what the ledger holds then is exactly what
  *   Billogram had shown before this payment.
  *
- * billogram_ledger_record(invoice_id, invoice, request_id)
- *   Adds what a reply or a reading showed (invoice: its summary) to the
- *   ledger: the remaining sum replaces the one known, the event uuids join
- *   those known (an event never leaves an invoice).
+ * billogram_ledger_record(invoice_ids, invoices, request_ids)
+ *   Adds what replies or readings showed (invoices: their summaries, NULL
+ *   for none; request_ids: the rows they answered, or NULL) to the ledger,
+ *   in one statement for a whole batch: the remaining sum replaces the one
+ *   known, the event uuids join those known (an event never leaves an
+ *   invoice).
  */
 CREATE FUNCTION billogram_ledger_baseline(invoice_id text)
 RETURNS jsonb
@@ -827,23 +833,34 @@ $$;
 
 REVOKE ALL ON FUNCTION billogram_ledger_baseline(text) FROM PUBLIC;
 
-CREATE FUNCTION billogram_ledger_record(invoice_id text, invoice jsonb, request_id bigint)
+CREATE FUNCTION billogram_ledger_record(invoice_ids text[], invoices jsonb[], request_ids bigint[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
+    -- one row per invoice: ON CONFLICT may not touch a row twice, and a
+    -- batch can show an invoice more than once (calls on it from several
+    -- sessions).  The last remaining sum shown counts; every event joins.
     INSERT INTO billogram.billogram_ledger AS l
            (billogram_id, remaining_sum, events, seen_at, seen_by)
-    SELECT invoice_id,
-           CASE WHEN jsonb_typeof(invoice -> 'remaining_sum') = 'number'
-                THEN (invoice ->> 'remaining_sum')::numeric END,
-           coalesce((SELECT jsonb_object_agg(e ->> 'event_uuid', coalesce(e -> 'amount', 'null'))
-                       FROM jsonb_array_elements(CASE jsonb_typeof(invoice -> 'events')
-                                                 WHEN 'array' THEN invoice -> 'events' ELSE '[]' END) e
-                      WHERE jsonb_typeof(e -> 'event_uuid') = 'string'), '{}'),
-           clock_timestamp(), request_id
-     WHERE invoice IS NOT NULL
+    SELECT s.invoice_id,
+           (array_agg(CASE WHEN jsonb_typeof(s.invoice -> 'remaining_sum') = 'number'
+                           THEN (s.invoice ->> 'remaining_sum')::numeric END
+                      ORDER BY s.n DESC))[1],
+           coalesce(jsonb_object_agg(e ->> 'event_uuid', coalesce(e -> 'amount', 'null'))
+                    FILTER (WHERE e IS NOT NULL), '{}'),
+           clock_timestamp(),
+           (array_agg(s.request_id ORDER BY s.n DESC))[1]
+      FROM unnest(invoice_ids, invoices, request_ids)
+           WITH ORDINALITY AS s(invoice_id, invoice, request_id, n)
+      LEFT JOIN LATERAL jsonb_array_elements(CASE jsonb_typeof(s.invoice -> 'events')
+                                             WHEN 'array' THEN s.invoice -> 'events'
+                                             ELSE '[]' END) e
+             ON jsonb_typeof(e -> 'event_uuid') = 'string'
+     WHERE s.invoice IS NOT NULL
+     GROUP BY s.invoice_id
     ON CONFLICT (billogram_id) DO UPDATE
        SET remaining_sum = EXCLUDED.remaining_sum,
            events = l.events || EXCLUDED.events,
@@ -852,12 +869,15 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION billogram_ledger_record(text, jsonb, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billogram_ledger_record(text[], jsonb[], bigint[]) FROM PUBLIC;
 
 /*
- * billogram_read_recorded(invoice_id, invoice, failure, retry_secs) RETURNS text
+ * billogram_read_recorded(invoice_ids, invoices, failures, retry_secs)
  *
- * Internal: what the worker's reading of an invoice before sending decides.
+ * Internal: what the worker's readings of invoices before sending decide,
+ * a batch of them in one call (invoices[i] the summary read of
+ * invoice_ids[i], or NULL and failures[i] why it could not be read; an
+ * invoice read twice counts its last successful reading).
  * The worker reads an invoice before the payment at the head of its queue
  * when that row has a verify_reason:
  *   'first_payment'  the ledger knew nothing of the invoice when the row was
@@ -877,128 +897,162 @@ REVOKE ALL ON FUNCTION billogram_ledger_record(text, jsonb, bigint) FROM PUBLIC;
  *                knew the invoice) the same remaining sum; otherwise it is
  *                held for an operator, with the reason
  *                (billogram_release_held()).
- * The reading joins the ledger, and the rows it lets go are due at once.  A reading that failed (failure) leaves the rows waiting for it
- * pending, with the reason in error, read again after at least Retry-After
- * and a pause that grows with the time they have waited (5 minutes at
- * most), until billogram.retry_for (retry_secs) has passed since they
- * became pending; then, or at once when Billogram says the invoice does
- * not exist (404), they fail: nothing of theirs was sent.  Returns 'sendable', 'held', 'in_doubt', 'failed' or
- * 'later'.
+ * The reading joins the ledger, and the rows it lets go are due at once.
+ * A reading that failed leaves the rows waiting for it pending, with the
+ * reason in error, read again after at least Retry-After and a pause that
+ * grows with the time they have waited (5 minutes at most), until
+ * billogram.retry_for (retry_secs) has passed since they became pending;
+ * then, or at once when Billogram says the invoice does not exist (404),
+ * they fail: nothing of theirs was sent.  Every row that does not go is
+ * announced: held, in_doubt, failed, or waiting again.  One call per batch,
+ * each step one statement: called per invoice, a drain spent more in the
+ * function's calls than in its work.
  * Privileges: EXECUTE revoked from PUBLIC; only the worker calls it.
  */
-CREATE FUNCTION billogram_read_recorded(invoice_id text, invoice jsonb, failure jsonb, retry_secs integer)
-RETURNS text
+CREATE FUNCTION billogram_read_recorded(invoice_ids text[], invoices jsonb[], failures jsonb[], retry_secs integer)
+RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    known jsonb := billogram.billogram_ledger_baseline(invoice_id);
-    unknown jsonb;
-    unchanged boolean;
-    r record;
-    outcome text := 'sendable';
+    -- the rows waiting for a reading: ids, invoices, verify_reasons
     waiting bigint[];
+    waiting_on text[];
+    waiting_why text[];
+    found bigint[];
+    found_why text[];
+    each_invoice text;
+    ids text[];
+    shown jsonb[];
+    why jsonb[];
+    r record;
 BEGIN
-    -- the rows waiting for this reading, locked.  Found through the
-    -- invoice's index alone, filtered here: a condition on state lets a
-    -- plan made when few rows were pending (statistics of a quiet journal)
-    -- walk every pending row of a drain for each invoice read
-    FOR r IN SELECT id, state, verify_reason FROM billogram.billogram_requests
-              WHERE billogram_id = invoice_id
-              ORDER BY id
-              FOR UPDATE
+    -- the rows waiting for these readings, locked, an invoice at a time in
+    -- the order of their ids.  Found through the invoice's index alone, by
+    -- equality, filtered after: a condition on state lets a plan made when
+    -- few rows were pending (statistics of a quiet journal) walk every
+    -- pending row of a drain, and the generic plan of one statement for
+    -- all the invoices (= ANY) read the whole journal
+    FOR each_invoice IN SELECT DISTINCT i FROM unnest(invoice_ids) i ORDER BY 1
     LOOP
-        IF r.state = 'pending' AND r.verify_reason IS NOT NULL THEN
-            waiting := waiting || r.id;
+        SELECT array_agg(q.id ORDER BY q.id) FILTER (WHERE q.state = 'pending' AND q.verify_reason IS NOT NULL),
+               array_agg(q.verify_reason ORDER BY q.id) FILTER (WHERE q.state = 'pending' AND q.verify_reason IS NOT NULL)
+          INTO found, found_why
+          FROM (SELECT id, state, verify_reason FROM billogram.billogram_requests
+                 WHERE billogram_id = each_invoice
+                 ORDER BY id
+                 FOR UPDATE) q;
+        IF found IS NOT NULL THEN
+            waiting := waiting || found;
+            waiting_why := waiting_why || found_why;
+            waiting_on := waiting_on || array_fill(each_invoice, ARRAY[cardinality(found)]);
         END IF;
     END LOOP;
 
-    IF invoice IS NULL THEN
-        -- nothing of theirs was sent: they wait, with the reason, and fail
-        -- once the invoice is known not to exist or retry_for is up
-        outcome := 'later';
-        FOR r IN UPDATE billogram.billogram_requests
-                    SET state = CASE WHEN failure ->> 'sqlstate' = 'BG404'
-                                       OR pending_since <= now() - make_interval(secs => retry_secs)
+    IF waiting IS NOT NULL THEN
+        -- the reading that decides for each invoice: its last that
+        -- succeeded, else its last
+        SELECT array_agg(d.invoice_id), array_agg(d.invoice), array_agg(d.failure)
+          INTO ids, shown, why
+          FROM (SELECT DISTINCT ON (u.invoice_id) u.invoice_id, u.invoice, u.failure
+                  FROM unnest(invoice_ids, invoices, failures)
+                       WITH ORDINALITY AS u(invoice_id, invoice, failure, n)
+                 ORDER BY u.invoice_id, u.invoice IS NOT NULL DESC, u.n DESC) d;
+
+        -- an invoice that could not be read: nothing of its rows was
+        -- sent; they wait, with the reason, and fail once the invoice is
+        -- known not to exist or retry_for is up
+        FOR r IN UPDATE billogram.billogram_requests q
+                    SET state = CASE WHEN f.failure ->> 'sqlstate' = 'BG404'
+                                       OR q.pending_since <= now() - make_interval(secs => retry_secs)
                                      THEN 'failed' ELSE 'pending' END,
-                        finished_at = CASE WHEN failure ->> 'sqlstate' = 'BG404'
-                                             OR pending_since <= now() - make_interval(secs => retry_secs)
+                        finished_at = CASE WHEN f.failure ->> 'sqlstate' = 'BG404'
+                                             OR q.pending_since <= now() - make_interval(secs => retry_secs)
                                            THEN clock_timestamp() END,
                         next_attempt_at = now() + make_interval(secs => greatest(
-                            coalesce((failure ->> 'retry_after')::integer, 0),
-                            least(300, 1 + extract(epoch FROM now() - pending_since) / 4))),
-                        error = failure || jsonb_build_object(
-                            'message', 'the invoice could not be read before sending: ' || (failure ->> 'message'),
+                            coalesce((f.failure ->> 'retry_after')::integer, 0),
+                            least(300, 1 + extract(epoch FROM now() - q.pending_since) / 4))),
+                        error = f.failure || jsonb_build_object(
+                            'message', 'the invoice could not be read before sending: ' || (f.failure ->> 'message'),
                             'may_have_reached_billogram', false)
-                  WHERE id = ANY (waiting)
-                  RETURNING id, state
+                   FROM unnest(waiting, waiting_on) AS w(id, invoice_id)
+                   JOIN unnest(ids, shown, why) AS f(invoice_id, invoice, failure) USING (invoice_id)
+                  WHERE q.id = w.id AND f.invoice IS NULL
+                  RETURNING q.id, q.state
         LOOP
-            IF r.state = 'failed' THEN
-                outcome := 'failed';
-            END IF;
             PERFORM billogram.billogram_announce(r.id, r.state);
         END LOOP;
-        RETURN outcome;
-    END IF;
 
-    -- the payments on the invoice the ledger did not know: any payment
-    -- made for a row shows as one
-    SELECT jsonb_agg(e) INTO unknown
-      FROM jsonb_array_elements(CASE jsonb_typeof(invoice -> 'events')
-                                WHEN 'array' THEN invoice -> 'events' ELSE '[]' END) e
-     WHERE (known IS NULL OR NOT (known -> 'events' ? (e ->> 'event_uuid')))
-       AND jsonb_typeof(e -> 'amount') = 'number';
-    unchanged := unknown IS NULL
-        AND jsonb_typeof(invoice -> 'remaining_sum') = 'number'
-        AND (known IS NULL
-             OR (invoice ->> 'remaining_sum')::numeric = (known ->> 'remaining_sum')::numeric);
-
-    FOR r IN SELECT id, verify_reason FROM billogram.billogram_requests
-              WHERE id = ANY (waiting)
-    LOOP
-        IF unchanged OR r.verify_reason = 'first_payment' THEN
-            -- a first payment has never left: whatever the invoice shows
-            -- is not its doing, and is now the baseline it will be sent on;
-            -- it is due at once
-            UPDATE billogram.billogram_requests
-               SET verify_reason = NULL, next_attempt_at = now(),
-                   resolution = CASE WHEN r.verify_reason = 'first_payment' THEN resolution
-                       ELSE concat_ws(E'\n', resolution,
+        -- an invoice read: the payments on it the ledger did not know
+        -- (any payment made for a row shows as one) decide for each row.
+        -- A first payment has never left: whatever the invoice shows is
+        -- not its doing, and is now the baseline it is sent on.  A resend
+        -- or a takeover goes only if the invoice shows nothing new and the
+        -- same remaining sum; otherwise a resend is in_doubt, ambiguous,
+        -- and a takeover held.  The rows that go are due at once.
+        FOR r IN
+            WITH seen AS (
+                SELECT s.invoice_id, s.invoice, b.known, x.unknown,
+                       x.unknown IS NULL
+                       AND jsonb_typeof(s.invoice -> 'remaining_sum') = 'number'
+                       AND (b.known IS NULL
+                            OR (s.invoice ->> 'remaining_sum')::numeric
+                               = (b.known ->> 'remaining_sum')::numeric) AS unchanged
+                  FROM unnest(ids, shown) AS s(invoice_id, invoice)
+                 CROSS JOIN LATERAL (SELECT billogram.billogram_ledger_baseline(s.invoice_id) AS known) b
+                 CROSS JOIN LATERAL (
+                       SELECT jsonb_agg(e) AS unknown
+                         FROM jsonb_array_elements(CASE jsonb_typeof(s.invoice -> 'events')
+                                                   WHEN 'array' THEN s.invoice -> 'events'
+                                                   ELSE '[]' END) e
+                        WHERE (b.known IS NULL OR NOT (b.known -> 'events' ? (e ->> 'event_uuid')))
+                          AND jsonb_typeof(e -> 'amount') = 'number') x
+                 WHERE s.invoice IS NOT NULL),
+            verdict AS (
+                SELECT w.id, w.reason, seen.*,
+                       CASE WHEN seen.unchanged OR w.reason = 'first_payment' THEN 'goes'
+                            WHEN w.reason = 'resend' THEN 'in_doubt'
+                            ELSE 'held' END AS becomes
+                  FROM unnest(waiting, waiting_on, waiting_why) AS w(id, invoice_id, reason)
+                  JOIN seen ON seen.invoice_id = w.invoice_id)
+            UPDATE billogram.billogram_requests q
+               SET state = CASE v.becomes WHEN 'goes' THEN q.state ELSE v.becomes END,
+                   verify_reason = NULL,
+                   next_attempt_at = CASE v.becomes WHEN 'goes' THEN now() ELSE q.next_attempt_at END,
+                   resolution = CASE WHEN v.becomes <> 'goes' OR v.reason = 'first_payment'
+                       THEN q.resolution
+                       ELSE concat_ws(E'\n', q.resolution,
                            format('verified (%s) by the billogram worker at %s: the invoice shows no payment the ledger did not know',
-                                  r.verify_reason, now())) END
-             WHERE id = r.id;
-        ELSIF r.verify_reason = 'resend' THEN
-            UPDATE billogram.billogram_requests
-               SET state = 'in_doubt', verify_reason = NULL, finished_at = clock_timestamp(),
-                   settle_at = NULL,
-                   evidence = jsonb_build_object(
+                                  v.reason, now())) END,
+                   finished_at = CASE v.becomes WHEN 'in_doubt' THEN clock_timestamp() ELSE q.finished_at END,
+                   settle_at = CASE v.becomes WHEN 'in_doubt' THEN NULL ELSE q.settle_at END,
+                   evidence = CASE v.becomes WHEN 'in_doubt' THEN jsonb_build_object(
                        'verdict', 'ambiguous', 'checked_at', now(),
                        'why', 'the resend was not made: the invoice changed since the payment was found not applied',
-                       'remaining_before', known -> 'remaining_sum',
-                       'remaining_after', invoice -> 'remaining_sum',
-                       'new_events', coalesce(unknown, '[]'))
-             WHERE id = r.id;
-            outcome := 'in_doubt';
-            PERFORM billogram.billogram_announce(r.id, 'in_doubt');
-        ELSE
-            UPDATE billogram.billogram_requests
-               SET state = 'held', verify_reason = NULL, held_at = clock_timestamp(),
-                   error = jsonb_build_object('kind', 'takeover',
+                       'remaining_before', v.known -> 'remaining_sum',
+                       'remaining_after', v.invoice -> 'remaining_sum',
+                       'new_events', coalesce(v.unknown, '[]')) ELSE q.evidence END,
+                   held_at = CASE v.becomes WHEN 'held' THEN clock_timestamp() ELSE q.held_at END,
+                   error = CASE v.becomes WHEN 'held' THEN jsonb_build_object('kind', 'takeover',
                        'message', 'pending when this server took over, and the invoice shows payments this server did not know of: the server before it may have sent it',
-                       'new_events', coalesce(unknown, '[]'),
-                       'may_have_reached_billogram', true)
-             WHERE id = r.id;
-            outcome := 'held';
-            PERFORM billogram.billogram_announce(r.id, 'held');
-        END IF;
-    END LOOP;
+                       'new_events', coalesce(v.unknown, '[]'),
+                       'may_have_reached_billogram', true) ELSE q.error END
+              FROM verdict v
+             WHERE q.id = v.id
+            RETURNING q.id, q.state, v.becomes
+        LOOP
+            IF r.becomes <> 'goes' THEN
+                PERFORM billogram.billogram_announce(r.id, r.state);
+            END IF;
+        END LOOP;
+    END IF;
 
-    PERFORM billogram.billogram_ledger_record(invoice_id, invoice, NULL);
-    RETURN outcome;
+    PERFORM billogram.billogram_ledger_record(invoice_ids, invoices, NULL);
 END
 $$;
 
-REVOKE ALL ON FUNCTION billogram_read_recorded(text, jsonb, jsonb, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billogram_read_recorded(text[], jsonb[], jsonb[], integer) FROM PUBLIC;
 
 /*
  * billogram_settle(request_id, invoice, failure, settle_secs) RETURNS text
@@ -1045,7 +1099,7 @@ BEGIN
     END IF;
 
     IF invoice IS NOT NULL THEN
-        PERFORM billogram.billogram_ledger_record(r.billogram_id, invoice, NULL);
+        PERFORM billogram.billogram_ledger_record(ARRAY[r.billogram_id], ARRAY[invoice], NULL);
         -- the invoice's events, and those only a callback told of
         seen := CASE jsonb_typeof(invoice -> 'events') WHEN 'array' THEN invoice -> 'events' ELSE '[]' END;
         seen := jsonb_set(invoice, '{events}', seen || coalesce((

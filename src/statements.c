@@ -121,7 +121,9 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * for less than retry_for: an outage fails payments by its length, not
 	 * by a count of tries.  Whether a row goes back to pending (again: to be
 	 * retried, within retry_for) is decided once per row, from the row as
-	 * updated.  Final states are announced (billogram_announce).
+	 * updated.  Final states are announced (billogram_announce).  The
+	 * summaries join the ledger in one call for the batch (l, which each row
+	 * of the result joins so that it runs).
 	 */
 	[STMT_RECORD_OUTCOMES] =
 	"WITH o AS (SELECT * FROM unnest($1::int8[], $2::text[], $3::bool[], $4::int4[], "
@@ -145,11 +147,11 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"    WHERE jsonb_typeof(e -> 'event_uuid') = 'string'"
 	"      AND NOT coalesce(r.baseline -> 'events' ? (e ->> 'event_uuid'), false))"
 	"   ELSE r.event_uuids END "
-	" FROM o WHERE r.id = o.id RETURNING r.id, r.state, r.billogram_id, o.summary) "
-	"SELECT u.id, u.state, %3$s.billogram_announce(u.id, u.state), "
-	" CASE WHEN u.summary IS NOT NULL THEN "
-	" %3$s.billogram_ledger_record(u.billogram_id, u.summary::jsonb, u.id) END "
-	"FROM u",
+	" FROM o WHERE r.id = o.id RETURNING r.id, r.state, r.billogram_id, o.summary), "
+	"l AS (SELECT %3$s.billogram_ledger_record(array_agg(u.billogram_id ORDER BY u.id), "
+	"  array_agg(u.summary::jsonb ORDER BY u.id), array_agg(u.id ORDER BY u.id)) "
+	"  FROM u WHERE u.summary IS NOT NULL) "
+	"SELECT u.id, u.state, %3$s.billogram_announce(u.id, u.state) FROM u, l",
 
 	/*
 	 * $1, $2, $3: where this worker runs and its installation.  A pending
@@ -237,9 +239,8 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * $3 why each could not be read; $4 billogram.retry_for in seconds.
 	 */
 	[STMT_READ_RECORDED] =
-	"SELECT %3$s.billogram_read_recorded(u.i, u.s::pg_catalog.jsonb, u.f::pg_catalog.jsonb, $4) "
-	"FROM unnest($1::pg_catalog.text[], $2::pg_catalog.text[], $3::pg_catalog.text[]) "
-	"WITH ORDINALITY AS u(i, s, f, n) ORDER BY u.n",
+	"SELECT %3$s.billogram_read_recorded($1::pg_catalog.text[], "
+	"$2::pg_catalog.text[]::pg_catalog.jsonb[], $3::pg_catalog.text[]::pg_catalog.jsonb[], $4)",
 
 	/* which of the invoices $1 the ledger knows */
 	[STMT_LEDGER_KNOWN] =
