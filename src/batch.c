@@ -209,7 +209,7 @@ claim_queued(int capacity, const char *no_credentials, TimestampTz now)
 	BgWorker->queue_woken = (list_length(claimed) == capacity);
 	BgWorker->claim_not_before = 0;
 	if (!BgWorker->queue_woken)
-		BgWorker->queue_next_due = bg_journal_next_due();
+		BgWorker->queue_next_due = bg_journal_next_due(bg_inflight_busy_ids());
 	return to_start;
 }
 
@@ -251,8 +251,8 @@ read_job(const char *billogram_id)
 
 /*
  * The invoices to read before their next payment goes, as GETs for up to
- * capacity free connections: queued rows with a verify_reason (their
- * payment is put off meanwhile, as an in_doubt row's reading is), and the
+ * capacity free connections: queued rows with a verify_reason (left out
+ * while their reading is in flight), and the
  * invoices synchronous calls wait on that the ledger does not know.  A
  * reading counts as a payment in flight on its invoice, so that nothing
  * else leaves on it before the reading is recorded.
@@ -285,7 +285,7 @@ reads_due(int capacity)
 		GetCurrentTimestamp() >= bgw_queue_due_at(true))
 	{
 		foreach(lc, bg_journal_reads_due(capacity - list_length(reads),
-										 bg_timeout_ms / 1000 + 10))
+										 bg_inflight_busy_ids()))
 			reads = bgw_keep(reads, read_job((const char *) lfirst(lc)));
 	}
 	return reads;

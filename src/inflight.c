@@ -125,6 +125,20 @@ bg_inflight_busy(const char *billogram_id)
 	return entry_for(billogram_id, false) != NULL;
 }
 
+/* The invoices bg_inflight_busy() is true of, as C strings. */
+List *
+bg_inflight_busy_ids(void)
+{
+	HASH_SEQ_STATUS seq;
+	BgInvoiceEntry *entry;
+	List	   *ids = NIL;
+
+	hash_seq_init(&seq, invoices);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+		ids = lappend(ids, pstrdup(entry->billogram_id));
+	return ids;
+}
+
 /*
  * Invoices the ledger knows.  A synchronous payment has its baseline fixed
  * from the ledger as it is journaled (STMT_INSERT_SYNC): on an invoice the

@@ -25,8 +25,9 @@ extern void bg_inflight_mark_unsettled(const char *billogram_id);
 /* The invoices being settled are exactly these (bg_journal_unsettled()). */
 extern void bg_inflight_set_unsettled(List *billogram_ids);
 
-/* May no payment on the invoice leave now? */
+/* May no payment on the invoice leave now?  Which may not? */
 extern bool bg_inflight_busy(const char *billogram_id);
+extern List *bg_inflight_busy_ids(void);
 
 /*
  * Invoices the ledger knows (a synchronous payment on any other waits for

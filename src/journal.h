@@ -179,9 +179,9 @@ extern void bg_journal_recover(void);
 extern List *bg_journal_settle_due(int max_rows, int hold_secs);
 extern bool bg_journal_settle(int64 id, const BgReply *reply, const char *body);
 extern List *bg_journal_unsettled(void);
-extern List *bg_journal_reads_due(int max_rows, int hold_secs);
+extern List *bg_journal_reads_due(int max_rows, List *busy);
 extern void bg_journal_reads_recorded(BgRead *reads, int n);
 extern List *bg_journal_ledger_known(List *ids);
-extern TimestampTz bg_journal_next_due(void);
+extern TimestampTz bg_journal_next_due(List *busy);
 
 #endif							/* BILLOGRAM_JOURNAL_H */

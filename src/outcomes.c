@@ -140,7 +140,7 @@ write_one(void *arg)
 		}
 		else					/* still checking: read it at its settle_at */
 			BgWorker->queue_next_due = Min(BgWorker->queue_next_due,
-										   bg_journal_next_due());
+										   bg_journal_next_due(bg_inflight_busy_ids()));
 	}
 	else
 		bgw_write_outcomes(list_make1(job));

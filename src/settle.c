@@ -234,13 +234,28 @@ bg_journal_settle(int64 id, const BgReply *reply, const char *body)
 	return strcmp(TextDatumGetCString(verdict), "checking") != 0;
 }
 
+/* The invoices of busy (a List of C strings) as a text[] argument. */
+static Datum
+busy_arg(List *busy)
+{
+	Datum	   *ids;
+	ListCell   *lc;
+	int			n = 0;
+
+	if (busy == NIL)
+		return PointerGetDatum(construct_empty_array(TEXTOID));
+	ids = palloc(list_length(busy) * sizeof(Datum));
+	foreach(lc, busy)
+		ids[n++] = CStringGetTextDatum((const char *) lfirst(lc));
+	return PointerGetDatum(bg_text_array(ids, NULL, n));
+}
+
 /*
- * Take up to max_rows invoices to read before their next payment goes (see
- * STMT_READS_DUE), putting that payment off by hold_secs meanwhile.  Each
- * comes back as the queued row at the head of its invoice's queue.
+ * Up to max_rows invoices to read before their next payment goes (see
+ * STMT_READS_DUE), none of busy (the invoices a request is in flight on).
  */
 List *
-bg_journal_reads_due(int max_rows, int hold_secs)
+bg_journal_reads_due(int max_rows, List *busy)
 {
 	List	   *due = NIL;
 	Datum		args[5];
@@ -250,7 +265,7 @@ bg_journal_reads_due(int max_rows, int hold_secs)
 	if (max_rows <= 0 || !bg_here_args(&args[2]))
 		return NIL;
 	args[0] = Int32GetDatum(max_rows);
-	args[1] = Int32GetDatum(hold_secs);
+	args[1] = busy_arg(busy);
 	rc = SPI_execute_plan(bg_worker_plan(STMT_READS_DUE), args, NULL, false, 0);
 	bg_check_spi(rc, SPI_OK_SELECT, "taking invoices to read before sending");
 	for (i = 0; i < SPI_processed; i++)
@@ -350,21 +365,22 @@ bg_journal_unsettled(void)
  * next attempt, or the earliest reading of an in_doubt row still being
  * checked (settle_at), so that a row being checked is read at its time;
  * at the latest, a sweep.  Read with a snapshot that sees this batch's own
- * writes: the rows it just claimed, the readings it just put off and the
- * verdicts it just wrote.
+ * writes: the rows it just claimed and the verdicts it just wrote.  The
+ * readings of busy's invoices, in flight, are left out.
  */
 TimestampTz
-bg_journal_next_due(void)
+bg_journal_next_due(List *busy)
 {
 	TimestampTz sweep = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													BG_SWEEP_MS);
-	Datum		args[3];
+	Datum		args[4];
 	bool		isnull;
 	Datum		due;
 	int			rc;
 
 	if (!bg_here_args(args))
 		return sweep;
+	args[3] = busy_arg(busy);
 	rc = SPI_execute_plan(bg_worker_plan(STMT_NEXT_DUE), args, NULL, false, 1);
 	bg_check_spi(rc, SPI_OK_SELECT, "looking for due payments");
 	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

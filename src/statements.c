@@ -219,20 +219,21 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * go (see billogram_read_recorded): the row has a verify_reason, its
 	 * first payment (the ledger knew nothing of it when it was queued), a
 	 * resend or a takeover.  At most $1, through the partial index on such
-	 * rows; each is put off by $2 seconds (the GET's timeout and some)
-	 * meanwhile, which the reading's outcome replaces.  $3, $4, $5: as for
-	 * the claim.
+	 * rows, leaving out the invoices $2 the worker has a request in flight
+	 * on (bg_inflight_busy_ids), its readings included.  Nothing is
+	 * written: a GET is safe to repeat, so a reading in flight needs no
+	 * durable mark, and the row's next due time stays for the reading's
+	 * outcome to replace.  Putting the row off meanwhile cost an UPDATE,
+	 * one more version of every row of a drain.  $3, $4, $5: as for the
+	 * claim.
 	 */
 	[STMT_READS_DUE] =
-	"WITH due AS (SELECT p.billogram_id, p.id FROM %1$s p WHERE p.state = 'pending' "
+	"SELECT p.billogram_id, p.id FROM %1$s p WHERE p.state = 'pending' "
 	"AND p.next_attempt_at <= now() "
 	"AND p.made_in_system = $3 AND p.made_in_database = $4 AND p.made_in_instance = $5 "
-	"AND p.verify_reason IS NOT NULL "
+	"AND p.verify_reason IS NOT NULL AND p.billogram_id <> ALL ($2) "
 	"AND " INVOICE_FREE_SQL
-	"ORDER BY p.next_attempt_at, p.id LIMIT $1 FOR UPDATE SKIP LOCKED), "
-	"put_off AS (UPDATE %1$s r SET next_attempt_at = now() + make_interval(secs => $2) "
-	"  FROM due WHERE r.id = due.id RETURNING r.id) "
-	"SELECT due.billogram_id, due.id FROM due JOIN put_off USING (id)",
+	"ORDER BY p.next_attempt_at, p.id LIMIT $1",
 
 	/*
 	 * Readings of invoices, in arrays: $1 the invoices, $2 their summaries,
@@ -311,7 +312,9 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 * only: one restored from elsewhere after the last look would keep the
 	 * due time in the past until bg_journal_hold_foreign() holds it), or
 	 * the earliest reading of an in_doubt row still being checked here
-	 * (STMT_SETTLE_DUE; $1, $2, $3: bg_here_args()).  A row behind another
+	 * (STMT_SETTLE_DUE; $1, $2, $3: bg_here_args()).  $4: the invoices the
+	 * worker has a request in flight on, whose readings (STMT_READS_DUE)
+	 * are not due again while they are in flight.  A row behind another
 	 * payment of its invoice is left out: counting it kept the next due
 	 * time in the past, and the worker claimed nothing in a loop, for as
 	 * long as that payment was settled; whatever ends it wakes the worker.
@@ -325,6 +328,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"  AND " INVOICE_FREE_SQL "ORDER BY p.next_attempt_at, p.id LIMIT 1), "
 	"(SELECT p.next_attempt_at FROM %1$s p WHERE p.state = 'pending' AND p.verify_reason IS NOT NULL "
 	"  AND p.made_in_system = $1 AND p.made_in_database = $2 AND p.made_in_instance = $3 "
+	"  AND p.billogram_id <> ALL ($4) "
 	"  AND " INVOICE_FREE_SQL "ORDER BY p.next_attempt_at, p.id LIMIT 1), "
 	"(SELECT min(settle_at) FROM %1$s WHERE settle_at IS NOT NULL AND state = 'in_doubt' "
 	"  AND " BG_SETTLED_HERE_SQL "))",
@@ -350,7 +354,7 @@ static const int statement_nargs[NUM_STATEMENTS] = {
 	[STMT_KEY_FIND] = 4,
 	[STMT_KEY_CLAIM] = 2,
 	[STMT_KEY_BIND] = 2,
-	[STMT_NEXT_DUE] = 3,
+	[STMT_NEXT_DUE] = 4,
 };
 static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_INSERT] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
@@ -366,7 +370,7 @@ static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_SNAPSHOT] = {INT8OID, TEXTOID, TEXTOID},
 	[STMT_SETTLE_DUE] = {INT8OID, OIDOID, UUIDOID, INT4OID, INT4OID},
 	[STMT_SETTLE] = {INT8OID, TEXTOID, TEXTOID, INT4OID},
-	[STMT_READS_DUE] = {INT4OID, INT4OID, INT8OID, OIDOID, UUIDOID},
+	[STMT_READS_DUE] = {INT4OID, TEXTARRAYOID, INT8OID, OIDOID, UUIDOID},
 	[STMT_READ_RECORDED] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4OID},
 	[STMT_LEDGER_KNOWN] = {TEXTARRAYOID},
 	[STMT_INSERT_KEYED] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
@@ -377,7 +381,7 @@ static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_KEY_FIND] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID},
 	[STMT_KEY_CLAIM] = {TEXTOID, INT8OID},
 	[STMT_KEY_BIND] = {TEXTARRAYOID, INT8ARRAYOID},
-	[STMT_NEXT_DUE] = {INT8OID, OIDOID, UUIDOID},
+	[STMT_NEXT_DUE] = {INT8OID, OIDOID, UUIDOID, TEXTARRAYOID},
 };
 
 static char *

@@ -100,7 +100,7 @@ is(scalar @{ $mock->posts('slow3000rst1') }, 2, 'which is sent once');
 # whatever frees the invoice must wake the queue: a queued payment behind a
 # synchronous call, behind another queued payment, and behind its invoice's
 # first reading goes as soon as that one is recorded, not at the next sweep
-# (10 s) nor when its reading's put-off time is over.  (With the wakes of
+# (10 s).  (With the wakes of
 # outcomes and readings taken out, the three gaps were 7.1, 7.1 and 4.3 s.)
 # slow3000: Billogram answers every request of the invoice, GET or POST,
 # after 3 s.
@@ -159,6 +159,37 @@ note sprintf('the first payment left %.2f s after its reading was answered', $af
 ok($after_read > -1 && $after_read < 2,
 	sprintf('a payment read first leaves once its reading is recorded (%.2f s)', $after_read));
 is(scalar @{ $mock->posts('slow3000wake2') }, 2, 'each queued payment was sent once');
+
+# --- a reading in flight is not due again ---
+# Nothing is written when a reading starts: while its GET is in flight the
+# invoice is left out of the readings due and of the queue's next due time
+# (bg_inflight_busy_ids).  So the invoice is read once, however long the
+# GET takes, and the worker does not spin meanwhile.
+query("SELECT billogram_enqueue_credit_payment('slow3000read1', 'amount', 1)");
+my $get_started;
+for (1 .. 200)
+{
+	($get_started) = grep { $_->{method} eq 'GET' } @{ $mock->requests('slow3000read1') };
+	last if $get_started;
+	sleep 0.05;
+}
+ok($get_started, 'the invoice of a first payment is read');
+my $reader = BgTest::worker_pid($node);	# the node was restarted above
+my $r0 = time;
+my $rc0 = cpu_ticks($reader);
+sleep 2;
+my $rc1 = cpu_ticks($reader);
+my $window_end = time;
+my $read_share = 100 * ($rc1 - $rc0) / $hz / ($window_end - $r0);
+note sprintf('worker CPU during 2 s of a reading in flight: %.2f %%', $read_share);
+ok($window_end < $get_started->{time} + 3,
+	'the CPU was measured while the reading was in flight');
+ok($read_share < 20,
+	sprintf('the worker does not spin while a reading is in flight (%.2f %% of a CPU)', $read_share));
+wait_leaves('slow3000read1', 1);
+my @gets = grep { $_->{method} eq 'GET' } @{ $mock->requests('slow3000read1') };
+is(scalar @gets, 1, 'the invoice was read once');
+is(scalar @{ $mock->posts('slow3000read1') }, 1, 'and its payment sent once');
 
 # --- billogram.database changed while payments were pending ---
 # Two payments queued in "elsewhere" while Billogram was down; then the
