@@ -251,11 +251,11 @@ read_job(const char *billogram_id)
 
 /*
  * The invoices to read before their next payment goes, as GETs for up to
- * capacity free connections: queued rows with a verify_reason (left out
- * while their reading is in flight), and the
+ * capacity free connections: queued rows with a verify_reason, and the
  * invoices synchronous calls wait on that the ledger does not know.  A
  * reading counts as a payment in flight on its invoice, so that nothing
- * else leaves on it before the reading is recorded.
+ * else leaves on it before the reading is recorded, and the journal's
+ * readings due leave it out meanwhile (bg_inflight_busy_ids).
  */
 static List *
 reads_due(int capacity)
