@@ -234,20 +234,20 @@ bg_journal_settle(int64 id, const BgReply *reply, const char *body)
 	return strcmp(TextDatumGetCString(verdict), "checking") != 0;
 }
 
-/* The invoices of busy (a List of C strings) as a text[] argument. */
+/* Invoices (a List of C strings) as a text[] argument. */
 static Datum
-busy_arg(List *busy)
+invoices_arg(List *ids)
 {
-	Datum	   *ids;
+	Datum	   *elems;
 	ListCell   *lc;
 	int			n = 0;
 
-	if (busy == NIL)
+	if (ids == NIL)
 		return PointerGetDatum(construct_empty_array(TEXTOID));
-	ids = palloc(list_length(busy) * sizeof(Datum));
-	foreach(lc, busy)
-		ids[n++] = CStringGetTextDatum((const char *) lfirst(lc));
-	return PointerGetDatum(bg_text_array(ids, NULL, n));
+	elems = palloc(list_length(ids) * sizeof(Datum));
+	foreach(lc, ids)
+		elems[n++] = CStringGetTextDatum((const char *) lfirst(lc));
+	return PointerGetDatum(bg_text_array(elems, NULL, n));
 }
 
 /*
@@ -265,7 +265,7 @@ bg_journal_reads_due(int max_rows, List *busy)
 	if (max_rows <= 0 || !bg_here_args(&args[2]))
 		return NIL;
 	args[0] = Int32GetDatum(max_rows);
-	args[1] = busy_arg(busy);
+	args[1] = invoices_arg(busy);
 	rc = SPI_execute_plan(bg_worker_plan(STMT_READS_DUE), args, NULL, false, 0);
 	bg_check_spi(rc, SPI_OK_SELECT, "taking invoices to read before sending");
 	for (i = 0; i < SPI_processed; i++)
@@ -323,19 +323,13 @@ List *
 bg_journal_ledger_known(List *ids)
 {
 	List	   *known = NIL;
-	Datum	   *elems;
 	Datum		args[1];
-	ListCell   *lc;
-	int			n = 0;
 	int			rc;
 	uint64		i;
 
 	if (ids == NIL)
 		return NIL;
-	elems = palloc(list_length(ids) * sizeof(Datum));
-	foreach(lc, ids)
-		elems[n++] = CStringGetTextDatum((const char *) lfirst(lc));
-	args[0] = PointerGetDatum(bg_text_array(elems, NULL, n));
+	args[0] = invoices_arg(ids);
 	rc = SPI_execute_plan(bg_worker_plan(STMT_LEDGER_KNOWN), args, NULL, true, 0);
 	bg_check_spi(rc, SPI_OK_SELECT, "looking invoices up in the ledger");
 	for (i = 0; i < SPI_processed; i++)
@@ -380,7 +374,7 @@ bg_journal_next_due(List *busy)
 
 	if (!bg_here_args(args))
 		return sweep;
-	args[3] = busy_arg(busy);
+	args[3] = invoices_arg(busy);
 	rc = SPI_execute_plan(bg_worker_plan(STMT_NEXT_DUE), args, NULL, false, 1);
 	bg_check_spi(rc, SPI_OK_SELECT, "looking for due payments");
 	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
