@@ -526,10 +526,13 @@ bg_summary_text(const char *utf8, size_t len)
  * text, by billogram.journal_reply: its summary, the whole of "data", or
  * nothing.  Taken from the span the classification found, so the reply is
  * not parsed again; the summary's values are copied as text, so its amounts
- * are exactly Billogram's.
+ * are exactly Billogram's.  summary is the reply's bg_journal_summary_text(),
+ * made once: when the summary is what is kept, it is returned itself, so
+ * that a caller can tell (bg_journal_record_outcomes sends it once).
  */
-char *
-bg_journal_invoice_text(const BgReply *reply, const char *body)
+const char *
+bg_journal_invoice_text(const BgReply *reply, const char *body,
+						const char *summary)
 {
 	if (reply->outcome != BG_OUTCOME_OK || body == NULL ||
 		bg_journal_reply == BG_JOURNAL_REPLY_NONE)
@@ -546,7 +549,7 @@ bg_journal_invoice_text(const BgReply *reply, const char *body)
 		if (bg_jsonb_obstacle(data, reply->data_len) == NULL)
 			return pg_any_to_server(data, (int) reply->data_len, PG_UTF8);
 	}
-	return bg_summary_text(body + reply->data_offset, reply->data_len);
+	return summary;
 }
 
 /*

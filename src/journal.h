@@ -56,8 +56,9 @@ typedef struct BgFinished
 	int64		id;
 	bool		is_sync;		/* a synchronous call: never retried */
 	const BgReply *reply;
-	const char *invoice;		/* bg_journal_invoice_text(), or NULL */
 	const char *summary;		/* bg_journal_summary_text(), or NULL */
+	const char *invoice;		/* bg_journal_invoice_text(), or NULL; the
+								 * summary itself when that is what is kept */
 	BgJournalState state;		/* out */
 	bool		recorded;		/* out: false if the row was purged */
 } BgFinished;
@@ -148,7 +149,9 @@ extern int64 bg_journal_note_key(const BgJournal *journal,
 								 const char *key_kind, const char *key);
 
 /* What the journal keeps of a successful reply's invoice (see guc.h). */
-extern char *bg_journal_invoice_text(const BgReply *reply, const char *body);
+extern const char *bg_journal_invoice_text(const BgReply *reply,
+										   const char *body,
+										   const char *summary);
 /* What the ledger records of a successful reply's invoice. */
 extern char *bg_journal_summary_text(const BgReply *reply, const char *body);
 

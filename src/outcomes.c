@@ -66,8 +66,9 @@ bgw_write_outcomes(List *jobs)
 		finished[i].id = job->request_id;
 		finished[i].is_sync = (job->kind == JOB_SYNC);
 		finished[i].reply = &job->reply;
-		finished[i].invoice = bg_journal_invoice_text(&job->reply, job->body);
 		finished[i].summary = bg_journal_summary_text(&job->reply, job->body);
+		finished[i].invoice = bg_journal_invoice_text(&job->reply, job->body,
+													  finished[i].summary);
 		i++;
 	}
 	bg_journal_record_outcomes(finished, n);
@@ -130,8 +131,11 @@ write_one(void *arg)
 		write_readings(list_make1(job));
 	else if (job->kind == JOB_SNAPSHOT)
 	{
+		const char *summary = bg_journal_summary_text(&job->reply, job->body);
+
 		bg_journal_save_snapshot(job->request_id, &job->reply,
-								 bg_journal_invoice_text(&job->reply, job->body));
+								 bg_journal_invoice_text(&job->reply, job->body,
+														 summary));
 		if (bg_journal_settle(job->request_id, &job->reply, job->body))
 		{
 			/* a final verdict frees the invoice for what is queued on it */

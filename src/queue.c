@@ -411,7 +411,8 @@ bg_journal_record_outcomes(BgFinished *finished, int n)
 	Datum	   *retry_afters = palloc(n * sizeof(Datum));
 	Datum	   *summaries = palloc(n * sizeof(Datum));
 	bool	   *summary_nulls = palloc(n * sizeof(bool));
-	Datum		args[9];
+	Datum	   *keeps_summary = palloc(n * sizeof(Datum));
+	Datum		args[10];
 	int			rc;
 	int			i;
 	uint64		r;
@@ -430,7 +431,11 @@ bg_journal_record_outcomes(BgFinished *finished, int n)
 		retries[i] = BoolGetDatum(retry);
 		statuses[i] = Int32GetDatum((int32) reply->http_status);
 		status_nulls[i] = (reply->http_status == 0);
-		invoice_nulls[i] = (finished[i].invoice == NULL);
+		/* a summary kept as the invoice is sent, and parsed, once */
+		keeps_summary[i] = BoolGetDatum(finished[i].invoice != NULL &&
+										finished[i].invoice == finished[i].summary);
+		invoice_nulls[i] = (finished[i].invoice == NULL ||
+							DatumGetBool(keeps_summary[i]));
 		invoices[i] = invoice_nulls[i] ? (Datum) 0 :
 			CStringGetTextDatum(finished[i].invoice);
 		error_nulls[i] = (reply->outcome == BG_OUTCOME_OK);
@@ -450,6 +455,7 @@ bg_journal_record_outcomes(BgFinished *finished, int n)
 	args[6] = PointerGetDatum(bg_int_array(retry_afters, NULL, n, INT4OID));
 	args[7] = Int32GetDatum(bg_retry_for_s);
 	args[8] = PointerGetDatum(bg_text_array(summaries, summary_nulls, n));
+	args[9] = PointerGetDatum(bg_int_array(keeps_summary, NULL, n, BOOLOID));
 
 	rc = SPI_execute_plan(bg_worker_plan(STMT_RECORD_OUTCOMES), args, NULL,
 						  false, 0);
