@@ -429,35 +429,30 @@ DECLARE
     waiting bigint[];
     waiting_on text[];
     waiting_why text[];
-    found bigint[];
-    found_why text[];
-    each_invoice text;
     ids text[];
     shown jsonb[];
     why jsonb[];
     r record;
 BEGIN
-    -- the rows waiting for these readings, locked, an invoice at a time in
-    -- the order of their ids.  Found through the invoice's index alone, by
-    -- equality, filtered after: a condition on state lets a plan made when
-    -- few rows were pending (statistics of a quiet journal) walk every
-    -- pending row of a drain, and the generic plan of one statement for
-    -- all the invoices (= ANY) read the whole journal
-    FOR each_invoice IN SELECT DISTINCT i FROM unnest(invoice_ids) i ORDER BY 1
-    LOOP
-        SELECT array_agg(q.id ORDER BY q.id) FILTER (WHERE q.state = 'pending' AND q.verify_reason IS NOT NULL),
-               array_agg(q.verify_reason ORDER BY q.id) FILTER (WHERE q.state = 'pending' AND q.verify_reason IS NOT NULL)
-          INTO found, found_why
-          FROM (SELECT id, state, verify_reason FROM billogram.billogram_requests
-                 WHERE billogram_id = each_invoice
-                 ORDER BY id
-                 FOR UPDATE) q;
-        IF found IS NOT NULL THEN
-            waiting := waiting || found;
-            waiting_why := waiting_why || found_why;
-            waiting_on := waiting_on || array_fill(each_invoice, ARRAY[cardinality(found)]);
-        END IF;
-    END LOOP;
+    -- the rows waiting for these readings, locked an invoice at a time in
+    -- the order of their ids, in one statement.  Found through the
+    -- invoice's index alone, by equality, filtered after: a condition on
+    -- state lets a plan made when few rows were pending (statistics of a
+    -- quiet journal) walk every pending row of a drain, and the generic
+    -- plan of one scan for all the invoices (= ANY) read the whole journal.
+    -- Each invoice's scan is planned as a statement of its own in a loop
+    -- over the invoices would be, without a statement per invoice
+    SELECT array_agg(q.id ORDER BY d.invoice_id, q.id) FILTER (WHERE q.waits),
+           array_agg(d.invoice_id ORDER BY d.invoice_id, q.id) FILTER (WHERE q.waits),
+           array_agg(q.verify_reason ORDER BY d.invoice_id, q.id) FILTER (WHERE q.waits)
+      INTO waiting, waiting_on, waiting_why
+      FROM (SELECT DISTINCT i FROM unnest(invoice_ids) i ORDER BY 1) AS d(invoice_id)
+     CROSS JOIN LATERAL (SELECT id, verify_reason,
+                                state = 'pending' AND verify_reason IS NOT NULL AS waits
+                           FROM billogram.billogram_requests
+                          WHERE billogram_id = d.invoice_id
+                          ORDER BY id
+                          FOR UPDATE) q;
 
     IF waiting IS NOT NULL THEN
         -- the reading that decides for each invoice: its last that
