@@ -440,8 +440,8 @@ BEGIN
     -- state lets a plan made when few rows were pending (statistics of a
     -- quiet journal) walk every pending row of a drain, and the generic
     -- plan of one scan for all the invoices (= ANY) read the whole journal.
-    -- Each invoice's scan is planned as a statement of its own in a loop
-    -- over the invoices would be, without a statement per invoice
+    -- Each invoice's scan (the LATERAL subquery) gets the plan a statement
+    -- per invoice in a loop would get, in one statement for them all
     SELECT array_agg(q.id ORDER BY d.invoice_id, q.id) FILTER (WHERE q.waits),
            array_agg(d.invoice_id ORDER BY d.invoice_id, q.id) FILTER (WHERE q.waits),
            array_agg(q.verify_reason ORDER BY d.invoice_id, q.id) FILTER (WHERE q.waits)
