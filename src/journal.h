@@ -180,7 +180,8 @@ extern void bg_journal_save_snapshot(int64 id, const BgReply *reply,
 									 const char *invoice);
 extern void bg_journal_recover(void);
 extern List *bg_journal_settle_due(int max_rows, int hold_secs);
-extern bool bg_journal_settle(int64 id, const BgReply *reply, const char *body);
+extern bool bg_journal_settle(int64 id, const BgReply *reply,
+							  const char *summary);
 extern List *bg_journal_unsettled(void);
 extern List *bg_journal_reads_due(int max_rows, List *busy);
 extern void bg_journal_reads_recorded(BgRead *reads, int n);

@@ -136,7 +136,7 @@ write_one(void *arg)
 		bg_journal_save_snapshot(job->request_id, &job->reply,
 								 bg_journal_invoice_text(&job->reply, job->body,
 														 summary));
-		if (bg_journal_settle(job->request_id, &job->reply, job->body))
+		if (bg_journal_settle(job->request_id, &job->reply, summary))
 		{
 			/* a final verdict frees the invoice for what is queued on it */
 			BgWorker->unsettled_stale = true;

@@ -202,12 +202,13 @@ bg_journal_settle_due(int max_rows, int hold_secs)
 
 /*
  * Weigh what the GET of an in_doubt row's invoice returned (billogram_settle
- * in SQL): the invoice's summary, whatever billogram.journal_reply keeps,
- * since the evidence is read from its sums and events; or why it failed.
- * Returns whether the row is settled for now (no further reading due).
+ * in SQL): the invoice's summary (the reply's bg_journal_summary_text()),
+ * whatever billogram.journal_reply keeps, since the evidence is read from
+ * its sums and events; or, without one, why the GET failed.  Returns
+ * whether the row is settled for now (no further reading due).
  */
 bool
-bg_journal_settle(int64 id, const BgReply *reply, const char *body)
+bg_journal_settle(int64 id, const BgReply *reply, const char *summary)
 {
 	Datum		args[4];
 	char		nulls[4] = {' ', 'n', 'n', ' '};
@@ -216,9 +217,8 @@ bg_journal_settle(int64 id, const BgReply *reply, const char *body)
 	int			rc;
 
 	args[0] = Int64GetDatum(id);
-	if (reply->outcome == BG_OUTCOME_OK && body != NULL)
-		bg_text_arg(args, nulls, 1,
-					 bg_summary_text(body + reply->data_offset, reply->data_len));
+	if (summary != NULL)
+		bg_text_arg(args, nulls, 1, summary);
 	else
 	{
 		args[2] = CStringGetTextDatum(bg_error_json(reply));
