@@ -1105,14 +1105,43 @@ GRANT SELECT ON billogram_health TO pg_monitor;
 GRANT EXECUTE ON FUNCTION billogram_metric_values() TO pg_monitor;
 GRANT SELECT ON billogram_metrics TO pg_monitor;
 
--- the grants the functions made again had before the update
+/*
+ * The grants the objects made again had before the update, given back.
+ *
+ * Then the initial privileges (pg_init_privs): what the extension's scripts
+ * grant, which pg_dump leaves out of a dump because CREATE EXTENSION makes
+ * them again.  A GRANT or REVOKE run by an update script records there the
+ * object's whole ACL, the DBA's grants included: those given back here, and
+ * those 0.1--0.2's REVOKEs on objects of 0.1 swept in (billogram_purge's).
+ * A dump would leave those grants out and a restore lose them.  So the
+ * regrants leave the initial privileges as they were, and every grantee the
+ * extension never grants to is taken out of them: the scripts grant only
+ * to an object's owner (its own entry: grantee and grantor the same role),
+ * PUBLIC and pg_monitor.
+ */
 DO $$
 DECLARE
     grants text := concat_ws('; ', nullif(current_setting('billogram_upgrade.grants'), ''),
                              nullif(current_setting('billogram_upgrade.health_grants'), ''));
+    initial pg_init_privs[];
 BEGIN
+    SELECT array_agg(i) INTO initial FROM pg_init_privs i WHERE i.privtype = 'e';
     IF grants <> '' THEN
         EXECUTE grants;
     END IF;
+    DELETE FROM pg_init_privs i
+     WHERE i.privtype = 'e'
+       AND NOT EXISTS (SELECT 1 FROM unnest(initial) s
+                        WHERE (s.objoid, s.classoid, s.objsubid) = (i.objoid, i.classoid, i.objsubid));
+    UPDATE pg_init_privs i
+       SET initprivs = (SELECT coalesce(array_agg(a.item ORDER BY a.n), '{}')
+                          FROM unnest(s.initprivs) WITH ORDINALITY a(item, n),
+                               LATERAL (SELECT e.grantee, e.grantor FROM aclexplode(ARRAY[a.item]) e LIMIT 1) e
+                         WHERE e.grantee IN (e.grantor, 0, 'pg_monitor'::regrole))
+      FROM unnest(initial) s
+     WHERE (s.objoid, s.classoid, s.objsubid) = (i.objoid, i.classoid, i.objsubid)
+       AND EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = i.classoid AND d.objid = i.objoid AND d.deptype = 'e'
+                      AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram'));
 END
 $$;

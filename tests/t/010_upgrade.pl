@@ -14,6 +14,7 @@ use BgTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 
 # the version this library speaks: the control file's default_version
 open(my $control, '<', "$FindBin::Bin/../../billogram.control") or die "billogram.control: $!";
@@ -22,6 +23,16 @@ close($control);
 die 'no default_version in billogram.control' unless $current;
 (my $current_re = $current) =~ s/\./\\./g;
 note("current version: $current");
+
+# the schema and privileges pg_dump writes for database $db
+sub schema_dump
+{
+	my ($node, $db) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'pg_dump', '--schema-only', '-d', $node->connstr($db) ], '>', \$out, '2>', \$err)
+	  or die "pg_dump of $db: $err";
+	return $out;
+}
 
 my $mock = BgTest->start_mock;
 my $node = PostgreSQL::Test::Cluster->new('upgrade');
@@ -96,6 +107,11 @@ is($node->safe_psql('postgres', q{
 	   AND a.grantee <> p.proowner AND p.pronargs = 4}),
 	'clerk:billogram_enqueue_credit_payment:false,payer:billogram_credit_payment:true',
 	'EXECUTE on the payment functions is granted as before the update');
+# and a dump says so: given back by the update, they must not count as the
+# extension's initial privileges, which pg_dump leaves out
+like(schema_dump($node, 'postgres'),
+	qr/^GRANT ALL ON FUNCTION billogram\.billogram_credit_payment\([^)]*\) TO payer WITH GRANT OPTION;\n.*^GRANT ALL ON FUNCTION billogram\.billogram_enqueue_credit_payment\([^)]*\) TO clerk;$/ms,
+	'pg_dump keeps the grants the update gave back');
 
 # Everything moved into schema billogram, a superuser's, which the update
 # made and which is not a member of the extension (as CREATE EXTENSION
@@ -227,6 +243,10 @@ my $describe = q{
 	  UNION ALL
 	  SELECT format('compression %s %s', attname, attcompression) FROM pg_attribute
 	   WHERE attrelid = 'billogram_requests'::regclass AND attnum > 0
+	  UNION ALL
+	  SELECT format('initial privileges %s %s', pg_describe_object(i.classoid, i.objoid, i.objsubid), i.initprivs)
+	    FROM pg_init_privs i JOIN pg_depend d ON d.classid = i.classoid AND d.objid = i.objoid
+	   WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram') AND d.deptype = 'e'
 	) s};
 $node->safe_psql('postgres', 'REVOKE ALL ON FUNCTION billogram_purge(interval) FROM clerk');
 $node->safe_psql('postgres', q{
@@ -255,6 +275,7 @@ $node->safe_psql('postgres', q{
 });
 $node->safe_psql('squat', q{
 	CREATE EXTENSION billogram VERSION '0.2';
+	GRANT SELECT ON billogram_health TO squatter;
 	CREATE SCHEMA billogram AUTHORIZATION squatter;
 });
 $update_err = '';
@@ -271,6 +292,10 @@ $node->safe_psql('squat', 'ALTER EXTENSION billogram UPDATE');
 is($node->safe_psql('squat',
 	"SELECT extversion || ' ' || extnamespace::regnamespace FROM pg_extension WHERE extname = 'billogram'"),
 	"$current billogram", 'done as the hint says, the update moves it');
+# billogram_health, made again by the update, keeps what 0.2 had granted on
+# it, and a dump has the grant
+like(schema_dump($node, 'squat'), qr/^GRANT SELECT ON TABLE billogram\.billogram_health TO squatter;$/m,
+	'the view made again keeps its grant, in a dump too');
 
 # pg_dump and restore of the updated database: the rows come back, at the
 # current version.
