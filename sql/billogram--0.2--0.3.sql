@@ -142,6 +142,73 @@ ALTER TABLE billogram_requests
     ADD COLUMN verify_reason    text;
 
 /*
+ * The objects made again by this update, whose grants are given back at the
+ * end: billogram_health and its function (billogram_health gains refusal,
+ * so its function's result changes), and the two views over the columns
+ * whose type changes just below (a view keeps its columns' types).  Only
+ * grants made before this transaction: an update from 0.1 made some of them
+ * just now, with only what default privileges gave them.
+ */
+DO $$
+BEGIN
+    PERFORM set_config('billogram_upgrade.remade_grants', coalesce(string_agg(
+        format('GRANT %s ON %s TO %s%s', a.privilege_type, o.what,
+               CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+               CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END), '; '), ''), true)
+      FROM (SELECT 'TABLE billogram.' || quote_ident(c.relname) AS what, c.relacl AS acl,
+                   c.relowner AS owner, 'pg_class'::regclass AS catalog, c.oid
+              FROM pg_class c
+             WHERE c.oid IN ('billogram.billogram_health'::regclass,
+                             'billogram.billogram_queue_status'::regclass,
+                             'billogram.billogram_in_doubt'::regclass)
+            UNION ALL
+            SELECT 'FUNCTION billogram.billogram_worker_status()', p.proacl, p.proowner,
+                   'pg_proc'::regclass, p.oid
+              FROM pg_proc p WHERE p.oid = 'billogram.billogram_worker_status()'::regprocedure) o,
+           aclexplode(o.acl) a
+     WHERE a.grantee <> o.owner
+       AND EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = o.catalog AND d.objid = o.oid AND d.deptype = 'e'
+                      AND age(d.xmin) > 0);
+END
+$$;
+
+/*
+ * The enumerated columns take their values from domains (see
+ * billogram--0.3.sql) instead of CHECK constraints.  The two views over
+ * them are dropped first and made again below: billogram_queue_status
+ * here, billogram_in_doubt with its new definition.
+ */
+DROP VIEW billogram_queue_status;
+DROP VIEW billogram_in_doubt;
+
+CREATE DOMAIN billogram_origin AS text CHECK (VALUE IN ('sync', 'enqueue', 'trigger'));
+CREATE DOMAIN billogram_mode AS text CHECK (VALUE IN ('remaining', 'amount'));
+CREATE DOMAIN billogram_state AS text
+    CHECK (VALUE IN ('pending', 'sending', 'done', 'failed', 'in_doubt', 'held'));
+CREATE DOMAIN billogram_key_kind AS text CHECK (VALUE IN ('source', 'call'));
+
+ALTER TABLE billogram_requests
+    DROP CONSTRAINT billogram_requests_origin_check,
+    DROP CONSTRAINT billogram_requests_mode_check,
+    DROP CONSTRAINT billogram_requests_state_check,
+    ALTER COLUMN origin TYPE billogram_origin,
+    ALTER COLUMN mode TYPE billogram_mode,
+    ALTER COLUMN state TYPE billogram_state;
+
+CREATE VIEW billogram_queue_status AS
+SELECT state,
+       count(*) AS requests,
+       CASE WHEN state = 'pending' THEN now() - min(created_at) END AS oldest_pending_age,
+       (array_agg(error ORDER BY coalesce(finished_at, sent_at) DESC NULLS LAST)
+            FILTER (WHERE error IS NOT NULL))[1] AS last_error,
+       CASE WHEN state = 'held' THEN min(held_at) END AS held_since
+  FROM billogram_requests
+ GROUP BY state;
+
+REVOKE ALL ON billogram_queue_status FROM PUBLIC;
+
+/*
  * billogram_instance: who this installation is.  One row, made by CREATE
  * EXTENSION (and by the update to 0.3) with a random id, and never dumped:
  * pg_dump leaves its contents out, so a restore, even into the same
@@ -171,7 +238,7 @@ REVOKE ALL ON billogram_instance FROM PUBLIC;
  * Privileges: no access for PUBLIC.
  */
 CREATE TABLE billogram_keys (
-    kind        text NOT NULL CHECK (kind IN ('source', 'call')),
+    kind        billogram_key_kind NOT NULL,
     key         text NOT NULL,
     request_id  bigint NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
@@ -740,7 +807,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE VIEW billogram_in_doubt AS
+CREATE VIEW billogram_in_doubt AS
 SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
        r.error ->> 'message' AS reason,
        coalesce(r.evidence ->> 'verdict', 'checking') AS verdict,
@@ -770,6 +837,7 @@ SELECT r.id, r.billogram_id, r.mode, r.amount, r.sent_at,
   FROM billogram_requests r
  WHERE r.state = 'in_doubt';
 
+REVOKE ALL ON billogram_in_doubt FROM PUBLIC;
 
 /*
  * Rows 0.2 left pending are sent on 0.3's terms: the ledger is empty, so
@@ -940,31 +1008,6 @@ AS $$
     SELECT count(*) FROM gone;
 $$;
 
-/*
- * billogram_health gains refusal: its function's result changes, so both
- * are made again, with the grants they had (made again at the end).
- */
-DO $$
-BEGIN
-    PERFORM set_config('billogram_upgrade.health_grants', coalesce(string_agg(
-        format('GRANT %s ON %s TO %s%s', a.privilege_type, o.what,
-               CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
-               CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END), '; '), ''), true)
-      FROM (SELECT 'TABLE billogram.billogram_health' AS what, c.relacl AS acl, c.relowner AS owner,
-                   'pg_class'::regclass AS catalog, c.oid
-              FROM pg_class c WHERE c.oid = 'billogram.billogram_health'::regclass
-            UNION ALL
-            SELECT 'FUNCTION billogram.billogram_worker_status()', p.proacl, p.proowner,
-                   'pg_proc'::regclass, p.oid
-              FROM pg_proc p WHERE p.oid = 'billogram.billogram_worker_status()'::regprocedure) o,
-           aclexplode(o.acl) a
-     WHERE a.grantee <> o.owner
-       -- made before this transaction, as for the payment functions above
-       AND EXISTS (SELECT 1 FROM pg_depend d
-                    WHERE d.classid = o.catalog AND d.objid = o.oid AND d.deptype = 'e'
-                      AND age(d.xmin) > 0);
-END
-$$;
 
 DROP VIEW billogram_health;
 DROP FUNCTION billogram_worker_status();
@@ -1122,7 +1165,7 @@ GRANT SELECT ON billogram_metrics TO pg_monitor;
 DO $$
 DECLARE
     grants text := concat_ws('; ', nullif(current_setting('billogram_upgrade.grants'), ''),
-                             nullif(current_setting('billogram_upgrade.health_grants'), ''));
+                             nullif(current_setting('billogram_upgrade.remade_grants'), ''));
     initial pg_init_privs[];
 BEGIN
     SELECT array_agg(i) INTO initial FROM pg_init_privs i WHERE i.privtype = 'e';

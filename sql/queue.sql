@@ -256,3 +256,23 @@ SELECT billogram_invoice_summary(
 SELECT billogram_invoice_summary('{"id": "x2", "events": "not a list"}');
 SELECT billogram_invoice_summary('[1, 2]');
 \echo :LAST_ERROR_SQLSTATE
+
+-- the journal's enumerated columns refuse any other value, from a superuser
+-- too (23514), and an amount goes with mode 'amount' only (terse: the
+-- failing row's detail holds the time)
+\set VERBOSITY terse
+INSERT INTO billogram_requests (origin, billogram_id, mode, request_body)
+VALUES ('bogus', 'qdom1', 'remaining', '{"mode":"remaining"}');
+INSERT INTO billogram_requests (origin, billogram_id, mode, request_body)
+VALUES ('enqueue', 'qdom2', 'everything', '{"mode":"everything"}');
+INSERT INTO billogram_requests (origin, billogram_id, mode, request_body, state)
+VALUES ('enqueue', 'qdom3', 'remaining', '{"mode":"remaining"}', 'sent');
+INSERT INTO billogram_requests (origin, billogram_id, mode, amount, request_body)
+VALUES ('enqueue', 'qdom4', 'remaining', 5, '{"mode":"remaining"}');
+\echo :LAST_ERROR_SQLSTATE
+UPDATE billogram_requests SET state = 'lost' WHERE id = (SELECT min(id) FROM billogram_requests);
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO billogram_keys (kind, key, request_id) VALUES ('row', 'x', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS written FROM billogram_requests WHERE billogram_id LIKE 'qdom%';
+\set VERBOSITY default
