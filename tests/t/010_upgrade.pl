@@ -57,6 +57,7 @@ $node->safe_psql('postgres', q{
 	    EXECUTE FUNCTION billogram_payment_trigger('invoice', 'amount');
 	CREATE ROLE clerk;
 	GRANT EXECUTE ON FUNCTION billogram_purge(interval) TO clerk;
+	GRANT SELECT ON billogram_queue_status TO clerk;
 	CREATE ROLE payer;
 	GRANT EXECUTE ON FUNCTION billogram_credit_payment(text, text, numeric) TO payer WITH GRANT OPTION;
 	GRANT EXECUTE ON FUNCTION billogram_enqueue_credit_payment(text, text, numeric) TO clerk;
@@ -108,10 +109,14 @@ is($node->safe_psql('postgres', q{
 	'clerk:billogram_enqueue_credit_payment:false,payer:billogram_credit_payment:true',
 	'EXECUTE on the payment functions is granted as before the update');
 # and a dump says so: given back by the update, they must not count as the
-# extension's initial privileges, which pg_dump leaves out
-like(schema_dump($node, 'postgres'),
+# extension's initial privileges, which pg_dump leaves out; so is the grant
+# on billogram_queue_status, a view the update makes again
+my $dumped = schema_dump($node, 'postgres');
+like($dumped,
 	qr/^GRANT ALL ON FUNCTION billogram\.billogram_credit_payment\([^)]*\) TO payer WITH GRANT OPTION;\n.*^GRANT ALL ON FUNCTION billogram\.billogram_enqueue_credit_payment\([^)]*\) TO clerk;$/ms,
 	'pg_dump keeps the grants the update gave back');
+like($dumped, qr/^GRANT SELECT ON TABLE billogram\.billogram_queue_status TO clerk;$/m,
+	'and the grant on the view the update made again');
 
 # Everything moved into schema billogram, a superuser's, which the update
 # made and which is not a member of the extension (as CREATE EXTENSION
@@ -140,7 +145,7 @@ is($node->safe_psql('postgres', q{
 	        SELECT p.proname::text, p.proacl FROM pg_proc p
 	         WHERE p.pronamespace = 'billogram'::regnamespace) o, aclexplode(o.acl) a
 	 WHERE a.grantee = 'clerk'::regrole}),
-	'billogram_enqueue_credit_payment:EXECUTE,billogram_purge:EXECUTE',
+	'billogram_enqueue_credit_payment:EXECUTE,billogram_purge:EXECUTE,billogram_queue_status:SELECT',
 	'default privileges granted nothing on what the update made; earlier grants stay');
 
 # The worker takes the journal up within its sweep interval: the row left
@@ -223,6 +228,10 @@ my $describe = q{
 	  SELECT format('constraint %s', pg_get_constraintdef(oid)) FROM pg_constraint
 	   WHERE conrelid IN ('billogram_requests'::regclass, 'billogram_events'::regclass)
 	  UNION ALL
+	  SELECT format('domain %s %s %s', t.typname, format_type(t.typbasetype, t.typtypmod), pg_get_constraintdef(c.oid))
+	    FROM pg_type t JOIN pg_constraint c ON c.contypid = t.oid
+	   WHERE t.typnamespace = 'billogram'::regnamespace
+	  UNION ALL
 	  SELECT format('index %s', pg_get_indexdef(indexrelid)) FROM pg_index
 	   WHERE indrelid IN ('billogram_requests'::regclass, 'billogram_events'::regclass)
 	  UNION ALL
@@ -249,6 +258,7 @@ my $describe = q{
 	   WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram') AND d.deptype = 'e'
 	) s};
 $node->safe_psql('postgres', 'REVOKE ALL ON FUNCTION billogram_purge(interval) FROM clerk');
+$node->safe_psql('postgres', 'REVOKE ALL ON billogram_queue_status FROM clerk');
 $node->safe_psql('postgres', q{
 	ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM clerk;
 	ALTER DEFAULT PRIVILEGES REVOKE ALL ON TABLES FROM clerk;
@@ -276,6 +286,7 @@ $node->safe_psql('postgres', q{
 $node->safe_psql('squat', q{
 	CREATE EXTENSION billogram VERSION '0.2';
 	GRANT SELECT ON billogram_health TO squatter;
+	GRANT SELECT ON billogram_in_doubt TO squatter;
 	CREATE SCHEMA billogram AUTHORIZATION squatter;
 });
 $update_err = '';
@@ -292,10 +303,11 @@ $node->safe_psql('squat', 'ALTER EXTENSION billogram UPDATE');
 is($node->safe_psql('squat',
 	"SELECT extversion || ' ' || extnamespace::regnamespace FROM pg_extension WHERE extname = 'billogram'"),
 	"$current billogram", 'done as the hint says, the update moves it');
-# billogram_health, made again by the update, keeps what 0.2 had granted on
-# it, and a dump has the grant
-like(schema_dump($node, 'squat'), qr/^GRANT SELECT ON TABLE billogram\.billogram_health TO squatter;$/m,
-	'the view made again keeps its grant, in a dump too');
+# billogram_health and billogram_in_doubt, made again by the update, keep
+# what 0.2 had granted on them, and a dump has the grants
+like(schema_dump($node, 'squat'),
+	qr/^GRANT SELECT ON TABLE billogram\.billogram_health TO squatter;\n.*^GRANT SELECT ON TABLE billogram\.billogram_in_doubt TO squatter;$/ms,
+	'the views made again keep their grants, in a dump too');
 
 # pg_dump and restore of the updated database: the rows come back, at the
 # current version.
