@@ -265,6 +265,17 @@ CREATE TABLE billogram_ledger (
 REVOKE ALL ON billogram_ledger FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('billogram_ledger', '');
 
+-- what the ledger knows of each invoice, as a baseline (see
+-- billogram--0.3.sql)
+CREATE VIEW billogram_ledger_baselines AS
+SELECT l.billogram_id,
+       jsonb_build_object('remaining_sum', l.remaining_sum,
+                          'events', coalesce((SELECT jsonb_agg(k ORDER BY k)
+                                                FROM jsonb_object_keys(l.events) k), '[]')) AS baseline
+  FROM billogram_ledger l;
+
+REVOKE ALL ON billogram_ledger_baselines FROM PUBLIC;
+
 -- ==== the instance identity and source rows (routes 5, 6, 9, 11) ====
 
 /*
@@ -430,23 +441,6 @@ LANGUAGE C VOLATILE STRICT;
 REVOKE ALL ON FUNCTION billogram_announce(bigint, text) FROM PUBLIC;
 
 -- the ledger's functions (see billogram--0.3.sql)
-CREATE FUNCTION billogram_ledger_baseline(invoice_id text)
-RETURNS jsonb
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN (SELECT jsonb_build_object(
-                       'remaining_sum', l.remaining_sum,
-                       'events', coalesce((SELECT jsonb_agg(k ORDER BY k)
-                                             FROM jsonb_object_keys(l.events) k), '[]'))
-              FROM billogram.billogram_ledger l
-             WHERE l.billogram_id = invoice_id);
-END
-$$;
-
-REVOKE ALL ON FUNCTION billogram_ledger_baseline(text) FROM PUBLIC;
-
 CREATE FUNCTION billogram_ledger_record(invoice_ids text[], invoices jsonb[], request_ids bigint[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -571,7 +565,8 @@ BEGIN
                             OR (s.invoice ->> 'remaining_sum')::numeric
                                = (b.known ->> 'remaining_sum')::numeric) AS unchanged
                   FROM unnest(ids, shown) AS s(invoice_id, invoice)
-                 CROSS JOIN LATERAL (SELECT billogram.billogram_ledger_baseline(s.invoice_id) AS known) b
+                 CROSS JOIN LATERAL (SELECT (SELECT v.baseline FROM billogram.billogram_ledger_baselines v
+                                              WHERE v.billogram_id = s.invoice_id) AS known) b
                  CROSS JOIN LATERAL (
                        SELECT jsonb_agg(e) AS unknown
                          FROM jsonb_array_elements(CASE jsonb_typeof(s.invoice -> 'events')

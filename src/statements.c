@@ -46,6 +46,14 @@ static const char journal_columns[] =
 	"WHERE l.billogram_id = $2) THEN 'first_payment' END"
 
 /*
+ * What the ledger knows of the invoice of row x, fixed on the row as it
+ * becomes 'sending' (see billogram_ledger_baselines): a subquery per row,
+ * so that each row looks its invoice up by the ledger's key.
+ */
+#define BASELINE_SQL(x) "(SELECT b.baseline FROM %3$s.billogram_ledger_baselines b " \
+	"WHERE b.billogram_id = " x ".billogram_id)"
+
+/*
  * One payment per invoice in flight, in order: the pending row p is not
  * taken while its invoice has an earlier pending row, a row sending, or one
  * still being settled (STMT_CLAIM, STMT_READS_DUE).
@@ -80,7 +88,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	"SELECT 'sync', u.billogram_id, u.mode, u.amount::numeric, u.body, NULL, NULL, "
 	"u.created_by, u.effective_role, u.login_role, u.database_name, u.backend_pid, "
 	"u.application_name, $11, $12, 'sending', 1, now(), " INSTANCE_SQL ", u.idempotency_key, "
-	"%3$s.billogram_ledger_baseline(u.billogram_id) "
+	BASELINE_SQL("u") " "
 	"FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
 	"$6::text[], $7::text[], $8::text[], $9::int4[], $10::text[], $13::text[]) "
 	"AS u(billogram_id, mode, amount, body, created_by, effective_role, "
@@ -100,7 +108,7 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 	 */
 	[STMT_CLAIM] =
 	"UPDATE %1$s r SET state = 'sending', attempts = r.attempts + 1, sent_at = now(), "
-	"baseline = %3$s.billogram_ledger_baseline(r.billogram_id) "
+	"baseline = " BASELINE_SQL("r") " "
 	"WHERE r.id IN (SELECT p.id FROM %1$s p WHERE p.state = 'pending' "
 	"AND p.next_attempt_at <= now() AND (p.next_attempt_at, p.id) > ($2, $3) "
 	"AND p.made_in_system = $4 AND p.made_in_database = $5 AND p.made_in_instance = $6 "
