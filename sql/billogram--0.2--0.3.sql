@@ -1003,7 +1003,6 @@ AS $$
     SELECT count(*) FROM gone;
 $$;
 
-
 DROP VIEW billogram_health;
 DROP FUNCTION billogram_worker_status();
 
@@ -1162,13 +1161,23 @@ DECLARE
     grants text := concat_ws('; ', nullif(current_setting('billogram_upgrade.grants'), ''),
                              nullif(current_setting('billogram_upgrade.remade_grants'), ''));
     initial pg_init_privs[];
+    ext oid := (SELECT oid FROM pg_extension WHERE extname = 'billogram');
 BEGIN
-    SELECT array_agg(i) INTO initial FROM pg_init_privs i WHERE i.privtype = 'e';
+    -- the extension's initial privileges before the regrants
+    SELECT array_agg(i) INTO initial
+      FROM pg_init_privs i
+     WHERE i.privtype = 'e'
+       AND EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE (d.classid, d.objid, d.refobjid, d.deptype) = (i.classoid, i.objoid, ext, 'e'));
     IF grants <> '' THEN
         EXECUTE grants;
     END IF;
+    -- what the regrants added goes; what was there comes back, with only
+    -- the grantees the extension grants to
     DELETE FROM pg_init_privs i
      WHERE i.privtype = 'e'
+       AND EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE (d.classid, d.objid, d.refobjid, d.deptype) = (i.classoid, i.objoid, ext, 'e'))
        AND NOT EXISTS (SELECT 1 FROM unnest(initial) s
                         WHERE (s.objoid, s.classoid, s.objsubid) = (i.objoid, i.classoid, i.objsubid));
     UPDATE pg_init_privs i
@@ -1177,9 +1186,6 @@ BEGIN
                                LATERAL (SELECT e.grantee, e.grantor FROM aclexplode(ARRAY[a.item]) e LIMIT 1) e
                          WHERE e.grantee IN (e.grantor, 0, 'pg_monitor'::regrole))
       FROM unnest(initial) s
-     WHERE (s.objoid, s.classoid, s.objsubid) = (i.objoid, i.classoid, i.objsubid)
-       AND EXISTS (SELECT 1 FROM pg_depend d
-                    WHERE d.classid = i.classoid AND d.objid = i.objoid AND d.deptype = 'e'
-                      AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'billogram'));
+     WHERE (s.objoid, s.classoid, s.objsubid) = (i.objoid, i.classoid, i.objsubid);
 END
 $$;
