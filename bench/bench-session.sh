@@ -508,9 +508,14 @@ CREATE TABLE payments_plain (id bigserial PRIMARY KEY, billogram_id text NOT NUL
 SQL
 w0=$(cpu_ticks "$wpid") || fail "reading the worker's CPU time"
 h0=$(http_exchanges) || fail "reading billogram_metrics"
+lsn0=$(q -c "SELECT pg_current_wal_lsn()") || fail "reading the WAL position"
 queue_and_drain "$N_QUEUE" q $((60 + N_QUEUE / 200))
 w1=$(cpu_ticks "$wpid") || fail "reading the worker's CPU time"
 h1=$(http_exchanges) || fail "reading billogram_metrics"
+# the WAL of the insert and of the drain, per payment: every version of a
+# journal row, its index entries and the ledger's rows are in it
+QUEUE_WAL_B=$(q -c "SELECT round(pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0') / $N_QUEUE)") ||
+	fail "reading the WAL position"
 check_all_done "queue drain" "$N_QUEUE"
 QUEUE_S=$DRAIN_S
 QUEUE_RATE=$(calc "$N_QUEUE / $QUEUE_S")
@@ -519,7 +524,7 @@ QUEUE_WORKER_US=$(calc "($w1 - $w0) * 1000000 / $CLK_TCK / $N_QUEUE")
 # its HTTP requests meanwhile: the payments and the invoice readings before them
 QUEUE_HTTP=$((h1 - h0))
 QUEUE_HTTP_RATE=$(calc "$QUEUE_HTTP / $QUEUE_S")
-bg_log "   drained in $QUEUE_S s: $(fmt "$QUEUE_RATE" 0) payments/s, $QUEUE_HTTP HTTP requests ($(fmt "$QUEUE_HTTP_RATE" 0)/s); worker CPU $(fmt "$QUEUE_WORKER_US" 0) µs per payment"
+bg_log "   drained in $QUEUE_S s: $(fmt "$QUEUE_RATE" 0) payments/s, $QUEUE_HTTP HTTP requests ($(fmt "$QUEUE_HTTP_RATE" 0)/s); worker CPU $(fmt "$QUEUE_WORKER_US" 0) µs, WAL $QUEUE_WAL_B bytes per payment"
 
 # ---- 3b. the same beside a long transaction ----
 # A report or a pg_dump holding a snapshot keeps every dead row version;
@@ -776,6 +781,7 @@ curl_pkg=$(dpkg-query -W -f '${Version}' libcurl4 2>/dev/null || echo '?')
 	echo "| queue drain, $N_QUEUE payments from one transaction | $(fmt "$QUEUE_RATE" 0) payments/s ($QUEUE_S s) | $TARGET_QUEUE_RATE payments/s | $(x "$(calc "$QUEUE_RATE / $TARGET_QUEUE_RATE")") | ≥ $TARGET_QUEUE_RATE/s | $(met "$QUEUE_RATE >= $TARGET_QUEUE_RATE") |"
 	echo "| HTTP requests the worker made during that drain (billogram_metrics: billogram_http_responses_total; the payments and the invoice readings before them) | $(fmt "$QUEUE_HTTP_RATE" 0) requests/s ($QUEUE_HTTP requests, $(fmt "$(calc "$QUEUE_HTTP / $N_QUEUE")" 2) per payment) | — | — | — | — |"
 	echo "| worker CPU per payment during that drain (utime + stime from /proc, insert to empty queue) | $(fmt "$QUEUE_WORKER_US" 0) µs | $TARGET_WORKER_US µs | $(x "$(calc "$QUEUE_WORKER_US / $TARGET_WORKER_US")") | ≤ $TARGET_WORKER_US µs | $(met "$QUEUE_WORKER_US <= $TARGET_WORKER_US") |"
+	echo "| WAL written during that drain, the insert included (information: pg_current_wal_lsn before the insert and at the empty queue) | $QUEUE_WAL_B bytes per payment | — | — | — | — |"
 	echo "| queue drain, the same while another session holds a snapshot | $(fmt "$QUEUE_LX_RATE" 0) payments/s ($QUEUE_LX_S s) | step 3: $(fmt "$QUEUE_RATE" 0) payments/s | $(x "$(calc "$QUEUE_LX_RATE / $QUEUE_RATE")") | — | — |"
 	echo "| slow API ($SLOW_DELAY s), $N_SLOW payments, $SLOW_CONNS connections | drained in $SLOW_S s | ideal $(fmt "$SLOW_IDEAL" 3) s | $(x "$SLOW_RATIO") | $slow_target | $slow_met |"
 	echo "| INSERT without trigger (pgbench -c 1) | $(fmt "$PLAIN_TPS" 0) TPS, avg $(fmt "$PLAIN_AVG" 3) ms, p50 $(fmt "$PLAIN_P50" 3) ms | — | — | — | — |"
