@@ -888,7 +888,10 @@ $$;
 REVOKE ALL ON FUNCTION billogram_ledger_record(text[], jsonb[], bigint[]) FROM PUBLIC;
 
 /*
- * billogram_read_recorded(invoice_ids, invoices, failures, retry_secs)
+ * billogram_read_recorded(invoice_ids, invoices, failures, retry_secs,
+ *                         claim_max, here_system, here_database, here_instance)
+ *   RETURNS TABLE (claimed_id, claimed_invoice, claimed_mode, claimed_amount,
+ *                  claimed_body)
  *
  * Internal: what the worker's readings of invoices before sending decide,
  * a batch of them in one call (invoices[i] the summary read of
@@ -914,6 +917,15 @@ REVOKE ALL ON FUNCTION billogram_ledger_record(text[], jsonb[], bigint[]) FROM P
  *                held for an operator, with the reason
  *                (billogram_release_held()).
  * The reading joins the ledger, and the rows it lets go are due at once.
+ * Up to claim_max of them are claimed as they go, as the worker's claim
+ * would take them (STMT_CLAIM in src/statements.c): made by this
+ * installation (here_*: bg_here_args()), and at the head of their invoice's
+ * queue as the journal stood when they were locked; each becomes
+ * 'sending' with the ledger's view of its invoice, this reading included,
+ * as its baseline, and is returned for the worker to send.  A row that
+ * goes and is not claimed here stays pending for the claim.  Claiming here
+ * saves a drain the claim's statement and every payment read first a
+ * version of its row.
  * A reading that failed leaves the rows waiting for it pending, with the
  * reason in error, read again after at least Retry-After and a pause that
  * grows with the time they have waited (5 minutes at most), until
@@ -925,8 +937,11 @@ REVOKE ALL ON FUNCTION billogram_ledger_record(text[], jsonb[], bigint[]) FROM P
  * function's calls than in its work.
  * Privileges: EXECUTE revoked from PUBLIC; only the worker calls it.
  */
-CREATE FUNCTION billogram_read_recorded(invoice_ids text[], invoices jsonb[], failures jsonb[], retry_secs integer)
-RETURNS void
+CREATE FUNCTION billogram_read_recorded(invoice_ids text[], invoices jsonb[], failures jsonb[],
+                                        retry_secs integer, claim_max integer, here_system bigint,
+                                        here_database oid, here_instance uuid)
+RETURNS TABLE (claimed_id bigint, claimed_invoice text, claimed_mode text,
+               claimed_amount numeric, claimed_body text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -936,9 +951,13 @@ DECLARE
     waiting bigint[];
     waiting_on text[];
     waiting_why text[];
+    -- those of them the claim's rule would take
+    claimable bigint[];
     ids text[];
     shown jsonb[];
     why jsonb[];
+    -- what the ledger knew of each invoice read, before this reading
+    knowns jsonb[];
     r record;
 BEGIN
     -- the rows waiting for these readings, locked an invoice at a time in
@@ -948,24 +967,44 @@ BEGIN
     -- quiet journal) walk every pending row of a drain, and the generic
     -- plan of one scan for all the invoices (= ANY) read the whole journal.
     -- Each invoice's scan (the LATERAL subquery) gets the plan a statement
-    -- per invoice in a loop would get, in one statement for them all
-    SELECT array_agg(q.id ORDER BY d.invoice_id, q.id) FILTER (WHERE q.waits),
-           array_agg(d.invoice_id ORDER BY d.invoice_id, q.id) FILTER (WHERE q.waits),
-           array_agg(q.verify_reason ORDER BY d.invoice_id, q.id) FILTER (WHERE q.waits)
-      INTO waiting, waiting_on, waiting_why
-      FROM (SELECT DISTINCT i FROM unnest(invoice_ids) i ORDER BY 1) AS d(invoice_id)
-     CROSS JOIN LATERAL (SELECT id, verify_reason,
-                                state = 'pending' AND verify_reason IS NOT NULL AS waits
-                           FROM billogram.billogram_requests
-                          WHERE billogram_id = d.invoice_id
-                          ORDER BY id
-                          FOR UPDATE) q;
+    -- per invoice in a loop would get, in one statement for them all.
+    -- Those the claim's rule would take (INVOICE_FREE_SQL in
+    -- src/statements.c) are told from the rows in hand: made here, the
+    -- invoice's first pending row, and no row of the invoice sending or
+    -- being settled (the row itself, pending, is neither).  A join back to
+    -- the journal for that test was planned as a walk of its primary key
+    -- (ORDER BY id LIMIT), the whole journal on every call
+    SELECT array_agg(x.id ORDER BY x.invoice_id, x.id) FILTER (WHERE x.waits),
+           array_agg(x.invoice_id ORDER BY x.invoice_id, x.id) FILTER (WHERE x.waits),
+           array_agg(x.verify_reason ORDER BY x.invoice_id, x.id) FILTER (WHERE x.waits),
+           array_agg(x.id) FILTER (WHERE x.waits AND x.made_here
+                                   AND x.id = x.first_pending AND x.busy = 0)
+      INTO waiting, waiting_on, waiting_why, claimable
+      FROM (SELECT d.invoice_id, q.id, q.verify_reason, q.waits, q.made_here,
+                   min(q.id) FILTER (WHERE q.state = 'pending') OVER invoice AS first_pending,
+                   count(*) FILTER (WHERE q.state = 'sending' OR q.settle_at IS NOT NULL)
+                       OVER invoice AS busy
+              FROM (SELECT DISTINCT i FROM unnest(invoice_ids) i ORDER BY 1) AS d(invoice_id)
+             CROSS JOIN LATERAL (SELECT id, verify_reason, state, settle_at,
+                                        state = 'pending' AND verify_reason IS NOT NULL AS waits,
+                                        made_in_system = here_system
+                                        AND made_in_database = here_database
+                                        AND made_in_instance = here_instance AS made_here
+                                   FROM billogram.billogram_requests
+                                  WHERE billogram_id = d.invoice_id
+                                  ORDER BY id
+                                  FOR UPDATE) q
+            WINDOW invoice AS (PARTITION BY d.invoice_id)) x;
 
     IF waiting IS NOT NULL THEN
         -- the reading that decides for each invoice: its last that
-        -- succeeded, else its last
-        SELECT array_agg(d.invoice_id), array_agg(d.invoice), array_agg(d.failure)
-          INTO ids, shown, why
+        -- succeeded, else its last; and what the ledger knew of it before,
+        -- kept here because the reading joins the ledger before the rows
+        -- that go are claimed
+        SELECT array_agg(d.invoice_id), array_agg(d.invoice), array_agg(d.failure),
+               array_agg((SELECT v.baseline FROM billogram.billogram_ledger_baselines v
+                           WHERE v.billogram_id = d.invoice_id))
+          INTO ids, shown, why, knowns
           FROM (SELECT DISTINCT ON (u.invoice_id) u.invoice_id, u.invoice, u.failure
                   FROM unnest(invoice_ids, invoices, failures)
                        WITH ORDINALITY AS u(invoice_id, invoice, failure, n)
@@ -994,31 +1033,36 @@ BEGIN
         LOOP
             PERFORM billogram.billogram_announce(r.id, r.state);
         END LOOP;
+    END IF;
 
+    -- the readings join the ledger, which the baselines of the rows
+    -- claimed below are read from
+    PERFORM billogram.billogram_ledger_record(invoice_ids, invoices, NULL);
+
+    IF waiting IS NOT NULL THEN
         -- an invoice read: the payments on it the ledger did not know
         -- (any payment made for a row shows as one) decide for each row.
         -- A first payment has never left: whatever the invoice shows is
         -- not its doing, and is now the baseline it is sent on.  A resend
         -- or a takeover goes only if the invoice shows nothing new and the
         -- same remaining sum; otherwise a resend is in_doubt, ambiguous,
-        -- and a takeover held.  The rows that go are due at once.
+        -- and a takeover held.  The rows that go are due at once, and
+        -- those the worker may send now are claimed (claim, see above).
         FOR r IN
             WITH seen AS (
-                SELECT s.invoice_id, s.invoice, b.known, x.unknown,
+                SELECT s.invoice_id, s.invoice, s.known, x.unknown,
                        x.unknown IS NULL
                        AND jsonb_typeof(s.invoice -> 'remaining_sum') = 'number'
-                       AND (b.known IS NULL
+                       AND (s.known IS NULL
                             OR (s.invoice ->> 'remaining_sum')::numeric
-                               = (b.known ->> 'remaining_sum')::numeric) AS unchanged
-                  FROM unnest(ids, shown) AS s(invoice_id, invoice)
-                 CROSS JOIN LATERAL (SELECT (SELECT v.baseline FROM billogram.billogram_ledger_baselines v
-                                              WHERE v.billogram_id = s.invoice_id) AS known) b
+                               = (s.known ->> 'remaining_sum')::numeric) AS unchanged
+                  FROM unnest(ids, shown, knowns) AS s(invoice_id, invoice, known)
                  CROSS JOIN LATERAL (
                        SELECT jsonb_agg(e) AS unknown
                          FROM jsonb_array_elements(CASE jsonb_typeof(s.invoice -> 'events')
                                                    WHEN 'array' THEN s.invoice -> 'events'
                                                    ELSE '[]' END) e
-                        WHERE (b.known IS NULL OR NOT (b.known -> 'events' ? (e ->> 'event_uuid')))
+                        WHERE (s.known IS NULL OR NOT (s.known -> 'events' ? (e ->> 'event_uuid')))
                           AND jsonb_typeof(e -> 'amount') = 'number') x
                  WHERE s.invoice IS NOT NULL),
             verdict AS (
@@ -1027,11 +1071,28 @@ BEGIN
                             WHEN w.reason = 'resend' THEN 'in_doubt'
                             ELSE 'held' END AS becomes
                   FROM unnest(waiting, waiting_on, waiting_why) AS w(id, invoice_id, reason)
-                  JOIN seen ON seen.invoice_id = w.invoice_id)
+                  JOIN seen ON seen.invoice_id = w.invoice_id),
+            -- of the rows that go, those the claim's rule takes (claimable,
+            -- as they stood when locked: a row behind one that this call
+            -- fails, holds or makes in_doubt is left to the claim), at most
+            -- claim_max, oldest first
+            claim AS (
+                SELECT v.id
+                  FROM verdict v
+                 WHERE v.becomes = 'goes' AND v.id = ANY (claimable)
+                 ORDER BY v.id
+                 LIMIT greatest(claim_max, 0))
             UPDATE billogram.billogram_requests q
-               SET state = CASE v.becomes WHEN 'goes' THEN q.state ELSE v.becomes END,
+               SET state = CASE WHEN c.id IS NOT NULL THEN 'sending'
+                                WHEN v.becomes = 'goes' THEN q.state ELSE v.becomes END,
                    verify_reason = NULL,
                    next_attempt_at = CASE v.becomes WHEN 'goes' THEN now() ELSE q.next_attempt_at END,
+                   attempts = q.attempts + CASE WHEN c.id IS NOT NULL THEN 1 ELSE 0 END,
+                   sent_at = CASE WHEN c.id IS NOT NULL THEN now() ELSE q.sent_at END,
+                   baseline = CASE WHEN c.id IS NOT NULL
+                       THEN (SELECT b.baseline FROM billogram.billogram_ledger_baselines b
+                              WHERE b.billogram_id = q.billogram_id)
+                       ELSE q.baseline END,
                    resolution = CASE WHEN v.becomes <> 'goes' OR v.reason = 'first_payment'
                        THEN q.resolution
                        ELSE concat_ws(E'\n', q.resolution,
@@ -1051,20 +1112,27 @@ BEGIN
                        'new_events', coalesce(v.unknown, '[]'),
                        'may_have_reached_billogram', true) ELSE q.error END
               FROM verdict v
+              LEFT JOIN claim c ON c.id = v.id
              WHERE q.id = v.id
-            RETURNING q.id, q.state, v.becomes
+            RETURNING q.id, q.state, v.becomes, q.billogram_id, q.mode, q.amount, q.request_body
         LOOP
-            IF r.becomes <> 'goes' THEN
+            IF r.state = 'sending' THEN
+                claimed_id := r.id;
+                claimed_invoice := r.billogram_id;
+                claimed_mode := r.mode;
+                claimed_amount := r.amount;
+                claimed_body := r.request_body;
+                RETURN NEXT;
+            ELSIF r.becomes <> 'goes' THEN
                 PERFORM billogram.billogram_announce(r.id, r.state);
             END IF;
         END LOOP;
     END IF;
-
-    PERFORM billogram.billogram_ledger_record(invoice_ids, invoices, NULL);
 END
 $$;
 
-REVOKE ALL ON FUNCTION billogram_read_recorded(text[], jsonb[], jsonb[], integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billogram_read_recorded(text[], jsonb[], jsonb[], integer, integer, bigint, oid, uuid)
+    FROM PUBLIC;
 
 /*
  * billogram_settle(request_id, invoice, failure, settle_secs) RETURNS text

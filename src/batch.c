@@ -171,13 +171,46 @@ record_sync_requests(bool installed, const char *no_credentials)
 	return to_start;
 }
 
+/*
+ * How many queued payments a claim may take now, riding along with
+ * requests that leave anyway or not: none while no credentials can be sent
+ * or no claim is due (bgw_queue_due_at()), else the free connections left
+ * beside the synchronous calls taken.
+ */
+int
+bgw_claim_room(bool riding, TimestampTz now)
+{
+	if (bgw_missing_credentials() != NULL || now < bgw_queue_due_at(riding))
+		return 0;
+	return Max(bgw_room_now() - list_length(BgWorker->batch_taken), 0);
+}
+
+/* Jobs for the rows a claim marked 'sending' (BgQueuedRequests). */
+static List *
+claimed_jobs(List *claimed)
+{
+	List	   *jobs = NIL;
+	ListCell   *lc;
+
+	foreach(lc, claimed)
+	{
+		BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
+		BgJob	   *job = bgw_new_batch_job(JOB_QUEUED, &q->payment, q->id);
+
+		bgw_count_in_flight(job);
+		if (q->problem)
+			job->refusal = MemoryContextStrdup(BgWorker->jobs_cxt, q->problem);
+		jobs = bgw_keep(jobs, job);
+	}
+	return jobs;
+}
+
 /* Claim due queued rows for up to capacity free connections. */
 static List *
 claim_queued(int capacity, const char *no_credentials, TimestampTz now)
 {
-	List	   *to_start = NIL;
+	List	   *to_start;
 	List	   *claimed;
-	ListCell   *lc;
 
 	if (no_credentials)
 	{
@@ -194,17 +227,7 @@ claim_queued(int capacity, const char *no_credentials, TimestampTz now)
 		return NIL;
 	}
 	claimed = bg_journal_claim(capacity);
-	foreach(lc, claimed)
-	{
-		BgQueuedRequest *q = (BgQueuedRequest *) lfirst(lc);
-
-		BgJob	   *job = bgw_new_batch_job(JOB_QUEUED, &q->payment, q->id);
-
-		bgw_count_in_flight(job);
-		if (q->problem)
-			job->refusal = MemoryContextStrdup(BgWorker->jobs_cxt, q->problem);
-		to_start = bgw_keep(to_start, job);
-	}
+	to_start = claimed_jobs(claimed);
 	/* a full batch means more may be waiting: look again next time */
 	BgWorker->queue_woken = (list_length(claimed) == capacity);
 	BgWorker->claim_not_before = 0;
@@ -337,7 +360,8 @@ choose_commit_durability(List *to_start)
 
 /*
  * One batch of database work in one transaction: record the outcome of
- * every finished transfer that is due, journal the synchronous requests in
+ * every finished transfer that is due (the readings among them claim the
+ * queued rows they let go), journal the synchronous requests in
  * batch_taken, take the in_doubt rows whose invoice is due to be read
  * (settle_due) and claim due queued rows.  Returns the jobs to start and
  * sets *recorded to the finished jobs whose outcome it wrote.
@@ -352,6 +376,7 @@ bgw_journal_batch(List **recorded)
 {
 	List	   *to_start;
 	List	   *waiting = NIL;
+	List	   *claimed_read = NIL;
 	bool		installed;
 	int			capacity;
 	TimestampTz now = GetCurrentTimestamp();
@@ -393,8 +418,10 @@ bgw_journal_batch(List **recorded)
 			TimestampTzPlusMilliseconds(now, BG_SWEEP_MS);
 	}
 
-	*recorded = bgw_record_finished(installed, journal_due, now, &waiting);
+	*recorded = bgw_record_finished(installed, journal_due, now, &waiting,
+									&claimed_read);
 	to_start = record_sync_requests(installed, no_credentials);
+	to_start = bgw_keep_all(to_start, claimed_jobs(claimed_read));
 
 	capacity = bgw_room_now() - list_length(to_start);
 	if (installed && journal_due && !ShutdownRequestPending && capacity > 0 &&

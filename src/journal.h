@@ -184,7 +184,7 @@ extern bool bg_journal_settle(int64 id, const BgReply *reply,
 							  const char *summary);
 extern List *bg_journal_unsettled(void);
 extern List *bg_journal_reads_due(int max_rows, List *busy);
-extern void bg_journal_reads_recorded(BgRead *reads, int n);
+extern List *bg_journal_reads_recorded(BgRead *reads, int n, int claim_max);
 extern List *bg_journal_ledger_known(List *ids);
 extern TimestampTz bg_journal_next_due(List *busy);
 

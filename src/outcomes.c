@@ -88,13 +88,17 @@ bgw_write_outcomes(List *jobs)
 /*
  * Readings of invoices, in one statement: each invoice joins the ledger and
  * its payments may go, queued (the claim) or synchronous (the calls waiting
- * on it); a failed one is what those calls are told.
+ * on it); a failed one is what those calls are told.  With may_claim, the
+ * queued payments that go are claimed with it as far as a claim may take
+ * them now (bgw_claim_room(); the synchronous calls taken ride along):
+ * returns them, as bg_journal_claim() does.
  */
-static void
-write_readings(List *jobs)
+static List *
+write_readings(List *jobs, bool may_claim, TimestampTz now)
 {
 	int			n = list_length(jobs);
 	BgRead	   *reads = palloc0(n * sizeof(BgRead));
+	List	   *claimed;
 	ListCell   *lc;
 	int			i = 0;
 
@@ -107,7 +111,11 @@ write_readings(List *jobs)
 		reads[i].body = job->body;
 		i++;
 	}
-	bg_journal_reads_recorded(reads, n);
+	/* what they let go is due at once */
+	BgWorker->queue_woken = true;
+	claimed = bg_journal_reads_recorded(reads, n, may_claim ?
+										bgw_claim_room(BgWorker->batch_taken != NIL, now) :
+										0);
 	for (i = 0; i < n; i++)
 	{
 		if (reads[i].known)
@@ -115,7 +123,7 @@ write_readings(List *jobs)
 		else
 			bg_inflight_read_failed(reads[i].billogram_id, reads[i].reply);
 	}
-	BgWorker->queue_woken = true;
+	return claimed;
 }
 
 /*
@@ -128,7 +136,13 @@ write_one(void *arg)
 	BgJob	   *job = arg;
 
 	if (job->kind == JOB_READ)
-		write_readings(list_make1(job));
+	{
+		/*
+		 * claims none: jobs made inside this subtransaction would outlive
+		 * its rollback
+		 */
+		(void) write_readings(list_make1(job), false, 0);
+	}
 	else if (job->kind == JOB_SNAPSHOT)
 	{
 		const char *summary = bg_journal_summary_text(&job->reply, job->body);
@@ -183,17 +197,21 @@ write_alone(BgJob *job)
  * Journal what finished and is due: the outcomes of credit payments
  * together, in one statement; snapshots, and outcomes that failed to be
  * written before, one by one (write_alone()).  Returns the jobs written;
- * the ones not due yet, or not written, are appended to *waiting.
+ * the ones not due yet, or not written, are appended to *waiting.  The
+ * queued payments the readings written together let go are claimed with
+ * them when a claim is due (bgw_claim_room()): *claimed, as
+ * bg_journal_claim() returns them.
  */
 List *
 bgw_record_finished(bool installed, bool journal_due, TimestampTz now,
-					List **waiting)
+					List **waiting, List **claimed)
 {
 	List	   *recorded = NIL;
 	List	   *together = NIL;
 	List	   *readings = NIL;
 	ListCell   *lc;
 
+	*claimed = NIL;
 	foreach(lc, BgWorker->finished_jobs)
 	{
 		BgJob	   *job = (BgJob *) lfirst(lc);
@@ -232,7 +250,7 @@ bgw_record_finished(bool installed, bool journal_due, TimestampTz now,
 	{
 		/* on an error, each is written alone from then on, as outcomes are */
 		BgWorker->batch_writing_together = readings;
-		write_readings(readings);
+		*claimed = write_readings(readings, true, now);
 		BgWorker->batch_writing_together = NIL;
 	}
 	return recorded;

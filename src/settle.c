@@ -281,22 +281,27 @@ bg_journal_reads_due(int max_rows, List *busy)
  * What readings of invoices showed (see billogram_read_recorded in SQL), n
  * of them in one statement: each invoice joins the ledger and its payments
  * may go, or the reading's failure is recorded on the rows waiting for it.
- * known[i] says whether the ledger now knows invoice i.
+ * known[i] says whether the ledger now knows invoice i.  Up to claim_max of
+ * the payments that go are claimed with it and returned, as
+ * bg_journal_claim() returns its rows.
  */
-void
-bg_journal_reads_recorded(BgRead *reads, int n)
+List *
+bg_journal_reads_recorded(BgRead *reads, int n, int claim_max)
 {
 	Datum	   *ids = palloc(n * sizeof(Datum));
 	Datum	   *summaries = palloc(n * sizeof(Datum));
 	bool	   *summary_nulls = palloc(n * sizeof(bool));
 	Datum	   *failures = palloc(n * sizeof(Datum));
 	bool	   *failure_nulls = palloc(n * sizeof(bool));
-	Datum		args[4];
+	Datum		args[8];
+	char		nulls[8];
+	List	   *claimed = NIL;
 	int			rc;
 	int			i;
+	uint64		r;
 
 	if (n == 0)
-		return;
+		return NIL;
 	for (i = 0; i < n; i++)
 	{
 		char	   *summary = bg_journal_summary_text(reads[i].reply, reads[i].body);
@@ -313,9 +318,21 @@ bg_journal_reads_recorded(BgRead *reads, int n)
 	args[1] = PointerGetDatum(bg_text_array(summaries, summary_nulls, n));
 	args[2] = PointerGetDatum(bg_text_array(failures, failure_nulls, n));
 	args[3] = Int32GetDatum(bg_retry_for_s);
-	rc = SPI_execute_plan(bg_worker_plan(STMT_READ_RECORDED), args, NULL,
+	memset(nulls, ' ', sizeof(nulls));
+	if (!bg_here_args(&args[5]))
+	{
+		/* nothing made here can be told apart yet: claim none */
+		claim_max = 0;
+		nulls[5] = nulls[6] = nulls[7] = 'n';
+	}
+	args[4] = Int32GetDatum(claim_max);
+	rc = SPI_execute_plan(bg_worker_plan(STMT_READ_RECORDED), args, nulls,
 						  false, 0);
 	bg_check_spi(rc, SPI_OK_SELECT, "recording invoice readings");
+	for (r = 0; r < SPI_processed; r++)
+		claimed = lappend(claimed, bg_queued_from_row(SPI_tuptable->vals[r],
+													  SPI_tuptable->tupdesc));
+	return claimed;
 }
 
 /* Those of the invoices ids (a List of C strings) the ledger knows. */

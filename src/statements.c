@@ -248,11 +248,14 @@ static const char *const statement_sql[NUM_STATEMENTS] = {
 
 	/*
 	 * Readings of invoices, in arrays: $1 the invoices, $2 their summaries,
-	 * $3 why each could not be read; $4 billogram.retry_for in seconds.
+	 * $3 why each could not be read; $4 billogram.retry_for in seconds; $5
+	 * how many of the payments they let go to claim at once, $6, $7, $8: as
+	 * for the claim.  Returns the rows claimed, as the claim does.
 	 */
 	[STMT_READ_RECORDED] =
-	"SELECT %3$s.billogram_read_recorded($1::pg_catalog.text[], "
-	"$2::pg_catalog.text[]::pg_catalog.jsonb[], $3::pg_catalog.text[]::pg_catalog.jsonb[], $4)",
+	"SELECT * FROM %3$s.billogram_read_recorded($1::pg_catalog.text[], "
+	"$2::pg_catalog.text[]::pg_catalog.jsonb[], $3::pg_catalog.text[]::pg_catalog.jsonb[], "
+	"$4, $5, $6, $7, $8)",
 
 	/* which of the invoices $1 the ledger knows */
 	[STMT_LEDGER_KNOWN] =
@@ -356,7 +359,7 @@ static const int statement_nargs[NUM_STATEMENTS] = {
 	[STMT_SETTLE] = 4,
 	[STMT_UNSETTLED] = 0,
 	[STMT_READS_DUE] = 5,
-	[STMT_READ_RECORDED] = 4,
+	[STMT_READ_RECORDED] = 8,
 	[STMT_LEDGER_KNOWN] = 1,
 	[STMT_INSERT_KEYED] = 17,
 	[STMT_KEY_OWNER] = 2,
@@ -383,7 +386,8 @@ static const Oid statement_types[NUM_STATEMENTS][17] = {
 	[STMT_SETTLE_DUE] = {INT8OID, OIDOID, UUIDOID, INT4OID, INT4OID},
 	[STMT_SETTLE] = {INT8OID, TEXTOID, TEXTOID, INT4OID},
 	[STMT_READS_DUE] = {INT4OID, TEXTARRAYOID, INT8OID, OIDOID, UUIDOID},
-	[STMT_READ_RECORDED] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4OID},
+	[STMT_READ_RECORDED] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4OID,
+	INT4OID, INT8OID, OIDOID, UUIDOID},
 	[STMT_LEDGER_KNOWN] = {TEXTARRAYOID},
 	[STMT_INSERT_KEYED] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,

@@ -195,6 +195,7 @@ extern void bgw_start_sync_reads(void);
 /* batch.c: the batch transaction */
 extern ErrorData *bgw_alone(void (*work) (void *arg), void *arg);
 extern List *bgw_journal_batch(List **recorded);
+extern int	bgw_claim_room(bool riding, TimestampTz now);
 extern void bgw_recover_journal(void);
 
 /*
@@ -208,7 +209,8 @@ extern TimestampTz bgw_memory_due_at(void);
 
 /* outcomes.c: journaling what finished */
 extern List *bgw_record_finished(bool installed, bool journal_due,
-								 TimestampTz now, List **waiting);
+								 TimestampTz now, List **waiting,
+								 List **claimed);
 extern void bgw_write_outcomes(List *jobs);
 
 #endif							/* BILLOGRAM_WORKER_INT_H */
