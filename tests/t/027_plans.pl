@@ -1,18 +1,19 @@
 # The plans over a journal with history: no statement the worker runs, its
 # own or one inside the extension's functions it calls, and none a backend
-# runs for the trigger or the queueing function, reads a whole journal table
-# to find its few rows.  Every test passes against a
-# plan that walks the journal on each batch, only slowly (an early version
-# of the readings' claim did, at 3 ms a call); this one refuses it.
+# runs for the trigger, the queueing function or an operator's tool, reads
+# a whole journal table to find its few rows.  Every other test passes
+# against a plan that walks the journal on each batch, only slowly (an
+# early version of the readings' claim did, at 3 ms a call); this one
+# refuses it.
 #
 # auto_explain, preloaded beside the extension, logs every plan executed as
 # JSON: the worker's kept statements' generic plans, the custom and generic
-# plans of the PL/pgSQL functions' statements, and what a backend runs for
-# the trigger and the queueing function (the plans of the sessions tagged
-# plan_workload below; the test's own checks are not judged).  The journal
-# holds 100,000 finished rows on 25,000 invoices, analysed before the
-# worker plans anything, so that a walk of a table costs what it would in
-# production and the planner takes an index where one serves.
+# plans of the PL/pgSQL and SQL functions' statements, and what a backend
+# runs for the sessions tagged plan_workload below (the test's own checks
+# are not judged).  The journal holds 100,000 finished rows on 25,000
+# invoices, analysed before the worker plans anything, so that a walk of a
+# table costs what it would in production and the planner takes an index
+# where one serves.
 #
 # A walk of a whole partial index is allowed: those indexes hold only the
 # rows waiting for work (pending, to be settled), never the history.
@@ -88,8 +89,32 @@ ok($node->poll_query_until('postgres',
 		"SELECT count(*) = 5 FROM billogram_requests WHERE billogram_id LIKE 'a500plan%' "
 		  . "AND state = 'done' AND settle_at IS NULL"),
 	'the unknown outcomes were settled from readings');
-is(query("SELECT count(*) FROM billogram_requests WHERE state <> 'done'"), '0',
-	'every payment of the run is done');
+# a payment that did not arrive: in_doubt, not_applied, then resent by an
+# operator, once a fresh reading shows its invoice unchanged (and dropped
+# again: the mock drops every payment to an ndrop invoice)
+workload("SELECT billogram_enqueue_credit_payment('ndropplan1', 'amount', 1)");
+ok($node->poll_query_until('postgres',
+		"SELECT evidence ->> 'verdict' = 'not_applied' AND settle_at IS NULL "
+		  . "FROM billogram_requests WHERE billogram_id = 'ndropplan1'"),
+	'a dropped payment was found not applied');
+# the operator's tools, as a DBA runs them over the journal's history
+# (billogram_queue_status counts every row by state: it reads the whole
+# journal by design, and is not run here)
+workload(q{
+	SELECT count(*) FROM billogram_in_doubt;
+	SELECT count(*) FROM billogram_health;
+	SELECT count(*) FROM billogram_metrics;
+	SELECT billogram_release_held(), billogram_fail_held();
+	SELECT billogram_purge('2 days');
+	SELECT id FROM billogram_resolve(
+		(SELECT id FROM billogram_requests WHERE billogram_id = 'ndropplan1'), 'resend');
+});
+ok($node->poll_query_until('postgres',
+		"SELECT attempts = 2 AND evidence ->> 'verdict' = 'not_applied' AND settle_at IS NULL "
+		  . "FROM billogram_requests WHERE billogram_id = 'ndropplan1'"),
+	'sent again by billogram_resolve, and again not applied');
+is(query("SELECT count(*) FROM billogram_requests WHERE state <> 'done' AND billogram_id <> 'ndropplan1'"),
+	'0', 'every other payment of the run is done');
 
 # --- the plans ---
 my $log = slurp_file($node->logfile, $from);
@@ -141,7 +166,10 @@ for my $path (
 	[ 'billogram worker', 'the settling', qr/^UPDATE \S+billogram_requests SET state = CASE WHEN verdict/ ],
 	[ 'client backend', "the trigger's row and its key", qr/^WITH k AS \(INSERT INTO \S+billogram_keys/ ],
 	[ 'client backend', "the queueing function's row", qr/^INSERT INTO \S+billogram_requests .*'pending'/ ],
-	[ 'client backend', "a used idempotency key's lookup", qr/^SELECT k\.request_id, r\.state/ ])
+	[ 'client backend', "a used idempotency key's lookup", qr/^SELECT k\.request_id, r\.state/ ],
+	[ 'client backend', 'billogram_in_doubt', qr/^SELECT count\(\*\) FROM billogram_in_doubt/ ],
+	[ 'client backend', 'billogram_purge', qr/WITH gone AS \( DELETE FROM \S*billogram_requests/ ],
+	[ 'client backend', 'billogram_resolve', qr/^UPDATE \S*billogram_requests\s+SET state = CASE action/ ])
 {
 	my ($who, $name, $re) = @$path;
 	ok((grep { /^\Q$who\E: / && substr($_, length($who) + 2) =~ $re } keys %seen),
