@@ -32,6 +32,10 @@
 #                    keep those payments out of doubt
 #   025_wait_events  the worker's and the callers' wait events, named from
 #                    17 on (wait_event.c)
+#   027_plans        the plans of the worker's statements and functions over
+#                    a journal with history: each major's planner chooses
+#                    its own, and one that walks the journal on 18 is as
+#                    slow as on 15
 # and, for all of them, the TAP set-up that differs from 17 on
 # (TESTDATADIR, tests/suite.sh).  BG_ROOT_TAP='tests/t/*.pl' runs every TAP
 # test instead, as when a new major is first tried.
@@ -43,7 +47,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=tests/rootfs.sh
 . "$top/tests/rootfs.sh"
 
-tap_tests=${BG_ROOT_TAP:-tests/t/001_worker.pl tests/t/005_queue.pl tests/t/014_pause.pl tests/t/016_settle.pl tests/t/017_source_rows.pl tests/t/025_wait_events.pl}
+tap_tests=${BG_ROOT_TAP:-tests/t/001_worker.pl tests/t/005_queue.pl tests/t/014_pause.pl tests/t/016_settle.pl tests/t/017_source_rows.pl tests/t/025_wait_events.pl tests/t/027_plans.pl}
 
 major=${1:-}
 suite=${2:-}
