@@ -43,6 +43,7 @@ OBJS = \
 	src/http_events.o \
 	src/http_failure.o \
 	src/inflight.o \
+	src/intake.o \
 	src/invoice.o \
 	src/jobs.o \
 	src/journal.o \

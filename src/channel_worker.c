@@ -5,7 +5,7 @@
  *	  the requests backends submitted, and answering them.
  *
  * What became of a call is returned to the worker, which logs what a
- * payment's caller was not there to hear (jobs.c): the channel itself says
+ * payment's caller was not there to hear (intake.c): the channel itself says
  * nothing of payments' outcomes.
  *
  *-------------------------------------------------------------------------

@@ -30,8 +30,9 @@
  * exits only on FATAL, SIGTERM or postmaster death.
  *
  * The worker's files, as core splits a process into its loop, its work and
- * what others call: worker.c the loop; jobs.c the transfers in flight and
- * the channel's intake and answers; batch.c the batch transaction (claims,
+ * what others call: worker.c the loop; jobs.c the transfers in flight;
+ * intake.c the synchronous callers, their requests taken from the channel
+ * and answered; batch.c the batch transaction (claims,
  * settling, readings, recovery of the journal); outcomes.c journaling what
  * finished; worker_memory.c the C heap.  They share worker_int.h and one
  * state, BgWorker; worker.h is what the rest of the extension calls.

@@ -1,10 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * worker_int.h
- *	  What the billogram worker's files (worker.c, jobs.c, batch.c,
- *	  outcomes.c, worker_memory.c) share, and nothing else does: the job, the worker's state
- *	  and the functions they call of each other.  worker.h is what the rest
- *	  of the extension calls.
+ *	  What the billogram worker's files (worker.c, jobs.c, intake.c,
+ *	  batch.c, outcomes.c, worker_memory.c) share, and nothing else does:
+ *	  the job, the worker's state and the functions they call of each
+ *	  other.  worker.h is what the rest of the extension calls.
  *
  *-------------------------------------------------------------------------
  */
@@ -165,7 +165,7 @@ extern BgWorkerState *BgWorker;
 extern TimestampTz bgw_backoff(int *delay_ms);
 extern TimestampTz bgw_queue_due_at(bool riding);
 
-/* jobs.c: the jobs in flight, the channel's intake and answers */
+/* jobs.c: the jobs in flight */
 extern BgJob *bgw_new_batch_job(BgJobKind kind, const BgCreditPayment *payment,
 								int64 request_id);
 extern void bgw_count_in_flight(BgJob *job);
@@ -184,12 +184,14 @@ extern void bgw_answer(BgJob *job, const BgReply *reply, const char *body,
 					   size_t body_len);
 extern void bgw_post_reply(BgJob *job, const BgReply *reply, const char *body,
 						   size_t body_len);
-extern void bgw_call_lost(const char *billogram_id, const char *why);
 extern void bgw_refuse(BgJob *job, BgOutcome outcome, const char *why);
+extern void bgw_start_committed(List *to_start);
+
+/* intake.c: the synchronous callers, their requests taken and answered */
+extern void bgw_call_lost(const char *billogram_id, const char *why);
 extern void bgw_answer_key_used(BgJob *job, const BgKeyUse *use);
 extern List *bgw_take_submitted_requests(void);
 extern void bgw_answer_sync_callers(void);
-extern void bgw_start_committed(List *to_start);
 extern void bgw_start_sync_reads(void);
 
 /* batch.c: the batch transaction */
