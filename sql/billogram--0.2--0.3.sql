@@ -434,11 +434,6 @@ CREATE INDEX billogram_requests_verify_idx ON billogram_requests (next_attempt_a
 -- an invoice's expected rows, declared (see billogram--0.3.sql)
 ALTER TABLE billogram_requests ALTER COLUMN billogram_id SET (n_distinct = -0.5);
 
--- an invoice's rows in work, for the rule of one payment in flight per
--- invoice (see billogram--0.3.sql)
-CREATE INDEX billogram_requests_in_work_idx ON billogram_requests (billogram_id, id)
-    WHERE state = 'sending' OR settle_at IS NOT NULL OR state = 'pending';
-
 -- billogram_announce: a row's state on the billogram_requests channel, in
 -- one place (see billogram--0.3.sql)
 CREATE FUNCTION billogram_announce(request_id bigint, state text)

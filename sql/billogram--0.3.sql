@@ -358,17 +358,6 @@ ALTER TABLE billogram_requests ALTER COLUMN billogram_id SET (n_distinct = -0.5)
 -- in_doubt rows whose invoice is to be read again
 CREATE INDEX billogram_requests_settle_idx ON billogram_requests (settle_at)
     WHERE settle_at IS NOT NULL;
--- an invoice's rows in work, for the rule of one payment in flight per
--- invoice (INVOICE_FREE_SQL in src/statements.c: the claim, the readings
--- due, the queue's next due time).  Through the invoice index, that rule
--- read the invoice's whole history for each pending row it looked at, and
--- the claim looks at every row queued behind a busy invoice: 300 payments
--- queued on one invoice with 17,000 done rows cost the worker 27 ms each
--- (tests/t/027_plans.pl, "few invoices", counts the rows a scan reads and
--- throws away).  Written as that rule writes its conditions, so that the
--- planner sees the rule's rows are all here.
-CREATE INDEX billogram_requests_in_work_idx ON billogram_requests (billogram_id, id)
-    WHERE state = 'sending' OR settle_at IS NOT NULL OR state = 'pending';
 -- pending rows whose invoice is to be read before they are sent
 CREATE INDEX billogram_requests_verify_idx ON billogram_requests (next_attempt_at, id)
     WHERE state = 'pending' AND verify_reason IS NOT NULL;

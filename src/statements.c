@@ -56,9 +56,7 @@ static const char journal_columns[] =
 /*
  * One payment per invoice in flight, in order: the pending row p is not
  * taken while its invoice has an earlier pending row, a row sending, or one
- * still being settled (STMT_CLAIM, STMT_READS_DUE, STMT_NEXT_DUE).  Those
- * rows are found in billogram_requests_in_work_idx, whose predicate is
- * these conditions, not among the invoice's finished ones.
+ * still being settled (STMT_CLAIM, STMT_READS_DUE).
  */
 #define INVOICE_FREE_SQL "NOT EXISTS (SELECT 1 FROM %1$s o WHERE o.billogram_id = p.billogram_id " \
 	"  AND o.id <> p.id AND (o.state = 'sending' OR o.settle_at IS NOT NULL " \

@@ -41,8 +41,6 @@ shared_preload_libraries = 'billogram, auto_explain'
 auto_explain.log_min_duration = 0
 auto_explain.log_nested_statements = on
 auto_explain.log_format = json
-auto_explain.log_analyze = on
-auto_explain.log_timing = off
 log_line_prefix = '%m [%p] <%b|%a> '
 billogram.settle_time = '2s'
 CONF
@@ -59,11 +57,7 @@ my %partial = map { $_ => 1 } split /\n/, query(q{
 note 'partial indexes: ' . join(', ', sort keys %partial);
 
 # The scans of the extension's tables that read a whole table: a sequential
-# scan, or a scan of a whole index that is not partial; or that read the
-# history of an invoice, or of the journal, to find the few rows in work:
-# more rows thrown away by the scan's filter, on one execution, than this.
-my $max_thrown_away = 1000;
-
+# scan, or a scan of a whole index that is not partial.
 sub whole_walks
 {
 	my ($plan) = @_;
@@ -76,9 +70,6 @@ sub whole_walks
 		push @found, "a walk of all of $plan->{'Index Name'}"
 		  if $plan->{'Node Type'} =~ /^Index (Only )?Scan$/
 		  && !defined $plan->{'Index Cond'} && !$partial{ $plan->{'Index Name'} };
-		push @found, sprintf('%d rows of %s read and thrown away (%s)',
-			$plan->{'Rows Removed by Filter'}, $rel, $plan->{'Index Name'} // 'no index')
-		  if ($plan->{'Rows Removed by Filter'} // 0) > $max_thrown_away;
 	}
 	push @found, whole_walks($_) for @{ $plan->{Plans} // [] };
 	return @found;
