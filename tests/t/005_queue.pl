@@ -151,15 +151,34 @@ is(states('down'), 'done=20', 'all done');
 is("$ids $max", '20 1', 'each sent once');
 
 # --- the worker SIGKILLed in the middle of a batch ---
+# Killed while a payment is sending, once 20 are done.  The connections may
+# all be reading invoices at the moment of the kill, with no row sending
+# (the POST in flight when the check saw one may have ended meanwhile): the
+# kill is then made again on the restarted worker, so that what follows
+# always weighs rows that were caught.
 $mock->fault('{"mode":"slow","ms":150}');
 $node->safe_psql('postgres',
 	"INSERT INTO payments (invoice, amount) SELECT 'kill' || g, 3 FROM generate_series(1, 200) g");
-$node->poll_query_until('postgres',
-	"SELECT count(*) >= 20 FROM billogram_requests WHERE billogram_id LIKE 'kill%' AND state = 'done'")
-  or die;
-kill 'KILL', BgTest::worker_pid($node);
+my $caught = 0;
+for my $try (1 .. 5)
+{
+	$node->poll_query_until('postgres',
+		"SELECT count(*) FILTER (WHERE state = 'done') >= 20 AND bool_or(state = 'sending') "
+		  . "FROM billogram_requests WHERE billogram_id LIKE 'kill%'")
+	  or die;
+	my $killed = BgTest::worker_pid($node);
+	my $before = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
+	kill 'KILL', $killed;
+	BgTest::worker_pid($node, $killed);
+	# left sending by the kill, or already found so by the new worker (a
+	# row the new worker sends left after the kill)
+	$caught = $node->safe_psql('postgres',
+		"SELECT count(*) FROM billogram_requests WHERE billogram_id LIKE 'kill%' "
+		  . "AND ((state = 'sending' AND sent_at < '$before') OR error->>'sqlstate' = 'BG002')");
+	last if $caught > 0;
+}
+ok($caught > 0, "the kill caught payments sending ($caught)");
 $mock->fault('{"mode":"none"}');
-BgTest::worker_pid($node);
 ok(BgTest::wait_settled($node), 'after the SIGKILL every row settles');
 my $kill_states = states('kill');
 like($kill_states, qr/^done=\d+(\nin_doubt=\d+)?$/, "rows end done or in_doubt ($kill_states)");
